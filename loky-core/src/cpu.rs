@@ -1,0 +1,1 @@
+//! Usable CPUs (placeholder, being written).

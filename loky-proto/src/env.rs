@@ -1,0 +1,42 @@
+//! Environment variables an executor sets for the worker programs it starts.
+
+/// Set by an executor for each worker it starts, as `"<fd>:<parent pid>"`:
+/// the file descriptor of the worker's private channel and the pid of the
+/// executor's process. A program is a worker only when this is set *and* its
+/// parent process is that pid, so a process that a task starts (which
+/// inherits the environment but not the channel) never mistakes itself for
+/// a worker.
+pub const CHANNEL: &str = "LOKY_WORKER_CHANNEL";
+
+/// How deep in nested executors the worker runs (1 for a worker of a
+/// top-level executor).
+pub const DEPTH: &str = "LOKY_DEPTH";
+
+/// The memory limit of the worker in bytes, when the executor sets one.
+pub const MEMORY_LIMIT: &str = "LOKY_WORKER_MEMORY_LIMIT";
+
+/// The path of a worker program; read by default worker discovery and set
+/// for workers so that a nested executor finds the same program.
+pub const WORKER_PROGRAM: &str = "LOKY_WORKER";
+
+/// Resident memory growth (bytes) after which a worker retires as leaking;
+/// default 300 MB.
+pub const MAX_MEMORY_LEAK_SIZE: &str = "LOKY_MAX_MEMORY_LEAK_SIZE";
+
+/// Seconds between two memory-leak checks of a worker; default 1.
+pub const MEMORY_CHECK_INTERVAL: &str = "LOKY_MEMORY_CHECK_INTERVAL";
+
+/// The fd number the channel gets in the worker on Unix.
+pub const CHANNEL_FD_NUMBER: i32 = 3;
+
+/// The value of [`CHANNEL`] for a worker whose channel is `fd` and whose
+/// parent is `parent_pid`.
+pub fn channel_value(fd: i32, parent_pid: u32) -> String {
+    format!("{fd}:{parent_pid}")
+}
+
+/// Parses a [`CHANNEL`] value into `(fd, parent pid)`.
+pub fn parse_channel_value(value: &str) -> Option<(i32, u32)> {
+    let (fd, pid) = value.split_once(':')?;
+    Some((fd.parse().ok()?, pid.parse().ok()?))
+}

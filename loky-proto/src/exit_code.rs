@@ -1,0 +1,33 @@
+//! Exit codes with a meaning, used by worker programs.
+//!
+//! Any other exit of a worker is its task's doing (`std::process::exit`,
+//! a signal, the OOM killer) and is reported as such.
+
+/// The worker program was started by hand, not by an executor: it printed
+/// what it is and left.
+pub const NOT_STARTED_BY_EXECUTOR: i32 = 2;
+
+/// The worker's runtime itself failed (a bug, not a task's panic).
+pub const INTERNAL_ERROR: i32 = 70;
+
+/// The worker's channel failed with an I/O error other than end of file.
+pub const CHANNEL_ERROR: i32 = 74;
+
+/// The worker received a frame it could not read: garbage, an oversized or
+/// truncated frame, or a message of another protocol.
+pub const PROTOCOL_ERROR: i32 = 76;
+
+/// The worker ran out of memory under its memory limit.
+pub const MEMORY_LIMIT: i32 = 77;
+
+/// A short description of a documented exit code, if `code` is one.
+pub fn describe(code: i32) -> Option<&'static str> {
+    match code {
+        NOT_STARTED_BY_EXECUTOR => Some("the worker was not started by an executor"),
+        INTERNAL_ERROR => Some("the worker runtime failed"),
+        CHANNEL_ERROR => Some("the worker's channel failed"),
+        PROTOCOL_ERROR => Some("the worker received a malformed frame"),
+        MEMORY_LIMIT => Some("the worker exceeded its memory limit"),
+        _ => None,
+    }
+}

@@ -1,0 +1,59 @@
+//! The wire protocol of loky-rs.
+//!
+//! A parent process and each of its worker processes talk over a private
+//! channel (any `Read + Write` stream) in frames: a little-endian `u32` body
+//! length followed by one MessagePack message. The worker speaks first with a
+//! [`Hello`] naming its protocol version, pid and task table; then the parent
+//! sends [`Call`]s and the worker answers each with a [`Reply`], in order.
+//!
+//! This crate also holds the typed [`Task`] handle shared by applications and
+//! worker programs, the environment variables an executor sets for its
+//! workers ([`env`]) and the documented worker exit codes ([`exit_code`]).
+//!
+//! ```
+//! use loky_proto::{decode_body, encode_frame, Call, CallKind, Request, HEADER_LEN};
+//!
+//! let call = Request::Call(Call {
+//!     id: 7,
+//!     task: "square".into(),
+//!     kind: CallKind::Single,
+//!     args: rmp_serde::to_vec(&12i64).unwrap().into(),
+//! });
+//! let mut frame = Vec::new();
+//! encode_frame(&call, &mut frame, loky_proto::DEFAULT_MAX_FRAME).unwrap();
+//! let back: Request<'_> = decode_body(&frame[HEADER_LEN..]).unwrap();
+//! assert_eq!(back, call);
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod env;
+pub mod exit_code;
+mod frame;
+mod message;
+mod task;
+
+pub use frame::{
+    ABSOLUTE_MAX_FRAME, DEFAULT_MAX_FRAME, FrameBuffer, FrameError, HEADER_LEN, decode_body,
+    encode_frame, read_frame, write_frame,
+};
+pub use message::{
+    Call, CallError, CallKind, Hello, Outcome, PROTOCOL_VERSION, PanicInfo, Reply, Request,
+    Response, RetireReason, TaskInfo,
+};
+pub use task::{Payload, Signature, Task};
+
+/// Encodes a task argument or output (MessagePack with field names, so any
+/// serde type round-trips).
+pub fn encode_payload<T: serde::Serialize + ?Sized>(
+    value: &T,
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    rmp_serde::to_vec_named(value)
+}
+
+/// Decodes a task argument or output encoded by [`encode_payload`].
+pub fn decode_payload<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(bytes)
+}

@@ -1,1 +1,63 @@
-fn main() {}
+//! Project automation for loky-rs, run as `cargo xtask <command>`.
+//!
+//! - `cargo xtask test [--quick] [--no-chaos]`: every check CI runs, in order,
+//!   stopping at the first failure, then a summary table (see [`test`](mod@test)).
+//! - `cargo xtask bench [args...]`: the benchmark binary of `loky-tests`
+//!   (see [`bench`](mod@bench)).
+//!
+//! Only the standard library is used, so the first `cargo xtask` on a clean
+//! checkout builds in seconds.
+
+mod bench;
+mod runner;
+mod test;
+
+use std::process::ExitCode;
+
+use runner::Workspace;
+
+/// Printed by `cargo xtask help`, with no arguments, and after a usage error.
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  test [--quick] [--no-chaos]
+      fmt check, clippy (-D warnings), docs (-D warnings), tests (nextest when
+      installed, else cargo test), doctests, the chaos run and the examples;
+      stops at the first failure and prints a summary.
+      --quick     skip fmt, clippy and doc
+      --no-chaos  skip the chaos run
+  bench [--peers] [args...]
+      run the loky-bench binary of loky-tests (release build); every argument,
+      --peers included, is passed through to it.
+  help
+      print this text.";
+
+/// Exit code for a command line that xtask does not understand.
+const USAGE_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    };
+    match command.as_str() {
+        "test" => match test::Options::parse(rest) {
+            Ok(options) => test::run(&Workspace::locate(), options),
+            Err(message) => usage_error(&message),
+        },
+        "bench" => bench::run(&Workspace::locate(), rest),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        other => usage_error(&format!("unknown command `{other}`")),
+    }
+}
+
+/// Reports a command-line mistake and the usage text on stderr.
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}\n\n{USAGE}");
+    ExitCode::from(USAGE_ERROR)
+}

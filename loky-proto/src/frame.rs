@@ -110,7 +110,11 @@ pub fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameErr
 fn msgpack_value_len(buf: &[u8]) -> Option<usize> {
     let be = |at: usize, n: usize| -> Option<usize> {
         let bytes = buf.get(at..at + n)?;
-        Some(bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+        Some(
+            bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
+        )
     };
     let mut pos = 0usize;
     // Values still to skip.

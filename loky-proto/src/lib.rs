@@ -8,7 +8,7 @@
 //!
 //! This crate also holds the typed [`Task`] handle shared by applications and
 //! worker programs, the environment variables an executor sets for its
-//! workers ([`env`]) and the documented worker exit codes ([`exit_code`]).
+//! workers ([`env`](mod@env)) and the documented worker exit codes ([`exit_code`]).
 //!
 //! ```
 //! use loky_proto::{decode_body, encode_frame, Call, CallKind, Request, HEADER_LEN};
@@ -49,6 +49,31 @@ pub fn encode_payload<T: serde::Serialize + ?Sized>(
     value: &T,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     rmp_serde::to_vec_named(value)
+}
+
+/// Appends the encoding of `value` (as [`encode_payload`] makes it) to `out`.
+/// On error `out` may hold a partial value; truncate it back.
+pub fn encode_payload_into<T: serde::Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), rmp_serde::encode::Error> {
+    rmp_serde::encode::write_named(out, value)
+}
+
+/// Appends a MessagePack array header for `len` elements: followed by `len`
+/// encoded values it is the encoding of a sequence of them.
+pub fn encode_array_header(len: usize, out: &mut Vec<u8>) {
+    match len {
+        0..=15 => out.push(0x90 | len as u8),
+        16..=0xffff => {
+            out.push(0xdc);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0xdd);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+    }
 }
 
 /// Decodes a task argument or output encoded by [`encode_payload`].

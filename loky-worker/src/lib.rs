@@ -1,1 +1,56 @@
-//! placeholder
+//! The worker side of loky-rs: the runtime of a worker program, and the
+//! stock `loky-worker` binary with built-in diagnostic tasks.
+//!
+//! A worker program binds [`Task`](loky_proto::Task) names to functions in a
+//! [`Registry`] and hands it to [`serve`](fn@serve). An executor starts the program
+//! with a private channel (a Unix socket at the fd named by
+//! [`loky_proto::env::CHANNEL`]); the worker greets it with its task table,
+//! then runs the calls it receives one at a time, in order, and answers each.
+//!
+//! ```no_run
+//! use loky_proto::Task;
+//! use loky_worker::Registry;
+//!
+//! pub const SQUARE: Task<i64, i64> = Task::new("square");
+//! pub const CONCAT: Task<(String, u32), String> = Task::new("concat");
+//!
+//! fn main() {
+//!     let registry = Registry::new()
+//!         .register(SQUARE, |x: i64| x * x)
+//!         .register(CONCAT, |(s, n): (String, u32)| s.repeat(n as usize));
+//!     loky_worker::serve(registry)
+//! }
+//! ```
+//!
+//! # What the runtime guarantees
+//!
+//! - A task's panic is caught: its caller gets the message, location and
+//!   backtrace, and the worker serves on. The runtime prints nothing on
+//!   stdout or stderr (they belong to the tasks) except one line before a
+//!   fatal error.
+//! - The worker ends as soon as its channel reaches end of file or it gets
+//!   SIGTERM, even while a task runs. A worker that leads its process group
+//!   (as an executor starts it) takes the whole group with it, so nothing a
+//!   task spawned outlives it.
+//! - Malformed input, a failed channel and a panic of the runtime itself end
+//!   the worker with the documented [`loky_proto::exit_code`]s.
+//! - Like loky, a worker whose resident memory grew by more than
+//!   [`loky_proto::env::MAX_MEMORY_LEAK_SIZE`] since its first call asks to
+//!   retire.
+//!
+//! # Platform support
+//!
+//! Unix. Resident memory (for leak recycling) is measured on Linux only.
+
+#![deny(missing_docs)]
+
+mod channel;
+pub mod diagnostics;
+mod memory;
+mod os;
+mod panic;
+mod registry;
+mod serve;
+
+pub use registry::Registry;
+pub use serve::{is_worker, serve, serve_if_worker};

@@ -1,0 +1,207 @@
+//! Everything this crate asks of the operating system, and all of its
+//! `unsafe`.
+//!
+//! Unix only for now. Functions called from signal handlers
+//! ([`terminate`], [`exit_now`]) use only async-signal-safe calls.
+
+use std::io;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use loky_proto::exit_code;
+
+/// Exit status of a worker that ended on SIGTERM without leading a process
+/// group: 128 + 15, what a shell reports for a process killed by SIGTERM.
+const EXIT_ON_SIGTERM: i32 = 128 + libc::SIGTERM;
+
+/// The pid of this process's parent.
+pub(crate) fn parent_pid() -> u32 {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let pid = unsafe { libc::getppid() };
+    pid as u32
+}
+
+/// Whether this process leads its own process group (the executor starts
+/// each worker so; a test or a shell may not).
+fn leads_own_group() -> bool {
+    // SAFETY: getpgrp and getpid have no preconditions, cannot fail and are
+    // async-signal-safe.
+    unsafe { libc::getpgrp() == libc::getpid() }
+}
+
+/// Ends the process at once with `code`, running no destructors, flushing
+/// nothing and running no `atexit` handlers. Async-signal-safe.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and is async-signal-safe.
+    unsafe { libc::_exit(code) }
+}
+
+/// Ends the worker because its executor is gone or told it to: a group
+/// leader SIGKILLs its whole group (itself and whatever its tasks spawned);
+/// any other process `_exit`s with `code`. Async-signal-safe.
+///
+/// A process that does not lead its group never signals the group: it would
+/// hit processes it does not own (in tests, the test runner itself).
+pub(crate) fn terminate(code: i32) -> ! {
+    if leads_own_group() {
+        // SAFETY: kill has no memory-safety preconditions and is
+        // async-signal-safe; pid 0 is our own group, which we lead.
+        unsafe { libc::kill(0, libc::SIGKILL) };
+    }
+    exit_now(code)
+}
+
+/// Ends the worker with a documented `code` the executor must see: a group
+/// leader first sends SIGTERM to the rest of its group (ignoring it itself,
+/// since a SIGKILL to the group would also replace `code` with a signal);
+/// then `_exit(code)`. The executor kills what is left of the group when it
+/// reaps the worker.
+pub(crate) fn exit_with_code(code: i32) -> ! {
+    if leads_own_group() {
+        // SAFETY: signal and kill have no memory-safety preconditions;
+        // SIG_IGN is a valid disposition and pid 0 is our own group.
+        unsafe {
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            libc::kill(0, libc::SIGTERM);
+        }
+    }
+    exit_now(code)
+}
+
+/// Takes ownership of the inherited channel `fd`: marks it close-on-exec
+/// first (so processes tasks spawn do not inherit it, and its EOF comes when
+/// the worker dies), then checks that it is a Unix socket and makes it
+/// blocking.
+pub(crate) fn take_channel(fd: RawFd) -> io::Result<UnixStream> {
+    set_cloexec(fd)?;
+    // SAFETY: the fd is open (set_cloexec succeeded), and the executor
+    // handed it to this process for the worker's sole use: nothing else in
+    // this process owns or closes it, so the stream may close it on drop.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // Fails for anything but a Unix socket.
+    stream.local_addr()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl(F_GETFD/F_SETFD) only reads and sets a descriptor's
+    // flags, and fails with EBADF if `fd` is not open.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) >= 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// On SIGTERM (the executor sets it as the worker's parent-death signal, and
+/// sends it to stop a worker), end the worker as on the channel's EOF.
+pub(crate) fn install_sigterm_handler() -> io::Result<()> {
+    // SAFETY: the action calls only `terminate`, which is async-signal-safe
+    // (getpgrp, getpid, kill, _exit).
+    unsafe {
+        signal_hook::low_level::register(libc::SIGTERM, || terminate(EXIT_ON_SIGTERM))?;
+    }
+    Ok(())
+}
+
+/// Under a memory limit, turns the abort of a failed allocation into the
+/// documented exit code [`exit_code::MEMORY_LIMIT`].
+///
+/// Rust's allocation-failure path prints a line and calls `abort()` right
+/// after `malloc`/`mmap` failed with `ENOMEM`, so `errno` is `ENOMEM` when
+/// SIGABRT arrives. Any other SIGABRT gets the default disposition back and
+/// is raised again, so the process dies of SIGABRT as it would have.
+///
+/// This is a heuristic, right in the common case only: with `RUST_BACKTRACE`
+/// set, std prints a backtrace between the failed allocation and the abort,
+/// which clobbers `errno`, so the worker dies of SIGABRT; the same happens
+/// when the failure message cannot be written (stderr closed). And an
+/// `abort()` while a stale `ENOMEM` sits in `errno` is taken for the limit.
+pub(crate) fn install_memory_limit_handler() -> io::Result<()> {
+    // SAFETY: the action only reads errno (signal-hook saved it on entry and
+    // nothing ran since), then calls _exit, or signal and raise: all
+    // async-signal-safe.
+    unsafe {
+        signal_hook::low_level::register(libc::SIGABRT, || {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::ENOMEM) {
+                exit_now(exit_code::MEMORY_LIMIT);
+            }
+            libc::signal(libc::SIGABRT, libc::SIG_DFL);
+            libc::raise(libc::SIGABRT);
+        })?;
+    }
+    Ok(())
+}
+
+/// Dies of SIGSEGV. Rust's std handles SIGSEGV itself (to report stack
+/// overflows), so the default disposition is restored first.
+pub(crate) fn raise_segfault() -> ! {
+    // SAFETY: restoring the default disposition and raising a signal have no
+    // memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::raise(libc::SIGSEGV);
+    }
+    // The signal is delivered before raise returns; should it not be, still
+    // die the way a crash does.
+    std::process::abort()
+}
+
+/// Makes this process ignore SIGTERM.
+pub(crate) fn ignore_sigterm() {
+    // SAFETY: SIG_IGN is a valid disposition for SIGTERM.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+}
+
+/// This process's resident memory in bytes, where the platform tells it.
+#[cfg(target_os = "linux")]
+pub(crate) fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages.saturating_mul(page_size()?))
+}
+
+/// This process's resident memory in bytes, where the platform tells it.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn resident_bytes() -> Option<u64> {
+    None
+}
+
+#[cfg(target_os = "linux")]
+fn page_size() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|size| *size > 0)
+}
+
+/// Writes `msg` to stderr without taking std's stderr lock (a task may hold
+/// it) and without blocking for long on a full pipe: fatal diagnostics must
+/// never keep a dying worker alive. Best effort: gives up after 100 ms.
+pub(crate) fn write_stderr(mut msg: &[u8]) {
+    while !msg.is_empty() {
+        let mut pollfd = libc::pollfd {
+            fd: libc::STDERR_FILENO,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: `pollfd` is a valid, exclusively borrowed pollfd array of
+        // length 1 for the duration of the call.
+        if unsafe { libc::poll(&mut pollfd, 1, 100) } <= 0 {
+            return;
+        }
+        // SAFETY: `msg` is valid for reads of `msg.len()` bytes.
+        let written = unsafe { libc::write(libc::STDERR_FILENO, msg.as_ptr().cast(), msg.len()) };
+        let Ok(written) = usize::try_from(written) else {
+            return;
+        };
+        if written == 0 {
+            return;
+        }
+        msg = &msg[written..];
+    }
+}

@@ -1,0 +1,142 @@
+//! Panic capture: a task's panic becomes a [`PanicInfo`] for its caller; a
+//! panic of the runtime itself ends the worker with
+//! [`exit_code::INTERNAL_ERROR`].
+//!
+//! Each thread has a [`Role`]. The panic hook, installed once, looks at the
+//! role of the panicking thread:
+//!
+//! - [`Role::Task`] (the executing thread inside [`run_task`]): records the
+//!   message, location and a backtrace for `run_task` to return, and prints
+//!   nothing (the output belongs to the task, the report to the caller).
+//! - [`Role::Runtime`] (the reader thread, the executing thread between
+//!   tasks): hands the panic to the previous hook (which prints it), then
+//!   exits with `INTERNAL_ERROR` rather than leave a limping worker.
+//! - [`Role::Other`] (threads a task or the application spawned): only the
+//!   previous hook, as if this runtime were not there; whoever joins that
+//!   thread sees its panic.
+
+use std::any::Any;
+use std::backtrace::Backtrace;
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe, PanicHookInfo};
+use std::sync::Once;
+
+use loky_proto::{PanicInfo, exit_code};
+
+use crate::os;
+
+/// What a thread is to the panic hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Not a thread of the runtime.
+    Other,
+    /// A runtime thread outside any task.
+    Runtime,
+    /// The executing thread while it runs a task.
+    Task,
+}
+
+thread_local! {
+    static ROLE: Cell<Role> = const { Cell::new(Role::Other) };
+    static CAUGHT: Cell<Option<PanicInfo>> = const { Cell::new(None) };
+}
+
+/// Marks the current thread as one of the runtime's.
+pub(crate) fn set_runtime_thread() {
+    ROLE.set(Role::Runtime);
+}
+
+/// Installs the panic hook (once per process), chaining to the hook in place
+/// before it.
+pub(crate) fn install_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| match ROLE.get() {
+            Role::Task => CAUGHT.set(Some(capture(info))),
+            Role::Runtime => {
+                previous(info);
+                os::exit_with_code(exit_code::INTERNAL_ERROR);
+            }
+            Role::Other => previous(info),
+        }));
+    });
+}
+
+fn capture(info: &PanicHookInfo<'_>) -> PanicInfo {
+    PanicInfo {
+        message: payload_message(info.payload()).to_owned(),
+        location: info
+            .location()
+            .map(|at| format!("{}:{}:{}", at.file(), at.line(), at.column())),
+        backtrace: Backtrace::force_capture().to_string(),
+    }
+}
+
+/// Runs `f` as a task: a panic is caught and returned as a [`PanicInfo`].
+///
+/// The hook records the details; should it have been replaced (a task may
+/// call `std::panic::set_hook`), the message is taken from the payload.
+pub(crate) fn run_task<R>(f: impl FnOnce() -> R) -> Result<R, PanicInfo> {
+    let role = ROLE.replace(Role::Task);
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    ROLE.set(role);
+    let caught = CAUGHT.take();
+    result.map_err(|payload| caught.unwrap_or_else(|| from_payload(payload)))
+}
+
+/// The message of a panic, as std's hook prints it.
+fn payload_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "Box<dyn Any>"
+    }
+}
+
+fn from_payload(payload: Box<dyn Any + Send>) -> PanicInfo {
+    PanicInfo {
+        message: payload_message(&*payload).to_owned(),
+        location: None,
+        backtrace: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_panic_is_captured_with_its_location_and_backtrace() {
+        install_hook();
+        let err = run_task(|| panic!("boom {}", 7)).unwrap_err();
+        assert_eq!(err.message, "boom 7");
+        assert!(err.location.unwrap().contains("panic.rs"));
+        assert!(!err.backtrace.is_empty());
+        assert_eq!(ROLE.get(), Role::Other);
+    }
+
+    #[test]
+    fn a_task_that_returns_gives_its_value() {
+        install_hook();
+        assert_eq!(run_task(|| 6 * 7).unwrap(), 42);
+    }
+
+    #[test]
+    fn a_non_string_payload_is_named() {
+        install_hook();
+        let err = run_task(|| panic::panic_any(42u8)).unwrap_err();
+        assert_eq!(err.message, "Box<dyn Any>");
+    }
+
+    #[test]
+    fn without_the_hook_the_payload_still_gives_the_message() {
+        assert_eq!(from_payload(Box::new("plain")).message, "plain".to_owned());
+        assert_eq!(
+            from_payload(Box::new(String::from("owned"))).message,
+            "owned"
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! The table of tasks a worker program can run.
+
+use std::any::type_name;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+use loky_proto::{CallError, CallKind, Outcome, Payload, Signature, Task, TaskInfo};
+
+use crate::panic::run_task;
+
+/// The tasks a worker program can run: each [`Task`] name bound to a
+/// function.
+///
+/// ```
+/// use loky_proto::Task;
+/// use loky_worker::Registry;
+///
+/// const SQUARE: Task<i64, i64> = Task::new("square");
+/// const CONCAT: Task<(String, u32), String> = Task::new("concat");
+///
+/// let registry = Registry::new()
+///     .register(SQUARE, |x: i64| x * x)
+///     .register(CONCAT, |(s, n): (String, u32)| s.repeat(n as usize));
+/// assert_eq!(registry.tasks().len(), 2);
+/// ```
+#[derive(Default)]
+pub struct Registry {
+    /// In registration order, which is the order of the task table.
+    entries: Vec<Entry>,
+    by_name: HashMap<&'static str, usize>,
+}
+
+struct Entry {
+    signature: Signature,
+    handler: Box<dyn Handler>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Binds `task` to `f`.
+    ///
+    /// # Panics
+    ///
+    /// If a task of the same name is already registered: a worker program
+    /// with an ambiguous task table is a bug to fix before it starts.
+    #[must_use]
+    pub fn register<I, O, F>(mut self, task: Task<I, O>, f: F) -> Self
+    where
+        I: Payload,
+        O: Payload,
+        F: Fn(I) -> O + Send + Sync + 'static,
+    {
+        let name = task.name();
+        if self.by_name.insert(name, self.entries.len()).is_some() {
+            panic!("task `{name}` is registered twice in this worker's Registry");
+        }
+        self.entries.push(Entry {
+            signature: task.signature(),
+            handler: Box::new(Typed {
+                f,
+                types: PhantomData,
+            }),
+        });
+        self
+    }
+
+    /// The task table sent to executors: each task's name, argument type and
+    /// output type, in registration order.
+    pub fn tasks(&self) -> Vec<TaskInfo> {
+        self.entries.iter().map(|e| e.signature.into()).collect()
+    }
+
+    pub(crate) fn signatures(&self) -> impl Iterator<Item = Signature> + '_ {
+        self.entries.iter().map(|e| e.signature)
+    }
+
+    /// Runs one call on the current thread. Panics of the task are caught
+    /// and returned as outcomes.
+    pub(crate) fn run(&self, task: &str, kind: CallKind, args: &[u8]) -> Outcome<'static> {
+        let Some(&index) = self.by_name.get(task) else {
+            return Outcome::Failed(CallError::UnknownTask {
+                task: task.to_owned(),
+            });
+        };
+        let handler = &self.entries[index].handler;
+        match kind {
+            CallKind::Single => handler.single(task, args),
+            CallKind::Chunk => handler.chunk(task, args),
+        }
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field(
+                "tasks",
+                &self.signatures().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A registered function with its types erased.
+trait Handler: Send + Sync {
+    /// Runs the function on one encoded argument.
+    fn single(&self, task: &str, args: &[u8]) -> Outcome<'static>;
+    /// Runs the function on each of a sequence of encoded arguments.
+    fn chunk(&self, task: &str, args: &[u8]) -> Outcome<'static>;
+}
+
+struct Typed<I, O, F> {
+    f: F,
+    // `fn(I) -> O` keeps `Typed` Send + Sync whatever I and O are.
+    types: PhantomData<fn(I) -> O>,
+}
+
+impl<I, O, F> Typed<I, O, F>
+where
+    I: Payload,
+    O: Payload,
+    F: Fn(I) -> O,
+{
+    /// Runs the function on `input` and encodes its output, both under
+    /// panic capture (a `Serialize` impl may panic too).
+    fn apply(&self, task: &str, input: I) -> Outcome<'static> {
+        let result = run_task(|| loky_proto::encode_payload(&(self.f)(input)));
+        match result {
+            Ok(Ok(bytes)) => Outcome::Value(bytes.into()),
+            Ok(Err(err)) => Outcome::Failed(CallError::EncodeOutput {
+                task: task.to_owned(),
+                message: err.to_string(),
+            }),
+            Err(panic) => Outcome::Panic(panic),
+        }
+    }
+
+    fn decode<T: Payload>(task: &str, args: &[u8]) -> Result<T, Outcome<'static>> {
+        // A `Deserialize` impl may panic: that is the task's panic too.
+        match run_task(|| loky_proto::decode_payload::<T>(args)) {
+            Ok(Ok(input)) => Ok(input),
+            Ok(Err(err)) => Err(Outcome::Failed(CallError::DecodeArgs {
+                task: task.to_owned(),
+                expected: type_name::<T>().to_owned(),
+                message: err.to_string(),
+            })),
+            Err(panic) => Err(Outcome::Panic(panic)),
+        }
+    }
+}
+
+impl<I, O, F> Handler for Typed<I, O, F>
+where
+    I: Payload,
+    O: Payload,
+    F: Fn(I) -> O + Send + Sync,
+{
+    fn single(&self, task: &str, args: &[u8]) -> Outcome<'static> {
+        match Self::decode::<I>(task, args) {
+            Ok(input) => self.apply(task, input),
+            Err(outcome) => outcome,
+        }
+    }
+
+    fn chunk(&self, task: &str, args: &[u8]) -> Outcome<'static> {
+        let inputs = match Self::decode::<Vec<I>>(task, args) {
+            Ok(inputs) => inputs,
+            Err(outcome) => return outcome,
+        };
+        let outcomes: Vec<_> = inputs
+            .into_iter()
+            .map(|input| self.apply(task, input))
+            .collect();
+        join_values(outcomes)
+    }
+}
+
+/// One `Value` holding the encoded sequence of outputs if every item
+/// succeeded, else `Items` with one outcome per item.
+///
+/// A MessagePack array is its length followed by its elements, so joining
+/// the items' encodings gives exactly `encode_payload(&Vec<O>)`, without
+/// keeping the outputs alive until the end of the chunk.
+fn join_values(outcomes: Vec<Outcome<'static>>) -> Outcome<'static> {
+    let mut joined = Vec::new();
+    array_header(outcomes.len(), &mut joined);
+    for outcome in &outcomes {
+        match outcome {
+            Outcome::Value(bytes) => joined.extend_from_slice(bytes),
+            _ => return Outcome::Items(outcomes),
+        }
+    }
+    Outcome::Value(joined.into())
+}
+
+/// Appends the MessagePack header of an array of `len` elements.
+fn array_header(len: usize, out: &mut Vec<u8>) {
+    if len < 16 {
+        out.push(0x90 | len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(0xdc);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        // Longer than u32::MAX items cannot fit a frame anyway; the frame
+        // encoder refuses it.
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        out.push(0xdd);
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loky_proto::{decode_payload, encode_payload};
+
+    const SQUARE: Task<i64, i64> = Task::new("square");
+    const NAME: Task<(String, u8), String> = Task::new("name");
+
+    fn registry() -> Registry {
+        crate::panic::install_hook();
+        Registry::new()
+            .register(SQUARE, |x: i64| {
+                assert!(x >= 0, "negative");
+                x * x
+            })
+            .register(NAME, |(s, n): (String, u8)| format!("{s}{n}"))
+    }
+
+    fn value<T: Payload>(outcome: Outcome<'_>) -> T {
+        match outcome {
+            Outcome::Value(bytes) => decode_payload(&bytes).unwrap(),
+            other => panic!("not a value: {other:?}"),
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "task `square` is registered twice in this worker's Registry")]
+    fn registering_a_name_twice_panics() {
+        let _ = Registry::new()
+            .register(SQUARE, |x| x)
+            .register(Task::<String, ()>::new("square"), |_| ());
+    }
+
+    #[test]
+    fn the_task_table_keeps_registration_order() {
+        let names: Vec<_> = registry().tasks().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["square", "name"]);
+        assert!(format!("{:?}", registry()).contains("square: i64 -> i64"));
+    }
+
+    #[test]
+    fn a_single_call_runs_the_function() {
+        let args = encode_payload(&("x".to_owned(), 7u8)).unwrap();
+        let out = registry().run("name", CallKind::Single, &args);
+        assert_eq!(value::<String>(out), "x7");
+    }
+
+    #[test]
+    fn unknown_tasks_and_bad_arguments_fail() {
+        let r = registry();
+        assert_eq!(
+            r.run("nope", CallKind::Single, &[]),
+            Outcome::Failed(CallError::UnknownTask {
+                task: "nope".into()
+            })
+        );
+        let args = encode_payload("seven").unwrap();
+        match r.run("square", CallKind::Single, &args) {
+            Outcome::Failed(CallError::DecodeArgs { task, expected, .. }) => {
+                assert_eq!((task.as_str(), expected.as_str()), ("square", "i64"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_chunk_of_successes_is_one_encoded_vector() {
+        for len in [0usize, 3, 15, 16, 70_000] {
+            let inputs: Vec<i64> = (0..len as i64).collect();
+            let args = encode_payload(&inputs).unwrap();
+            let out = registry().run("square", CallKind::Chunk, &args);
+            let expected: Vec<i64> = inputs.iter().map(|x| x * x).collect();
+            assert_eq!(
+                out,
+                Outcome::Value(encode_payload(&expected).unwrap().into())
+            );
+        }
+    }
+
+    #[test]
+    fn a_chunk_with_a_panic_gives_one_outcome_per_item() {
+        let args = encode_payload(&[2i64, -1, 3]).unwrap();
+        let Outcome::Items(items) = registry().run("square", CallKind::Chunk, &args) else {
+            panic!("expected items");
+        };
+        assert_eq!(items.len(), 3);
+        assert_eq!(value::<i64>(items[0].clone()), 4);
+        assert!(matches!(&items[1], Outcome::Panic(p) if p.message == "negative"));
+        assert_eq!(value::<i64>(items[2].clone()), 9);
+    }
+}

@@ -1,0 +1,166 @@
+//! The entry points of a worker program and the worker loop.
+
+use std::os::fd::RawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+use loky_proto::{Hello, PROTOCOL_VERSION, Response, env, exit_code};
+
+use crate::channel::{OwnedCall, ResponseWriter, fatal, spawn_reader};
+use crate::memory::LeakCheck;
+use crate::{Registry, os, panic};
+
+/// Runs the worker loop if an executor started this process, and never
+/// returns.
+///
+/// Started by an executor, the program serves calls until the executor
+/// closes its channel, then exits. Run by hand, it prints what it is, its
+/// protocol version, its path and its task table on stdout, and exits with
+/// [`exit_code::NOT_STARTED_BY_EXECUTOR`].
+///
+/// ```no_run
+/// use loky_proto::Task;
+///
+/// const SQUARE: Task<i64, i64> = Task::new("square");
+///
+/// fn main() {
+///     loky_worker::serve(loky_worker::Registry::new().register(SQUARE, |x: i64| x * x))
+/// }
+/// ```
+pub fn serve(registry: Registry) -> ! {
+    match worker_channel() {
+        Some(fd) => run(&registry, fd),
+        None => introduce(&registry),
+    }
+}
+
+/// Returns at once unless an executor started this process as a worker;
+/// then serves and never returns.
+///
+/// Call it first in `main` to let an application binary be its own worker
+/// program.
+pub fn serve_if_worker(registry: &Registry) {
+    if let Some(fd) = worker_channel() {
+        run(registry, fd)
+    }
+}
+
+/// Whether an executor started this process as a worker: the environment
+/// names a channel ([`env::CHANNEL`]) and the parent process is the
+/// executor that set it. A process a task spawns inherits the environment
+/// but has another parent, so it is never a worker.
+pub fn is_worker() -> bool {
+    worker_channel().is_some()
+}
+
+/// The channel's fd, if this process is a worker.
+fn worker_channel() -> Option<RawFd> {
+    let value = std::env::var(env::CHANNEL).ok()?;
+    let (fd, parent) = env::parse_channel_value(&value)?;
+    (os::parent_pid() == parent).then_some(fd)
+}
+
+/// What a worker program run by hand prints.
+fn introduce(registry: &Registry) -> ! {
+    println!(
+        "this is a loky-rs worker program (protocol {PROTOCOL_VERSION}); an executor starts it \
+         and talks to it over a private channel; run by hand it does nothing"
+    );
+    println!("protocol: {PROTOCOL_VERSION}");
+    println!("program: {}", program());
+    println!("tasks:");
+    for signature in registry.signatures() {
+        println!("  {signature}");
+    }
+    std::process::exit(exit_code::NOT_STARTED_BY_EXECUTOR)
+}
+
+fn program() -> String {
+    std::env::current_exe()
+        .map(|path| path.display().to_string())
+        .or_else(|_| std::env::args().next().ok_or(()))
+        .unwrap_or_default()
+}
+
+/// The worker: set up, say hello, serve calls until the reader thread ends
+/// the process.
+fn run(registry: &Registry, fd: RawFd) -> ! {
+    panic::install_hook();
+    panic::set_runtime_thread();
+    let stream = os::take_channel(fd).unwrap_or_else(|err| {
+        fatal(
+            exit_code::CHANNEL_ERROR,
+            &format!("cannot use fd {fd} as the channel to the executor: {err}"),
+        )
+    });
+    install_signal_handlers();
+    let calls = spawn_reader(&stream).unwrap_or_else(|err| {
+        fatal(
+            exit_code::INTERNAL_ERROR,
+            &format!("cannot start the reader thread: {err}"),
+        )
+    });
+    let mut out = ResponseWriter::new(stream);
+    out.push(&Response::Hello(hello(registry)));
+    out.flush();
+    let mut worker = Worker {
+        registry,
+        out,
+        leak: LeakCheck::from_env(),
+    };
+    // The panic hook ends the worker on a runtime panic; this guard covers
+    // a hook that a task replaced.
+    let _ = catch_unwind(AssertUnwindSafe(|| worker.serve(&calls)));
+    fatal(exit_code::INTERNAL_ERROR, "the worker loop stopped")
+}
+
+fn install_signal_handlers() {
+    if let Err(err) = os::install_sigterm_handler() {
+        fatal(
+            exit_code::INTERNAL_ERROR,
+            &format!("cannot handle SIGTERM: {err}"),
+        );
+    }
+    let limited = std::env::var_os(env::MEMORY_LIMIT).is_some();
+    if let Err(err) = limited.then(os::install_memory_limit_handler).transpose() {
+        fatal(
+            exit_code::INTERNAL_ERROR,
+            &format!("cannot handle SIGABRT: {err}"),
+        );
+    }
+}
+
+fn hello(registry: &Registry) -> Hello {
+    Hello {
+        protocol: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        program: program(),
+        tasks: registry.tasks(),
+    }
+}
+
+/// The executing side of a worker.
+struct Worker<'a> {
+    registry: &'a Registry,
+    out: ResponseWriter,
+    leak: LeakCheck,
+}
+
+impl Worker<'_> {
+    /// Runs calls one at a time, in order. Returns only if the reader thread
+    /// is gone without ending the process, which is a bug.
+    fn serve(&mut self, calls: &Receiver<OwnedCall>) {
+        for call in calls {
+            let outcome = self.registry.run(&call.task, call.kind, &call.args);
+            self.out.push_reply(call.id, &call.task, outcome);
+            drop(call);
+            if let Some(reason) = self.leak.after_call(Instant::now(), os::resident_bytes) {
+                self.out.push(&Response::Retiring(reason));
+            }
+            // Every reply goes out before the next task starts: should that
+            // task crash the worker, the results already computed are safe.
+            self.out.flush();
+        }
+    }
+}

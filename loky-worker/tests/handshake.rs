@@ -1,0 +1,68 @@
+//! The worker's hello, and what the program does when it is not a worker.
+
+mod common;
+
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+
+use common::{DEADLINE, WORKER, Worker, wait_exit, worker_command};
+use loky_proto::{PROTOCOL_VERSION, exit_code};
+
+#[test]
+fn the_hello_carries_the_full_task_table() {
+    let mut worker = Worker::start();
+    let hello = worker.hello();
+    assert_eq!(hello.protocol, PROTOCOL_VERSION);
+    assert_eq!(hello.pid, worker.pid());
+    assert_eq!(hello.tasks, loky_worker::diagnostics::registry().tasks());
+    assert!(hello.program.ends_with("loky-worker"), "{}", hello.program);
+    let echo = hello.tasks.iter().find(|t| t.name == "echo_i64").unwrap();
+    assert_eq!((echo.input.as_str(), echo.output.as_str()), ("i64", "i64"));
+}
+
+#[test]
+fn run_by_hand_it_says_what_it_is_and_exits_2() {
+    let output = Command::new(WORKER)
+        .env_remove(loky_proto::env::CHANNEL)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(exit_code::NOT_STARTED_BY_EXECUTOR)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("this is a loky-rs worker program"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("protocol: {PROTOCOL_VERSION}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(WORKER), "{stdout}");
+    for task in loky_worker::diagnostics::registry().tasks() {
+        let line = format!("{}: {} -> {}", task.name, task.input, task.output);
+        assert!(stdout.contains(&line), "{line} missing from {stdout}");
+    }
+    assert!(output.stderr.is_empty());
+}
+
+#[test]
+fn a_process_that_inherits_the_channel_but_not_the_parent_is_no_worker() {
+    let (_parent, child_end) = UnixStream::pair().unwrap();
+    // The shell starts the worker as its own child, so the worker's parent
+    // is not the process the channel names; `; exit` keeps the shell from
+    // replacing itself with the worker.
+    let mut shell = worker_command("sh", &child_end);
+    shell
+        .args(["-c", r#""$0"; exit $?"#, WORKER])
+        .stdout(Stdio::piped());
+    let mut child = shell.spawn().unwrap();
+    drop(child_end);
+    let status = wait_exit(&mut child, DEADLINE);
+    assert_eq!(status.code(), Some(exit_code::NOT_STARTED_BY_EXECUTOR));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.contains("run by hand it does nothing"), "{stdout}");
+}

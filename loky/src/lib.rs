@@ -1,1 +1,95 @@
-//! placeholder
+//! # loky-rs: a robust process pool for Rust
+//!
+//! Python's `concurrent.futures.ProcessPoolExecutor` with loky's reusable
+//! executor: tasks run in separate worker processes, so a segfault, abort,
+//! out-of-memory kill or runaway task in a worker is detected at once,
+//! reported as a precise [`Error`], and never hangs, corrupts or outlives
+//! the application. Arguments and results are any serde types.
+//!
+//! ## Quick start
+//!
+//! A task is a typed name that the application and its worker program share:
+//!
+//! ```no_run
+//! use loky::{ProcessPoolExecutor, Registry, Task, WorkerProgram};
+//!
+//! pub const SQUARE: Task<i64, i64> = Task::new("square");
+//!
+//! fn main() -> loky::Result<()> {
+//!     // This binary is also its own worker program.
+//!     loky::serve_if_worker(&Registry::new().register(SQUARE, |x: i64| x * x));
+//!
+//!     let ex = ProcessPoolExecutor::builder()
+//!         .max_workers(2)
+//!         .worker_program(WorkerProgram::CurrentExe)
+//!         .build()?;
+//!     assert_eq!(ex.submit(SQUARE, 7)?.result()?, 49);
+//!     let squares: Vec<i64> = ex.map(SQUARE, 0..1000).chunksize(100).collect::<loky::Result<_>>()?;
+//!     assert_eq!(squares[999], 998_001);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A worker can also be a separate binary shipped beside the application
+//! (found by default as `loky-worker` next to the executable, or through
+//! `LOKY_WORKER`):
+//!
+//! ```no_run
+//! # use loky::Task;
+//! # pub const SQUARE: Task<i64, i64> = Task::new("square");
+//! // src/bin/loky-worker.rs
+//! fn main() {
+//!     loky::serve(loky::Registry::new().register(SQUARE, |x: i64| x * x))
+//! }
+//! ```
+//!
+//! ## Crash semantics
+//!
+//! By default a worker's unexpected death breaks the pool, as in loky: every
+//! unfinished future fails with [`Error::TerminatedWorker`] (naming the exit
+//! code or signal, the pid and the task), later submits fail with the same
+//! error, and [`get_reusable_executor`] hands out a fresh pool.
+//! [`CrashPolicy::Respawn`] instead fails only the call that was running and
+//! replaces the worker. A task's panic never harms its worker: the caller
+//! gets [`Error::Task`] with the message and the worker's backtrace.
+//!
+//! ## Crate layout
+//!
+//! - `loky-proto`: the wire protocol and the [`Task`] handle.
+//! - `loky-worker`: the worker runtime ([`Registry`], [`serve`]) and the
+//!   stock `loky-worker` binary with [`diagnostics`] tasks.
+//! - `loky-core`: the executor, futures and supervision.
+//! - `loky` (this crate): the public API, re-exported from those three.
+//!
+//! ## Platform support
+//!
+//! Linux first (pidfd, `PR_SET_PDEATHSIG`, cgroups); other Unixes work
+//! without the Linux-only refinements. Windows is not supported yet.
+
+#![deny(missing_docs)]
+
+// Tasks and the worker side.
+pub use loky_proto::{Signature, Task, TaskInfo};
+pub use loky_worker::{Registry, is_worker, serve, serve_if_worker};
+
+pub use loky_proto::exit_code;
+pub use loky_worker::diagnostics;
+
+// The executor.
+pub use loky_core::{
+    CallOptions, CrashPolicy, DEFAULT_MAX_DEPTH, ExecutorBuilder, Map, ProcessPoolExecutor,
+    Shutdown, WorkerProgram, get_reusable_executor,
+};
+
+// Futures.
+pub use loky_core::{AsCompleted, DoneAndNotDone, Future, ReturnWhen, as_completed, wait};
+
+// Errors.
+pub use loky_core::{
+    BrokenProcessPool, DeadlineExceeded, Error, RemoteError, Result, SerializationError,
+    ShutdownError, SpawnError, TaskMismatch, TerminatedWorker, UnknownTask, WorkerExit,
+    WorkerNotFound,
+};
+
+// Utilities.
+pub use loky_core::{cpu_count, cpu_count_physical};

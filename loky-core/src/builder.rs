@@ -1,0 +1,331 @@
+//! The executor builder and worker program discovery.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{Config, CrashPolicy, Initializer};
+use crate::error::{Error, Result, SerializationError, SpawnError, WorkerNotFound};
+use crate::executor::ProcessPoolExecutor;
+use loky_proto::{Task, env};
+
+/// Default nesting limit; `LOKY_MAX_DEPTH` overrides it.
+pub const DEFAULT_MAX_DEPTH: u32 = 10;
+
+/// Which program the workers run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WorkerProgram {
+    /// Find one: the `LOKY_WORKER` environment variable (a path); else a file
+    /// `loky-worker` in the directory of the current executable or its
+    /// parent; else `loky-worker` on `PATH`.
+    #[default]
+    Discover,
+    /// This program.
+    Path(PathBuf),
+    /// The current executable, which calls
+    /// [`serve_if_worker`](https://docs.rs/loky/latest/loky/fn.serve_if_worker.html)
+    /// first thing in `main`.
+    CurrentExe,
+}
+
+/// Builds a [`ProcessPoolExecutor`]; from [`ProcessPoolExecutor::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use loky_core::{ProcessPoolExecutor, WorkerProgram};
+///
+/// let ex = ProcessPoolExecutor::builder()
+///     .max_workers(4)
+///     .worker_program(WorkerProgram::Path("bin/my-worker".into()))
+///     .env("RUST_LOG", "info")
+///     .idle_timeout(Duration::from_secs(300))
+///     .max_tasks_per_child(1000)
+///     .build()?;
+/// # Ok::<(), loky_core::Error>(())
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct ExecutorBuilder {
+    pub(crate) max_workers: Option<usize>,
+    program: WorkerProgram,
+    env: Vec<(OsString, OsString)>,
+    pub(crate) idle_timeout: Option<Option<Duration>>,
+    initializer: Option<std::result::Result<Initializer, Error>>,
+    max_tasks_per_child: Option<usize>,
+    crash_policy: CrashPolicy,
+    task_timeout: Option<Duration>,
+    memory_limit: Option<u64>,
+    kill_grace: Duration,
+    start_timeout: Duration,
+    max_frame: usize,
+    pub(crate) kill_workers: bool,
+}
+
+impl fmt::Debug for ExecutorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecutorBuilder")
+            .field("max_workers", &self.max_workers)
+            .field("program", &self.program)
+            .field("crash_policy", &self.crash_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ExecutorBuilder {
+    fn default() -> Self {
+        ExecutorBuilder {
+            max_workers: None,
+            program: WorkerProgram::Discover,
+            env: Vec::new(),
+            idle_timeout: None,
+            initializer: None,
+            max_tasks_per_child: None,
+            crash_policy: CrashPolicy::BreakPool,
+            task_timeout: None,
+            memory_limit: None,
+            kill_grace: Duration::from_millis(500),
+            start_timeout: Duration::from_secs(30),
+            max_frame: loky_proto::DEFAULT_MAX_FRAME,
+            kill_workers: false,
+        }
+    }
+}
+
+impl ExecutorBuilder {
+    /// Number of worker processes; default [`cpu_count`](crate::cpu_count).
+    /// Zero is an error at `build`.
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// The worker program; default [`WorkerProgram::Discover`].
+    pub fn worker_program(mut self, program: WorkerProgram) -> Self {
+        self.program = program;
+        self
+    }
+
+    /// An environment variable for the workers, on top of this process's
+    /// environment.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Idle workers leave after `timeout` and are started again on demand.
+    /// Default: none (10 s for the reusable executor).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(Some(timeout));
+        self
+    }
+
+    /// A registered task run once in every new worker before any other; if
+    /// it fails the pool is broken with a message naming it.
+    pub fn initializer<I: Serialize>(mut self, task: Task<I, ()>, args: I) -> Self {
+        let sig = task.signature();
+        self.initializer = Some(
+            loky_proto::encode_payload(&args)
+                .map(|args| Initializer { sig, args })
+                .map_err(|e| {
+                    Error::Serialization(SerializationError::new(
+                        sig.name,
+                        "encode the initializer's arguments",
+                        e,
+                    ))
+                }),
+        );
+        self
+    }
+
+    /// Replaces a worker after it ran `n` tasks.
+    pub fn max_tasks_per_child(mut self, n: usize) -> Self {
+        self.max_tasks_per_child = Some(n.max(1));
+        self
+    }
+
+    /// What a worker's unexpected death does; default
+    /// [`CrashPolicy::BreakPool`] (loky's).
+    pub fn on_worker_crash(mut self, policy: CrashPolicy) -> Self {
+        self.crash_policy = policy;
+        self
+    }
+
+    /// Kills a task (and its worker, which is replaced) that runs longer than
+    /// `timeout`; its future fails with
+    /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// A hard cap on each worker's memory (address space), in bytes.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Time between the polite `SIGTERM` and the `SIGKILL` when a task is
+    /// stopped; default 500 ms.
+    pub fn kill_grace_period(mut self, grace: Duration) -> Self {
+        self.kill_grace = grace;
+        self
+    }
+
+    /// How long a new worker may take to say hello; default 30 s.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Largest frame accepted from a worker, in bytes; default 2 GiB.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes.min(loky_proto::ABSOLUTE_MAX_FRAME);
+        self
+    }
+
+    /// For [`get_reusable`](ExecutorBuilder::get_reusable): when the shared
+    /// executor must be replaced, kill its running tasks instead of waiting.
+    pub fn kill_workers(mut self, kill: bool) -> Self {
+        self.kill_workers = kill;
+        self
+    }
+
+    /// Builds the executor. Workers start on the first submit.
+    pub fn build(self) -> Result<ProcessPoolExecutor> {
+        ProcessPoolExecutor::from_config(self.config()?)
+    }
+
+    pub(crate) fn config(&self) -> Result<Config> {
+        let max_workers = self.max_workers.unwrap_or_else(crate::cpu::cpu_count);
+        if max_workers == 0 {
+            return Err(Error::InvalidArgument(
+                "max_workers must be greater than 0".to_owned(),
+            ));
+        }
+        let depth = nesting_depth()? + 1;
+        let program = match &self.program {
+            WorkerProgram::Discover => discover()?,
+            WorkerProgram::Path(path) => checked_program(path)?,
+            WorkerProgram::CurrentExe => std::env::current_exe()
+                .map_err(|e| spawn_error(Path::new("<current executable>"), e))?,
+        };
+        let initializer = self.initializer.clone().transpose()?;
+        Ok(Config {
+            max_workers,
+            program,
+            env: self.env.clone(),
+            idle_timeout: self.idle_timeout.flatten(),
+            initializer,
+            max_tasks_per_child: self.max_tasks_per_child,
+            crash_policy: self.crash_policy,
+            task_timeout: self.task_timeout,
+            memory_limit: self.memory_limit,
+            kill_grace: self.kill_grace,
+            start_timeout: self.start_timeout,
+            max_frame: self.max_frame,
+            depth,
+        })
+    }
+}
+
+/// The nesting depth of this process (0 outside any worker), checked
+/// against `LOKY_MAX_DEPTH`.
+fn nesting_depth() -> Result<u32> {
+    let depth = std::env::var(env::DEPTH)
+        .ok()
+        .and_then(|d| d.parse::<u32>().ok())
+        .unwrap_or(0);
+    let max = std::env::var("LOKY_MAX_DEPTH")
+        .ok()
+        .and_then(|d| d.trim().parse::<u32>().ok())
+        .unwrap_or(DEFAULT_MAX_DEPTH);
+    if depth + 1 > max {
+        return Err(Error::InvalidArgument(format!(
+            "Could not spawn extra nested processes at depth superior to MAX_DEPTH={max}. \
+             If this is intended, you can change this limit with the LOKY_MAX_DEPTH \
+             environment variable."
+        )));
+    }
+    Ok(depth)
+}
+
+fn spawn_error(program: &Path, source: io::Error) -> Error {
+    Error::Spawn(SpawnError {
+        program: program.to_owned(),
+        source: Arc::new(source),
+    })
+}
+
+/// `path` if it is an executable file, else a `Spawn` error saying why not.
+fn checked_program(path: &Path) -> Result<PathBuf> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() && is_executable(&meta) => Ok(path.to_owned()),
+        Ok(meta) if meta.is_file() => Err(spawn_error(
+            path,
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the file is not executable",
+            ),
+        )),
+        Ok(_) => Err(spawn_error(
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "not a file"),
+        )),
+        Err(e) => Err(spawn_error(path, e)),
+    }
+}
+
+#[cfg(unix)]
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_executable(_meta: &std::fs::Metadata) -> bool {
+    true
+}
+
+fn is_program(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && is_executable(&m))
+}
+
+/// Default worker discovery; the error lists every place looked at.
+fn discover() -> Result<PathBuf> {
+    let name = format!("loky-worker{}", std::env::consts::EXE_SUFFIX);
+    let mut searched = Vec::new();
+    if let Some(path) = std::env::var_os(env::WORKER_PROGRAM) {
+        // An explicit setting that is wrong is an error, not a hint.
+        return checked_program(Path::new(&path));
+    }
+    searched.push(format!("${} (not set)", env::WORKER_PROGRAM));
+    if let Ok(exe) = std::env::current_exe() {
+        let dirs = exe
+            .parent()
+            .into_iter()
+            .chain(exe.parent().and_then(Path::parent));
+        for dir in dirs {
+            let candidate = dir.join(&name);
+            if is_program(&candidate) {
+                return Ok(candidate);
+            }
+            searched.push(candidate.display().to_string());
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join(&name);
+            if is_program(&candidate) {
+                return Ok(candidate);
+            }
+        }
+        searched.push(format!("{name} on $PATH"));
+    }
+    Err(Error::WorkerNotFound(WorkerNotFound { searched }))
+}

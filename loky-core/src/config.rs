@@ -1,0 +1,114 @@
+//! The settings of a pool, as the builder resolved them.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use loky_proto::{Signature, env};
+
+use crate::worker::LinkSettings;
+
+/// What happens when a worker dies unexpectedly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum CrashPolicy {
+    /// loky's behaviour: the pool is broken; every unfinished future fails
+    /// with [`Error::TerminatedWorker`](crate::Error::TerminatedWorker) and
+    /// later submits fail too.
+    #[default]
+    BreakPool,
+    /// Only the call that was running on the dead worker fails (with
+    /// `TerminatedWorker` naming it); calls it held but had not started go
+    /// to other workers; the worker is replaced and the pool never breaks.
+    Respawn,
+}
+
+/// How to shut an executor down; see
+/// [`ProcessPoolExecutor::shutdown_with`](crate::ProcessPoolExecutor::shutdown_with).
+///
+/// The default waits for every submitted task, as `shutdown(true)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shutdown {
+    /// Block until every task finished and every worker was reaped.
+    pub wait: bool,
+    /// Kill the workers (and their process groups) at once; unfinished
+    /// futures fail with
+    /// [`Error::ShutdownExecutor`](crate::Error::ShutdownExecutor).
+    pub kill_workers: bool,
+    /// Cancel the futures that have not started.
+    pub cancel_futures: bool,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            wait: true,
+            kill_workers: false,
+            cancel_futures: false,
+        }
+    }
+}
+
+/// A registered task run first in every new worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Initializer {
+    pub(crate) sig: Signature,
+    pub(crate) args: Vec<u8>,
+}
+
+/// Everything a pool needs to know to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Config {
+    pub(crate) max_workers: usize,
+    pub(crate) program: PathBuf,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) initializer: Option<Initializer>,
+    pub(crate) max_tasks_per_child: Option<usize>,
+    pub(crate) crash_policy: CrashPolicy,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) kill_grace: Duration,
+    pub(crate) start_timeout: Duration,
+    pub(crate) max_frame: usize,
+    /// Nesting depth of the workers this pool starts.
+    pub(crate) depth: u32,
+}
+
+impl Config {
+    /// The same settings but for `max_workers`: such pools can be resized
+    /// into one another.
+    pub(crate) fn same_but_size(&self, other: &Config) -> bool {
+        Config {
+            max_workers: other.max_workers,
+            ..self.clone()
+        } == *other
+    }
+
+    pub(crate) fn link_settings(&self) -> LinkSettings {
+        LinkSettings {
+            start_timeout: self.start_timeout,
+            max_frame: self.max_frame,
+        }
+    }
+
+    /// The command that starts one worker (the channel is added at spawn).
+    pub(crate) fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .env(env::DEPTH, self.depth.to_string())
+            .env(env::WORKER_PROGRAM, &self.program)
+            .env_remove(env::MEMORY_LIMIT);
+        if let Some(limit) = self.memory_limit {
+            // With RUST_BACKTRACE set, std prints a backtrace on allocation
+            // failure before aborting, which clobbers the errno the worker
+            // uses to tell an out-of-memory abort from another one.
+            command
+                .env(env::MEMORY_LIMIT, limit.to_string())
+                .env_remove("RUST_BACKTRACE");
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+}

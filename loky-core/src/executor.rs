@@ -1,0 +1,225 @@
+//! `ProcessPoolExecutor`: the handle users submit work through.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use loky_proto::{CallKind, Task};
+
+use crate::builder::ExecutorBuilder;
+use crate::call::WorkItem;
+use crate::config::{Config, Shutdown};
+use crate::error::{Error, Result, SerializationError};
+use crate::future::{Core, Future, Killer};
+use crate::map::Map;
+use crate::supervisor::{self, Shared};
+
+/// A pool of worker processes running tasks, as Python's
+/// `concurrent.futures.ProcessPoolExecutor` with loky's robustness.
+///
+/// A cheap `Clone` handle; the pool shuts down (waiting for its tasks) when
+/// the last handle is dropped, like Python's `with` block. Workers start on
+/// the first submit.
+///
+/// ```no_run
+/// use loky_core::{ProcessPoolExecutor, Task};
+///
+/// const SQUARE: Task<i64, i64> = Task::new("square");
+///
+/// let ex = ProcessPoolExecutor::new(4)?;
+/// let fut = ex.submit(SQUARE, 7)?;
+/// assert_eq!(fut.result()?, 49);
+/// let squares: Vec<i64> = ex.map(SQUARE, 0..100).chunksize(16).collect::<Result<_, _>>()?;
+/// assert_eq!(squares[9], 81);
+/// ex.shutdown(true);
+/// # Ok::<(), loky_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct ProcessPoolExecutor {
+    handle: Arc<Handle>,
+}
+
+/// Shuts the pool down when the last executor handle goes.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.shutdown(Shutdown::default());
+    }
+}
+
+impl fmt::Debug for ProcessPoolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessPoolExecutor")
+            .field("max_workers", &self.max_workers())
+            .field("program", &self.handle.shared.config.program)
+            .field("worker_pids", &self.worker_pids())
+            .finish()
+    }
+}
+
+/// Per-call settings for [`ProcessPoolExecutor::submit_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use]
+pub struct CallOptions {
+    timeout: Option<Duration>,
+}
+
+impl CallOptions {
+    /// Default options: the executor's settings apply.
+    pub fn new() -> Self {
+        CallOptions::default()
+    }
+
+    /// Kills the task (and its worker, which is replaced) if it runs longer
+    /// than `timeout`; overrides the executor's `task_timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+impl ProcessPoolExecutor {
+    /// An executor of `max_workers` workers running the discovered worker
+    /// program (see [`WorkerProgram::Discover`](crate::WorkerProgram::Discover)).
+    pub fn new(max_workers: usize) -> Result<Self> {
+        Self::builder().max_workers(max_workers).build()
+    }
+
+    /// A builder for all settings.
+    pub fn builder() -> ExecutorBuilder {
+        ExecutorBuilder::default()
+    }
+
+    pub(crate) fn from_config(config: Config) -> Result<Self> {
+        let shared = supervisor::start(config)?;
+        Ok(ProcessPoolExecutor {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.handle.shared.config
+    }
+
+    /// Schedules `task(args)` and returns its future at once.
+    ///
+    /// Fails at once with the stored error if the pool is broken, with
+    /// [`Error::ShutdownExecutor`] after shutdown, and with
+    /// [`Error::Serialization`] if `args` cannot be encoded (the pool stays
+    /// usable).
+    pub fn submit<I, O>(&self, task: Task<I, O>, args: I) -> Result<Future<O>>
+    where
+        I: Serialize,
+        O: DeserializeOwned,
+    {
+        self.submit_with(task, args, CallOptions::new())
+    }
+
+    /// As [`submit`](Self::submit), with per-call options.
+    pub fn submit_with<I, O>(
+        &self,
+        task: Task<I, O>,
+        args: I,
+        options: CallOptions,
+    ) -> Result<Future<O>>
+    where
+        I: Serialize,
+        O: DeserializeOwned,
+    {
+        let shared = &self.handle.shared;
+        shared.check_open()?;
+        let bytes = loky_proto::encode_payload(&args).map_err(|e| {
+            Error::Serialization(SerializationError::new(
+                task.name(),
+                "encode the arguments",
+                e,
+            ))
+        })?;
+        let core = Core::new(task.name(), Some(self.killer()));
+        let mut item = WorkItem::new(
+            core.clone(),
+            task.signature(),
+            CallKind::Single,
+            shared.next_call_id(),
+            &bytes,
+            shared.config.max_frame,
+        )?;
+        item.timeout = options.timeout.or(shared.config.task_timeout);
+        shared.submit(vec![item])?;
+        Ok(Future::from_core(core))
+    }
+
+    pub(crate) fn killer(&self) -> Weak<dyn Killer> {
+        let weak: Weak<Shared> = Arc::downgrade(&self.handle.shared);
+        weak
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// Runs `task` on every item of `inputs`, yielding results in input
+    /// order. Set `.chunksize(n)` to send items `n` at a time and
+    /// `.timeout(d)` to stop waiting `d` after this call. The inputs are
+    /// encoded now; the work is submitted at the first `next()`.
+    pub fn map<I, O>(&self, task: Task<I, O>, inputs: impl IntoIterator<Item = I>) -> Map<O>
+    where
+        I: Serialize,
+        O: DeserializeOwned,
+    {
+        Map::new(self.clone(), task, inputs)
+    }
+
+    /// Shuts down: no more submits; with `wait`, blocks until every
+    /// submitted task ran and every worker exited and was reaped. Without
+    /// `wait`, returns at once and the work finishes in the background. May
+    /// be called again.
+    pub fn shutdown(&self, wait: bool) {
+        self.shutdown_with(Shutdown {
+            wait,
+            ..Shutdown::default()
+        });
+    }
+
+    /// Shuts down with every option of [`Shutdown`].
+    pub fn shutdown_with(&self, how: Shutdown) {
+        self.handle.shared.shutdown(how);
+    }
+
+    /// The number of workers the pool keeps.
+    pub fn max_workers(&self) -> usize {
+        self.handle.shared.max_workers()
+    }
+
+    /// The pids of the live workers (started, not yet reaped).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.handle.shared.worker_pids()
+    }
+
+    /// Whether the pool is broken (submits fail with the stored error).
+    pub fn is_broken(&self) -> bool {
+        self.handle.shared.is_broken()
+    }
+
+    /// Whether the pool was shut down (or finished after breaking).
+    pub fn is_shutdown(&self) -> bool {
+        self.handle.shared.is_shut_down()
+    }
+
+    /// Changes the number of workers in place: growing keeps the workers,
+    /// shrinking retires the extra ones once their work is done.
+    pub(crate) fn resize(&self, max_workers: usize) {
+        self.handle.shared.resize(max_workers);
+    }
+
+    /// Whether both handles are of one pool.
+    pub fn same_pool(&self, other: &ProcessPoolExecutor) -> bool {
+        Arc::ptr_eq(&self.handle, &other.handle)
+    }
+}

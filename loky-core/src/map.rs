@@ -1,0 +1,305 @@
+//! `ProcessPoolExecutor::map`: ordered results of one task over many inputs,
+//! sent in chunks.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use loky_proto::{CallKind, Signature, Task};
+
+use crate::call::WorkItem;
+use crate::error::{Error, Result, SerializationError};
+use crate::executor::ProcessPoolExecutor;
+use crate::future::{Core, Payload, deadline_after, decode_output};
+
+/// The iterator returned by [`ProcessPoolExecutor::map`]: results in input
+/// order, an error at the position of each item that failed.
+///
+/// Dropping it (or reaching its timeout) cancels the chunks that have not
+/// started.
+#[must_use = "a map does nothing until iterated"]
+pub struct Map<O> {
+    executor: ProcessPoolExecutor,
+    sig: Signature,
+    /// Every input, encoded back to back.
+    encoded: Vec<u8>,
+    /// End offset in `encoded` of each input (failed ones are empty).
+    ends: Vec<usize>,
+    /// Inputs that could not be encoded, by index.
+    failed: VecDeque<(usize, Error)>,
+    chunksize: usize,
+    timeout: Option<Duration>,
+    called: Instant,
+    state: State<O>,
+}
+
+enum State<O> {
+    Prepared,
+    Running {
+        chunks: VecDeque<Chunk>,
+        ready: VecDeque<Result<O>>,
+        deadline: Option<Instant>,
+    },
+    Done,
+}
+
+/// Consecutive inputs sent as one call.
+struct Chunk {
+    /// `None` when no input of the chunk could be encoded.
+    core: Option<Arc<Core>>,
+    /// Encoding failures, by position within the chunk.
+    failed: Vec<(usize, Error)>,
+    len: usize,
+}
+
+impl<O> fmt::Debug for Map<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map")
+            .field("task", &self.sig.name)
+            .field("inputs", &self.ends.len())
+            .field("chunksize", &self.chunksize)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<O: DeserializeOwned> Map<O> {
+    pub(crate) fn new<I: Serialize>(
+        executor: ProcessPoolExecutor,
+        task: Task<I, O>,
+        inputs: impl IntoIterator<Item = I>,
+    ) -> Map<O> {
+        let called = Instant::now();
+        let mut encoded = Vec::new();
+        let mut ends = Vec::new();
+        let mut failed = VecDeque::new();
+        for (i, input) in inputs.into_iter().enumerate() {
+            let start = encoded.len();
+            if let Err(e) = loky_proto::encode_payload_into(&input, &mut encoded) {
+                encoded.truncate(start);
+                failed.push_back((
+                    i,
+                    Error::Serialization(SerializationError::new(
+                        task.name(),
+                        "encode the arguments",
+                        e,
+                    )),
+                ));
+            }
+            ends.push(encoded.len());
+        }
+        Map {
+            executor,
+            sig: task.signature(),
+            encoded,
+            ends,
+            failed,
+            chunksize: 1,
+            timeout: None,
+            called,
+            state: State::Prepared,
+        }
+    }
+
+    /// Sends the inputs `n` at a time (default 1); zero is an error.
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.chunksize = n;
+        self
+    }
+
+    /// Stops waiting `timeout` after the `map` call: the next result is then
+    /// `Err(Error::Timeout)` and iteration ends.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Submits every chunk.
+    fn start(&mut self) -> State<O> {
+        let deadline = self.timeout.map(|t| {
+            self.called
+                .checked_add(t)
+                .unwrap_or_else(|| deadline_after(t))
+        });
+        if self.chunksize == 0 {
+            return State::Running {
+                chunks: VecDeque::new(),
+                ready: VecDeque::from([Err(Error::InvalidArgument(
+                    "chunksize must be greater than 0".to_owned(),
+                ))]),
+                deadline,
+            };
+        }
+        match self.submit_chunks() {
+            Ok(chunks) => State::Running {
+                chunks,
+                ready: VecDeque::new(),
+                deadline,
+            },
+            Err(err) => State::Running {
+                chunks: VecDeque::new(),
+                ready: self.ends.iter().map(|_| Err(err.clone())).collect(),
+                deadline,
+            },
+        }
+    }
+
+    fn submit_chunks(&mut self) -> Result<VecDeque<Chunk>> {
+        let shared = self.executor.shared().clone();
+        shared.check_open()?;
+        let killer = self.executor.killer();
+        let mut chunks = VecDeque::new();
+        let mut items = Vec::new();
+        let mut payload = Vec::new();
+        let count = self.ends.len();
+        for first in (0..count).step_by(self.chunksize) {
+            let last = (first + self.chunksize).min(count);
+            let mut failed = Vec::new();
+            while self.failed.front().is_some_and(|(i, _)| *i < last) {
+                let (i, err) = self.failed.pop_front().expect("checked");
+                failed.push((i - first, err));
+            }
+            let len = last - first;
+            let ok = len - failed.len();
+            let core = if ok == 0 {
+                None
+            } else {
+                let start = if first == 0 { 0 } else { self.ends[first - 1] };
+                payload.clear();
+                loky_proto::encode_array_header(ok, &mut payload);
+                payload.extend_from_slice(&self.encoded[start..self.ends[last - 1]]);
+                let core = Core::new(self.sig.name, Some(killer.clone()));
+                let mut item = WorkItem::new(
+                    core.clone(),
+                    self.sig,
+                    CallKind::Chunk,
+                    shared.next_call_id(),
+                    &payload,
+                    shared.config.max_frame,
+                )?;
+                item.timeout = shared.config.task_timeout;
+                items.push(item);
+                Some(core)
+            };
+            chunks.push_back(Chunk { core, failed, len });
+        }
+        self.encoded = Vec::new();
+        shared.submit(items)?;
+        Ok(chunks)
+    }
+}
+
+impl<O: DeserializeOwned> Iterator for Map<O> {
+    type Item = Result<O>;
+
+    fn next(&mut self) -> Option<Result<O>> {
+        loop {
+            match &mut self.state {
+                State::Prepared => self.state = self.start(),
+                State::Done => return None,
+                State::Running {
+                    chunks,
+                    ready,
+                    deadline,
+                } => {
+                    if let Some(result) = ready.pop_front() {
+                        return Some(result);
+                    }
+                    let Some(chunk) = chunks.pop_front() else {
+                        self.state = State::Done;
+                        return None;
+                    };
+                    match results_of(self.sig.name, &chunk, *deadline) {
+                        Ok(results) => ready.extend(results),
+                        Err(_timeout) => {
+                            if let Some(core) = &chunk.core {
+                                core.cancel();
+                            }
+                            self.state = State::Done;
+                            return Some(Err(Error::Timeout));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.state {
+            State::Prepared => (self.ends.len(), Some(self.ends.len())),
+            State::Running { chunks, ready, .. } => {
+                let n = ready.len() + chunks.iter().map(|c| c.len).sum::<usize>();
+                (0, Some(n.max(1)))
+            }
+            State::Done => (0, Some(0)),
+        }
+    }
+}
+
+/// Waits for `chunk` and returns one result per input. `Err(())` at the
+/// deadline.
+fn results_of<O: DeserializeOwned>(
+    task: &str,
+    chunk: &Chunk,
+    deadline: Option<Instant>,
+) -> std::result::Result<Vec<Result<O>>, ()> {
+    let outputs: Vec<Result<O>> = match &chunk.core {
+        None => Vec::new(),
+        Some(core) => match core.wait(deadline) {
+            Err(Error::Timeout) => return Err(()),
+            Err(err) => (0..chunk.len - chunk.failed.len())
+                .map(|_| Err(err.clone()))
+                .collect(),
+            Ok(payload) => decode_chunk(task, &payload, chunk.len - chunk.failed.len()),
+        },
+    };
+    let mut outputs = outputs.into_iter();
+    let mut failed = chunk.failed.iter().peekable();
+    Ok((0..chunk.len)
+        .map(|i| match failed.next_if(|(pos, _)| *pos == i) {
+            Some((_, err)) => Err(err.clone()),
+            None => outputs.next().unwrap_or_else(|| Err(short_reply(task))),
+        })
+        .collect())
+}
+
+fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &Payload, len: usize) -> Vec<Result<O>> {
+    match payload {
+        Payload::Value(bytes) => match decode_output::<Vec<O>>(task, bytes) {
+            Ok(values) if values.len() == len => values.into_iter().map(Ok).collect(),
+            Ok(_) => (0..len).map(|_| Err(short_reply(task))).collect(),
+            Err(err) => (0..len).map(|_| Err(err.clone())).collect(),
+        },
+        Payload::Items(items) => items
+            .iter()
+            .map(|item| match item {
+                Ok(bytes) => decode_output(task, bytes),
+                Err(err) => Err(err.clone()),
+            })
+            .collect(),
+    }
+}
+
+fn short_reply(task: &str) -> Error {
+    Error::Serialization(SerializationError::new(
+        task,
+        "decode the result",
+        "the worker returned another number of outputs than inputs",
+    ))
+}
+
+impl<O> Drop for Map<O> {
+    fn drop(&mut self) {
+        if let State::Running { chunks, .. } = &self.state {
+            for chunk in chunks {
+                if let Some(core) = &chunk.core {
+                    core.cancel();
+                }
+            }
+        }
+    }
+}

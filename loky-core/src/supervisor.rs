@@ -1,0 +1,897 @@
+//! The supervisor: one thread per pool that owns the queue of calls and the
+//! workers. See `supervisor.md` beside this file for its states and races.
+//!
+//! Everything reaches it as an [`Event`] on one channel: submissions from
+//! callers, and news from the workers' reader threads (ready, replies,
+//! retiring, died). It reacts in small functions, then dispatches queued
+//! calls to workers with room, and sleeps until the next event or timer
+//! (idle timeout, task deadline, kill escalation).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use loky_proto::{Hello, RetireReason, Signature, TaskInfo};
+
+use crate::call::{InFlight, WorkItem};
+use crate::config::{Config, CrashPolicy, Shutdown};
+use crate::error::{DeadlineExceeded, Error, TaskMismatch, TerminatedWorker, UnknownTask};
+use crate::exit::WorkerExit;
+use crate::future::{Core, Killer};
+use crate::os;
+use crate::worker::{self, Worker, WorkerId};
+
+/// What the supervisor reacts to.
+pub(crate) enum Event {
+    /// Calls to run, in order.
+    Submit(Vec<WorkItem>),
+    /// A worker sent its hello.
+    Ready { worker: WorkerId, hello: Hello },
+    /// A worker never became ready; it is reaped.
+    StartFailed {
+        worker: WorkerId,
+        reason: String,
+        exit: WorkerExit,
+    },
+    /// A worker answered `replies` calls.
+    Completed { worker: WorkerId, replies: usize },
+    /// A worker asked to leave.
+    Retiring {
+        worker: WorkerId,
+        reason: RetireReason,
+    },
+    /// A worker is dead and reaped.
+    Died {
+        worker: WorkerId,
+        exit: WorkerExit,
+        protocol_error: Option<String>,
+    },
+    /// `shutdown` was called.
+    Shutdown(Shutdown),
+    /// `max_workers` changed.
+    Resize(usize),
+    /// `Future::kill` on a running future.
+    Kill(Arc<Core>),
+}
+
+/// What callers and the supervisor share.
+pub(crate) struct Shared {
+    pub(crate) events: Sender<Event>,
+    pub(crate) config: Arc<Config>,
+    state: Mutex<PoolState>,
+    finished: Condvar,
+    next_call: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct PoolState {
+    broken: Option<Error>,
+    shutdown: bool,
+    finished: bool,
+    pids: Vec<u32>,
+    max_workers: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh call id.
+    pub(crate) fn next_call_id(&self) -> u64 {
+        self.next_call
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Checks, in loky's order, that the pool takes work: broken first, then
+    /// shut down.
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
+        let state = self.lock();
+        Self::open(&state)
+    }
+
+    fn open(state: &PoolState) -> Result<(), Error> {
+        if let Some(err) = &state.broken {
+            return Err(err.clone());
+        }
+        if state.shutdown || state.finished {
+            return Err(Error::shutdown());
+        }
+        Ok(())
+    }
+
+    /// Queues calls, atomically with the checks of [`Shared::check_open`].
+    pub(crate) fn submit(&self, items: Vec<WorkItem>) -> Result<(), Error> {
+        let state = self.lock();
+        Self::open(&state)?;
+        self.events
+            .send(Event::Submit(items))
+            .map_err(|_| Error::shutdown())
+    }
+
+    /// Starts a shutdown; waits for the supervisor to finish if `how.wait`.
+    pub(crate) fn shutdown(&self, how: Shutdown) {
+        {
+            let mut state = self.lock();
+            state.shutdown = true;
+            if !state.finished {
+                let _ = self.events.send(Event::Shutdown(how));
+            }
+        }
+        if how.wait && !in_pool_thread() {
+            let mut state = self.lock();
+            while !state.finished {
+                state = self.finished.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    /// Changes the number of workers.
+    pub(crate) fn resize(&self, max_workers: usize) {
+        let mut state = self.lock();
+        state.max_workers = max_workers;
+        let _ = self.events.send(Event::Resize(max_workers));
+    }
+
+    pub(crate) fn max_workers(&self) -> usize {
+        self.lock().max_workers
+    }
+
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        self.lock().pids.clone()
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.lock().broken.is_some()
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        let state = self.lock();
+        state.shutdown || state.finished
+    }
+}
+
+impl Killer for Shared {
+    fn kill(&self, core: &Arc<Core>) {
+        let _ = self.events.send(Event::Kill(core.clone()));
+    }
+}
+
+thread_local! {
+    static POOL_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current thread as one of a pool's own (supervisor, reader),
+/// where waiting for a pool to finish would deadlock.
+pub(crate) fn mark_pool_thread() {
+    POOL_THREAD.with(|t| t.set(true));
+}
+
+fn in_pool_thread() -> bool {
+    POOL_THREAD.with(|t| t.get())
+}
+
+/// Starts the supervisor thread of a new pool.
+pub(crate) fn start(config: Config) -> Result<Arc<Shared>, Error> {
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let config = Arc::new(config);
+    let shared = Arc::new(Shared {
+        events: events_tx.clone(),
+        config: config.clone(),
+        state: Mutex::new(PoolState {
+            max_workers: config.max_workers,
+            ..PoolState::default()
+        }),
+        finished: Condvar::new(),
+        next_call: std::sync::atomic::AtomicU64::new(0),
+    });
+    let supervisor = Supervisor {
+        shared: shared.clone(),
+        link_settings: config.link_settings(),
+        max_workers: config.max_workers,
+        config,
+        events,
+        events_tx,
+        pending: VecDeque::new(),
+        slots: Vec::new(),
+        next_worker: 0,
+        shutdown: None,
+        broken: None,
+        leak_warned: false,
+    };
+    std::thread::Builder::new()
+        .name("loky-supervisor".to_owned())
+        .spawn(move || supervisor.run())
+        .map_err(|e| Error::broken(format!("could not start the supervisor thread: {e}")))?;
+    Ok(shared)
+}
+
+/// Why the supervisor is killing a worker.
+enum KillReason {
+    /// Its running call passed its deadline.
+    Deadline(Arc<Core>, Duration),
+    /// `Future::kill` on its running call.
+    Killed(Arc<Core>),
+    /// Shutdown with `kill_workers`.
+    Shutdown,
+    /// The pool broke.
+    Broken,
+}
+
+/// The supervisor's view of one worker.
+struct Slot {
+    worker: Worker,
+    /// The worker's task table, once it said hello.
+    tasks: Option<Arc<HashMap<String, TaskInfo>>>,
+    program: String,
+    /// The initializer call, while it runs.
+    init: Option<Arc<Core>>,
+    /// Gets no more calls; leaves once its calls are answered.
+    retiring: bool,
+    in_flight: usize,
+    calls: usize,
+    idle_since: Instant,
+    kill: Option<KillReason>,
+    escalate_at: Option<Instant>,
+}
+
+impl Slot {
+    fn id(&self) -> WorkerId {
+        self.worker.link.id
+    }
+
+    fn pid(&self) -> u32 {
+        self.worker.link.pid
+    }
+
+    fn live(&self) -> bool {
+        !self.retiring && self.kill.is_none()
+    }
+
+    /// How many calls this worker may hold: one while calls are long (so
+    /// calls wait in the pool's queue, where they can still be cancelled
+    /// and go to whichever worker frees up first); a deep pipeline when
+    /// calls are short and the round trip would dominate.
+    fn capacity(&self) -> usize {
+        match self.worker.link.service_time() {
+            Some(t) if t < Duration::from_micros(200) => 64,
+            Some(t) if t < Duration::from_millis(2) => 4,
+            _ => 1,
+        }
+    }
+
+    fn accepts(&self, max_calls: Option<usize>) -> bool {
+        self.tasks.is_some()
+            && self.init.is_none()
+            && self.live()
+            && self.in_flight < self.capacity()
+            && max_calls.is_none_or(|max| self.calls < max)
+    }
+
+    /// Closes the channel: the worker leaves once it reads the end.
+    fn close(&mut self) {
+        self.retiring = true;
+        self.worker.frames = None;
+    }
+
+    fn check(&self, sig: &Signature) -> Result<(), Error> {
+        let tasks = self.tasks.as_ref().expect("only ready workers get calls");
+        match tasks.get(sig.name) {
+            Some(info) if info.matches(sig) => Ok(()),
+            Some(info) => Err(Error::TaskMismatch(TaskMismatch {
+                task: sig.name.to_owned(),
+                handle: format!("{} -> {}", sig.input, sig.output),
+                worker: format!("{} -> {}", info.input, info.output),
+            })),
+            None => {
+                let mut known: Vec<String> = tasks.keys().cloned().collect();
+                known.sort();
+                Err(Error::UnknownTask(UnknownTask {
+                    task: sig.name.to_owned(),
+                    program: self.program.clone(),
+                    known,
+                }))
+            }
+        }
+    }
+}
+
+struct Supervisor {
+    shared: Arc<Shared>,
+    config: Arc<Config>,
+    link_settings: worker::LinkSettings,
+    events: Receiver<Event>,
+    events_tx: Sender<Event>,
+    pending: VecDeque<WorkItem>,
+    slots: Vec<Slot>,
+    next_worker: WorkerId,
+    max_workers: usize,
+    shutdown: Option<Shutdown>,
+    broken: Option<Error>,
+    leak_warned: bool,
+}
+
+impl Supervisor {
+    fn run(mut self) {
+        mark_pool_thread();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve()));
+        if let Err(panic) = result {
+            // A bug in the supervisor must not leave futures pending forever.
+            let message = crate::panic_message(&*panic);
+            log::error!("the loky supervisor failed: {message}");
+            self.break_pool(Error::broken(format!(
+                "internal error in the supervisor: {message}"
+            )));
+            for slot in &mut self.slots {
+                slot.worker.link.signal(os::SIGKILL);
+                for call in slot.worker.link.take_all() {
+                    call.item
+                        .core
+                        .settle(Err(self.broken.clone().expect("broken above")));
+                }
+            }
+        }
+        self.finish();
+    }
+
+    fn serve(&mut self) {
+        while !self.finished() {
+            let event = match self.next_timer() {
+                Some(at) => self.events.recv_deadline(at),
+                None => self
+                    .events
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match event {
+                Ok(event) => {
+                    self.handle(event);
+                    // Take whatever else is queued before dispatching once.
+                    while let Ok(event) = self.events.try_recv() {
+                        self.handle(event);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.on_timers(Instant::now());
+            self.dispatch();
+        }
+    }
+
+    fn finished(&self) -> bool {
+        (self.shutdown.is_some() || self.broken.is_some())
+            && self.pending.is_empty()
+            && self.slots.is_empty()
+    }
+
+    /// Marks the pool finished and fails anything that slipped in.
+    fn finish(&mut self) {
+        {
+            let mut state = self.shared.lock();
+            state.finished = true;
+            state.pids.clear();
+            self.shared.finished.notify_all();
+        }
+        let err = self.broken.clone().unwrap_or_else(Error::shutdown);
+        for item in self.pending.drain(..) {
+            item.core.settle(Err(err.clone()));
+        }
+        while let Ok(event) = self.events.try_recv() {
+            if let Event::Submit(items) = event {
+                for item in items {
+                    item.core.settle(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Submit(items) => self.on_submit(items),
+            Event::Ready { worker, hello } => self.on_ready(worker, hello),
+            Event::StartFailed {
+                worker,
+                reason,
+                exit,
+            } => self.on_start_failed(worker, reason, exit),
+            Event::Completed { worker, replies } => self.on_completed(worker, replies),
+            Event::Retiring { worker, reason } => self.on_retiring(worker, reason),
+            Event::Died {
+                worker,
+                exit,
+                protocol_error,
+            } => self.on_died(worker, exit, protocol_error),
+            Event::Shutdown(how) => self.on_shutdown(how),
+            Event::Resize(n) => self.on_resize(n),
+            Event::Kill(core) => self.on_kill(core),
+        }
+    }
+
+    fn slot(&mut self, id: WorkerId) -> Option<&mut Slot> {
+        self.slots.iter_mut().find(|s| s.id() == id)
+    }
+
+    fn on_submit(&mut self, items: Vec<WorkItem>) {
+        if let Some(err) = &self.broken {
+            for item in items {
+                item.core.settle(Err(err.clone()));
+            }
+            return;
+        }
+        if matches!(self.shutdown, Some(how) if how.kill_workers) {
+            for item in items {
+                item.core.settle(Err(Error::killed_by_shutdown()));
+            }
+            return;
+        }
+        self.pending.extend(items);
+    }
+
+    fn on_ready(&mut self, id: WorkerId, hello: Hello) {
+        let init = self.config.initializer.clone();
+        let max_frame = self.config.max_frame;
+        let call_id = self.shared.next_call_id();
+        let Some(slot) = self.slot(id) else { return };
+        slot.program = hello.program.clone();
+        slot.tasks = Some(Arc::new(
+            hello
+                .tasks
+                .into_iter()
+                .map(|t| (t.name.clone(), t))
+                .collect(),
+        ));
+        slot.idle_since = Instant::now();
+        let Some(init) = init else { return };
+        let core = Core::new(init.sig.name, None);
+        if let Err(err) = slot.check(&init.sig) {
+            self.break_pool(Error::broken(format!("the initializer cannot run: {err}")));
+            return;
+        }
+        match WorkItem::new(
+            core.clone(),
+            init.sig,
+            loky_proto::CallKind::Single,
+            call_id,
+            &init.args,
+            max_frame,
+        ) {
+            Ok(mut item) => {
+                item.initializer = true;
+                core.set_running();
+                slot.init = Some(core);
+                send(slot, item);
+            }
+            Err(err) => {
+                self.break_pool(Error::broken(format!("the initializer cannot run: {err}")))
+            }
+        }
+    }
+
+    fn on_start_failed(&mut self, id: WorkerId, reason: String, exit: WorkerExit) {
+        let Some(idx) = self.slots.iter().position(|s| s.id() == id) else {
+            return;
+        };
+        let slot = self.slots.swap_remove(idx);
+        self.publish_pids();
+        let pid = slot.pid();
+        let asked_to_leave = slot.retiring || slot.kill.is_some();
+        slot.worker.join();
+        if asked_to_leave {
+            return; // Asked to leave before it even started.
+        }
+        self.break_pool(Error::broken(format!(
+            "worker program `{}` (pid {pid}) did not start: {reason} (it ended with {exit})",
+            self.config.program.display(),
+        )));
+    }
+
+    fn on_completed(&mut self, id: WorkerId, replies: usize) {
+        let max_calls = self.config.max_tasks_per_child;
+        let Some(slot) = self.slot(id) else { return };
+        slot.in_flight = slot.in_flight.saturating_sub(replies);
+        if slot.in_flight == 0 {
+            slot.idle_since = Instant::now();
+        }
+        if max_calls.is_some_and(|max| slot.calls >= max) && slot.in_flight == 0 && !slot.retiring {
+            slot.close();
+        }
+        let Some(init) = slot.init.clone() else {
+            return;
+        };
+        if !init.is_done() {
+            return;
+        }
+        slot.init = None;
+        let failed = init.wait(None).err();
+        let pid = slot.pid();
+        if let Some(err) = failed {
+            let name = self.config.initializer.as_ref().map_or("?", |i| i.sig.name);
+            self.break_pool(Error::broken(format!(
+                "the initializer `{name}` failed in worker {pid}: {err}"
+            )));
+        }
+    }
+
+    fn on_retiring(&mut self, id: WorkerId, reason: RetireReason) {
+        let warn = !self.leak_warned;
+        let Some(slot) = self.slot(id) else { return };
+        slot.retiring = true;
+        let pid = slot.pid();
+        if slot.in_flight == 0 {
+            slot.close();
+        }
+        match reason {
+            RetireReason::MemoryLeak { baseline, current } if warn => {
+                self.leak_warned = true;
+                log::warn!(
+                    "worker {pid} is being replaced: its memory grew from {baseline} to \
+                     {current} bytes, a likely memory leak in a task (threshold: \
+                     LOKY_MAX_MEMORY_LEAK_SIZE)"
+                );
+            }
+            RetireReason::MemoryLeak { .. } => {}
+        }
+    }
+
+    fn on_died(&mut self, id: WorkerId, exit: WorkerExit, protocol_error: Option<String>) {
+        let Some(idx) = self.slots.iter().position(|s| s.id() == id) else {
+            return;
+        };
+        let slot = self.slots.swap_remove(idx);
+        self.publish_pids();
+        let pid = slot.pid();
+        let calls = slot.worker.link.take_all();
+        let Slot {
+            worker,
+            kill,
+            retiring,
+            ..
+        } = slot;
+        worker.join();
+        if let Some(err) = &self.broken {
+            fail_all(calls, err);
+            return;
+        }
+        match kill {
+            Some(KillReason::Shutdown) => return fail_all(calls, &Error::killed_by_shutdown()),
+            Some(KillReason::Broken) => unreachable!("the pool is broken"),
+            Some(KillReason::Deadline(core, timeout)) => {
+                let err = Error::DeadlineExceeded(DeadlineExceeded {
+                    task: core.task.to_owned(),
+                    timeout,
+                    pid,
+                });
+                return self.fail_one_requeue_rest(calls, &core, err);
+            }
+            Some(KillReason::Killed(core)) => {
+                return self.fail_one_requeue_rest(calls, &core, Error::Cancelled);
+            }
+            None => {}
+        }
+        if let Some(reason) = protocol_error {
+            let err = Error::broken(format!("worker {pid} broke the protocol: {reason}"));
+            return self.crashed(calls, err);
+        }
+        if retiring && calls.is_empty() {
+            return; // A clean exit it was asked for.
+        }
+        let err = Error::TerminatedWorker(TerminatedWorker {
+            pid,
+            exit,
+            task: calls.first().map(|c| c.item.sig.name.to_owned()),
+            exit_codes: vec![exit],
+            memory_limit: self
+                .config
+                .memory_limit
+                .filter(|_| exit == WorkerExit::Code(loky_proto::exit_code::MEMORY_LIMIT)),
+        });
+        self.crashed(calls, err);
+    }
+
+    /// A worker died unexpectedly holding `calls`.
+    fn crashed(&mut self, calls: Vec<InFlight>, err: Error) {
+        match self.config.crash_policy {
+            CrashPolicy::BreakPool => {
+                // Broken first, so that whoever sees a failed future and
+                // submits again gets the broken error.
+                self.break_pool(err.clone());
+                fail_all(calls, &err);
+            }
+            CrashPolicy::Respawn => {
+                let mut calls = calls.into_iter();
+                if let Some(first) = calls.next() {
+                    first.item.core.settle(Err(err));
+                }
+                self.requeue(calls);
+                self.top_up();
+            }
+        }
+    }
+
+    fn fail_one_requeue_rest(&mut self, calls: Vec<InFlight>, target: &Arc<Core>, err: Error) {
+        let (hit, rest): (Vec<_>, Vec<_>) = calls
+            .into_iter()
+            .partition(|c| Arc::ptr_eq(&c.item.core, target));
+        fail_all(hit, &err);
+        self.requeue(rest.into_iter());
+        self.top_up();
+    }
+
+    /// Puts calls that a dead worker held but never ran back at the front of
+    /// the queue, in order.
+    fn requeue(&mut self, calls: impl DoubleEndedIterator<Item = InFlight>) {
+        for call in calls.rev() {
+            let mut item = call.item;
+            if item.initializer || item.core.is_done() {
+                continue;
+            }
+            item.resent = true;
+            self.pending.push_front(item);
+        }
+    }
+
+    fn on_shutdown(&mut self, how: Shutdown) {
+        let previous = self.shutdown.unwrap_or(how);
+        self.shutdown = Some(Shutdown {
+            wait: how.wait,
+            kill_workers: how.kill_workers || previous.kill_workers,
+            cancel_futures: how.cancel_futures || previous.cancel_futures,
+        });
+        if how.cancel_futures {
+            self.pending.retain(|item| !item.core.cancel());
+        }
+        if how.kill_workers {
+            fail_all_items(self.pending.drain(..), &Error::killed_by_shutdown());
+            for slot in &mut self.slots {
+                slot.kill = Some(KillReason::Shutdown);
+                slot.worker.frames = None;
+                slot.worker.link.signal(os::SIGKILL);
+            }
+        }
+    }
+
+    fn on_resize(&mut self, max_workers: usize) {
+        self.max_workers = max_workers;
+        let mut live: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].live())
+            .collect();
+        // Retire the idlest workers first.
+        live.sort_by_key(|&i| self.slots[i].in_flight);
+        let extra = live.len().saturating_sub(max_workers);
+        for &i in &live[..extra] {
+            let slot = &mut self.slots[i];
+            slot.retiring = true;
+            if slot.in_flight == 0 {
+                slot.close();
+            }
+        }
+        if !self.slots.is_empty() {
+            self.top_up();
+        }
+    }
+
+    fn on_kill(&mut self, core: Arc<Core>) {
+        if core.is_done() {
+            return;
+        }
+        let grace = self.config.kill_grace;
+        for slot in &mut self.slots {
+            match slot.worker.link.position(&core) {
+                Some(0) if slot.kill.is_none() => {
+                    slot.kill = Some(KillReason::Killed(core));
+                    slot.worker.link.signal(os::SIGTERM);
+                    slot.escalate_at = Some(Instant::now() + grace);
+                    return;
+                }
+                Some(_) => {
+                    // Sent but not started: drop its result when it comes.
+                    core.settle(Err(Error::Cancelled));
+                    return;
+                }
+                None => {}
+            }
+        }
+        // Queued again after a worker was replaced: not sent anywhere now.
+        if let Some(pos) = self
+            .pending
+            .iter()
+            .position(|i| Arc::ptr_eq(&i.core, &core))
+        {
+            self.pending.remove(pos);
+            core.settle(Err(Error::Cancelled));
+        }
+    }
+
+    /// Fails everything queued, kills every worker; later submits fail with
+    /// `err`.
+    fn break_pool(&mut self, err: Error) {
+        if self.broken.is_some() {
+            return;
+        }
+        self.shared.lock().broken = Some(err.clone());
+        self.broken = Some(err.clone());
+        fail_all_items(self.pending.drain(..), &err);
+        for slot in &mut self.slots {
+            if slot.kill.is_none() {
+                slot.kill = Some(KillReason::Broken);
+            }
+            slot.worker.frames = None;
+            slot.worker.link.signal(os::SIGKILL);
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |at: Instant| next = Some(next.map_or(at, |n| n.min(at)));
+        for slot in &self.slots {
+            if let Some(at) = slot.escalate_at {
+                consider(at);
+            }
+            if slot.kill.is_some() {
+                continue;
+            }
+            if let Some(timeout) = self.config.idle_timeout
+                && slot.in_flight == 0
+                && slot.live()
+                && slot.tasks.is_some()
+            {
+                consider(slot.idle_since + timeout);
+            }
+            if slot.in_flight > 0
+                && let Some((_, Some(timeout), since)) = slot.worker.link.front()
+            {
+                consider(since + timeout);
+            }
+        }
+        next
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        let idle_timeout = self.config.idle_timeout;
+        let grace = self.config.kill_grace;
+        for slot in &mut self.slots {
+            if let Some(at) = slot.escalate_at
+                && at <= now
+            {
+                slot.escalate_at = None;
+                slot.worker.link.signal(os::SIGKILL);
+            }
+            if slot.kill.is_some() {
+                continue;
+            }
+            if let Some(timeout) = idle_timeout
+                && slot.in_flight == 0
+                && slot.live()
+                && slot.tasks.is_some()
+                && slot.idle_since + timeout <= now
+            {
+                slot.close();
+            }
+            if slot.in_flight > 0
+                && let Some((core, Some(timeout), since)) = slot.worker.link.front()
+                && since + timeout <= now
+            {
+                slot.kill = Some(KillReason::Deadline(core, timeout));
+                slot.worker.link.signal(os::SIGTERM);
+                slot.escalate_at = Some(now + grace);
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        if self.broken.is_some() {
+            return;
+        }
+        if !self.pending.is_empty() {
+            self.top_up();
+        }
+        let max_calls = self.config.max_tasks_per_child;
+        while !self.pending.is_empty() {
+            let Some(idx) = self.pick(max_calls) else {
+                break;
+            };
+            let item = self.pending.pop_front().expect("checked non-empty");
+            if !item.resent && !item.core.set_running() {
+                continue; // Cancelled while queued.
+            }
+            let slot = &mut self.slots[idx];
+            if let Err(err) = slot.check(&item.sig) {
+                item.core.settle(Err(err));
+                continue;
+            }
+            slot.calls += 1;
+            send(slot, item);
+        }
+        if self.shutdown.is_some() && self.pending.is_empty() {
+            for slot in &mut self.slots {
+                if slot.in_flight == 0 && slot.tasks.is_some() && !slot.retiring {
+                    slot.close();
+                }
+            }
+        }
+    }
+
+    /// The ready worker with the fewest calls that has room for one more.
+    fn pick(&self, max_calls: Option<usize>) -> Option<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].accepts(max_calls))
+            .min_by_key(|&i| self.slots[i].in_flight)
+    }
+
+    /// Starts workers until `max_workers` are live.
+    fn top_up(&mut self) {
+        if self.broken.is_some() || matches!(self.shutdown, Some(how) if how.kill_workers) {
+            return;
+        }
+        let live = self.slots.iter().filter(|s| s.live()).count();
+        for _ in live..self.max_workers {
+            if let Err(err) = self.spawn() {
+                self.break_pool(err);
+                return;
+            }
+        }
+    }
+
+    fn spawn(&mut self) -> Result<(), Error> {
+        let command = self.config.command();
+        let spawned = os::spawn_worker(command, self.config.memory_limit).map_err(|e| {
+            Error::broken(format!(
+                "could not start worker program `{}`: {e}",
+                self.config.program.display()
+            ))
+        })?;
+        self.next_worker += 1;
+        let worker = worker::start(
+            self.next_worker,
+            spawned,
+            &self.link_settings,
+            self.events_tx.clone(),
+        )
+        .map_err(|e| Error::broken(format!("could not start a worker's threads: {e}")))?;
+        self.slots.push(Slot {
+            worker,
+            tasks: None,
+            program: String::new(),
+            init: None,
+            retiring: false,
+            in_flight: 0,
+            calls: 0,
+            idle_since: Instant::now(),
+            kill: None,
+            escalate_at: None,
+        });
+        self.publish_pids();
+        Ok(())
+    }
+
+    fn publish_pids(&self) {
+        let pids = self.slots.iter().map(Slot::pid).collect();
+        self.shared.lock().pids = pids;
+    }
+}
+
+/// Hands `item` to the worker of `slot`.
+fn send(slot: &mut Slot, item: WorkItem) {
+    let frame = item.frame.clone();
+    slot.in_flight += 1;
+    slot.worker.link.push(InFlight {
+        item,
+        sent: Instant::now(),
+    });
+    if let Some(frames) = &slot.worker.frames {
+        // If the writer is gone the worker is dying; its reader reports it.
+        let _ = frames.send(frame);
+    }
+}
+
+fn fail_all(calls: Vec<InFlight>, err: &Error) {
+    fail_all_items(calls.into_iter().map(|c| c.item), err);
+}
+
+fn fail_all_items(items: impl Iterator<Item = WorkItem>, err: &Error) {
+    for item in items {
+        item.core.settle(Err(err.clone()));
+    }
+}

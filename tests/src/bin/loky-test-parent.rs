@@ -1,0 +1,60 @@
+//! `loky-test-parent`: a program that owns an executor, for tests that need
+//! a separate parent process (parent death, output capture, discovery).
+//!
+//! Subcommands:
+//! - `busy WORKER N`: starts N workers of WORKER running 60 s sleeps,
+//!   prints `pids: P1 P2 ...` and waits for the sleeps.
+//! - `discover`: builds an executor with default worker discovery and
+//!   prints the outcome.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use loky::{ProcessPoolExecutor, WorkerProgram};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("busy") => busy(&args[1..]),
+        Some("discover") => discover(),
+        _ => {
+            eprintln!("usage: loky-test-parent busy WORKER N | discover");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn busy(args: &[String]) {
+    let program = PathBuf::from(&args[0]);
+    let n: usize = args[1].parse().expect("N is a number");
+    let ex = ProcessPoolExecutor::builder()
+        .max_workers(n)
+        .worker_program(WorkerProgram::Path(program))
+        .build()
+        .expect("executor");
+    let futures: Vec<_> = (0..n)
+        .map(|_| {
+            ex.submit(loky::diagnostics::SLEEP, Duration::from_secs(60))
+                .expect("submit")
+        })
+        .collect();
+    // Every worker has said hello once it runs a call; PID calls queue
+    // behind the sleeps, so report the pool's pids instead.
+    while ex.worker_pids().len() < n || futures.iter().any(|f| !f.running()) {
+        std::thread::yield_now();
+    }
+    let pids: Vec<String> = ex.worker_pids().iter().map(u32::to_string).collect();
+    println!("pids: {}", pids.join(" "));
+    std::io::stdout().flush().expect("flush");
+    for fut in futures {
+        let _ = fut.result();
+    }
+}
+
+fn discover() {
+    match ProcessPoolExecutor::new(1) {
+        Ok(_) => println!("found a worker program"),
+        Err(err) => println!("error: {err}"),
+    }
+}

@@ -1,1 +1,137 @@
-//! placeholder
+//! Tasks shared by the end-to-end tests and their worker program
+//! `loky-test-worker`, and helpers to inspect processes.
+
+#![deny(missing_docs)]
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use loky::{Registry, Task};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// `x * 2`; panics when `x % 10 == 3`; returns `Err` when `x % 10 == 7`.
+pub const FLAKY: Task<i64, Result<i64, String>> = Task::new("flaky");
+
+/// Stores its argument for [`INIT_VALUE`]; used as an initializer.
+pub const INIT: Task<String, ()> = Task::new("init");
+
+/// What [`INIT`] stored in this worker.
+pub const INIT_VALUE: Task<(), Option<String>> = Task::new("init_value");
+
+/// An initializer that panics.
+pub const INIT_PANIC: Task<String, ()> = Task::new("init_panic");
+
+/// Returns a [`Picky`] that the parent cannot decode when odd.
+pub const PICKY: Task<u64, Picky> = Task::new("picky");
+
+/// Returns its argument; the worker cannot decode the argument when odd.
+pub const PICKY_ARG: Task<PickyArg, u64> = Task::new("picky_arg");
+
+/// Returns a value whose encoding fails in the worker.
+pub const UNENCODABLE_OUTPUT: Task<(), Unencodable> = Task::new("unencodable_output");
+
+/// Builds an executor in the worker and runs itself `levels` more times
+/// below; returns the depth of the innermost worker or the error text.
+pub const NESTED: Task<u32, Result<u32, String>> = Task::new("nested");
+
+/// A name no worker registers.
+pub const UNKNOWN: Task<(), ()> = Task::new("no_such_task");
+
+/// The stock `square` task's name with the wrong types.
+pub const SQUARE_AS_STRING: Task<String, String> = Task::new("square");
+
+/// Starts `sleep` for the given time in the worker's process group, writes
+/// its pid to the given file (whole, by a rename), then sleeps for that time
+/// itself: a running task with a child process, whose file says it started.
+pub const SPAWN_AND_SLEEP: Task<(String, Duration), ()> = Task::new("spawn_and_sleep");
+
+/// A `u64` that refuses to be decoded when odd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Picky(pub u64);
+
+impl<'de> Deserialize<'de> for Picky {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        if n % 2 == 1 {
+            return Err(serde::de::Error::custom(format!("{n} is odd")));
+        }
+        Ok(Picky(n))
+    }
+}
+
+/// A `u64` argument that encodes always but refuses to be decoded when odd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PickyArg(pub u64);
+
+impl<'de> Deserialize<'de> for PickyArg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        if n % 2 == 1 {
+            return Err(serde::de::Error::custom(format!("argument {n} is odd")));
+        }
+        Ok(PickyArg(n))
+    }
+}
+
+/// A value whose `Serialize` always fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "Unencodable refuses to be encoded",
+        ))
+    }
+}
+
+static INIT_STATE: Mutex<Option<String>> = Mutex::new(None);
+
+fn nested(levels: u32) -> Result<u32, String> {
+    let depth = std::env::var("LOKY_DEPTH")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    if levels == 0 {
+        return Ok(depth);
+    }
+    let ex = loky::ProcessPoolExecutor::new(1).map_err(|e| e.to_string())?;
+    let inner = ex.submit(NESTED, levels - 1).map_err(|e| e.to_string())?;
+    inner.result().map_err(|e| e.to_string())?
+}
+
+#[expect(
+    clippy::zombie_processes,
+    reason = "the sleeper is left running on purpose: it must die with the worker's group"
+)]
+fn spawn_and_sleep((pid_file, duration): (String, Duration)) {
+    let sleeper = std::process::Command::new("sleep")
+        .arg(duration.as_secs_f64().to_string())
+        .spawn()
+        .expect("cannot start `sleep`");
+    let partial = format!("{pid_file}.partial");
+    std::fs::write(&partial, sleeper.id().to_string()).expect("cannot write the pid file");
+    std::fs::rename(&partial, &pid_file).expect("cannot rename the pid file");
+    std::thread::sleep(duration);
+}
+
+/// The registry of `loky-test-worker`: the stock diagnostic tasks and the
+/// tasks above.
+pub fn registry() -> Registry {
+    loky::diagnostics::registry()
+        .register(FLAKY, |x: i64| match x % 10 {
+            3 => panic!("flaky task failed on {x}"),
+            7 => Err(format!("{x} ends in 7")),
+            _ => Ok(x * 2),
+        })
+        .register(INIT, |value: String| {
+            *INIT_STATE.lock().unwrap() = Some(value);
+        })
+        .register(INIT_VALUE, |()| INIT_STATE.lock().unwrap().clone())
+        .register(INIT_PANIC, |message: String| panic!("{message}"))
+        .register(PICKY, Picky)
+        .register(PICKY_ARG, |PickyArg(n)| n)
+        .register(UNENCODABLE_OUTPUT, |()| Unencodable)
+        .register(NESTED, nested)
+        .register(SPAWN_AND_SLEEP, spawn_and_sleep)
+}

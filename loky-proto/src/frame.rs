@@ -216,8 +216,10 @@ fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<usize, Frame
 /// [`FrameBuffer::next_frame`]. One `read` can bring many frames.
 #[derive(Debug)]
 pub struct FrameBuffer {
+    /// Storage; `buf[start..end]` holds received bytes not yet taken.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     max: usize,
 }
 
@@ -227,28 +229,38 @@ impl FrameBuffer {
         FrameBuffer {
             buf: Vec::new(),
             start: 0,
+            end: 0,
             max,
         }
     }
 
     /// Bytes received and not yet taken as frames.
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     /// Reads once from `r` into the buffer; `Ok(0)` means end of stream.
     pub fn fill_from<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
-        if self.start > 0 && (self.start == self.buf.len() || self.start >= self.buf.len() / 2) {
-            self.buf.drain(..self.start);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            // Give back the memory of an exceptionally large frame.
+            if self.buf.len() > 4 * READ_CHUNK {
+                self.buf = Vec::new();
+            }
+        } else if self.start >= self.buf.len() / 2 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
         let want = self.wanted();
-        let old_len = self.buf.len();
-        self.buf.resize(old_len + want, 0);
-        let res = r.read(&mut self.buf[old_len..]);
-        let n = *res.as_ref().unwrap_or(&0);
-        self.buf.truncate(old_len + n);
-        res
+        if self.buf.len() < self.end + want {
+            // Bytes are zeroed once, when the storage grows, not per read.
+            self.buf.resize(self.end + want, 0);
+        }
+        let n = r.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
     }
 
     /// How many bytes to offer the next read: the rest of the frame being

@@ -1,5 +1,6 @@
 //! The supervisor: one thread per pool that owns the queue of calls and the
-//! workers. See `supervisor.md` beside this file for its states and races.
+//! workers. `supervisor.md` beside this file explains its states, its
+//! synchronisation points and the races it handles.
 //!
 //! Everything reaches it as an [`Event`] on one channel: submissions from
 //! callers, and news from the workers' reader threads (ready, replies,

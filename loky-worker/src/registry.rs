@@ -172,45 +172,66 @@ where
             Ok(inputs) => inputs,
             Err(outcome) => return outcome,
         };
-        let outcomes: Vec<_> = inputs
-            .into_iter()
-            .map(|input| self.apply(task, input))
-            .collect();
-        join_values(outcomes)
-    }
-}
-
-/// One `Value` holding the encoded sequence of outputs if every item
-/// succeeded, else `Items` with one outcome per item.
-///
-/// A MessagePack array is its length followed by its elements, so joining
-/// the items' encodings gives exactly `encode_payload(&Vec<O>)`, without
-/// keeping the outputs alive until the end of the chunk.
-fn join_values(outcomes: Vec<Outcome<'static>>) -> Outcome<'static> {
-    let mut joined = Vec::new();
-    array_header(outcomes.len(), &mut joined);
-    for outcome in &outcomes {
-        match outcome {
-            Outcome::Value(bytes) => joined.extend_from_slice(bytes),
-            _ => return Outcome::Items(outcomes),
+        // Outputs are encoded straight into one buffer: a MessagePack array
+        // is its length followed by its elements, so this is exactly
+        // `encode_payload(&Vec<O>)`, with no allocation per item.
+        let mut joined = Vec::with_capacity(args.len() + 16);
+        loky_proto::encode_array_header(inputs.len(), &mut joined);
+        let mut ends = Vec::with_capacity(inputs.len());
+        let mut failures = Vec::new();
+        for (i, input) in inputs.into_iter().enumerate() {
+            let start = joined.len();
+            let result = run_task(|| {
+                let output = (self.f)(input);
+                loky_proto::encode_payload_into(&output, &mut joined)
+            });
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(err)) => Some(Outcome::Failed(CallError::EncodeOutput {
+                    task: task.to_owned(),
+                    message: err.to_string(),
+                })),
+                Err(panic) => Some(Outcome::Panic(panic)),
+            };
+            if let Some(failure) = failure {
+                joined.truncate(start);
+                failures.push((i, failure));
+            }
+            ends.push(joined.len());
         }
+        if failures.is_empty() {
+            return Outcome::Value(joined.into());
+        }
+        split_items(&joined, &ends, failures)
     }
-    Outcome::Value(joined.into())
 }
 
-/// Appends the MessagePack header of an array of `len` elements.
-fn array_header(len: usize, out: &mut Vec<u8>) {
-    if len < 16 {
-        out.push(0x90 | len as u8);
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(0xdc);
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        // Longer than u32::MAX items cannot fit a frame anyway; the frame
-        // encoder refuses it.
-        let len = u32::try_from(len).unwrap_or(u32::MAX);
-        out.push(0xdd);
-        out.extend_from_slice(&len.to_be_bytes());
+/// One outcome per item of a chunk in which some item failed: the encoded
+/// outputs of the others are cut out of `joined` at `ends`.
+fn split_items(
+    joined: &[u8],
+    ends: &[usize],
+    failures: Vec<(usize, Outcome<'static>)>,
+) -> Outcome<'static> {
+    let mut failures = failures.into_iter().peekable();
+    let mut start = header_len(joined);
+    let mut items = Vec::with_capacity(ends.len());
+    for (i, &end) in ends.iter().enumerate() {
+        match failures.next_if(|(at, _)| *at == i) {
+            Some((_, failure)) => items.push(failure),
+            None => items.push(Outcome::Value(joined[start..end].to_vec().into())),
+        }
+        start = end;
+    }
+    Outcome::Items(items)
+}
+
+/// Length of the array header at the start of `joined`.
+fn header_len(joined: &[u8]) -> usize {
+    match joined.first() {
+        Some(0xdc) => 3,
+        Some(0xdd) => 5,
+        _ => 1,
     }
 }
 

@@ -241,11 +241,12 @@ fn nesting_depth() -> Result<u32> {
         .ok()
         .and_then(|d| d.parse::<u32>().ok())
         .unwrap_or(0);
+    // As loky: zero or a negative value means no limit.
     let max = std::env::var("LOKY_MAX_DEPTH")
         .ok()
-        .and_then(|d| d.trim().parse::<u32>().ok())
-        .unwrap_or(DEFAULT_MAX_DEPTH);
-    if depth + 1 > max {
+        .and_then(|d| d.trim().parse::<i64>().ok())
+        .unwrap_or(i64::from(DEFAULT_MAX_DEPTH));
+    if max > 0 && i64::from(depth) + 1 > max {
         return Err(Error::InvalidArgument(format!(
             "Could not spawn extra nested processes at depth superior to MAX_DEPTH={max}. \
              If this is intended, you can change this limit with the LOKY_MAX_DEPTH \

@@ -21,6 +21,26 @@ use crate::future::{Core, Payload, deadline_after, decode_output};
 ///
 /// Dropping it (or reaching its timeout) cancels the chunks that have not
 /// started.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use loky_core::{ProcessPoolExecutor, Task};
+///
+/// const SQUARE: Task<i64, i64> = Task::new("square");
+///
+/// let ex = ProcessPoolExecutor::new(2)?;
+/// let results = ex
+///     .map(SQUARE, 0..10_000)
+///     .chunksize(256)
+///     .timeout(Duration::from_secs(10));
+/// for (i, result) in results.enumerate() {
+///     match result {
+///         Ok(square) => assert_eq!(square, (i * i) as i64),
+///         Err(e) => eprintln!("item {i}: {e}"), // and go on with the next ones
+///     }
+/// }
+/// # Ok::<(), loky_core::Error>(())
+/// ```
 #[must_use = "a map does nothing until iterated"]
 pub struct Map<O> {
     executor: ProcessPoolExecutor,
@@ -216,9 +236,7 @@ impl<O: DeserializeOwned> Iterator for Map<O> {
                     match results_of(self.sig.name, &chunk, *deadline) {
                         Ok(results) => ready.extend(results),
                         Err(_timeout) => {
-                            if let Some(core) = &chunk.core {
-                                core.cancel();
-                            }
+                            cancel_all(std::iter::once(&chunk).chain(chunks.iter()));
                             self.state = State::Done;
                             return Some(Err(Error::Timeout));
                         }
@@ -272,7 +290,15 @@ fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &Payload, len: usize) 
         Payload::Value(bytes) => match decode_output::<Vec<O>>(task, bytes) {
             Ok(values) if values.len() == len => values.into_iter().map(Ok).collect(),
             Ok(_) => (0..len).map(|_| Err(short_reply(task))).collect(),
-            Err(err) => (0..len).map(|_| Err(err.clone())).collect(),
+            // Some output does not decode: decode them one by one, so that
+            // it fails alone.
+            Err(err) => match loky_proto::split_array(bytes) {
+                Some(items) if items.len() == len => items
+                    .into_iter()
+                    .map(|item| decode_output(task, item))
+                    .collect(),
+                _ => (0..len).map(|_| Err(err.clone())).collect(),
+            },
         },
         Payload::Items(items) => items
             .iter()
@@ -292,14 +318,17 @@ fn short_reply(task: &str) -> Error {
     ))
 }
 
+/// Cancels the chunks that have not started.
+fn cancel_all<'a>(chunks: impl Iterator<Item = &'a Chunk>) {
+    for core in chunks.filter_map(|chunk| chunk.core.as_ref()) {
+        core.cancel();
+    }
+}
+
 impl<O> Drop for Map<O> {
     fn drop(&mut self) {
         if let State::Running { chunks, .. } = &self.state {
-            for chunk in chunks {
-                if let Some(core) = &chunk.core {
-                    core.cancel();
-                }
-            }
+            cancel_all(chunks.iter());
         }
     }
 }

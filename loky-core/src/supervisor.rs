@@ -270,6 +270,11 @@ impl Slot {
             && max_calls.is_none_or(|max| self.calls < max)
     }
 
+    /// Whether its channel was closed.
+    fn closed(&self) -> bool {
+        self.worker.frames.is_none()
+    }
+
     /// Closes the channel: the worker leaves once it reads the end.
     fn close(&mut self) {
         self.retiring = true;
@@ -495,7 +500,11 @@ impl Supervisor {
         if slot.in_flight == 0 {
             slot.idle_since = Instant::now();
         }
-        if max_calls.is_some_and(|max| slot.calls >= max) && slot.in_flight == 0 && !slot.retiring {
+        if max_calls.is_some_and(|max| slot.calls >= max) {
+            slot.retiring = true;
+        }
+        // A retiring worker leaves once it holds no call.
+        if slot.retiring && slot.in_flight == 0 && !slot.closed() {
             slot.close();
         }
         let Some(init) = slot.init.clone() else {
@@ -548,6 +557,7 @@ impl Supervisor {
             worker,
             kill,
             retiring,
+            init,
             ..
         } = slot;
         worker.join();
@@ -570,6 +580,16 @@ impl Supervisor {
                 return self.fail_one_requeue_rest(calls, &core, Error::Cancelled);
             }
             None => {}
+        }
+        if init.is_some() {
+            // Dying in its initializer, a worker would die again in every
+            // replacement: the pool is broken whatever the crash policy.
+            let name = self.config.initializer.as_ref().map_or("?", |i| i.sig.name);
+            let err = Error::broken(format!(
+                "the initializer `{name}` killed its worker (pid {pid}, {exit})"
+            ));
+            self.break_pool(err.clone());
+            return fail_all(calls, &err);
         }
         if let Some(reason) = protocol_error {
             let err = Error::broken(format!("worker {pid} broke the protocol: {reason}"));
@@ -807,7 +827,7 @@ impl Supervisor {
         }
         if self.shutdown.is_some() && self.pending.is_empty() {
             for slot in &mut self.slots {
-                if slot.in_flight == 0 && slot.tasks.is_some() && !slot.retiring {
+                if slot.in_flight == 0 && slot.tasks.is_some() && !slot.closed() {
                     slot.close();
                 }
             }

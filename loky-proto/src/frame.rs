@@ -104,6 +104,33 @@ pub fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, FrameErr
     Ok(msg)
 }
 
+/// The elements of the encoded MessagePack array `bytes`, each as the bytes
+/// of its encoding, or `None` if `bytes` is not exactly one well-formed
+/// array. Lets a sequence whose decoding as a whole failed be decoded item
+/// by item, so one bad item fails alone.
+pub fn split_array(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let (count, header) = match *bytes.first()? {
+        m @ 0x90..=0x9f => (usize::from(m & 0x0f), 1),
+        0xdc => (
+            usize::from(u16::from_be_bytes([*bytes.get(1)?, *bytes.get(2)?])),
+            3,
+        ),
+        0xdd => (
+            u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?) as usize,
+            5,
+        ),
+        _ => return None,
+    };
+    let mut items = Vec::with_capacity(count.min(bytes.len()));
+    let mut rest = &bytes[header..];
+    for _ in 0..count {
+        let len = msgpack_value_len(rest)?;
+        items.push(&rest[..len]);
+        rest = &rest[len..];
+    }
+    rest.is_empty().then_some(items)
+}
+
 /// The length in bytes of the MessagePack value at the start of `buf`, or
 /// `None` if it is cut short or malformed. Iterative, so deep nesting cannot
 /// overflow the stack.

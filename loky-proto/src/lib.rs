@@ -35,7 +35,7 @@ mod task;
 
 pub use frame::{
     ABSOLUTE_MAX_FRAME, DEFAULT_MAX_FRAME, FrameBuffer, FrameError, HEADER_LEN, decode_body,
-    encode_frame, read_frame, write_frame,
+    encode_frame, read_frame, split_array, write_frame,
 };
 pub use message::{
     Call, CallError, CallKind, Hello, Outcome, PROTOCOL_VERSION, PanicInfo, Reply, Request,

@@ -474,3 +474,26 @@ fn decoding_a_body_that_announces_a_huge_array_allocates_at_most_serde_s_cap() {
         "decode_body allocated {largest}"
     );
 }
+
+proptest! {
+    /// `split_array` cuts an encoded sequence into the encodings of its
+    /// items, whatever their sizes (fixarray, array16 and array32 headers).
+    #[test]
+    fn split_array_yields_each_item_of_an_encoded_sequence(
+        items in proptest::collection::vec(any::<(i64, String)>(), 0..300usize),
+        big in any::<bool>(),
+    ) {
+        let mut items = items;
+        if big {
+            items.resize(70_000, (1, "x".to_owned()));
+        }
+        let bytes = loky_proto::encode_payload(&items).unwrap();
+        let parts = loky_proto::split_array(&bytes).unwrap();
+        prop_assert_eq!(parts.len(), items.len());
+        for (part, item) in parts.iter().zip(&items) {
+            let back: (i64, String) = loky_proto::decode_payload(part).unwrap();
+            prop_assert_eq!(&back, item);
+        }
+        prop_assert!(loky_proto::split_array(&bytes[..bytes.len().saturating_sub(1)]).is_none() || items.is_empty());
+    }
+}

@@ -168,9 +168,17 @@ where
     }
 
     fn chunk(&self, task: &str, args: &[u8]) -> Outcome<'static> {
-        let inputs = match Self::decode::<Vec<I>>(task, args) {
-            Ok(inputs) => inputs,
-            Err(outcome) => return outcome,
+        let inputs: Vec<Result<I, Outcome<'static>>> = match Self::decode::<Vec<I>>(task, args) {
+            Ok(inputs) => inputs.into_iter().map(Ok).collect(),
+            // Some argument does not decode: decode them one by one, so
+            // that it fails alone.
+            Err(outcome) => match loky_proto::split_array(args) {
+                Some(items) => items
+                    .into_iter()
+                    .map(|item| Self::decode::<I>(task, item))
+                    .collect(),
+                None => return outcome,
+            },
         };
         // Outputs are encoded straight into one buffer: a MessagePack array
         // is its length followed by its elements, so this is exactly
@@ -181,6 +189,14 @@ where
         let mut failures = Vec::new();
         for (i, input) in inputs.into_iter().enumerate() {
             let start = joined.len();
+            let input = match input {
+                Ok(input) => input,
+                Err(failure) => {
+                    failures.push((i, failure));
+                    ends.push(joined.len());
+                    continue;
+                }
+            };
             let result = run_task(|| {
                 let output = (self.f)(input);
                 loky_proto::encode_payload_into(&output, &mut joined)

@@ -3,8 +3,15 @@
 
 #![deny(missing_docs)]
 
+pub mod chaos;
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use loky::{Registry, Task};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -44,6 +51,11 @@ pub const SQUARE_AS_STRING: Task<String, String> = Task::new("square");
 /// its pid to the given file (whole, by a rename), then sleeps for that time
 /// itself: a running task with a child process, whose file says it started.
 pub const SPAWN_AND_SLEEP: Task<(String, Duration), ()> = Task::new("spawn_and_sleep");
+
+/// Connects to the Unix socket of a [`Gate`] at the given path, sends its
+/// worker's pid and waits there until the gate releases it: a running task
+/// that the test holds and releases at will.
+pub const GATE: Task<String, ()> = Task::new("gate");
 
 /// A `u64` that refuses to be decoded when odd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -115,6 +127,105 @@ fn spawn_and_sleep((pid_file, duration): (String, Duration)) {
     std::thread::sleep(duration);
 }
 
+fn gate(path: String) {
+    let mut stream = UnixStream::connect(&path).expect("cannot reach the gate");
+    let pid = std::process::id();
+    stream
+        .write_all(&pid.to_le_bytes())
+        .expect("cannot enter the gate");
+    // A byte, or the test hanging up, opens the gate.
+    let _ = stream.read(&mut [0u8]);
+}
+
+/// The test's side of [`GATE`]: a listening socket where `GATE` tasks
+/// report that they run and then wait until released.
+pub struct Gate {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+/// A `GATE` task that entered its gate and waits there.
+pub struct Held {
+    stream: UnixStream,
+    /// The pid of the worker running it.
+    pub pid: u32,
+}
+
+impl Held {
+    /// Lets the task finish (dropping does too).
+    pub fn release(mut self) {
+        let _ = self.stream.write_all(&[1]);
+    }
+}
+
+impl Gate {
+    /// A gate on a fresh socket.
+    pub fn new() -> Gate {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "loky-gate-{}-{}.sock",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("cannot bind the gate");
+        Gate { listener, path }
+    }
+
+    /// The argument of a [`GATE`] task that waits at this gate.
+    pub fn arg(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// Waits up to `timeout` for the next task to enter.
+    ///
+    /// # Panics
+    ///
+    /// If none does in time.
+    pub fn entered(&self, timeout: Duration) -> Held {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut fd = libc::pollfd {
+                fd: self.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let millis = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+            // SAFETY: `fd` is one valid pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(&mut fd, 1, millis) };
+            if ready > 0 {
+                break;
+            }
+            let interrupted = ready < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+            assert!(interrupted, "no task entered the gate within {timeout:?}");
+        }
+        let (mut stream, _) = self.listener.accept().expect("cannot accept at the gate");
+        stream
+            .set_read_timeout(Some(timeout))
+            .expect("read timeout");
+        let mut pid = [0u8; 4];
+        stream.read_exact(&mut pid).expect("the task sends its pid");
+        Held {
+            stream,
+            pid: u32::from_le_bytes(pid),
+        }
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate::new()
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// The registry of `loky-test-worker`: the stock diagnostic tasks and the
 /// tasks above.
 pub fn registry() -> Registry {
@@ -134,4 +245,5 @@ pub fn registry() -> Registry {
         .register(UNENCODABLE_OUTPUT, |()| Unencodable)
         .register(NESTED, nested)
         .register(SPAWN_AND_SLEEP, spawn_and_sleep)
+        .register(GATE, gate)
 }

@@ -6,6 +6,8 @@
 //!   prints `pids: P1 P2 ...` and waits for the sleeps.
 //! - `discover`: builds an executor with default worker discovery and
 //!   prints the outcome.
+//! - `print WORKER LINE`: runs the task `PRINT LINE` on a worker of WORKER,
+//!   shuts down, then prints `parent done`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,8 +20,9 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("busy") => busy(&args[1..]),
         Some("discover") => discover(),
+        Some("print") => print(&args[1..]),
         _ => {
-            eprintln!("usage: loky-test-parent busy WORKER N | discover");
+            eprintln!("usage: loky-test-parent busy WORKER N | discover | print WORKER LINE");
             std::process::exit(2);
         }
     }
@@ -57,4 +60,18 @@ fn discover() {
         Ok(_) => println!("found a worker program"),
         Err(err) => println!("error: {err}"),
     }
+}
+
+fn print(args: &[String]) {
+    let ex = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .worker_program(WorkerProgram::Path(PathBuf::from(&args[0])))
+        .build()
+        .expect("executor");
+    ex.submit(loky::diagnostics::PRINT, args[1].clone())
+        .expect("submit")
+        .result()
+        .expect("the PRINT task succeeds");
+    ex.shutdown(true);
+    println!("parent done");
 }

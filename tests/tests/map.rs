@@ -1,0 +1,158 @@
+//! `ProcessPoolExecutor::map`: order, chunks, timeout, errors and
+//! cancellation (LOKY-BEHAVIOUR.md, "map").
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use loky::Error;
+use loky::diagnostics::{ECHO_I64, PID, SLEEP, SQUARE};
+use loky_tests::{FLAKY, GATE, Gate};
+
+/// Generous: for things that must happen.
+const LONG: Duration = Duration::from_secs(10);
+
+#[test]
+fn results_come_in_input_order() {
+    let ex = common::pool(2);
+    let squares: Vec<i64> = ex
+        .map(SQUARE, (0..300).rev())
+        .chunksize(7)
+        .collect::<loky::Result<_>>()
+        .unwrap();
+    assert_eq!(squares, (0..300).rev().map(|x| x * x).collect::<Vec<_>>());
+
+    // The second item (a gate that does not exist: the task panics) is
+    // done before the first one is released; the results keep input order.
+    // A fresh pool, whose workers take one call at a time.
+    let ex = common::pool(2);
+    let (first, probe_gate) = (Gate::new(), Gate::new());
+    let map = ex.map(GATE, [first.arg(), "/nonexistent/gate.sock".to_owned()]);
+    let collector = std::thread::spawn(move || map.collect::<Vec<_>>());
+    let held_first = first.entered(LONG);
+    // Only the second item's worker can take a call: its entering proves
+    // that the second item is done.
+    let probe = ex.submit(GATE, probe_gate.arg()).unwrap();
+    let held_probe = probe_gate.entered(LONG);
+    assert_ne!(held_probe.pid, held_first.pid);
+    held_first.release();
+    held_probe.release();
+    probe.result().unwrap();
+    let results = collector.join().unwrap();
+    assert!(
+        matches!(results[..], [Ok(()), Err(Error::Task(_))]),
+        "{results:?}"
+    );
+}
+
+#[test]
+fn a_chunk_of_chunksize_items_travels_as_one_call() {
+    let ex = common::pool(4);
+    let pids: Vec<u32> = ex
+        .map(PID, vec![(); 64])
+        .chunksize(16)
+        .collect::<loky::Result<_>>()
+        .unwrap();
+    assert_eq!(pids.len(), 64);
+    for chunk in pids.chunks(16) {
+        assert!(chunk.iter().all(|&pid| pid == chunk[0]), "{chunk:?}");
+    }
+}
+
+#[test]
+fn chunksize_zero_is_an_invalid_argument_item() {
+    let ex = common::pool(1);
+    let mut map = ex.map(ECHO_I64, 0..10).chunksize(0);
+    match map.next() {
+        Some(Err(Error::InvalidArgument(message))) => {
+            assert!(
+                message.contains("chunksize must be greater than 0"),
+                "{message}"
+            );
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    assert!(map.next().is_none());
+    assert!(ex.worker_pids().is_empty(), "nothing was submitted");
+}
+
+#[test]
+fn the_timeout_is_measured_from_the_map_call_and_iteration_then_ends() {
+    let ex = common::pool(1);
+    let gate = Gate::new();
+    let held_future = ex.submit(GATE, gate.arg()).unwrap();
+    let held = gate.entered(LONG);
+    let timeout = Duration::from_millis(300);
+    let mut map = ex.map(ECHO_I64, 0..3).timeout(timeout);
+    // The map's deadline passes while waiting for something else.
+    assert!(matches!(
+        held_future.result_timeout(timeout + Duration::from_millis(100)),
+        Err(Error::Timeout)
+    ));
+    let first_next = Instant::now();
+    assert!(matches!(map.next(), Some(Err(Error::Timeout))));
+    assert!(
+        first_next.elapsed() < timeout,
+        "no new {timeout:?} from the first next(): {:?}",
+        first_next.elapsed()
+    );
+    assert!(map.next().is_none());
+    drop(map);
+    held.release();
+    held_future.result().unwrap();
+}
+
+#[test]
+fn an_error_in_one_item_is_yielded_at_its_position_and_iteration_goes_on() {
+    let ex = common::pool(2);
+    for chunksize in [1, 4] {
+        let results: Vec<_> = ex.map(FLAKY, 0..20).chunksize(chunksize).collect();
+        assert_eq!(results.len(), 20);
+        for (x, result) in (0i64..).zip(results) {
+            match (x % 10, result) {
+                (3, Err(Error::Task(remote))) => {
+                    assert_eq!(remote.message(), format!("flaky task failed on {x}"));
+                }
+                (7, Ok(Err(message))) => assert_eq!(message, format!("{x} ends in 7")),
+                (_, Ok(Ok(value))) => assert_eq!(value, 2 * x),
+                (_, other) => panic!("chunksize {chunksize}, item {x}: {other:?}"),
+            }
+        }
+    }
+    let results: Vec<_> = ex.map(SQUARE, [2, i64::MAX, 3]).chunksize(3).collect();
+    assert!(matches!(results[..], [Ok(4), Err(Error::Task(_)), Ok(9)]));
+}
+
+/// Maps 500 ms sleeps over 10 items on one worker, stops the map with
+/// `stop`, then checks that a new call runs soon: only a running sleep
+/// delays it, not the 4 s or more of those that had not started.
+fn chunks_not_started_are_cancelled(stop: impl FnOnce(loky::Map<()>)) {
+    let ex = common::pool(1);
+    stop(ex.map(SLEEP, vec![Duration::from_millis(500); 10]));
+    let stopped = Instant::now();
+    let probe = ex.submit(ECHO_I64, 1).unwrap();
+    assert_eq!(probe.result_timeout(LONG).unwrap(), 1);
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "the new call waited {:?}",
+        stopped.elapsed()
+    );
+}
+
+#[test]
+fn on_timeout_chunks_not_yet_started_are_cancelled() {
+    chunks_not_started_are_cancelled(|map| {
+        let mut map = map.timeout(Duration::from_millis(200));
+        assert!(matches!(map.next(), Some(Err(Error::Timeout))));
+        assert!(map.next().is_none());
+    });
+}
+
+#[test]
+fn on_drop_chunks_not_yet_started_are_cancelled() {
+    chunks_not_started_are_cancelled(|mut map| {
+        // The first next() submits every chunk and waits for the first.
+        assert!(matches!(map.next(), Some(Ok(()))));
+        drop(map);
+    });
+}

@@ -62,8 +62,10 @@ impl ExecutorBuilder {
             return Ok(ex.clone());
         }
         if let Some(old) = current.take() {
+            // A broken pool has nothing left to wait for: its futures are
+            // failed and its workers killed; it finishes in the background.
             old.shutdown_with(Shutdown {
-                wait: true,
+                wait: !old.is_broken(),
                 kill_workers: self.kill_workers,
                 cancel_futures: false,
             });

@@ -220,6 +220,17 @@ enum KillReason {
     Broken,
 }
 
+/// What the supervisor knows of a worker that died.
+struct Death {
+    pid: u32,
+    exit: WorkerExit,
+    protocol_error: Option<String>,
+    calls: Vec<InFlight>,
+    kill: Option<KillReason>,
+    retiring: bool,
+    initializing: bool,
+}
+
 /// The supervisor's view of one worker.
 struct Slot {
     worker: Worker,
@@ -551,19 +562,34 @@ impl Supervisor {
         };
         let slot = self.slots.swap_remove(idx);
         self.publish_pids();
-        let pid = slot.pid();
-        let calls = slot.worker.link.take_all();
-        let Slot {
-            worker,
+        let death = Death {
+            pid: slot.pid(),
+            exit,
+            protocol_error,
+            calls: slot.worker.link.take_all(),
+            kill: slot.kill,
+            retiring: slot.retiring,
+            initializing: slot.init.is_some(),
+        };
+        self.settle_death(death);
+        // Futures first, then the (short) wait for the worker's threads.
+        slot.worker.join();
+    }
+
+    /// Settles the calls a dead worker held, as the reason of its death and
+    /// the crash policy say.
+    fn settle_death(&mut self, death: Death) {
+        let Death {
+            pid,
+            exit,
+            protocol_error,
+            calls,
             kill,
             retiring,
-            init,
-            ..
-        } = slot;
-        worker.join();
+            initializing,
+        } = death;
         if let Some(err) = &self.broken {
-            fail_all(calls, err);
-            return;
+            return fail_all(calls, err);
         }
         match kill {
             Some(KillReason::Shutdown) => return fail_all(calls, &Error::killed_by_shutdown()),
@@ -581,7 +607,7 @@ impl Supervisor {
             }
             None => {}
         }
-        if init.is_some() {
+        if initializing {
             // Dying in its initializer, a worker would die again in every
             // replacement: the pool is broken whatever the crash policy.
             let name = self.config.initializer.as_ref().map_or("?", |i| i.sig.name);

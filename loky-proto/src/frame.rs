@@ -18,6 +18,9 @@ pub const DEFAULT_MAX_FRAME: usize = 2 << 30;
 /// Largest body a `u32` length can describe.
 pub const ABSOLUTE_MAX_FRAME: usize = u32::MAX as usize;
 
+/// A buffer up to this size is kept between frames.
+const KEEP_BUFFER: usize = 32 << 20;
+
 /// Initial read size for a frame body whose bytes have not arrived yet.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -271,8 +274,9 @@ impl FrameBuffer {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            // Give back the memory of an exceptionally large frame.
-            if self.buf.len() > 4 * READ_CHUNK {
+            // Give back the memory of an exceptionally large frame; keep
+            // the rest, as fresh memory costs page faults on every frame.
+            if self.buf.len() > KEEP_BUFFER {
                 self.buf = Vec::new();
             }
         } else if self.start >= self.buf.len() / 2 {

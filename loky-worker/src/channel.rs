@@ -19,9 +19,10 @@ use loky_proto::{
 
 use crate::{os, panic};
 
-/// Frames of at most this size keep the reader's buffer for the next one;
-/// after a bigger one, its memory goes back.
-const KEEP_BUFFER: usize = 1 << 20;
+/// Buffers of at most this size are kept for the next frame (reusing them
+/// spares the page faults of fresh memory on every large call); after a
+/// bigger frame, the memory goes back.
+const KEEP_BUFFER: usize = 32 << 20;
 
 /// A call, owned so it can cross to the executing thread.
 #[derive(Debug)]
@@ -74,6 +75,10 @@ fn read_calls(stream: UnixStream, calls: Sender<OwnedCall>) {
 fn end_on(err: FrameError) -> ! {
     match err {
         FrameError::Closed => os::terminate(0),
+        // The executor went away with bytes in flight: its end, not a fault.
+        FrameError::Io(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+            os::terminate(0)
+        }
         FrameError::Io(err) => fatal(
             exit_code::CHANNEL_ERROR,
             &format!("the channel to the executor failed: {err}"),

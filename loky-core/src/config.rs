@@ -9,7 +9,23 @@ use loky_proto::{Signature, env};
 
 use crate::worker::LinkSettings;
 
-/// What happens when a worker dies unexpectedly.
+/// What happens when a worker dies unexpectedly; set with
+/// [`ExecutorBuilder::on_worker_crash`](crate::ExecutorBuilder::on_worker_crash).
+///
+/// ```no_run
+/// use loky_core::{CrashPolicy, Error, ProcessPoolExecutor, Task};
+///
+/// const EXIT: Task<i32, ()> = Task::new("exit");
+/// const SQUARE: Task<i64, i64> = Task::new("square");
+///
+/// let ex = ProcessPoolExecutor::builder()
+///     .on_worker_crash(CrashPolicy::Respawn)
+///     .build()?;
+/// let crash = ex.submit(EXIT, 3)?.result();
+/// assert!(matches!(crash, Err(Error::TerminatedWorker(_))));
+/// assert_eq!(ex.submit(SQUARE, 7)?.result()?, 49); // the pool goes on
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum CrashPolicy {
@@ -28,6 +44,15 @@ pub enum CrashPolicy {
 /// [`ProcessPoolExecutor::shutdown_with`](crate::ProcessPoolExecutor::shutdown_with).
 ///
 /// The default waits for every submitted task, as `shutdown(true)`.
+///
+/// ```no_run
+/// use loky_core::{ProcessPoolExecutor, Shutdown};
+///
+/// let ex = ProcessPoolExecutor::new(2)?;
+/// // Stop now: kill the workers; unfinished futures fail with ShutdownExecutor.
+/// ex.shutdown_with(Shutdown { kill_workers: true, ..Shutdown::default() });
+/// # Ok::<(), loky_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Shutdown {
     /// Block until every task finished and every worker was reaped.

@@ -17,6 +17,26 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// `BrokenProcessPool`, `TerminatedWorkerError`, `CancelledError` and so on.
 /// [`Error::is_broken_pool`] is true for both broken-pool variants, as
 /// `TerminatedWorkerError` is a `BrokenProcessPool` in Python.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use loky_core::{Error, ProcessPoolExecutor, Task};
+///
+/// const PARSE: Task<String, Result<u64, String>> = Task::new("parse");
+///
+/// let ex = ProcessPoolExecutor::new(2)?;
+/// let fut = ex.submit(PARSE, "42".to_owned())?;
+/// match fut.result_timeout(Duration::from_secs(5)) {
+///     Ok(Ok(n)) => println!("parsed {n}"),
+///     Ok(Err(e)) => println!("the task returned an error: {e}"),
+///     Err(Error::Timeout) => println!("still running"),
+///     Err(Error::Task(panic)) => println!("the task panicked: {}", panic.message()),
+///     Err(Error::TerminatedWorker(dead)) => println!("its worker died: {:?}", dead.exit()),
+///     Err(e) if e.is_broken_pool() => println!("the pool is broken: {e}"),
+///     Err(e) => println!("{e}"),
+/// }
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

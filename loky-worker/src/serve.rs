@@ -39,7 +39,20 @@ pub fn serve(registry: Registry) -> ! {
 /// then serves and never returns.
 ///
 /// Call it first in `main` to let an application binary be its own worker
-/// program.
+/// program (its executors then run `WorkerProgram::CurrentExe`). Run any
+/// other way, the program goes on as usual.
+///
+/// ```no_run
+/// use loky_proto::Task;
+/// use loky_worker::Registry;
+///
+/// const SQUARE: Task<i64, i64> = Task::new("square");
+///
+/// fn main() {
+///     loky_worker::serve_if_worker(&Registry::new().register(SQUARE, |x: i64| x * x));
+///     // Only the application gets here: start executors, submit SQUARE...
+/// }
+/// ```
 pub fn serve_if_worker(registry: &Registry) {
     if let Some(fd) = worker_channel() {
         run(registry, fd)

@@ -10,7 +10,7 @@
 //!
 //! A task is a typed name that the application and its worker program share:
 //!
-//! ```no_run
+//! ```standalone_crate
 //! use loky::{ProcessPoolExecutor, Registry, Task, WorkerProgram};
 //!
 //! pub const SQUARE: Task<i64, i64> = Task::new("square");
@@ -42,6 +42,15 @@
 //!     loky::serve(loky::Registry::new().register(SQUARE, |x: i64| x * x))
 //! }
 //! ```
+//!
+//! ## Examples
+//!
+//! `cargo run --release --example tour` is a guided tour in a few seconds.
+//! The other examples port the programs of loky's documentation, each with
+//! its output next to Python's in its doc comment: `crash_recovery`,
+//! `worker_termination`, `shutdown_error`, `timeouts`, `cancellation` and
+//! `retries` (`cargo run --example NAME`). Every example is its own worker
+//! program, as in the quick start.
 //!
 //! ## Crash semantics
 //!

@@ -28,7 +28,103 @@ struct Example {
 /// `Example { name: "quick_start", args: &["--workers", "2"], expect: &["done: 42"] }`.
 /// Prefer output that does not depend on timing or the machine (no counts of
 /// CPUs, no durations), so the check is stable on a 2-core CI machine.
-const EXAMPLES: &[Example] = &[];
+const EXAMPLES: &[Example] = &[
+    Example {
+        name: "tour",
+        args: &[],
+        expect: &[
+            "square(7) = 49",
+            "parse(\"forty-two\") = Err(\"invalid digit found in string\")",
+            "divide(1, 0) panicked: task `divide` panicked in worker",
+            "attempt to divide by zero",
+            "the workers survived",
+            "The exit codes of the workers are {SIGSEGV(-11)}",
+            "submit on the broken pool fails at once: true",
+            "get_reusable() replaced the broken pool: square(8) = 64",
+            "abort() -> SIGABRT(-6), then square(9) = 81, pool broken: false",
+            "exceeded its deadline of 300ms",
+            "pool broken: false; square(10) = 100",
+            "400/400",
+            "sum of squares = 21253400",
+        ],
+    },
+    Example {
+        name: "crash_recovery",
+        args: &[],
+        // Whether tasks 0-2 and 4 succeed depends on timing, as in Python.
+        expect: &[
+            "Task 3 failed: A worker process managed by the executor was unexpectedly terminated.",
+            "The exit codes of the workers are {EXIT(1)}",
+            "New executor created successfully",
+            "New executor: problematic_task(4) = 8",
+        ],
+    },
+    Example {
+        name: "worker_termination",
+        args: &[],
+        expect: &[
+            "Size 1M: Success (0)",
+            "Size 10M: Success (0)",
+            "Size 100M: Success (0)",
+            "Size 1000M: Worker terminated (A worker process managed by the executor exceeded \
+             its memory limit of 1073741824 bytes",
+            "The exit codes of the workers are {EXIT(77)}",
+            "Size 10000M: Worker terminated (",
+        ],
+    },
+    Example {
+        name: "shutdown_error",
+        args: &[],
+        expect: &[
+            "Before shutdown: 10\n",
+            "Cannot use shutdown executor: cannot schedule new futures after shutdown\n",
+            "With new executor: 20\n",
+        ],
+    },
+    Example {
+        name: "timeouts",
+        args: &["--quick"],
+        expect: &[
+            "Task (0.5s, timeout 1.5s): Completed after 0.5 seconds\n",
+            "Task (2.5s, timeout 1s): Timed out\n",
+            "Task (1s, timeout 2s): Completed after 1 seconds\n",
+        ],
+    },
+    Example {
+        name: "cancellation",
+        args: &["--quick"],
+        expect: &[
+            "Could not cancel task 1 (already running)\n",
+            "Successfully cancelled task 3\n",
+            "Task 0: Task 0 result\n",
+            "Task 1: Task 1 result\n",
+            "Task 2: Task 2 result\n",
+            "Task 3: Was cancelled\n",
+            "Cancelled 1 tasks\n",
+        ],
+    },
+    Example {
+        name: "retries",
+        args: &["--quick"],
+        // Seeded: every attempt's fate, hence the whole run, is reproducible.
+        expect: &[
+            "✗ Task 1: Timeout (retry 3)\n✗ Task 1: Gave up after 2 retries\n",
+            "✗ Task 8: Timeout (retry 1)\n✗ Task 8: Timeout (retry 2)\n\
+             ✗ Task 8: Application error (Task 8: Intentional error)\n",
+            "Final Results:\n\
+             Task 0: Task 0: Success\n\
+             Task 1: Failed after 2 retries\n\
+             Task 2: Error: Task 2: Intentional error\n\
+             Task 3: Task 3: Success\n\
+             Task 4: Task 4: Success\n\
+             Task 5: Error: Task 5: Intentional error\n\
+             Task 6: Task 6: Success\n\
+             Task 7: Task 7: Success\n\
+             Task 8: Error: Task 8: Intentional error\n\
+             Task 9: Error: Task 9: Intentional error\n",
+        ],
+    },
+];
 
 /// Binary of `loky-tests` that runs the chaos suite, if it exists.
 const CHAOS_BIN: &str = "loky-chaos";
@@ -224,7 +320,9 @@ fn example_steps(workspace: &Workspace) -> Vec<Step> {
         .map(|example| {
             let mut command =
                 workspace.cargo(&["run", "-p", "loky", "--example", example.name, "--"]);
-            command.args(example.args);
+            // Only stdout is checked; build errors, panics and what workers
+            // write on stderr stay visible.
+            command.args(example.args).stderr(Stdio::inherit());
             Step {
                 name: format!("example {}", example.name),
                 action: Action::Expect(command, example.expect),

@@ -1,0 +1,62 @@
+//! Idle timeout: idle workers leave cleanly (never taken for a crash) and
+//! the next submit starts new ones.
+
+mod common;
+
+use std::time::Duration;
+
+use loky::diagnostics::{PID, SLEEP, SQUARE};
+
+#[test]
+fn idle_workers_leave_and_the_next_submit_respawns_them() {
+    let ex = common::builder(2)
+        .idle_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let first: Vec<_> = (0..4).map(|_| ex.submit(PID, ()).unwrap()).collect();
+    for fut in &first {
+        fut.result().unwrap();
+    }
+    let old = ex.worker_pids();
+    assert!(!old.is_empty());
+
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            ex.worker_pids().is_empty() && old.iter().all(|&pid| !common::alive(pid))
+        }),
+        "workers still there: {:?}",
+        ex.worker_pids()
+    );
+    let mine: Vec<u32> = common::children().iter().map(|&(pid, _)| pid).collect();
+    assert!(
+        old.iter().all(|pid| !mine.contains(pid)),
+        "the idle workers were not reaped: {mine:?}"
+    );
+
+    // Not a crash: the pool is whole and earlier futures keep their values.
+    assert!(!ex.is_broken());
+    assert!(!ex.is_shutdown());
+    for fut in &first {
+        assert!(old.contains(&fut.result().unwrap()));
+    }
+
+    assert_eq!(ex.submit(SQUARE, 9).unwrap().result().unwrap(), 81);
+    let new = ex.worker_pids();
+    assert!(!new.is_empty());
+    assert!(
+        new.iter().all(|pid| !old.contains(pid)),
+        "{new:?} vs {old:?}"
+    );
+    ex.shutdown(true);
+    assert!(ex.worker_pids().is_empty());
+}
+
+#[test]
+fn a_busy_worker_does_not_time_out() {
+    let idle = Duration::from_millis(100);
+    let ex = common::builder(1).idle_timeout(idle).build().unwrap();
+    // Runs for several idle timeouts: the worker must not leave under it.
+    ex.submit(SLEEP, idle * 5).unwrap().result().unwrap();
+    assert!(!ex.is_broken());
+    assert_eq!(ex.submit(SQUARE, 3).unwrap().result().unwrap(), 9);
+}

@@ -1,0 +1,337 @@
+//! The eight cases of DESIGN.md's performance table, on loky-rs with the
+//! stock `loky-worker` program.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use loky::{CrashPolicy, Error, ExecutorBuilder, ProcessPoolExecutor, WorkerProgram, diagnostics};
+use serde_bytes::ByteBuf;
+
+use crate::stats::{self, Samples};
+
+/// No-op submits in the throughput case (and frames in its raw figure).
+pub(crate) const SUBMITS: usize = 20_000;
+/// Items of the map case.
+pub(crate) const MAP_ITEMS: i64 = 200_000;
+/// Chunk size of the map case.
+pub(crate) const CHUNKSIZE: usize = 1_000;
+/// Bytes echoed in the payload case.
+pub(crate) const PAYLOAD: usize = 10 << 20;
+/// Workers of the pools of the cold-start, throughput, map and crash cases.
+const POOL: usize = 2;
+
+/// The case keys, shared with the Python peer's JSON.
+pub(crate) mod key {
+    pub(crate) const COLD_START: &str = "cold_start_ms";
+    pub(crate) const SUBMIT: &str = "submit_per_sec";
+    pub(crate) const ROUND_TRIP: &str = "round_trip_us";
+    pub(crate) const MAP: &str = "map_per_sec";
+    pub(crate) const ECHO: &str = "echo_mib_per_sec";
+    pub(crate) const CRASH_ERROR: &str = "crash_error_ms";
+    pub(crate) const CRASH_REUSABLE: &str = "crash_reusable_ms";
+    pub(crate) const CRASH_NEW_POOL: &str = "crash_new_pool_ms";
+    pub(crate) const CRASH_RESPAWN: &str = "crash_respawn_ms";
+    pub(crate) const IDLE_RSS: &str = "idle_rss_mib";
+    pub(crate) const IDLE_PSS: &str = "idle_pss_mib";
+}
+
+/// Figures by case key.
+pub(crate) type Results = BTreeMap<String, Samples>;
+
+/// How to run the loky-rs cases.
+pub(crate) struct Bench {
+    /// The stock `loky-worker` program.
+    pub(crate) worker: PathBuf,
+    pub(crate) runs: usize,
+    /// Round trips per run of the latency case.
+    pub(crate) round_trips: usize,
+}
+
+type Run<T = f64> = Result<T, Error>;
+
+/// Measures one case.
+type Measure = fn(&Bench) -> Samples;
+
+impl Bench {
+    /// Measures every case.
+    pub(crate) fn measure(&self, wants: &dyn Fn(&str) -> bool) -> Results {
+        let cases: [(&str, Measure); 11] = [
+            (key::COLD_START, Bench::cold_start),
+            (key::SUBMIT, Bench::submit_throughput),
+            (key::ROUND_TRIP, Bench::round_trip),
+            (key::MAP, Bench::map_throughput),
+            (key::ECHO, Bench::echo_payload),
+            (key::CRASH_ERROR, Bench::crash_error),
+            (key::CRASH_REUSABLE, Bench::crash_reusable),
+            (key::CRASH_NEW_POOL, Bench::crash_new_pool),
+            (key::CRASH_RESPAWN, Bench::crash_respawn),
+            (key::IDLE_RSS, Bench::idle_rss),
+            (key::IDLE_PSS, Bench::idle_pss),
+        ];
+        let mut results = Results::new();
+        for (key, measure) in cases.into_iter().filter(|(key, _)| wants(key)) {
+            eprintln!("loky-bench: loky-rs {key}");
+            results.insert(key.to_owned(), measure(self));
+        }
+        results
+    }
+
+    fn builder(&self, workers: usize) -> ExecutorBuilder {
+        ProcessPoolExecutor::builder()
+            .max_workers(workers)
+            .worker_program(WorkerProgram::Path(self.worker.clone()))
+    }
+
+    fn pool(&self, workers: usize) -> Run<ProcessPoolExecutor> {
+        self.builder(workers).build()
+    }
+
+    /// A pool of `workers` that all said hello and ran calls.
+    fn warm_pool(&self, workers: usize) -> Run<ProcessPoolExecutor> {
+        let ex = self.pool(workers)?;
+        warm(&ex, workers)?;
+        Ok(ex)
+    }
+
+    /// Case 1: Build a pool of 2, submit, get the result; a fresh pool each run
+    /// (its shutdown is not timed).
+    fn cold_start(&self) -> Samples {
+        let once = || -> Run {
+            let start = Instant::now();
+            let ex = self.pool(POOL)?;
+            let value = ex.submit(diagnostics::ECHO_I64, 7)?.result()?;
+            let took = start.elapsed();
+            check(value == 7, "ECHO_I64 answered another value")?;
+            drop(ex);
+            Ok(stats::ms(took))
+        };
+        // The first start reads the worker program from disk.
+        once().map_err(|e| e.to_string())?;
+        stats::repeat(self.runs, once)
+    }
+
+    /// Case 2: Submit 20 000 no-ops, then wait for every result, on a warm pool
+    /// of 2.
+    fn submit_throughput(&self) -> Samples {
+        let ex = self.warm_pool(POOL).map_err(|e| e.to_string())?;
+        stats::repeat(self.runs, || -> Run {
+            let start = Instant::now();
+            let futures = (0..SUBMITS)
+                .map(|_| ex.submit(diagnostics::NOOP, ()))
+                .collect::<Run<Vec<_>>>()?;
+            for future in futures {
+                future.result()?;
+            }
+            Ok(stats::rate(SUBMITS, start.elapsed()))
+        })
+    }
+
+    /// Case 3: The median of sequential submit → result round trips on a warm
+    /// pool of 1.
+    fn round_trip(&self) -> Samples {
+        let ex = self.warm_pool(1).map_err(|e| e.to_string())?;
+        stats::repeat(self.runs, || -> Run {
+            let mut times = Vec::with_capacity(self.round_trips);
+            for i in 0..self.round_trips as i64 {
+                let start = Instant::now();
+                let value = ex.submit(diagnostics::ECHO_I64, i)?.result()?;
+                times.push(stats::us(start.elapsed()));
+                check(value == i, "ECHO_I64 answered another value")?;
+            }
+            Ok(stats::median(&mut times))
+        })
+    }
+
+    /// Case 4: `map` of 200 000 ints in chunks of 1000 on a warm pool of 2,
+    /// from the call to the last result collected.
+    fn map_throughput(&self) -> Samples {
+        let ex = self.warm_pool(POOL).map_err(|e| e.to_string())?;
+        stats::repeat(self.runs, || -> Run {
+            let start = Instant::now();
+            let squares = ex
+                .map(diagnostics::SQUARE, 0..MAP_ITEMS)
+                .chunksize(CHUNKSIZE)
+                .collect::<Run<Vec<i64>>>()?;
+            let took = start.elapsed();
+            let last = MAP_ITEMS - 1;
+            check(squares.last() == Some(&(last * last)), "wrong squares")?;
+            Ok(stats::rate(squares.len(), took))
+        })
+    }
+
+    /// Case 5: Echo 10 MiB of bytes on a warm pool of 1: payload size over the
+    /// round trip (submit → result, encoding and decoding included).
+    fn echo_payload(&self) -> Samples {
+        let ex = self.warm_pool(1).map_err(|e| e.to_string())?;
+        let payload = vec![0xa5u8; PAYLOAD];
+        let echo = |payload: Vec<u8>| -> Run<Duration> {
+            let start = Instant::now();
+            let reply = ex
+                .submit(diagnostics::ECHO_BYTES, ByteBuf::from(payload))?
+                .result()?;
+            let took = start.elapsed();
+            check(reply.len() == PAYLOAD, "ECHO_BYTES answered another length")?;
+            Ok(took)
+        };
+        echo(payload.clone()).map_err(|e| e.to_string())?;
+        stats::repeat(self.runs, || -> Run {
+            let took = echo(payload.clone())?;
+            Ok(stats::mib_per_sec(PAYLOAD, took))
+        })
+    }
+
+    /// Case 6: From submitting a segfaulting task on a warm pool of 2 to its
+    /// future's error (the worker's own death included).
+    fn crash_error(&self) -> Samples {
+        stats::repeat(self.runs, || -> Run {
+            let ex = self.warm_pool(POOL)?;
+            Ok(stats::ms(crash(&ex)?))
+        })
+    }
+
+    /// Case 7: After a crash broke the reusable executor: get it again (a new
+    /// pool replaces the broken one), submit, result.
+    fn crash_reusable(&self) -> Samples {
+        let reusable = || self.builder(POOL).get_reusable();
+        let samples = stats::repeat(self.runs, || -> Run {
+            let ex = reusable()?;
+            warm(&ex, POOL)?;
+            crash(&ex)?;
+            drop(ex);
+            let start = Instant::now();
+            let ex = reusable()?;
+            let value = ex.submit(diagnostics::ECHO_I64, 7)?.result()?;
+            let took = start.elapsed();
+            check(value == 7, "ECHO_I64 answered another value")?;
+            Ok(stats::ms(took))
+        });
+        if let Ok(ex) = reusable() {
+            ex.shutdown(true);
+        }
+        samples
+    }
+
+    /// Case 7, variant: after a crash broke a pool, build a new one, submit,
+    /// result.
+    fn crash_new_pool(&self) -> Samples {
+        stats::repeat(self.runs, || -> Run {
+            let broken = self.warm_pool(POOL)?;
+            crash(&broken)?;
+            let start = Instant::now();
+            let ex = self.pool(POOL)?;
+            let value = ex.submit(diagnostics::ECHO_I64, 7)?.result()?;
+            let took = start.elapsed();
+            check(value == 7, "ECHO_I64 answered another value")?;
+            Ok(stats::ms(took))
+        })
+    }
+
+    /// Case 7, variant: with `CrashPolicy::Respawn` and a single worker, from the
+    /// crash's error to the next result (which needs the replacement).
+    fn crash_respawn(&self) -> Samples {
+        let ex = self
+            .builder(1)
+            .on_worker_crash(CrashPolicy::Respawn)
+            .build()
+            .and_then(|ex| warm(&ex, 1).map(|()| ex))
+            .map_err(|e| e.to_string())?;
+        stats::repeat(self.runs, || -> Run {
+            crash(&ex)?;
+            let start = Instant::now();
+            let value = ex.submit(diagnostics::ECHO_I64, 7)?.result()?;
+            let took = start.elapsed();
+            check(value == 7, "ECHO_I64 answered another value")?;
+            Ok(stats::ms(took))
+        })
+    }
+
+    /// Case 8: Resident memory of an idle worker after one task (a fresh pool of
+    /// 1 each run).
+    fn idle_rss(&self) -> Samples {
+        stats::repeat(self.runs, || self.idle_worker_memory(vm_rss_mib))
+    }
+
+    /// Case 8, variant: the same worker's proportional set size, where the pages
+    /// it shares (libc, the program's text) count divided by their sharers.
+    fn idle_pss(&self) -> Samples {
+        stats::repeat(self.runs, || self.idle_worker_memory(pss_mib))
+    }
+
+    fn idle_worker_memory(&self, measure: fn(u32) -> Result<f64, String>) -> Result<f64, String> {
+        let ex = self.pool(1).map_err(|e| e.to_string())?;
+        let pid = ex
+            .submit(diagnostics::PID, ())
+            .and_then(|f| f.result())
+            .map_err(|e| e.to_string())?;
+        measure(pid)
+    }
+}
+
+/// Makes every worker of `ex` start and run calls: one short sleep per
+/// worker at once (a worker holds one call until it has run some, so each
+/// sleep lands on its own worker), then no-ops so the pool's estimate of a
+/// call's duration is that of a short call.
+fn warm(ex: &ProcessPoolExecutor, workers: usize) -> Run<()> {
+    let sleeps = (0..workers)
+        .map(|_| ex.submit(diagnostics::SLEEP, Duration::from_millis(20)))
+        .collect::<Run<Vec<_>>>()?;
+    for future in sleeps {
+        future.result()?;
+    }
+    let noops = (0..200)
+        .map(|_| ex.submit(diagnostics::NOOP, ()))
+        .collect::<Run<Vec<_>>>()?;
+    noops.into_iter().try_for_each(|future| future.result())
+}
+
+/// Submits a segfaulting task and waits for its error; returns the time
+/// from submit to error.
+fn crash(ex: &ProcessPoolExecutor) -> Run<Duration> {
+    let start = Instant::now();
+    let outcome = ex.submit(diagnostics::SEGFAULT, ())?.result();
+    let took = start.elapsed();
+    match outcome {
+        Err(Error::TerminatedWorker(_)) => Ok(took),
+        Err(other) => Err(other),
+        Ok(()) => Err(Error::InvalidArgument(
+            "SEGFAULT returned instead of crashing its worker".to_owned(),
+        )),
+    }
+}
+
+/// `Ok` if `ok`, else an error saying `what`.
+fn check(ok: bool, what: &str) -> Run<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(what.to_owned()))
+    }
+}
+
+/// `VmRSS` of process `pid`, in MiB.
+pub(crate) fn vm_rss_mib(pid: u32) -> Result<f64, String> {
+    proc_kib(pid, "status", "VmRSS:")
+}
+
+/// `Pss` of process `pid`, in MiB.
+pub(crate) fn pss_mib(pid: u32) -> Result<f64, String> {
+    proc_kib(pid, "smaps_rollup", "Pss:")
+}
+
+/// The `field` (in kB) of `/proc/PID/FILE`, in MiB.
+fn proc_kib(pid: u32, file: &str, field: &str) -> Result<f64, String> {
+    let path = format!("/proc/{pid}/{file}");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|kib| kib / 1024.0)
+        .ok_or_else(|| format!("no {field} in {path}"))
+}

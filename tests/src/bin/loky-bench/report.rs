@@ -1,0 +1,538 @@
+//! The results table: each case beside its target, the raw limit and Python
+//! loky; printed, and written into `BENCHMARKS.md` between markers.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::cases::{Results, key};
+use crate::raw;
+use crate::stats::{Summary, Unit};
+
+/// What a case must reach.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Target {
+    AtMost(f64),
+    AtLeast(f64),
+    /// At most this multiple of the row's raw figure.
+    AtMostTimesRaw(f64),
+    /// At least this multiple of the row's raw figure.
+    AtLeastTimesRaw(f64),
+    /// No target: a figure shown to explain another.
+    Info,
+}
+
+/// One line of the table.
+pub(crate) struct Row {
+    pub(crate) id: &'static str,
+    pub(crate) label: &'static str,
+    pub(crate) key: &'static str,
+    pub(crate) unit: Unit,
+    pub(crate) target: Target,
+    /// The raw figure shown beside it (and the base of a relative target).
+    pub(crate) raw: Option<&'static str>,
+    /// A case of DESIGN.md's table, counted in "targets met"; the others
+    /// are variants.
+    pub(crate) headline: bool,
+}
+
+/// The rows, in DESIGN.md's order.
+pub(crate) const ROWS: [Row; 11] = [
+    Row {
+        id: "1",
+        label: "cold: create pool of 2 → first result",
+        key: key::COLD_START,
+        unit: Unit::Millis,
+        target: Target::AtMost(3.0),
+        raw: Some(raw::key::SPAWN_ECHO),
+        headline: true,
+    },
+    Row {
+        id: "2",
+        label: "20 000 no-op submits, then all results",
+        key: key::SUBMIT,
+        unit: Unit::PerSec,
+        target: Target::AtLeast(200_000.0),
+        raw: Some(raw::key::PIPELINED),
+        headline: true,
+    },
+    Row {
+        id: "3",
+        label: "sequential submit→result round trip (median)",
+        key: key::ROUND_TRIP,
+        unit: Unit::Micros,
+        target: Target::AtMostTimesRaw(1.5),
+        raw: Some(raw::key::LATENCY),
+        headline: true,
+    },
+    Row {
+        id: "4",
+        label: "map of 200 000 ints, chunksize 1000",
+        key: key::MAP,
+        unit: Unit::PerSec,
+        target: Target::AtLeast(20e6),
+        raw: None,
+        headline: true,
+    },
+    Row {
+        id: "5",
+        label: "echo 10 MiB bytes",
+        key: key::ECHO,
+        unit: Unit::MibPerSec,
+        target: Target::AtLeastTimesRaw(0.8),
+        raw: Some(raw::key::ECHO),
+        headline: true,
+    },
+    Row {
+        id: "6",
+        label: "crash → error seen (worker's death included)",
+        key: key::CRASH_ERROR,
+        unit: Unit::Millis,
+        target: Target::AtMost(1.0),
+        raw: Some(raw::key::CRASH),
+        headline: true,
+    },
+    Row {
+        id: "7",
+        label: "crash → first result: reusable executor",
+        key: key::CRASH_REUSABLE,
+        unit: Unit::Millis,
+        target: Target::AtMost(3.0),
+        raw: None,
+        headline: true,
+    },
+    Row {
+        id: "7b",
+        label: "crash → first result: new pool",
+        key: key::CRASH_NEW_POOL,
+        unit: Unit::Millis,
+        target: Target::AtMost(3.0),
+        raw: None,
+        headline: false,
+    },
+    Row {
+        id: "7c",
+        label: "crash → next result: Respawn, 1 worker",
+        key: key::CRASH_RESPAWN,
+        unit: Unit::Millis,
+        target: Target::AtMost(3.0),
+        raw: None,
+        headline: false,
+    },
+    Row {
+        id: "8",
+        label: "idle worker memory (VmRSS)",
+        key: key::IDLE_RSS,
+        unit: Unit::Mib,
+        target: Target::AtMost(2.5),
+        raw: Some(raw::key::IDLE_RSS),
+        headline: true,
+    },
+    Row {
+        id: "8b",
+        label: "idle worker memory (PSS: shared pages split)",
+        key: key::IDLE_PSS,
+        unit: Unit::Mib,
+        target: Target::Info,
+        raw: Some(raw::key::IDLE_PSS),
+        headline: false,
+    },
+];
+
+/// Everything one run measured.
+pub(crate) struct Report {
+    pub(crate) loky: Results,
+    pub(crate) raw: Results,
+    /// Python loky's figures, or why there are none; `None` without
+    /// `--peers`.
+    pub(crate) peer: Option<Result<crate::peer::PeerResults, String>>,
+}
+
+/// Whether a figure meets its target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Verdict {
+    Met,
+    /// Missed by this factor (> 1).
+    Missed(f64),
+    /// The target or the figure is unknown.
+    Unknown,
+    /// The row has no target.
+    NoTarget,
+}
+
+/// The text cells of one row.
+struct Cells {
+    id: &'static str,
+    label: &'static str,
+    median: String,
+    range: String,
+    target: String,
+    met: String,
+    raw: String,
+    peer: String,
+    versus: String,
+}
+
+impl Report {
+    fn summary(results: &Results, key: &str) -> Result<Summary, String> {
+        match results.get(key) {
+            Some(Ok(samples)) => Summary::of(samples).ok_or_else(|| "no samples".to_owned()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("not measured".to_owned()),
+        }
+    }
+
+    fn peer_results(&self) -> Option<&Results> {
+        match &self.peer {
+            Some(Ok(peer)) => Some(&peer.results),
+            _ => None,
+        }
+    }
+
+    /// The absolute bound of `row`'s target, if known.
+    fn bound(&self, row: &Row) -> Option<f64> {
+        let raw = || {
+            row.raw
+                .and_then(|key| Self::summary(&self.raw, key).ok())
+                .map(|s| s.median)
+        };
+        match row.target {
+            Target::AtMost(x) | Target::AtLeast(x) => Some(x),
+            Target::AtMostTimesRaw(f) | Target::AtLeastTimesRaw(f) => raw().map(|r| r * f),
+            Target::Info => None,
+        }
+    }
+
+    fn verdict(&self, row: &Row) -> Verdict {
+        if row.target == Target::Info {
+            return Verdict::NoTarget;
+        }
+        let (Some(bound), Ok(ours)) = (self.bound(row), Self::summary(&self.loky, row.key)) else {
+            return Verdict::Unknown;
+        };
+        let miss = if row.unit.lower_is_better() {
+            ours.median / bound
+        } else {
+            bound / ours.median
+        };
+        if miss <= 1.0 {
+            Verdict::Met
+        } else {
+            Verdict::Missed(miss)
+        }
+    }
+
+    fn cells(&self, row: &Row) -> Cells {
+        let unit = row.unit;
+        let ours = Self::summary(&self.loky, row.key);
+        let (median, range) = match &ours {
+            Ok(s) => (
+                unit.format(s.median),
+                format!("{} – {}", unit.format_bare(s.min), unit.format_bare(s.max)),
+            ),
+            Err(e) => (failure(&self.loky, row.key, e), String::new()),
+        };
+        let target = match (row.target, self.bound(row)) {
+            (Target::AtMost(x), _) => format!("≤ {}", unit.format(x)),
+            (Target::AtLeast(x), _) => format!("≥ {}", unit.format(x)),
+            (Target::AtMostTimesRaw(f), bound) => relative("≤", f, bound, unit),
+            (Target::AtLeastTimesRaw(f), bound) => relative("≥", f, bound, unit),
+            (Target::Info, _) => "(info)".to_owned(),
+        };
+        let met = match self.verdict(row) {
+            Verdict::Met => "yes".to_owned(),
+            Verdict::Missed(by) if unit.lower_is_better() => format!("no ({} over)", miss(by)),
+            Verdict::Missed(by) => format!("no ({} short)", miss(by)),
+            Verdict::Unknown => "?".to_owned(),
+            Verdict::NoTarget => String::new(),
+        };
+        let raw = row
+            .raw
+            .map(|key| match Self::summary(&self.raw, key) {
+                Ok(s) => unit.format(s.median),
+                Err(e) => failure(&self.raw, key, &e),
+            })
+            .unwrap_or_default();
+        let (peer, versus) = match self.peer_results() {
+            None => (String::new(), String::new()),
+            Some(results) => match (Self::summary(results, row.key), &ours) {
+                (Ok(p), Ok(o)) => (unit.format(p.median), versus(unit, o.median, p.median)),
+                (Ok(p), Err(_)) => (unit.format(p.median), String::new()),
+                (Err(e), _) => (
+                    if results.contains_key(row.key) {
+                        e
+                    } else {
+                        "n/a".to_owned()
+                    },
+                    String::new(),
+                ),
+            },
+        };
+        Cells {
+            id: row.id,
+            label: row.label,
+            median,
+            range,
+            target,
+            met,
+            raw,
+            peer,
+            versus,
+        }
+    }
+
+    /// The table in Markdown.
+    pub(crate) fn markdown_table(&self) -> String {
+        let mut out = String::from(
+            "| # | case | loky-rs (median) | min – max | target | met | raw limit | Python loky | loky-rs vs Python |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+        );
+        for row in &ROWS {
+            let c = self.cells(row);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                c.id, c.label, c.median, c.range, c.target, c.met, c.raw, c.peer, c.versus
+            );
+        }
+        out
+    }
+
+    /// The table for a terminal: aligned columns.
+    pub(crate) fn text_table(&self) -> String {
+        let header = [
+            "#",
+            "case",
+            "loky-rs",
+            "min – max",
+            "target",
+            "met",
+            "raw",
+            "Python",
+            "vs Python",
+        ];
+        let rows: Vec<[String; 9]> = ROWS
+            .iter()
+            .map(|row| {
+                let c = self.cells(row);
+                [
+                    c.id.to_owned(),
+                    c.label.to_owned(),
+                    c.median,
+                    c.range,
+                    c.target,
+                    c.met,
+                    c.raw,
+                    c.peer,
+                    c.versus,
+                ]
+            })
+            .collect();
+        let mut widths = header.map(|h| h.chars().count());
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let line = |cells: &[String]| {
+            let mut text = String::new();
+            for (cell, width) in cells.iter().zip(widths) {
+                let pad = width - cell.chars().count();
+                let _ = write!(text, "{cell}{}  ", " ".repeat(pad));
+            }
+            text.trim_end().to_owned()
+        };
+        let mut out = line(&header.map(str::to_owned));
+        out.push('\n');
+        for row in &rows {
+            out.push_str(&line(row));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// "Targets met: 5 of 8 ..." with the missed ones and by how much.
+    pub(crate) fn verdicts(&self) -> String {
+        // Rows left out with `--only` are neither met nor missed.
+        let measured = |row: &&Row| self.loky.contains_key(row.key);
+        let headline: Vec<&Row> = ROWS
+            .iter()
+            .filter(|r| r.headline)
+            .filter(measured)
+            .collect();
+        let met = headline
+            .iter()
+            .filter(|r| self.verdict(r) == Verdict::Met)
+            .count();
+        let mut text = format!("Targets met: {met} of {}.", headline.len());
+        let missed: Vec<String> = ROWS
+            .iter()
+            .filter(measured)
+            .filter_map(|row| match self.verdict(row) {
+                Verdict::Missed(by) => Some(format!("{} ({} off)", row.id, miss(by))),
+                Verdict::Unknown => Some(format!("{} (unknown)", row.id)),
+                Verdict::Met | Verdict::NoTarget => None,
+            })
+            .collect();
+        if !missed.is_empty() {
+            let _ = write!(text, " Not met: {}.", missed.join(", "));
+        }
+        text
+    }
+
+    /// The peer's versions, or why it was skipped.
+    pub(crate) fn peer_line(&self) -> Option<String> {
+        match &self.peer {
+            None => None,
+            Some(Ok(peer)) => Some(format!("Peer: {}.", peer.versions)),
+            Some(Err(why)) => Some(format!("Peer: Python loky skipped: {why}")),
+        }
+    }
+}
+
+/// The cell of a figure that has none: blank when it was left out
+/// (`--only`), the error when its measurement failed.
+fn failure(results: &Results, key: &str, error: &str) -> String {
+    if results.contains_key(key) {
+        format!("error: {error}")
+    } else {
+        "—".to_owned()
+    }
+}
+
+/// How far a figure misses its target: a percentage when close.
+fn miss(by: f64) -> String {
+    if by < 1.1 {
+        format!("{:.1} %", (by - 1.0) * 100.0)
+    } else {
+        factor(by)
+    }
+}
+
+/// A ratio: two decimals near 1, where one would say "1.0×".
+fn factor(by: f64) -> String {
+    if by < 1.1 {
+        format!("{by:.2}×")
+    } else if by < 100.0 {
+        format!("{by:.1}×")
+    } else {
+        format!("{by:.0}×")
+    }
+}
+
+fn relative(op: &str, factor: f64, bound: Option<f64>, unit: Unit) -> String {
+    match bound {
+        Some(b) => format!("{op} {factor}× raw = {}", unit.format(b)),
+        None => format!("{op} {factor}× raw"),
+    }
+}
+
+/// How loky-rs compares with the peer: "3.2× faster", "1.5× larger".
+fn versus(unit: Unit, ours: f64, peer: f64) -> String {
+    let better = if unit.lower_is_better() {
+        peer / ours
+    } else {
+        ours / peer
+    };
+    let (good, bad) = match unit {
+        Unit::Mib => ("smaller", "larger"),
+        _ => ("faster", "slower"),
+    };
+    if better >= 1.0 {
+        format!("{} {good}", factor(better))
+    } else {
+        format!("{} {bad}", factor(1.0 / better))
+    }
+}
+
+/// Marks the part of `BENCHMARKS.md` the bench rewrites.
+const BEGIN: &str = "<!-- loky-bench:begin (generated by `loky-bench --write`; edit outside) -->";
+const END: &str = "<!-- loky-bench:end -->";
+
+/// Puts `generated` between the markers of the file at `path`: replaces
+/// what was there, appends the markers to a file without them, creates the
+/// file if missing.
+pub(crate) fn write_into(path: &Path, generated: &str) -> std::io::Result<()> {
+    let block = format!("{BEGIN}\n{}\n{END}\n", generated.trim_end());
+    let text = match std::fs::read_to_string(path) {
+        Ok(old) => splice(&old, &block),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("# Benchmarks\n\n{block}")
+        }
+        Err(e) => return Err(e),
+    };
+    std::fs::write(path, text)
+}
+
+fn splice(old: &str, block: &str) -> String {
+    match (old.find(BEGIN), old.find(END)) {
+        (Some(begin), Some(end)) if begin < end => {
+            let after = &old[end + END.len()..];
+            format!(
+                "{}{block}{}",
+                &old[..begin],
+                after.strip_prefix('\n').unwrap_or(after)
+            )
+        }
+        _ => format!("{}\n\n{block}", old.trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Samples;
+
+    fn results(pairs: &[(&str, Samples)]) -> Results {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn verdicts_use_the_raw_figure_of_relative_targets() {
+        let report = Report {
+            loky: results(&[
+                (key::ROUND_TRIP, Ok(vec![70.0, 80.0, 90.0])),
+                (key::ECHO, Ok(vec![1000.0])),
+                (key::IDLE_RSS, Err("boom".to_owned())),
+            ]),
+            raw: results(&[
+                (raw::key::LATENCY, Ok(vec![40.0])),
+                (raw::key::ECHO, Ok(vec![1200.0])),
+            ]),
+            peer: None,
+        };
+        let round_trip = &ROWS[2];
+        assert_eq!(report.verdict(round_trip), Verdict::Missed(80.0 / 60.0));
+        assert_eq!(report.verdict(&ROWS[4]), Verdict::Met);
+        assert_eq!(report.verdict(&ROWS[9]), Verdict::Unknown);
+        assert!(report.markdown_table().contains("error: boom"));
+        assert_eq!(
+            report.verdicts(),
+            "Targets met: 1 of 3. Not met: 3 (1.3× off), 8 (unknown)."
+        );
+        assert!(report.text_table().contains("—"));
+    }
+
+    #[test]
+    fn versus_says_which_way() {
+        assert_eq!(versus(Unit::Millis, 2.0, 100.0), "50.0× faster");
+        assert_eq!(versus(Unit::Millis, 0.5, 100.0), "200× faster");
+        assert_eq!(versus(Unit::Millis, 1.0, 1.05), "1.05× faster");
+        assert_eq!(versus(Unit::PerSec, 10.0, 20.0), "2.0× slower");
+        assert_eq!(versus(Unit::Mib, 2.0, 20.0), "10.0× smaller");
+    }
+
+    #[test]
+    fn splice_replaces_only_the_generated_block() {
+        let old = format!("# B\n\nintro\n\n{BEGIN}\nold\n{END}\n\n## Notes\nkept\n");
+        let new = splice(&old, &format!("{BEGIN}\nnew\n{END}\n"));
+        assert_eq!(
+            new,
+            format!("# B\n\nintro\n\n{BEGIN}\nnew\n{END}\n\n## Notes\nkept\n")
+        );
+        let appended = splice("# B\n", "X\n");
+        assert_eq!(appended, "# B\n\nX\n");
+    }
+}

@@ -1,9 +1,12 @@
-//! The worker's side of its private channel: a reader thread that turns
-//! frames into calls, and the writer of responses.
+//! The worker's side of its private channel: the reader of calls, the
+//! writer of responses, and a watcher that ends the worker when the channel
+//! hangs up.
 //!
-//! The reader thread also ends the worker: at the channel's end of file
-//! (the executor closed it or died) at once, even while a task runs, and on
-//! a malformed frame or an I/O error with the documented exit code.
+//! The executing thread reads its calls itself (no hand-off between
+//! threads on the way in). While it runs a task, the watcher thread waits
+//! for the channel to hang up (the executor closed it or died) and ends the
+//! worker at once; a malformed frame or an I/O error ends it with the
+//! documented exit code.
 
 use std::error::Error;
 use std::fmt::Write as _;
@@ -11,10 +14,9 @@ use std::io::{self, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::thread;
 
-use crossbeam_channel::{Receiver, Sender};
 use loky_proto::{
-    CallError, CallKind, DEFAULT_MAX_FRAME, FrameError, Outcome, Reply, Request, Response,
-    decode_body, encode_frame, exit_code, read_frame,
+    Call, CallError, DEFAULT_MAX_FRAME, FrameError, Outcome, Reply, Request, Response, decode_body,
+    encode_frame, exit_code, read_frame,
 };
 
 use crate::{os, panic};
@@ -24,57 +26,59 @@ use crate::{os, panic};
 /// bigger frame, the memory goes back.
 const KEEP_BUFFER: usize = 32 << 20;
 
-/// A call, owned so it can cross to the executing thread.
+/// Reads calls from the channel, one frame each.
 #[derive(Debug)]
-pub(crate) struct OwnedCall {
-    pub(crate) id: u64,
-    pub(crate) task: String,
-    pub(crate) kind: CallKind,
-    pub(crate) args: Vec<u8>,
+pub(crate) struct CallReader {
+    reader: BufReader<UnixStream>,
+    body: Vec<u8>,
 }
 
-/// Starts the reader thread on a clone of `stream`; calls arrive on the
-/// returned receiver in order.
-pub(crate) fn spawn_reader(stream: &UnixStream) -> io::Result<Receiver<OwnedCall>> {
-    let stream = stream.try_clone()?;
-    let (calls, receiver) = crossbeam_channel::unbounded();
-    thread::Builder::new()
-        .name("loky-worker-reader".into())
-        .spawn(move || read_calls(stream, calls))?;
-    Ok(receiver)
-}
+impl CallReader {
+    /// Reads from a clone of `stream`.
+    pub(crate) fn new(stream: &UnixStream) -> io::Result<Self> {
+        Ok(CallReader {
+            reader: BufReader::with_capacity(64 << 10, stream.try_clone()?),
+            body: Vec::new(),
+        })
+    }
 
-fn read_calls(stream: UnixStream, calls: Sender<OwnedCall>) {
-    panic::set_runtime_thread();
-    let mut reader = BufReader::with_capacity(64 << 10, stream);
-    let mut body = Vec::new();
-    loop {
-        let call = read_frame(&mut reader, &mut body, DEFAULT_MAX_FRAME)
-            .and_then(|()| decode_body::<Request<'_>>(&body));
-        let call = match call {
-            Ok(Request::Call(call)) => OwnedCall {
-                id: call.id,
-                task: call.task.into_owned(),
-                kind: call.kind,
-                args: call.args.into_owned(),
-            },
-            Err(err) => end_on(err),
-        };
-        if body.capacity() > KEEP_BUFFER {
-            body = Vec::new();
+    /// Blocks until the next call, borrowed from the frame. Ends the worker
+    /// at the end of the channel or on a bad frame.
+    pub(crate) fn next_call(&mut self) -> Call<'_> {
+        if self.body.capacity() > KEEP_BUFFER {
+            self.body = Vec::new();
         }
-        if calls.send(call).is_err() {
-            // The executing thread is gone: the worker is ending anyway.
-            return;
+        if let Err(err) = read_frame(&mut self.reader, &mut self.body, DEFAULT_MAX_FRAME) {
+            end_on(err);
+        }
+        match decode_body::<Request<'_>>(&self.body) {
+            Ok(Request::Call(call)) => call,
+            Err(err) => end_on(err),
         }
     }
+}
+
+/// Starts the thread that ends the worker as soon as the channel hangs up,
+/// even while a task runs.
+pub(crate) fn spawn_hangup_watcher(stream: &UnixStream) -> io::Result<()> {
+    let stream = stream.try_clone()?;
+    thread::Builder::new()
+        .name("loky-worker-watch".into())
+        .spawn(move || {
+            panic::set_runtime_thread();
+            os::wait_for_hangup(&stream);
+            os::terminate(0)
+        })?;
+    Ok(())
 }
 
 /// Ends the worker on a frame error: quietly at the end of the channel,
 /// with a documented code and one line on stderr otherwise.
 fn end_on(err: FrameError) -> ! {
     match err {
-        FrameError::Closed => os::terminate(0),
+        // The end of the channel, between frames or inside one (the
+        // executor died while writing): the worker's end either way.
+        FrameError::Closed | FrameError::Truncated { .. } => os::terminate(0),
         // The executor went away with bytes in flight: its end, not a fault.
         FrameError::Io(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
             os::terminate(0)

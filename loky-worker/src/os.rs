@@ -5,7 +5,7 @@
 //! ([`terminate`], [`exit_now`]) use only async-signal-safe calls.
 
 use std::io;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use loky_proto::exit_code;
@@ -27,6 +27,27 @@ fn leads_own_group() -> bool {
     // SAFETY: getpgrp and getpid have no preconditions, cannot fail and are
     // async-signal-safe.
     unsafe { libc::getpgrp() == libc::getpid() }
+}
+
+/// Blocks until the peer of `stream` hangs up (closes or shuts down its
+/// writing side) or the socket fails. Does not consume data.
+pub(crate) fn wait_for_hangup(stream: &UnixStream) {
+    #[cfg(target_os = "linux")]
+    let events = libc::POLLRDHUP;
+    #[cfg(not(target_os = "linux"))]
+    let events = 0;
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: fd is one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut fd, 1, -1) };
+        if n > 0 && fd.revents != 0 {
+            return;
+        }
+    }
 }
 
 /// Ends the process at once with `code`, running no destructors, flushing

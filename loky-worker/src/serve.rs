@@ -4,10 +4,9 @@ use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use crossbeam_channel::Receiver;
 use loky_proto::{Hello, PROTOCOL_VERSION, Response, env, exit_code};
 
-use crate::channel::{OwnedCall, ResponseWriter, fatal, spawn_reader};
+use crate::channel::{CallReader, ResponseWriter, fatal, spawn_hangup_watcher};
 use crate::memory::LeakCheck;
 use crate::{Registry, os, panic};
 
@@ -96,8 +95,8 @@ fn program() -> String {
         .unwrap_or_default()
 }
 
-/// The worker: set up, say hello, serve calls until the reader thread ends
-/// the process.
+/// The worker: set up, say hello, serve calls until the channel ends the
+/// process.
 fn run(registry: &Registry, fd: RawFd) -> ! {
     panic::install_hook();
     panic::set_runtime_thread();
@@ -108,12 +107,18 @@ fn run(registry: &Registry, fd: RawFd) -> ! {
         )
     });
     install_signal_handlers();
-    let calls = spawn_reader(&stream).unwrap_or_else(|err| {
+    let mut calls = CallReader::new(&stream).unwrap_or_else(|err| {
         fatal(
-            exit_code::INTERNAL_ERROR,
-            &format!("cannot start the reader thread: {err}"),
+            exit_code::CHANNEL_ERROR,
+            &format!("cannot read the channel: {err}"),
         )
     });
+    if let Err(err) = spawn_hangup_watcher(&stream) {
+        fatal(
+            exit_code::INTERNAL_ERROR,
+            &format!("cannot start the channel watcher: {err}"),
+        );
+    }
     let mut out = ResponseWriter::new(stream);
     out.push(&Response::Hello(hello(registry)));
     out.flush();
@@ -124,7 +129,7 @@ fn run(registry: &Registry, fd: RawFd) -> ! {
     };
     // The panic hook ends the worker on a runtime panic; this guard covers
     // a hook that a task replaced.
-    let _ = catch_unwind(AssertUnwindSafe(|| worker.serve(&calls)));
+    let _ = catch_unwind(AssertUnwindSafe(|| worker.serve(&mut calls)));
     fatal(exit_code::INTERNAL_ERROR, "the worker loop stopped")
 }
 
@@ -161,13 +166,13 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    /// Runs calls one at a time, in order. Returns only if the reader thread
-    /// is gone without ending the process, which is a bug.
-    fn serve(&mut self, calls: &Receiver<OwnedCall>) {
-        for call in calls {
+    /// Runs calls one at a time, in order, until the channel ends the
+    /// worker.
+    fn serve(&mut self, calls: &mut CallReader) {
+        loop {
+            let call = calls.next_call();
             let outcome = self.registry.run(&call.task, call.kind, &call.args);
             self.out.push_reply(call.id, &call.task, outcome);
-            drop(call);
             if let Some(reason) = self.leak.after_call(Instant::now(), os::resident_bytes) {
                 self.out.push(&Response::Retiring(reason));
             }

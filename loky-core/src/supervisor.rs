@@ -34,6 +34,8 @@ pub(crate) enum Event {
         worker: WorkerId,
         reason: String,
         exit: WorkerExit,
+        /// It died before its hello (rather than refusing or timing out).
+        died: bool,
     },
     /// A worker answered `replies` calls.
     Completed { worker: WorkerId, replies: usize },
@@ -200,6 +202,7 @@ pub(crate) fn start(config: Config) -> Result<Arc<Shared>, Error> {
         shutdown: None,
         broken: None,
         leak_warned: false,
+        start_crashes: 0,
     };
     std::thread::Builder::new()
         .name("loky-supervisor".to_owned())
@@ -327,7 +330,12 @@ struct Supervisor {
     shutdown: Option<Shutdown>,
     broken: Option<Error>,
     leak_warned: bool,
+    /// Workers killed before their hello since the last hello.
+    start_crashes: usize,
 }
+
+/// Consecutive deaths before the hello after which the pool breaks.
+const MAX_START_CRASHES: usize = 3;
 
 impl Supervisor {
     fn run(mut self) {
@@ -412,7 +420,8 @@ impl Supervisor {
                 worker,
                 reason,
                 exit,
-            } => self.on_start_failed(worker, reason, exit),
+                died,
+            } => self.on_start_failed(worker, reason, exit, died),
             Event::Completed { worker, replies } => self.on_completed(worker, replies),
             Event::Retiring { worker, reason } => self.on_retiring(worker, reason),
             Event::Died {
@@ -447,6 +456,7 @@ impl Supervisor {
     }
 
     fn on_ready(&mut self, id: WorkerId, hello: Hello) {
+        self.start_crashes = 0;
         let init = self.config.initializer.clone();
         let max_frame = self.config.max_frame;
         let call_id = self.shared.next_call_id();
@@ -486,7 +496,7 @@ impl Supervisor {
         }
     }
 
-    fn on_start_failed(&mut self, id: WorkerId, reason: String, exit: WorkerExit) {
+    fn on_start_failed(&mut self, id: WorkerId, reason: String, exit: WorkerExit, died: bool) {
         let Some(idx) = self.slots.iter().position(|s| s.id() == id) else {
             return;
         };
@@ -497,6 +507,20 @@ impl Supervisor {
         slot.worker.join();
         if asked_to_leave {
             return; // Asked to leave before it even started.
+        }
+        // Killed by a signal before its hello (from outside, or the OOM
+        // killer): a crash like any other, unless starts keep failing, which
+        // a program that cannot start would do forever.
+        if died && exit.signal().is_some() && self.start_crashes < MAX_START_CRASHES {
+            self.start_crashes += 1;
+            let err = Error::TerminatedWorker(TerminatedWorker {
+                pid,
+                exit,
+                task: None,
+                exit_codes: vec![exit],
+                memory_limit: None,
+            });
+            return self.crashed(Vec::new(), err);
         }
         self.break_pool(Error::broken(format!(
             "worker program `{}` (pid {pid}) did not start: {reason} (it ended with {exit})",
@@ -927,10 +951,7 @@ fn send(slot: &mut Slot, item: WorkItem) {
         item,
         sent: Instant::now(),
     });
-    if let Some(frames) = &slot.worker.frames {
-        // If the writer is gone the worker is dying; its reader reports it.
-        let _ = frames.send(frame);
-    }
+    slot.worker.send_frame(frame);
 }
 
 fn fail_all(calls: Vec<InFlight>, err: &Error) {

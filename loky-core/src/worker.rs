@@ -16,7 +16,7 @@ use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::Child;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -156,15 +156,41 @@ impl Link {
     }
 }
 
+/// A frame for the writer thread, from `offset` on.
+type Queued = (Arc<Vec<u8>>, usize);
+
 /// The supervisor's handle on a started worker.
 pub(crate) struct Worker {
     pub(crate) link: Arc<Link>,
     /// Frames for the writer; dropping it closes the channel.
-    pub(crate) frames: Option<Sender<Arc<Vec<u8>>>>,
+    pub(crate) frames: Option<Sender<Queued>>,
+    /// The channel, for frames written without the writer thread.
+    direct: UnixStream,
+    /// Frames queued for the writer and not yet on the socket.
+    backlog: Arc<AtomicUsize>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Worker {
+    /// Sends a frame: straight onto the socket when nothing is queued and
+    /// it fits (no thread hand-off), else (the rest of it) through the
+    /// writer thread, which may block. Frames stay in order: only the
+    /// supervisor sends, and it writes directly only when the writer has
+    /// put everything queued on the socket.
+    pub(crate) fn send_frame(&self, frame: Arc<Vec<u8>>) {
+        let Some(frames) = &self.frames else { return };
+        let mut offset = 0;
+        if self.backlog.load(Ordering::Acquire) == 0 {
+            offset = os::send_nonblocking(&self.direct, &frame);
+            if offset == frame.len() {
+                return;
+            }
+        }
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        // If the writer is gone the worker is dying; its reader reports it.
+        let _ = frames.send((frame, offset));
+    }
+
     /// Waits for the reader and writer threads to end, once the reader has
     /// reported the worker's end: afterwards no descriptor of this worker is
     /// open in this process.
@@ -194,6 +220,8 @@ pub(crate) fn start(
 ) -> io::Result<Worker> {
     let link = Arc::new(Link::new(id, spawned.child.id()));
     let write_end = spawned.channel.try_clone()?;
+    let direct = spawned.channel.try_clone()?;
+    let backlog = Arc::new(AtomicUsize::new(0));
     let (frames_tx, frames_rx) = crossbeam_channel::unbounded();
     let reader = Reader {
         link: link.clone(),
@@ -206,35 +234,52 @@ pub(crate) fn start(
     };
     let writer = std::thread::Builder::new()
         .name(format!("loky-writer-{}", link.pid))
-        .spawn(move || run_writer(write_end, frames_rx))?;
+        .spawn({
+            let backlog = backlog.clone();
+            move || run_writer(write_end, frames_rx, &backlog)
+        })?;
     let reader = std::thread::Builder::new()
         .name(format!("loky-reader-{}", link.pid))
         .spawn(move || reader.run())?;
     Ok(Worker {
         link,
         frames: Some(frames_tx),
+        direct,
+        backlog,
         threads: vec![reader, writer],
     })
 }
 
-fn run_writer(channel: UnixStream, frames: Receiver<Arc<Vec<u8>>>) {
+fn run_writer(channel: UnixStream, frames: Receiver<Queued>, backlog: &AtomicUsize) {
     let mut out = BufWriter::with_capacity(64 << 10, &channel);
-    while let Ok(frame) = frames.recv() {
-        if out.write_all(&frame).is_err() {
+    while let Ok((frame, offset)) = frames.recv() {
+        let mut written = 1;
+        if out.write_all(&frame[offset..]).is_err() {
             return; // The worker is gone; its reader reports it.
         }
-        while let Ok(frame) = frames.try_recv() {
-            if out.write_all(&frame).is_err() {
+        while let Ok((frame, offset)) = frames.try_recv() {
+            written += 1;
+            if out.write_all(&frame[offset..]).is_err() {
                 return;
             }
         }
         if out.flush().is_err() {
             return;
         }
+        // Only now are these frames on the socket: direct writes may follow.
+        backlog.fetch_sub(written, Ordering::AcqRel);
     }
     let _ = out.flush();
     // Every sender is gone: tell the worker to leave.
     let _ = channel.shutdown(Shutdown::Write);
+}
+
+/// Why a worker never became ready.
+struct StartFailure {
+    reason: String,
+    /// It died (its channel ended) rather than answering wrongly or not
+    /// at all.
+    died: bool,
 }
 
 /// Why a reader stopped reading.
@@ -271,12 +316,13 @@ impl Reader {
                 });
                 true
             }
-            Err(reason) => {
+            Err(StartFailure { reason, died }) => {
                 let exit = self.reap();
                 let _ = self.events.send(Event::StartFailed {
                     worker: self.link.id,
                     reason,
                     exit,
+                    died,
                 });
                 false
             }
@@ -309,36 +355,39 @@ impl Reader {
         exit
     }
 
-    fn read_hello(&mut self, frames: &mut FrameBuffer) -> Result<Hello, String> {
+    fn read_hello(&mut self, frames: &mut FrameBuffer) -> Result<Hello, StartFailure> {
         let deadline = Instant::now() + self.settings.start_timeout;
+        let refused = |reason: String| StartFailure {
+            reason,
+            died: false,
+        };
+        let died = || StartFailure {
+            reason: "it closed its channel before its hello: it is not a loky worker \
+                     program, or it failed at start-up"
+                .to_owned(),
+            died: true,
+        };
         loop {
-            if let Some(body) = frames.next_frame().map_err(|e| describe(&e))? {
-                return check_hello(decode_body::<Response<'_>>(body));
+            let frame = frames.next_frame().map_err(|e| refused(describe(&e)))?;
+            if let Some(body) = frame {
+                return check_hello(decode_body::<Response<'_>>(body)).map_err(refused);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!(
+                return Err(refused(format!(
                     "it sent no hello within {:?}: it is not a loky worker program",
                     self.settings.start_timeout
-                ));
+                )));
             }
             let ready = os::poll_channel(&self.channel, self.pidfd.as_ref(), Some(left))
-                .map_err(|e| format!("could not wait for its hello: {e}"))?;
+                .map_err(|e| refused(format!("could not wait for its hello: {e}")))?;
             if ready.channel || ready.exited {
                 match frames.fill_from(&mut self.channel) {
-                    Ok(0) => {
-                        return Err(
-                            "it closed its channel before its hello: it is not a loky worker \
-                             program, or it failed at start-up"
-                                .to_owned(),
-                        );
-                    }
+                    Ok(0) => return Err(died()),
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                        return Err("it closed its channel before its hello".to_owned());
-                    }
-                    Err(e) => return Err(format!("its channel failed: {e}")),
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(died()),
+                    Err(e) => return Err(refused(format!("its channel failed: {e}"))),
                 }
             }
         }
@@ -372,12 +421,9 @@ impl Reader {
     /// One read, then every whole frame it completed.
     fn read_once(&mut self, frames: &mut FrameBuffer) -> Option<End> {
         match frames.fill_from(&mut self.channel) {
-            Ok(0) => {
-                return Some(match frames.end_of_stream() {
-                    loky_proto::FrameError::Closed => End::Closed,
-                    err => End::Failed(describe(&err)),
-                });
-            }
+            // The end of the channel, even inside a frame: a worker that
+            // dies while writing a reply died; it broke no protocol.
+            Ok(0) => return Some(End::Closed),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
             // A worker that dies with unread input resets the connection:

@@ -175,6 +175,35 @@ pub(crate) fn signal_group(pgid: u32, signal: i32) {
     }
 }
 
+/// Writes as much of `bytes` as the socket takes without blocking; returns
+/// how many bytes it took (0 when full or failed: the writer thread then
+/// sends them, or finds the worker gone).
+pub(crate) fn send_nonblocking(channel: &UnixStream, bytes: &[u8]) -> usize {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let rest = &bytes[sent..];
+        // SAFETY: rest is a valid buffer of rest.len() bytes for the whole
+        // call; MSG_DONTWAIT makes this one call non-blocking without
+        // changing the descriptor's flags, which other threads share.
+        let n = unsafe {
+            libc::send(
+                channel.as_raw_fd(),
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n > 0 {
+            sent += n as usize;
+        } else if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        } else {
+            break;
+        }
+    }
+    sent
+}
+
 /// `SIGKILL`.
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 /// `SIGTERM`.

@@ -129,8 +129,10 @@ const EXAMPLES: &[Example] = &[
 /// Binary of `loky-tests` that runs the chaos suite, if it exists.
 const CHAOS_BIN: &str = "loky-chaos";
 
-/// Arguments passed to the chaos binary after `--`.
-const CHAOS_ARGS: &[&str] = &[];
+/// Arguments passed to the chaos binary after `--`: a fixed budget of
+/// rounds (about a minute on two cores) with a fresh seed each run (printed;
+/// `--seed N` replays it).
+const CHAOS_ARGS: &[&str] = &["--rounds", "400"];
 
 /// Options of `cargo xtask test`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,9 @@
 //! a separate parent process (parent death, output capture, discovery).
 //!
 //! Subcommands:
-//! - `busy WORKER N`: starts N workers of WORKER running 60 s sleeps,
-//!   prints `pids: P1 P2 ...` and waits for the sleeps.
+//! - `busy WORKER N [DIR]`: starts N workers of WORKER running 60 s sleeps,
+//!   prints `pids: P1 P2 ...` and waits for the sleeps; with DIR, each task
+//!   also starts a `sleep` process and writes its pid to `DIR/child-I`.
 //! - `discover`: builds an executor with default worker discovery and
 //!   prints the outcome.
 //! - `print WORKER LINE`: runs the task `PRINT LINE` on a worker of WORKER,
@@ -36,11 +37,18 @@ fn busy(args: &[String]) {
         .worker_program(WorkerProgram::Path(program))
         .build()
         .expect("executor");
+    // With a directory, each task also starts a `sleep` of its own and
+    // writes its pid to DIR/child-I.
+    let spawn_dir = args.get(2);
     let futures: Vec<_> = (0..n)
-        .map(|_| {
-            ex.submit(loky::diagnostics::SLEEP, Duration::from_secs(60))
-                .expect("submit")
+        .map(|i| match spawn_dir {
+            Some(dir) => ex.submit(
+                loky_tests::SPAWN_AND_SLEEP,
+                (format!("{dir}/child-{i}"), Duration::from_secs(60)),
+            ),
+            None => ex.submit(loky::diagnostics::SLEEP, Duration::from_secs(60)),
         })
+        .map(|f| f.expect("submit"))
         .collect();
     // Every worker has said hello once it runs a call; PID calls queue
     // behind the sleeps, so report the pool's pids instead.

@@ -45,6 +45,11 @@ impl ExecutorBuilder {
     /// (their futures fail with `ShutdownExecutor`). Idle workers leave
     /// after 10 s unless [`idle_timeout`](ExecutorBuilder::idle_timeout) says
     /// otherwise. Safe to call from many threads at once.
+    ///
+    /// The shared executor lives as long as the process: when `main`
+    /// returns, its workers die with the process, tasks still running
+    /// included (Python waits for them at interpreter exit). Call
+    /// `shutdown(true)` on it first to wait for them.
     pub fn get_reusable(mut self) -> Result<ProcessPoolExecutor> {
         if self.idle_timeout.is_none() {
             self.idle_timeout = Some(Some(REUSABLE_IDLE_TIMEOUT));

@@ -268,20 +268,43 @@ impl Slot {
     /// calls wait in the pool's queue, where they can still be cancelled
     /// and go to whichever worker frees up first); a deep pipeline when
     /// calls are short and the round trip would dominate.
-    fn capacity(&self) -> usize {
-        match self.worker.link.service_time() {
+    ///
+    /// No pipeline while other workers of the pool are still starting
+    /// (they will be free in a moment), nor behind a call that has run for
+    /// long already (it may run much longer).
+    fn capacity(&self, pool_starting: bool) -> usize {
+        let deep = match self.worker.link.service_time() {
             Some(t) if t < Duration::from_micros(200) => 64,
             Some(t) if t < Duration::from_millis(2) => 4,
             _ => 1,
+        };
+        if deep == 1 || self.in_flight == 0 {
+            return deep;
         }
+        if pool_starting || self.front_running_longer_than(LONG_CALL) {
+            return 1;
+        }
+        deep
     }
 
-    fn accepts(&self, max_calls: Option<usize>) -> bool {
+    fn front_running_longer_than(&self, limit: Duration) -> bool {
+        self.worker
+            .link
+            .front()
+            .is_some_and(|(_, _, since)| since.elapsed() > limit)
+    }
+
+    fn accepts(&self, max_calls: Option<usize>, pool_starting: bool) -> bool {
         self.tasks.is_some()
             && self.init.is_none()
             && self.live()
-            && self.in_flight < self.capacity()
+            && self.in_flight < self.capacity(pool_starting)
             && max_calls.is_none_or(|max| self.calls < max)
+    }
+
+    /// Started and not ready yet.
+    fn starting(&self) -> bool {
+        self.tasks.is_none() && self.live()
     }
 
     /// Whether its channel was closed.
@@ -333,6 +356,9 @@ struct Supervisor {
     /// Workers killed before their hello since the last hello.
     start_crashes: usize,
 }
+
+/// A call running longer than this gets no other call queued behind it.
+const LONG_CALL: Duration = Duration::from_millis(2);
 
 /// Consecutive deaths before the hello after which the pool breaks.
 const MAX_START_CRASHES: usize = 3;
@@ -886,8 +912,9 @@ impl Supervisor {
 
     /// The ready worker with the fewest calls that has room for one more.
     fn pick(&self, max_calls: Option<usize>) -> Option<usize> {
+        let starting = self.slots.iter().any(Slot::starting);
         (0..self.slots.len())
-            .filter(|&i| self.slots[i].accepts(max_calls))
+            .filter(|&i| self.slots[i].accepts(max_calls, starting))
             .min_by_key(|&i| self.slots[i].in_flight)
     }
 

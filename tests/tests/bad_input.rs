@@ -35,6 +35,18 @@ fn pool_of(program: impl Into<PathBuf>) -> loky::ExecutorBuilder {
         .worker_program(WorkerProgram::Path(program.into()))
 }
 
+/// The error of a task submitted to `ex`, whose workers cannot serve: a
+/// broken pool, within 20 s.
+fn broken_pool_error(ex: &ProcessPoolExecutor) -> Error {
+    let err = ex
+        .submit(SQUARE, 2)
+        .unwrap()
+        .result_timeout(Duration::from_secs(20))
+        .unwrap_err();
+    assert!(matches!(err, Error::BrokenProcessPool(_)), "{err:?}");
+    err
+}
+
 #[test]
 fn unknown_task_is_a_typed_error_and_the_pool_stays_usable() {
     let ex = common::pool(1);
@@ -88,12 +100,7 @@ fn a_program_that_never_says_hello_is_stopped_at_the_start_deadline() {
         .start_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let err = ex
-        .submit(SQUARE, 2)
-        .unwrap()
-        .result_timeout(Duration::from_secs(20))
-        .unwrap_err();
-    assert!(matches!(err, Error::BrokenProcessPool(_)), "{err:?}");
+    let err = broken_pool_error(&ex);
     assert!(err.to_string().contains("no hello within"), "{err}");
     ex.shutdown(true);
     assert!(ex.worker_pids().is_empty());
@@ -104,12 +111,7 @@ fn a_worker_sending_garbage_is_treated_as_broken() {
     let dir = scratch("garbage");
     let program = script(&dir, "printf 'garbage, not a frame' >&3\nexec sleep 60");
     let ex = pool_of(&program).max_frame_size(1 << 20).build().unwrap();
-    let err = ex
-        .submit(SQUARE, 2)
-        .unwrap()
-        .result_timeout(Duration::from_secs(20))
-        .unwrap_err();
-    assert!(matches!(err, Error::BrokenProcessPool(_)), "{err:?}");
+    let err = broken_pool_error(&ex);
     assert!(
         err.to_string().contains("exceeds the maximum frame size"),
         "{err}"

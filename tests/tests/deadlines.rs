@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use loky::diagnostics::{ECHO_I64, NOOP, SLEEP, SLEEP_IGNORING_TERM};
@@ -26,28 +25,6 @@ fn expect_deadline(result: loky::Result<()>, task: &str, timeout: Duration) {
         }
         other => panic!("expected DeadlineExceeded, got {other:?}"),
     }
-}
-
-/// A path for a pid file, unique to this test process and `name`.
-fn pid_file(name: &str) -> PathBuf {
-    let path =
-        std::env::temp_dir().join(format!("loky-deadlines-{}-{name}.pid", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-/// The pid the task wrote, once it did.
-fn wait_for_pid(path: &Path) -> u32 {
-    let mut pid = None;
-    let written = common::eventually(Duration::from_secs(10), || {
-        pid = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.parse().ok());
-        pid.is_some()
-    });
-    assert!(written, "the task never started");
-    let _ = std::fs::remove_file(path);
-    pid.unwrap()
 }
 
 #[test]
@@ -100,7 +77,7 @@ fn a_task_ignoring_sigterm_is_killed_after_the_grace_period() {
 #[test]
 fn a_process_the_task_spawned_dies_with_it() {
     let ex = common::builder(1).build().unwrap();
-    let path = pid_file("spawned");
+    let path = common::pid_file("deadlines", "spawned");
     let timeout = Duration::from_secs(2);
     let fut = ex
         .submit_with(
@@ -109,7 +86,7 @@ fn a_process_the_task_spawned_dies_with_it() {
             deadline(timeout),
         )
         .unwrap();
-    let sleeper = wait_for_pid(&path);
+    let sleeper = common::wait_for_pid(&path);
     assert!(common::alive(sleeper));
     expect_deadline(fut.result(), "spawn_and_sleep", timeout);
     assert!(

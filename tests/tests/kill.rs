@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use loky::Error;
@@ -12,35 +11,14 @@ use loky_tests::SPAWN_AND_SLEEP;
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// A path for a pid file, unique to this test process and `name`.
-fn pid_file(name: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("loky-kill-{}-{name}.pid", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-/// The pid the task wrote, once it did: the task is running.
-fn wait_for_pid(path: &Path) -> u32 {
-    let mut pid = None;
-    let written = common::eventually(Duration::from_secs(10), || {
-        pid = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.parse().ok());
-        pid.is_some()
-    });
-    assert!(written, "the task never started");
-    let _ = std::fs::remove_file(path);
-    pid.unwrap()
-}
-
 #[test]
 fn killing_a_running_future_replaces_its_worker() {
     let ex = common::builder(1).build().unwrap();
-    let path = pid_file("running");
+    let path = common::pid_file("kill", "running");
     let fut = ex
         .submit(SPAWN_AND_SLEEP, (path.display().to_string(), LONG))
         .unwrap();
-    let sleeper = wait_for_pid(&path);
+    let sleeper = common::wait_for_pid(&path);
     let worker = ex.worker_pids()[0];
     assert!(fut.running());
 
@@ -73,11 +51,11 @@ fn killing_a_running_future_replaces_its_worker() {
 #[test]
 fn killing_a_pending_future_cancels_it() {
     let ex = common::builder(1).build().unwrap();
-    let path = pid_file("pending");
+    let path = common::pid_file("kill", "pending");
     let running = ex
         .submit(SPAWN_AND_SLEEP, (path.display().to_string(), LONG))
         .unwrap();
-    wait_for_pid(&path);
+    common::wait_for_pid(&path);
     let worker = ex.worker_pids()[0];
     // The only worker is busy for a minute: this one waits in the queue.
     let pending = ex.submit(SLEEP, LONG).unwrap();

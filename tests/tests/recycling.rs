@@ -5,32 +5,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::mpsc;
 use std::time::Duration;
 
+use loky::ProcessPoolExecutor;
 use loky::diagnostics::{LEAK, PID};
-use loky::{ProcessPoolExecutor, Shutdown};
-
-/// Shuts `ex` down waiting for its work; false if that took longer than
-/// `timeout`, in which case its workers are killed so that the test fails
-/// instead of hanging.
-fn shutdown_within(ex: &ProcessPoolExecutor, timeout: Duration) -> bool {
-    let (done_tx, done) = mpsc::channel();
-    let waiting = ex.clone();
-    std::thread::spawn(move || {
-        waiting.shutdown(true);
-        let _ = done_tx.send(());
-    });
-    let in_time = done.recv_timeout(timeout).is_ok();
-    if !in_time {
-        ex.shutdown_with(Shutdown {
-            wait: false,
-            kill_workers: true,
-            cancel_futures: true,
-        });
-    }
-    in_time
-}
 
 #[test]
 fn a_worker_retires_after_max_tasks_per_child() {
@@ -46,7 +24,7 @@ fn a_worker_retires_after_max_tasks_per_child() {
     assert!(runs.len() >= 4, "10 tasks ran on {runs:?}");
     assert!(runs.values().all(|&n| n <= 3), "{runs:?}");
     assert!(!ex.is_broken());
-    assert!(shutdown_within(&ex, Duration::from_secs(10)));
+    assert!(common::shutdown_within(&ex, Duration::from_secs(10)));
 }
 
 #[test]
@@ -60,7 +38,7 @@ fn concurrent_tasks_respect_max_tasks_per_child() {
     assert!(runs.len() >= 10, "{runs:?}");
     assert!(runs.values().all(|&n| n <= 3), "{runs:?}");
     assert!(!ex.is_broken());
-    assert!(shutdown_within(&ex, Duration::from_secs(10)));
+    assert!(common::shutdown_within(&ex, Duration::from_secs(10)));
 }
 
 /// A pool of one worker that retires once it leaked 20 MB, checking after
@@ -75,19 +53,26 @@ fn leak_checked_pool() -> ProcessPoolExecutor {
 
 const FIVE_MB: u64 = 5_000_000;
 
-#[test]
-fn a_leaking_worker_is_recycled_and_every_future_succeeds() {
-    let ex = leak_checked_pool();
+/// Leaks 5 MB twelve times, asking for the worker's pid after each leak;
+/// returns the pids in order, runs of the same worker folded into one.
+fn leak_twelve_times(ex: &ProcessPoolExecutor) -> Vec<u32> {
     let mut pids = Vec::new();
     for _ in 0..12 {
         assert_eq!(ex.submit(LEAK, FIVE_MB).unwrap().result().unwrap(), FIVE_MB);
         pids.push(ex.submit(PID, ()).unwrap().result().unwrap());
     }
     pids.dedup();
+    pids
+}
+
+#[test]
+fn a_leaking_worker_is_recycled_and_every_future_succeeds() {
+    let ex = leak_checked_pool();
+    let pids = leak_twelve_times(&ex);
     assert!(pids.len() >= 2, "never recycled: {pids:?}");
     assert!(!ex.is_broken());
     assert!(
-        shutdown_within(&ex, Duration::from_secs(10)),
+        common::shutdown_within(&ex, Duration::from_secs(10)),
         "shutdown(wait = true) hangs"
     );
 }
@@ -95,12 +80,7 @@ fn a_leaking_worker_is_recycled_and_every_future_succeeds() {
 #[test]
 fn a_retired_leaking_worker_exits_and_shutdown_completes() {
     let ex = leak_checked_pool();
-    let mut pids = Vec::new();
-    for _ in 0..12 {
-        assert_eq!(ex.submit(LEAK, FIVE_MB).unwrap().result().unwrap(), FIVE_MB);
-        pids.push(ex.submit(PID, ()).unwrap().result().unwrap());
-    }
-    pids.dedup();
+    let pids = leak_twelve_times(&ex);
     let current = *pids.last().unwrap();
     let retired = &pids[..pids.len() - 1];
     assert!(!retired.is_empty(), "never recycled: {pids:?}");
@@ -108,7 +88,7 @@ fn a_retired_leaking_worker_exits_and_shutdown_completes() {
         retired.iter().all(|&pid| !common::alive(pid)) && ex.worker_pids() == [current]
     });
     let live = ex.worker_pids();
-    let shut = shutdown_within(&ex, Duration::from_secs(10));
+    let shut = common::shutdown_within(&ex, Duration::from_secs(10));
     assert!(gone, "retired workers {retired:?} still there: {live:?}");
     assert!(shut, "shutdown(wait = true) hangs");
 }

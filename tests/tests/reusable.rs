@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
@@ -24,23 +23,6 @@ const KILL: Shutdown = Shutdown {
     kill_workers: true,
     cancel_futures: true,
 };
-
-/// Shuts `ex` down waiting for its work; false if that took longer than
-/// `timeout`, in which case its workers are killed so that the test fails
-/// instead of hanging.
-fn shutdown_within(ex: &ProcessPoolExecutor, timeout: Duration) -> bool {
-    let (done_tx, done) = mpsc::channel();
-    let waiting = ex.clone();
-    std::thread::spawn(move || {
-        waiting.shutdown(true);
-        let _ = done_tx.send(());
-    });
-    let in_time = done.recv_timeout(timeout).is_ok();
-    if !in_time {
-        ex.shutdown_with(KILL);
-    }
-    in_time
-}
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
@@ -86,22 +68,11 @@ fn pids_of_work(ex: &ProcessPoolExecutor, n: usize) -> HashSet<u32> {
 fn running_sleep(ex: &ProcessPoolExecutor, duration: Duration) -> (Future<()>, u32) {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path: PathBuf =
-        std::env::temp_dir().join(format!("loky-reusable-{}-{n}.pid", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = common::pid_file("reusable", &n.to_string());
     let fut = ex
         .submit(SPAWN_AND_SLEEP, (path.display().to_string(), duration))
         .unwrap();
-    let mut pid = None;
-    let started = common::eventually(Duration::from_secs(10), || {
-        pid = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.parse().ok());
-        pid.is_some()
-    });
-    assert!(started, "the task never started");
-    let _ = std::fs::remove_file(&path);
-    (fut, pid.unwrap())
+    (fut, common::wait_for_pid(&path))
 }
 
 /// A fresh reusable pool of `n` ready workers, whatever the earlier tests
@@ -186,7 +157,7 @@ fn shrinking_a_busy_pool_retires_workers_after_their_work() {
     }
     let shrank = common::eventually(Duration::from_secs(10), || shrunk.worker_pids().len() == 2);
     let live = shrunk.worker_pids();
-    let shut = shutdown_within(&shrunk, Duration::from_secs(10));
+    let shut = common::shutdown_within(&shrunk, Duration::from_secs(10));
     assert!(shrank, "still {live:?} after shrinking to 2");
     assert!(live.iter().all(|pid| old.contains(pid)));
     assert!(shut, "shutdown(wait = true) hangs after a shrink");
@@ -330,7 +301,7 @@ fn many_threads_get_and_use_the_reusable_executor_at_once() {
     let ex = get(2);
     assert_eq!(ex.submit(SQUARE, 7).unwrap().result().unwrap(), 49);
     assert!(
-        shutdown_within(&ex, Duration::from_secs(10)),
+        common::shutdown_within(&ex, Duration::from_secs(10)),
         "shutdown(wait = true) hangs after concurrent resizes"
     );
 }

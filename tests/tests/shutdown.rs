@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use loky::diagnostics::{ECHO_I64, PID, SLEEP, SPAWN_SLEEPER};
-use loky::{Error, Shutdown};
-use loky_tests::{GATE, Gate};
+use loky::{Error, Future, ProcessPoolExecutor, Shutdown};
+use loky_tests::{GATE, Gate, Held};
 
 /// Generous: for things that must happen.
 const LONG: Duration = Duration::from_secs(10);
@@ -22,13 +22,41 @@ fn reaped(pid: u32) -> bool {
     !common::alive(pid) && !common::children().iter().any(|&(p, _)| p == pid)
 }
 
-#[test]
-fn wait_true_runs_every_pending_task_then_workers_exit_and_are_reaped() {
+/// A pool of one worker whose running task waits at a gate, with three
+/// `ECHO_I64` tasks (of 0, 1 and 2) pending behind it.
+struct Blocked {
+    ex: ProcessPoolExecutor,
+    /// Kept for as long as the task may wait at it.
+    _gate: Gate,
+    running: Future<()>,
+    pending: Vec<Future<i64>>,
+    held: Held,
+}
+
+fn blocked() -> Blocked {
     let ex = common::pool(1);
     let gate = Gate::new();
     let running = ex.submit(GATE, gate.arg()).unwrap();
     let pending: Vec<_> = (0..3).map(|i| ex.submit(ECHO_I64, i).unwrap()).collect();
     let held = gate.entered(LONG);
+    Blocked {
+        ex,
+        _gate: gate,
+        running,
+        pending,
+        held,
+    }
+}
+
+#[test]
+fn wait_true_runs_every_pending_task_then_workers_exit_and_are_reaped() {
+    let Blocked {
+        ex,
+        _gate,
+        running,
+        pending,
+        held,
+    } = blocked();
     let worker = held.pid;
     assert!(pending.iter().all(|f| !f.running() && !f.done()));
     let (tx, rx) = mpsc::channel();
@@ -120,11 +148,13 @@ fn kill_workers_fails_unfinished_futures_and_kills_workers_at_once() {
 
 #[test]
 fn cancel_futures_cancels_pending_futures() {
-    let ex = common::pool(1);
-    let gate = Gate::new();
-    let running = ex.submit(GATE, gate.arg()).unwrap();
-    let pending: Vec<_> = (0..3).map(|i| ex.submit(ECHO_I64, i).unwrap()).collect();
-    let held = gate.entered(LONG);
+    let Blocked {
+        ex,
+        _gate,
+        running,
+        pending,
+        held,
+    } = blocked();
     let worker = held.pid;
     ex.shutdown_with(Shutdown {
         wait: false,
@@ -171,11 +201,13 @@ fn shutdown_may_be_called_again() {
 
 #[test]
 fn dropping_the_last_handle_shuts_down_with_wait_true() {
-    let ex = common::pool(1);
-    let gate = Gate::new();
-    let running = ex.submit(GATE, gate.arg()).unwrap();
-    let pending: Vec<_> = (0..3).map(|i| ex.submit(ECHO_I64, i).unwrap()).collect();
-    let held = gate.entered(LONG);
+    let Blocked {
+        ex,
+        _gate,
+        running,
+        pending,
+        held,
+    } = blocked();
     let worker = held.pid;
     let other_handle = ex.clone();
     drop(other_handle);

@@ -2,10 +2,14 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use loky::{ExecutorBuilder, ProcessPoolExecutor, WorkerProgram};
+use loky::{ExecutorBuilder, ProcessPoolExecutor, Shutdown, WorkerProgram};
+
+/// The state letter and parent pid of `pid`, if it exists.
+pub use loky_tests::chaos::probe::stat;
 
 /// The test worker program.
 pub fn worker_program() -> PathBuf {
@@ -48,17 +52,6 @@ pub fn children() -> Vec<(u32, char)> {
     found
 }
 
-/// The state letter and parent pid of `pid`, if it exists.
-pub fn stat(pid: u32) -> Option<(char, u32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces.
-    let rest = &text[text.rfind(')')? + 2..];
-    let mut fields = rest.split(' ');
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
 /// Whether `pid` is a running (not zombie) process.
 pub fn alive(pid: u32) -> bool {
     matches!(stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
@@ -89,4 +82,49 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
+}
+
+/// A path for a pid file, unique to this test process, `prefix` (the test
+/// file) and `name`; any stale file there is removed.
+pub fn pid_file(prefix: &str, name: &str) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("loky-{prefix}-{}-{name}.pid", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// The pid a task wrote to `path`, once it did: the task is running. The
+/// file is removed.
+pub fn wait_for_pid(path: &Path) -> u32 {
+    let mut pid = None;
+    let written = eventually(Duration::from_secs(10), || {
+        pid = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.parse().ok());
+        pid.is_some()
+    });
+    assert!(written, "the task never started");
+    let _ = std::fs::remove_file(path);
+    pid.unwrap()
+}
+
+/// Shuts `ex` down waiting for its work; false if that took longer than
+/// `timeout`, in which case its workers are killed so that the test fails
+/// instead of hanging.
+pub fn shutdown_within(ex: &ProcessPoolExecutor, timeout: Duration) -> bool {
+    let (done_tx, done) = mpsc::channel();
+    let waiting = ex.clone();
+    std::thread::spawn(move || {
+        waiting.shutdown(true);
+        let _ = done_tx.send(());
+    });
+    let in_time = done.recv_timeout(timeout).is_ok();
+    if !in_time {
+        ex.shutdown_with(Shutdown {
+            wait: true,
+            kill_workers: true,
+            cancel_futures: false,
+        });
+    }
+    in_time
 }

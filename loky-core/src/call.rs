@@ -1,11 +1,10 @@
 //! One call on its way through the pool: queued as a [`WorkItem`], then
 //! [`InFlight`] on a worker until its reply settles the future.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loky_proto::{Call, CallError, CallKind, Outcome, Request, Signature};
+use loky_proto::{CallError, CallKind, Outcome, Signature};
 
 use crate::error::{Error, RemoteError, SerializationError, UnknownTask};
 use crate::future::{Core, Payload, Settled};
@@ -30,25 +29,35 @@ pub(crate) struct WorkItem {
 }
 
 impl WorkItem {
-    /// A call of `sig` numbered `id` on the already encoded `args`.
-    pub(crate) fn new(
+    /// A call of `sig` numbered `id` whose arguments `encode_args` writes
+    /// straight into the call's frame (large arguments are never copied).
+    pub(crate) fn new<E: std::fmt::Display>(
         core: Arc<Core>,
         sig: Signature,
         kind: CallKind,
         id: u64,
-        args: &[u8],
         max_frame: usize,
+        encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<WorkItem, Error> {
-        let request = Request::Call(Call {
-            id,
-            task: Cow::Borrowed(sig.name),
-            kind,
-            args: Cow::Borrowed(args),
-        });
-        let mut frame = Vec::with_capacity(args.len() + 64);
-        loky_proto::encode_frame(&request, &mut frame, max_frame).map_err(|e| {
-            Error::Serialization(SerializationError::new(sig.name, "send the arguments", e))
-        })?;
+        let serialization =
+            |what, e: &dyn std::fmt::Display| SerializationError::new(sig.name, what, e);
+        let mut frame = Vec::new();
+        match loky_proto::encode_call_frame(id, sig.name, kind, &mut frame, max_frame, encode_args)
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(Error::Serialization(serialization(
+                    "encode the arguments",
+                    &e,
+                )));
+            }
+            Err(e) => {
+                return Err(Error::Serialization(serialization(
+                    "send the arguments",
+                    &e,
+                )));
+            }
+        }
         Ok(WorkItem {
             core,
             sig,

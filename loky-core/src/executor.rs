@@ -12,7 +12,7 @@ use loky_proto::{CallKind, Task};
 use crate::builder::ExecutorBuilder;
 use crate::call::WorkItem;
 use crate::config::{Config, Shutdown};
-use crate::error::{Error, Result, SerializationError};
+use crate::error::Result;
 use crate::future::{Core, Future, Killer};
 use crate::map::Map;
 use crate::supervisor::{self, Shared};
@@ -124,8 +124,8 @@ impl ProcessPoolExecutor {
     /// Schedules `task(args)` and returns its future at once.
     ///
     /// Fails at once with the stored error if the pool is broken, with
-    /// [`Error::ShutdownExecutor`] after shutdown, and with
-    /// [`Error::Serialization`] if `args` cannot be encoded (the pool stays
+    /// [`Error::ShutdownExecutor`](crate::Error::ShutdownExecutor) after shutdown, and with
+    /// [`Error::Serialization`](crate::Error::Serialization) if `args` cannot be encoded (the pool stays
     /// usable).
     pub fn submit<I, O>(&self, task: Task<I, O>, args: I) -> Result<Future<O>>
     where
@@ -148,21 +148,14 @@ impl ProcessPoolExecutor {
     {
         let shared = &self.handle.shared;
         shared.check_open()?;
-        let bytes = loky_proto::encode_payload(&args).map_err(|e| {
-            Error::Serialization(SerializationError::new(
-                task.name(),
-                "encode the arguments",
-                e,
-            ))
-        })?;
         let core = Core::new(task.name(), Some(self.killer()));
         let mut item = WorkItem::new(
             core.clone(),
             task.signature(),
             CallKind::Single,
             shared.next_call_id(),
-            &bytes,
             shared.config.max_frame,
+            |frame| loky_proto::encode_payload_into(&args, frame),
         )?;
         item.timeout = options.timeout.or(shared.config.task_timeout);
         shared.submit(vec![item])?;

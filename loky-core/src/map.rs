@@ -174,7 +174,6 @@ impl<O: DeserializeOwned> Map<O> {
         let killer = self.executor.killer();
         let mut chunks = VecDeque::new();
         let mut items = Vec::new();
-        let mut payload = Vec::new();
         let count = self.ends.len();
         for first in (0..count).step_by(self.chunksize) {
             let last = (first + self.chunksize).min(count);
@@ -189,17 +188,19 @@ impl<O: DeserializeOwned> Map<O> {
                 None
             } else {
                 let start = if first == 0 { 0 } else { self.ends[first - 1] };
-                payload.clear();
-                loky_proto::encode_array_header(ok, &mut payload);
-                payload.extend_from_slice(&self.encoded[start..self.ends[last - 1]]);
+                let inputs = &self.encoded[start..self.ends[last - 1]];
                 let core = Core::new(self.sig.name, Some(killer.clone()));
                 let mut item = WorkItem::new(
                     core.clone(),
                     self.sig,
                     CallKind::Chunk,
                     shared.next_call_id(),
-                    &payload,
                     shared.config.max_frame,
+                    |frame| {
+                        loky_proto::encode_array_header(ok, frame);
+                        frame.extend_from_slice(inputs);
+                        Ok::<_, std::convert::Infallible>(())
+                    },
                 )?;
                 item.timeout = shared.config.task_timeout;
                 items.push(item);

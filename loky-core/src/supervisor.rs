@@ -507,8 +507,11 @@ impl Supervisor {
             init.sig,
             loky_proto::CallKind::Single,
             call_id,
-            &init.args,
             max_frame,
+            |frame| {
+                frame.extend_from_slice(&init.args);
+                Ok::<_, std::convert::Infallible>(())
+            },
         ) {
             Ok(mut item) => {
                 item.initializer = true;

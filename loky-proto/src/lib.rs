@@ -30,6 +30,7 @@
 pub mod env;
 pub mod exit_code;
 mod frame;
+mod inplace;
 mod message;
 mod task;
 
@@ -37,6 +38,7 @@ pub use frame::{
     ABSOLUTE_MAX_FRAME, DEFAULT_MAX_FRAME, FrameBuffer, FrameError, HEADER_LEN, decode_body,
     encode_frame, read_frame, split_array, write_frame,
 };
+pub use inplace::{encode_call_frame, encode_value_reply_frame};
 pub use message::{
     Call, CallError, CallKind, Hello, Outcome, PROTOCOL_VERSION, PanicInfo, Reply, Request,
     Response, RetireReason, TaskInfo,

@@ -16,7 +16,7 @@ use std::thread;
 
 use loky_proto::{
     Call, CallError, DEFAULT_MAX_FRAME, FrameError, Outcome, Reply, Request, Response, decode_body,
-    encode_frame, exit_code, read_frame,
+    encode_frame, encode_value_reply_frame, exit_code, read_frame,
 };
 
 use crate::{os, panic};
@@ -139,17 +139,37 @@ impl ResponseWriter {
         }
     }
 
+    /// Queues the reply to call `id` of `task`, whose value `run` encodes
+    /// straight into the frame (a large output is never copied), or whose
+    /// failure it returns.
+    pub(crate) fn push_call(
+        &mut self,
+        id: u64,
+        task: &str,
+        run: impl FnOnce(&mut Vec<u8>) -> Result<(), Outcome<'static>>,
+    ) {
+        match encode_value_reply_frame(id, &mut self.buf, DEFAULT_MAX_FRAME, run) {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => self.push_reply(id, task, failure),
+            Err(err) => self.push_encode_failure(id, task, &err),
+        }
+    }
+
     /// Queues the reply to call `id` of `task`. An outcome too large for a
     /// frame becomes a [`CallError::EncodeOutput`] naming its size.
-    pub(crate) fn push_reply(&mut self, id: u64, task: &str, outcome: Outcome<'_>) {
+    fn push_reply(&mut self, id: u64, task: &str, outcome: Outcome<'_>) {
         let reply = Response::Reply(Reply { id, outcome });
         if let Err(err) = encode_frame(&reply, &mut self.buf, DEFAULT_MAX_FRAME) {
-            let outcome = Outcome::Failed(CallError::EncodeOutput {
-                task: task.to_owned(),
-                message: chain(&err),
-            });
-            self.push(&Response::Reply(Reply { id, outcome }));
+            self.push_encode_failure(id, task, &err);
         }
+    }
+
+    fn push_encode_failure(&mut self, id: u64, task: &str, err: &FrameError) {
+        let outcome = Outcome::Failed(CallError::EncodeOutput {
+            task: task.to_owned(),
+            message: chain(err),
+        });
+        self.push(&Response::Reply(Reply { id, outcome }));
     }
 
     /// Writes everything queued. If the executor is gone, the worker ends

@@ -79,18 +79,25 @@ impl Registry {
         self.entries.iter().map(|e| e.signature)
     }
 
-    /// Runs one call on the current thread. Panics of the task are caught
-    /// and returned as outcomes.
-    pub(crate) fn run(&self, task: &str, kind: CallKind, args: &[u8]) -> Outcome<'static> {
+    /// Runs one call on the current thread and appends its encoded value
+    /// to `out`. A call that fails (the task's panic is caught) gives its
+    /// outcome instead and may leave partial bytes in `out`.
+    pub(crate) fn run(
+        &self,
+        task: &str,
+        kind: CallKind,
+        args: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Outcome<'static>> {
         let Some(&index) = self.by_name.get(task) else {
-            return Outcome::Failed(CallError::UnknownTask {
+            return Err(Outcome::Failed(CallError::UnknownTask {
                 task: task.to_owned(),
-            });
+            }));
         };
         let handler = &self.entries[index].handler;
         match kind {
-            CallKind::Single => handler.single(task, args),
-            CallKind::Chunk => handler.chunk(task, args),
+            CallKind::Single => handler.single(task, args, out),
+            CallKind::Chunk => handler.chunk(task, args, out),
         }
     }
 }
@@ -108,10 +115,13 @@ impl fmt::Debug for Registry {
 
 /// A registered function with its types erased.
 trait Handler: Send + Sync {
-    /// Runs the function on one encoded argument.
-    fn single(&self, task: &str, args: &[u8]) -> Outcome<'static>;
-    /// Runs the function on each of a sequence of encoded arguments.
-    fn chunk(&self, task: &str, args: &[u8]) -> Outcome<'static>;
+    /// Runs the function on one encoded argument, appending the encoded
+    /// output to `out`.
+    fn single(&self, task: &str, args: &[u8], out: &mut Vec<u8>) -> Result<(), Outcome<'static>>;
+    /// Runs the function on each of a sequence of encoded arguments,
+    /// appending the encoded sequence of outputs to `out`, or giving one
+    /// outcome per item if any item failed.
+    fn chunk(&self, task: &str, args: &[u8], out: &mut Vec<u8>) -> Result<(), Outcome<'static>>;
 }
 
 struct Typed<I, O, F> {
@@ -126,17 +136,16 @@ where
     O: Payload,
     F: Fn(I) -> O,
 {
-    /// Runs the function on `input` and encodes its output, both under
-    /// panic capture (a `Serialize` impl may panic too).
-    fn apply(&self, task: &str, input: I) -> Outcome<'static> {
-        let result = run_task(|| loky_proto::encode_payload(&(self.f)(input)));
-        match result {
-            Ok(Ok(bytes)) => Outcome::Value(bytes.into()),
-            Ok(Err(err)) => Outcome::Failed(CallError::EncodeOutput {
+    /// Runs the function on `input` and encodes its output into `out`,
+    /// both under panic capture (a `Serialize` impl may panic too).
+    fn apply(&self, task: &str, input: I, out: &mut Vec<u8>) -> Option<Outcome<'static>> {
+        match run_task(|| loky_proto::encode_payload_into(&(self.f)(input), out)) {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(Outcome::Failed(CallError::EncodeOutput {
                 task: task.to_owned(),
                 message: err.to_string(),
-            }),
-            Err(panic) => Outcome::Panic(panic),
+            })),
+            Err(panic) => Some(Outcome::Panic(panic)),
         }
     }
 
@@ -160,14 +169,15 @@ where
     O: Payload,
     F: Fn(I) -> O + Send + Sync,
 {
-    fn single(&self, task: &str, args: &[u8]) -> Outcome<'static> {
-        match Self::decode::<I>(task, args) {
-            Ok(input) => self.apply(task, input),
-            Err(outcome) => outcome,
+    fn single(&self, task: &str, args: &[u8], out: &mut Vec<u8>) -> Result<(), Outcome<'static>> {
+        let input = Self::decode::<I>(task, args)?;
+        match self.apply(task, input, out) {
+            None => Ok(()),
+            Some(failure) => Err(failure),
         }
     }
 
-    fn chunk(&self, task: &str, args: &[u8]) -> Outcome<'static> {
+    fn chunk(&self, task: &str, args: &[u8], out: &mut Vec<u8>) -> Result<(), Outcome<'static>> {
         let inputs: Vec<Result<I, Outcome<'static>>> = match Self::decode::<Vec<I>>(task, args) {
             Ok(inputs) => inputs.into_iter().map(Ok).collect(),
             // Some argument does not decode: decode them one by one, so
@@ -177,48 +187,32 @@ where
                     .into_iter()
                     .map(|item| Self::decode::<I>(task, item))
                     .collect(),
-                None => return outcome,
+                None => return Err(outcome),
             },
         };
-        // Outputs are encoded straight into one buffer: a MessagePack array
-        // is its length followed by its elements, so this is exactly
+        // Outputs are encoded straight into `out`: a MessagePack array is
+        // its length followed by its elements, so this is exactly
         // `encode_payload(&Vec<O>)`, with no allocation per item.
-        let mut joined = Vec::with_capacity(args.len() + 16);
-        loky_proto::encode_array_header(inputs.len(), &mut joined);
+        let first = out.len();
+        loky_proto::encode_array_header(inputs.len(), out);
         let mut ends = Vec::with_capacity(inputs.len());
         let mut failures = Vec::new();
         for (i, input) in inputs.into_iter().enumerate() {
-            let start = joined.len();
-            let input = match input {
-                Ok(input) => input,
-                Err(failure) => {
-                    failures.push((i, failure));
-                    ends.push(joined.len());
-                    continue;
-                }
-            };
-            let result = run_task(|| {
-                let output = (self.f)(input);
-                loky_proto::encode_payload_into(&output, &mut joined)
-            });
-            let failure = match result {
-                Ok(Ok(())) => None,
-                Ok(Err(err)) => Some(Outcome::Failed(CallError::EncodeOutput {
-                    task: task.to_owned(),
-                    message: err.to_string(),
-                })),
-                Err(panic) => Some(Outcome::Panic(panic)),
+            let start = out.len();
+            let failure = match input {
+                Ok(input) => self.apply(task, input, out),
+                Err(failure) => Some(failure),
             };
             if let Some(failure) = failure {
-                joined.truncate(start);
+                out.truncate(start);
                 failures.push((i, failure));
             }
-            ends.push(joined.len());
+            ends.push(out.len() - first);
         }
         if failures.is_empty() {
-            return Outcome::Value(joined.into());
+            return Ok(());
         }
-        split_items(&joined, &ends, failures)
+        Err(split_items(&out[first..], &ends, failures))
     }
 }
 
@@ -269,6 +263,15 @@ mod tests {
             .register(NAME, |(s, n): (String, u8)| format!("{s}{n}"))
     }
 
+    /// The outcome of a call, a value as the reply would carry it.
+    fn run(r: &Registry, task: &str, kind: CallKind, args: &[u8]) -> Outcome<'static> {
+        let mut out = vec![0xff];
+        match r.run(task, kind, args, &mut out) {
+            Ok(()) => Outcome::Value(out[1..].to_vec().into()),
+            Err(failure) => failure,
+        }
+    }
+
     fn value<T: Payload>(outcome: Outcome<'_>) -> T {
         match outcome {
             Outcome::Value(bytes) => decode_payload(&bytes).unwrap(),
@@ -294,7 +297,7 @@ mod tests {
     #[test]
     fn a_single_call_runs_the_function() {
         let args = encode_payload(&("x".to_owned(), 7u8)).unwrap();
-        let out = registry().run("name", CallKind::Single, &args);
+        let out = run(&registry(), "name", CallKind::Single, &args);
         assert_eq!(value::<String>(out), "x7");
     }
 
@@ -302,13 +305,13 @@ mod tests {
     fn unknown_tasks_and_bad_arguments_fail() {
         let r = registry();
         assert_eq!(
-            r.run("nope", CallKind::Single, &[]),
+            run(&r, "nope", CallKind::Single, &[]),
             Outcome::Failed(CallError::UnknownTask {
                 task: "nope".into()
             })
         );
         let args = encode_payload("seven").unwrap();
-        match r.run("square", CallKind::Single, &args) {
+        match run(&r, "square", CallKind::Single, &args) {
             Outcome::Failed(CallError::DecodeArgs { task, expected, .. }) => {
                 assert_eq!((task.as_str(), expected.as_str()), ("square", "i64"));
             }
@@ -321,7 +324,7 @@ mod tests {
         for len in [0usize, 3, 15, 16, 70_000] {
             let inputs: Vec<i64> = (0..len as i64).collect();
             let args = encode_payload(&inputs).unwrap();
-            let out = registry().run("square", CallKind::Chunk, &args);
+            let out = run(&registry(), "square", CallKind::Chunk, &args);
             let expected: Vec<i64> = inputs.iter().map(|x| x * x).collect();
             assert_eq!(
                 out,
@@ -333,7 +336,7 @@ mod tests {
     #[test]
     fn a_chunk_with_a_panic_gives_one_outcome_per_item() {
         let args = encode_payload(&[2i64, -1, 3]).unwrap();
-        let Outcome::Items(items) = registry().run("square", CallKind::Chunk, &args) else {
+        let Outcome::Items(items) = run(&registry(), "square", CallKind::Chunk, &args) else {
             panic!("expected items");
         };
         assert_eq!(items.len(), 3);

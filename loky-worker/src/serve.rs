@@ -171,8 +171,9 @@ impl Worker<'_> {
     fn serve(&mut self, calls: &mut CallReader) {
         loop {
             let call = calls.next_call();
-            let outcome = self.registry.run(&call.task, call.kind, &call.args);
-            self.out.push_reply(call.id, &call.task, outcome);
+            self.out.push_call(call.id, &call.task, |out| {
+                self.registry.run(&call.task, call.kind, &call.args, out)
+            });
             if let Some(reason) = self.leak.after_call(Instant::now(), os::resident_bytes) {
                 self.out.push(&Response::Retiring(reason));
             }

@@ -1,0 +1,183 @@
+//! Frames whose payload is encoded in place.
+//!
+//! A call's arguments and a reply's value are the last field of their
+//! message, so a frame can be written as the message's envelope, a `bin 32`
+//! header, then the payload encoded straight into the same buffer. The
+//! payload is never encoded into a buffer of its own and copied: for large
+//! arguments and results that copy (and its fresh memory) costs more than
+//! the socket itself. Decoders read these frames as any other, since
+//! MessagePack lets a `bin 32` header carry any length.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+use crate::frame::{ABSOLUTE_MAX_FRAME, FrameError, HEADER_LEN};
+use crate::message::{Call, CallKind, Outcome, Reply, Request, Response};
+
+/// MessagePack's marker of a `bin 8` value, and of a `bin 32` one.
+const BIN8: u8 = 0xc4;
+const BIN32: u8 = 0xc6;
+
+/// Appends a [`Request::Call`] frame to `out`, its arguments written by
+/// `encode_args` directly after the envelope.
+///
+/// Gives back `encode_args`'s error (leaving `out` as it was) as
+/// `Ok(Err(..))`; fails with [`FrameError::TooLarge`] when the body would
+/// exceed `max` bytes.
+pub fn encode_call_frame<E>(
+    id: u64,
+    task: &str,
+    kind: CallKind,
+    out: &mut Vec<u8>,
+    max: usize,
+    encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<Result<(), E>, FrameError> {
+    let envelope = Request::Call(Call {
+        id,
+        task: Cow::Borrowed(task),
+        kind,
+        args: Cow::Borrowed(&[]),
+    });
+    encode_around(&envelope, out, max, encode_args)
+}
+
+/// Appends a [`Response::Reply`] frame with an [`Outcome::Value`] to `out`,
+/// the value written by `encode_value` directly after the envelope.
+///
+/// Errors as [`encode_call_frame`].
+pub fn encode_value_reply_frame<E>(
+    id: u64,
+    out: &mut Vec<u8>,
+    max: usize,
+    encode_value: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<Result<(), E>, FrameError> {
+    let envelope = Response::Reply(Reply {
+        id,
+        outcome: Outcome::Value(Cow::Borrowed(&[])),
+    });
+    encode_around(&envelope, out, max, encode_value)
+}
+
+/// Writes `envelope` (whose encoding ends with its empty payload), then the
+/// payload from `encode`, and fixes up the lengths.
+fn encode_around<T: Serialize, E>(
+    envelope: &T,
+    out: &mut Vec<u8>,
+    max: usize,
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<Result<(), E>, FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    if let Err(err) = rmp_serde::encode::write_named(out, envelope) {
+        out.truncate(start);
+        return Err(FrameError::Encode(err));
+    }
+    // The envelope ends with its payload, empty: `bin 8` of length 0.
+    assert!(out.ends_with(&[BIN8, 0]), "the payload is the last field");
+    out.truncate(out.len() - 2);
+    out.push(BIN32);
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let payload_at = out.len();
+    if let Err(err) = encode(out) {
+        out.truncate(start);
+        return Ok(Err(err));
+    }
+    let body = out.len() - start - HEADER_LEN;
+    let payload = out.len() - payload_at;
+    if body > max.min(ABSOLUTE_MAX_FRAME) {
+        out.truncate(start);
+        return Err(FrameError::TooLarge { len: body, max });
+    }
+    out[len_at..payload_at].copy_from_slice(&(payload as u32).to_be_bytes());
+    out[start..start + HEADER_LEN].copy_from_slice(&(body as u32).to_le_bytes());
+    Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DEFAULT_MAX_FRAME, decode_body, encode_frame};
+
+    fn encode_bytes(bytes: &[u8]) -> impl FnOnce(&mut Vec<u8>) -> Result<(), ()> + '_ {
+        move |out| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_call_frame_decodes_as_the_call() {
+        for len in [0, 1, 255, 256, 70_000] {
+            let args = vec![7u8; len];
+            let mut out = vec![1, 2, 3];
+            encode_call_frame(
+                9,
+                "square",
+                CallKind::Chunk,
+                &mut out,
+                DEFAULT_MAX_FRAME,
+                |o| encode_bytes(&args)(o),
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(out[..3], [1, 2, 3], "what was in the buffer stays");
+            let body = &out[3 + HEADER_LEN..];
+            assert_eq!(
+                u32::from_le_bytes(out[3..7].try_into().unwrap()) as usize,
+                body.len()
+            );
+            let call: Request<'_> = decode_body(body).unwrap();
+            let expected = Request::Call(Call {
+                id: 9,
+                task: "square".into(),
+                kind: CallKind::Chunk,
+                args: args.as_slice().into(),
+            });
+            assert_eq!(call, expected);
+        }
+    }
+
+    #[test]
+    fn a_value_reply_frame_decodes_as_the_reply() {
+        let value = b"\x93\x01\x02\x03";
+        let mut out = Vec::new();
+        encode_value_reply_frame(4, &mut out, DEFAULT_MAX_FRAME, encode_bytes(value))
+            .unwrap()
+            .unwrap();
+        let mut plain = Vec::new();
+        let reply = Response::Reply(Reply {
+            id: 4,
+            outcome: Outcome::Value(value.as_slice().into()),
+        });
+        encode_frame(&reply, &mut plain, DEFAULT_MAX_FRAME).unwrap();
+        assert_eq!(
+            decode_body::<Response<'_>>(&out[HEADER_LEN..]).unwrap(),
+            reply
+        );
+        assert_eq!(out.len(), plain.len() + 3, "only the bin header is wider");
+    }
+
+    #[test]
+    fn a_failing_payload_leaves_the_buffer_as_it_was() {
+        let mut out = vec![5];
+        let result = encode_value_reply_frame(1, &mut out, DEFAULT_MAX_FRAME, |o: &mut Vec<u8>| {
+            o.extend_from_slice(b"partial");
+            Err("no")
+        });
+        assert_eq!(result.unwrap(), Err("no"));
+        assert_eq!(out, [5]);
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_and_leaves_the_buffer_as_it_was() {
+        let mut out = vec![5];
+        let err = encode_value_reply_frame(1, &mut out, 100, encode_bytes(&[0; 200])).unwrap_err();
+        assert!(
+            matches!(err, FrameError::TooLarge { max: 100, .. }),
+            "{err:?}"
+        );
+        assert_eq!(out, [5]);
+    }
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loky_proto::{CallError, CallKind, Outcome, Signature};
+use loky_proto::{CallError, CallKind, Outcome, PanicInfo, Signature};
 
 use crate::error::{Error, RemoteError, SerializationError, UnknownTask};
 use crate::future::{Core, Payload, Settled};
@@ -94,34 +94,45 @@ pub(crate) fn settle_outcome(
         Outcome::Items(items) => Ok(Arc::new(Payload::Items(
             items
                 .into_iter()
-                .map(
-                    |item_outcome| match settle_outcome(item, item_outcome, worker) {
-                        Ok(payload) => match Arc::try_unwrap(payload) {
-                            Ok(Payload::Value(bytes)) => Ok(bytes),
-                            _ => Err(protocol_error(item, "a nested chunk in a chunk reply")),
-                        },
-                        Err(err) => Err(err),
-                    },
-                )
+                .map(|item_outcome| match item_outcome {
+                    Outcome::Value(bytes) => Ok(bytes.into_owned()),
+                    Outcome::Items(_) => {
+                        Err(protocol_error(item, "a nested chunk in a chunk reply"))
+                    }
+                    Outcome::Panic(info) => Err(panicked(item, info, worker)),
+                    Outcome::Failed(err) => Err(failed(item, err, worker)),
+                })
                 .collect(),
         ))),
-        Outcome::Panic(info) => Err(Error::Task(RemoteError {
-            task: item.sig.name.to_owned(),
-            pid: worker.pid,
-            message: info.message,
-            location: info.location,
-            backtrace: info.backtrace,
-        })),
-        Outcome::Failed(CallError::UnknownTask { task }) => Err(Error::UnknownTask(UnknownTask {
+        Outcome::Panic(info) => Err(panicked(item, info, worker)),
+        Outcome::Failed(err) => Err(failed(item, err, worker)),
+    }
+}
+
+fn panicked(item: &WorkItem, info: PanicInfo, worker: &WorkerInfo) -> Error {
+    Error::Task(RemoteError {
+        task: item.sig.name.to_owned(),
+        pid: worker.pid,
+        message: info.message,
+        location: info.location,
+        backtrace: info.backtrace,
+    })
+}
+
+fn failed(item: &WorkItem, err: CallError, worker: &WorkerInfo) -> Error {
+    match err {
+        CallError::UnknownTask { task } => Error::UnknownTask(UnknownTask {
             task,
             program: worker.program.clone(),
             known: worker.tasks.clone(),
-        })),
-        Outcome::Failed(err @ CallError::DecodeArgs { .. }) => Err(Error::Serialization(
-            SerializationError::new(item.sig.name, "run the call", err),
-        )),
-        Outcome::Failed(err @ CallError::EncodeOutput { .. }) => Err(Error::Serialization(
-            SerializationError::new(item.sig.name, "return the result", err),
+        }),
+        err @ CallError::DecodeArgs { .. } => {
+            Error::Serialization(SerializationError::new(item.sig.name, "run the call", err))
+        }
+        err @ CallError::EncodeOutput { .. } => Error::Serialization(SerializationError::new(
+            item.sig.name,
+            "return the result",
+            err,
         )),
     }
 }

@@ -61,7 +61,7 @@ enum State<O> {
     Prepared,
     Running {
         chunks: VecDeque<Chunk>,
-        ready: VecDeque<Result<O>>,
+        ready: Ready<O>,
         deadline: Option<Instant>,
     },
     Done,
@@ -148,21 +148,30 @@ impl<O: DeserializeOwned> Map<O> {
         if self.chunksize == 0 {
             return State::Running {
                 chunks: VecDeque::new(),
-                ready: VecDeque::from([Err(Error::InvalidArgument(
-                    "chunksize must be greater than 0".to_owned(),
-                ))]),
+                ready: Ready::Results(
+                    vec![Err(Error::InvalidArgument(
+                        "chunksize must be greater than 0".to_owned(),
+                    ))]
+                    .into_iter(),
+                ),
                 deadline,
             };
         }
         match self.submit_chunks() {
             Ok(chunks) => State::Running {
                 chunks,
-                ready: VecDeque::new(),
+                ready: Ready::Values(Vec::new().into_iter()),
                 deadline,
             },
             Err(err) => State::Running {
                 chunks: VecDeque::new(),
-                ready: self.ends.iter().map(|_| Err(err.clone())).collect(),
+                ready: Ready::Results(
+                    self.ends
+                        .iter()
+                        .map(|_| Err(err.clone()))
+                        .collect::<Vec<_>>()
+                        .into_iter(),
+                ),
                 deadline,
             },
         }
@@ -227,7 +236,7 @@ impl<O: DeserializeOwned> Iterator for Map<O> {
                     ready,
                     deadline,
                 } => {
-                    if let Some(result) = ready.pop_front() {
+                    if let Some(result) = ready.next() {
                         return Some(result);
                     }
                     let Some(chunk) = chunks.pop_front() else {
@@ -235,7 +244,7 @@ impl<O: DeserializeOwned> Iterator for Map<O> {
                         return None;
                     };
                     match results_of(self.sig.name, &chunk, *deadline) {
-                        Ok(results) => ready.extend(results),
+                        Ok(results) => *ready = results,
                         Err(_timeout) => {
                             cancel_all(std::iter::once(&chunk).chain(chunks.iter()));
                             self.state = State::Done;
@@ -259,13 +268,42 @@ impl<O: DeserializeOwned> Iterator for Map<O> {
     }
 }
 
+/// The results of one chunk, yielded in order: in the common case its
+/// decoded outputs as they are, with no per-item wrapping or copying.
+enum Ready<O> {
+    /// Every item succeeded.
+    Values(std::vec::IntoIter<O>),
+    /// One result per item.
+    Results(std::vec::IntoIter<Result<O>>),
+}
+
+impl<O> Ready<O> {
+    fn len(&self) -> usize {
+        match self {
+            Ready::Values(values) => values.len(),
+            Ready::Results(results) => results.len(),
+        }
+    }
+}
+
+impl<O> Iterator for Ready<O> {
+    type Item = Result<O>;
+
+    fn next(&mut self) -> Option<Result<O>> {
+        match self {
+            Ready::Values(values) => values.next().map(Ok),
+            Ready::Results(results) => results.next(),
+        }
+    }
+}
+
 /// Waits for `chunk` and returns one result per input. `Err(())` at the
 /// deadline.
 fn results_of<O: DeserializeOwned>(
     task: &str,
     chunk: &Chunk,
     deadline: Option<Instant>,
-) -> std::result::Result<Vec<Result<O>>, ()> {
+) -> std::result::Result<Ready<O>, ()> {
     let outputs: Vec<Result<O>> = match &chunk.core {
         None => Vec::new(),
         Some(core) => match core.wait(deadline) {
@@ -273,23 +311,27 @@ fn results_of<O: DeserializeOwned>(
             Err(err) => (0..chunk.len - chunk.failed.len())
                 .map(|_| Err(err.clone()))
                 .collect(),
-            Ok(payload) => decode_chunk(task, &payload, chunk.len - chunk.failed.len()),
+            Ok(payload) => match decode_chunk(task, &payload, chunk.len - chunk.failed.len()) {
+                values @ Ready::Values(_) if chunk.failed.is_empty() => return Ok(values),
+                results => results.collect(),
+            },
         },
     };
     let mut outputs = outputs.into_iter();
     let mut failed = chunk.failed.iter().peekable();
-    Ok((0..chunk.len)
+    let results: Vec<Result<O>> = (0..chunk.len)
         .map(|i| match failed.next_if(|(pos, _)| *pos == i) {
             Some((_, err)) => Err(err.clone()),
             None => outputs.next().unwrap_or_else(|| Err(short_reply(task))),
         })
-        .collect())
+        .collect();
+    Ok(Ready::Results(results.into_iter()))
 }
 
-fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &Payload, len: usize) -> Vec<Result<O>> {
-    match payload {
+fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &Payload, len: usize) -> Ready<O> {
+    let results: Vec<Result<O>> = match payload {
         Payload::Value(bytes) => match decode_output::<Vec<O>>(task, bytes) {
-            Ok(values) if values.len() == len => values.into_iter().map(Ok).collect(),
+            Ok(values) if values.len() == len => return Ready::Values(values.into_iter()),
             Ok(_) => (0..len).map(|_| Err(short_reply(task))).collect(),
             // Some output does not decode: decode them one by one, so that
             // it fails alone.
@@ -308,7 +350,8 @@ fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &Payload, len: usize) 
                 Err(err) => Err(err.clone()),
             })
             .collect(),
-    }
+    };
+    Ready::Results(results.into_iter())
 }
 
 fn short_reply(task: &str) -> Error {

@@ -23,10 +23,11 @@ pub const DEFAULT_MAX_DEPTH: u32 = 10;
 pub enum WorkerProgram {
     /// Find one: the `LOKY_WORKER` environment variable (a path); else a file
     /// `loky-worker` in the directory of the current executable or its
-    /// parent; else `loky-worker` on `PATH`.
+    /// parent; else `loky-worker` on `PATH`. A `LOKY_WORKER` naming no file
+    /// is [`Error::WorkerNotFound`]: the other places are not tried.
     #[default]
     Discover,
-    /// This program.
+    /// The program at this path.
     Path(PathBuf),
     /// The current executable, which calls
     /// [`serve_if_worker`](https://docs.rs/loky/latest/loky/fn.serve_if_worker.html)
@@ -302,8 +303,18 @@ fn discover() -> Result<PathBuf> {
     let name = format!("loky-worker{}", std::env::consts::EXE_SUFFIX);
     let mut searched = Vec::new();
     if let Some(path) = std::env::var_os(env::WORKER_PROGRAM) {
-        // An explicit setting that is wrong is an error, not a hint.
-        return checked_program(Path::new(&path));
+        // An explicit setting that is wrong is an error, not a hint: no
+        // other place is tried.
+        let path = Path::new(&path);
+        if std::fs::symlink_metadata(path).is_err() {
+            searched.push(format!(
+                "${} = {} (no such file)",
+                env::WORKER_PROGRAM,
+                path.display()
+            ));
+            return Err(Error::WorkerNotFound(WorkerNotFound { searched }));
+        }
+        return checked_program(path);
     }
     searched.push(format!("${} (not set)", env::WORKER_PROGRAM));
     if let Ok(exe) = std::env::current_exe() {

@@ -50,7 +50,7 @@ fn broken_pool_error(ex: &ProcessPoolExecutor) -> Error {
 #[test]
 fn unknown_task_is_a_typed_error_and_the_pool_stays_usable() {
     let ex = common::pool(1);
-    match ex.submit(UNKNOWN, ()).unwrap().result() {
+    match common::run(&ex, UNKNOWN, ()) {
         Err(Error::UnknownTask(e)) => {
             assert_eq!(e.task(), "no_such_task");
             assert!(
@@ -60,13 +60,13 @@ fn unknown_task_is_a_typed_error_and_the_pool_stays_usable() {
         }
         other => panic!("expected UnknownTask, got {other:?}"),
     }
-    assert_eq!(ex.submit(SQUARE, 5).unwrap().result().unwrap(), 25);
+    assert_eq!(common::run(&ex, SQUARE, 5).unwrap(), 25);
 }
 
 #[test]
 fn mismatched_task_types_name_both_signatures_and_the_pool_stays_usable() {
     let ex = common::pool(1);
-    match ex.submit(SQUARE_AS_STRING, "x".into()).unwrap().result() {
+    match common::run(&ex, SQUARE_AS_STRING, "x".into()) {
         Err(Error::TaskMismatch(e)) => {
             assert_eq!(e.task(), "square");
             assert_eq!(
@@ -77,15 +77,13 @@ fn mismatched_task_types_name_both_signatures_and_the_pool_stays_usable() {
         }
         other => panic!("expected TaskMismatch, got {other:?}"),
     }
-    assert_eq!(ex.submit(SQUARE, 6).unwrap().result().unwrap(), 36);
+    assert_eq!(common::run(&ex, SQUARE, 6).unwrap(), 36);
 }
 
 #[test]
 fn a_program_that_is_not_a_worker_breaks_the_pool_with_the_reason() {
     let ex = pool_of("/bin/true").build().unwrap();
-    let err = ex.submit(SQUARE, 2).unwrap().result().unwrap_err();
-    assert!(matches!(err, Error::BrokenProcessPool(_)), "{err:?}");
-    let text = err.to_string();
+    let text = broken_pool_error(&ex).to_string();
     assert!(text.contains("/bin/true"), "{text}");
     assert!(text.contains("before its hello"), "{text}");
     assert!(text.contains("EXIT(0)"), "{text}");
@@ -192,9 +190,73 @@ fn a_worker_program_beside_the_executable_is_found_by_default() {
         .env_remove("LOKY_WORKER")
         .output()
         .unwrap();
+    assert_found_and_ran(&out);
+}
+
+/// `loky-test-parent discover` found a worker program and ran a task there.
+fn assert_found_and_ran(out: &std::process::Output) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "found a worker program"
+        lines,
+        ["found a worker program", "square of 7: Ok(49)"],
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{}", out.status);
+}
+
+/// A copy of `loky-test-parent` in a fresh directory of its own, with a
+/// `loky-worker` beside it that is no worker (it exits at once): a pool
+/// that used it would break.
+fn parent_beside_a_decoy(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let parent = dir.join("loky-test-parent");
+    std::fs::copy(env!("CARGO_BIN_EXE_loky-test-parent"), &parent).unwrap();
+    let decoy = script(&dir, "exit 1");
+    std::fs::rename(decoy, dir.join("loky-worker")).unwrap();
+    parent
+}
+
+#[test]
+fn the_loky_worker_variable_is_used_before_any_other_place() {
+    let parent = parent_beside_a_decoy("discovery-env");
+    let out = Command::new(&parent)
+        .arg("discover")
+        .env("LOKY_WORKER", common::worker_program())
+        .env("PATH", "")
+        .output()
+        .unwrap();
+    assert_found_and_ran(&out);
+}
+
+#[test]
+fn a_loky_worker_variable_naming_no_file_is_worker_not_found_listing_the_places_looked_at() {
+    // Alone in its directory and with an empty PATH, the parent finds no
+    // worker program anywhere, whether or not it looks past LOKY_WORKER.
+    let dir = scratch("discovery-env-missing");
+    let parent = dir.join("loky-test-parent");
+    std::fs::copy(env!("CARGO_BIN_EXE_loky-test-parent"), &parent).unwrap();
+    let missing = dir.join("no-such-worker");
+    let out = Command::new(&parent)
+        .arg("discover")
+        .env("LOKY_WORKER", &missing)
+        .env("PATH", "")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("error: "), "{text}");
+    assert!(text.contains("\nkind: WorkerNotFound\n"), "{text}");
+    let looked: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("looked in: "))
+        .collect();
+    let missing = missing.display().to_string();
+    assert!(
+        looked
+            .iter()
+            .any(|place| place.contains("$LOKY_WORKER") && place.contains(&missing)),
+        "{text}"
     );
 }
 
@@ -202,12 +264,8 @@ fn a_worker_program_beside_the_executable_is_found_by_default() {
 fn a_huge_payload_round_trips() {
     let ex = common::pool(1);
     let data = serde_bytes::ByteBuf::from(vec![0xa5u8; 64 << 20]);
-    let back = ex
-        .submit(loky::diagnostics::ECHO_BYTES, data.clone())
-        .unwrap()
-        .result()
-        .unwrap();
-    assert_eq!(back, data);
+    let back = common::run(&ex, loky::diagnostics::ECHO_BYTES, data.clone());
+    assert_eq!(back.unwrap(), data);
 }
 
 #[test]
@@ -220,5 +278,5 @@ fn a_payload_over_the_frame_limit_fails_alone() {
         err.to_string().contains("exceeds the maximum frame size"),
         "{err}"
     );
-    assert_eq!(ex.submit(SQUARE, 3).unwrap().result().unwrap(), 9);
+    assert_eq!(common::run(&ex, SQUARE, 3).unwrap(), 9);
 }

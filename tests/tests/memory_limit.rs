@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::RESULT_TIMEOUT;
 use loky::diagnostics::ALLOCATE;
 use loky::{CrashPolicy, Error};
 
@@ -31,20 +32,20 @@ fn a_task_over_the_limit_fails_and_the_pool_goes_on() {
         .on_worker_crash(CrashPolicy::Respawn)
         .build()
         .unwrap();
-    expect_memory_limit(ex.submit(ALLOCATE, 1 << 30).unwrap().result());
+    expect_memory_limit(common::run(&ex, ALLOCATE, 1 << 30));
     assert!(!ex.is_broken());
-    assert_eq!(
-        ex.submit(ALLOCATE, 10 << 20).unwrap().result().unwrap(),
-        10 << 20
-    );
+    assert_eq!(common::run(&ex, ALLOCATE, 10 << 20).unwrap(), 10 << 20);
 }
 
 #[test]
 fn under_the_default_policy_the_memory_limit_error_breaks_the_pool() {
     let ex = common::builder(1).memory_limit(LIMIT).build().unwrap();
-    expect_memory_limit(ex.submit(ALLOCATE, 1 << 30).unwrap().result());
+    expect_memory_limit(common::run(&ex, ALLOCATE, 1 << 30));
     match ex.submit(ALLOCATE, 1) {
         Err(err) => assert!(err.is_broken_pool(), "{err:?}"),
-        Ok(fut) => panic!("the pool took work after breaking: {:?}", fut.result()),
+        Ok(fut) => panic!(
+            "the pool took work after breaking: {:?}",
+            fut.result_timeout(RESULT_TIMEOUT)
+        ),
     }
 }

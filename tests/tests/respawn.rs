@@ -3,17 +3,51 @@
 
 mod common;
 
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::RESULT_TIMEOUT;
 use loky::diagnostics::{ECHO_I64, SEGFAULT};
-use loky::{CrashPolicy, Error};
+use loky::{CrashPolicy, Error, ProcessPoolExecutor};
+
+/// A pool of two test workers that respawns crashed workers.
+fn respawning_pool() -> ProcessPoolExecutor {
+    common::builder(2)
+        .on_worker_crash(CrashPolicy::Respawn)
+        .build()
+        .unwrap()
+}
+
+/// `fut` fails alone: its worker died of SIGSEGV running `segfault`; the
+/// dead worker's pid.
+fn segfaulted(fut: &loky::Future<()>) -> u32 {
+    match fut.result_timeout(RESULT_TIMEOUT) {
+        Err(Error::TerminatedWorker(t)) => {
+            assert_eq!(t.task(), Some("segfault"), "{t}");
+            assert_eq!(t.signal(), Some(libc::SIGSEGV), "{t}");
+            assert!(t.to_string().contains("`segfault`"), "{t}");
+            t.pid()
+        }
+        other => panic!("a segfault gave {other:?}"),
+    }
+}
+
+/// Within 10 s, `ex` is back to `n` live workers.
+fn assert_back_to(ex: &ProcessPoolExecutor, n: usize) {
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            let pids = ex.worker_pids();
+            pids.len() == n && pids.iter().all(|&pid| common::alive(pid))
+        }),
+        "back to {n} live workers, have {:?}",
+        ex.worker_pids()
+    );
+}
 
 #[test]
 fn only_the_crashing_tasks_fail_and_the_workers_are_replaced() {
-    let ex = common::builder(2)
-        .on_worker_crash(CrashPolicy::Respawn)
-        .build()
-        .unwrap();
+    let ex = respawning_pool();
     let mut echoes = Vec::new();
     let mut crashes = Vec::new();
     for i in 0..1000i64 {
@@ -27,35 +61,78 @@ fn only_the_crashing_tasks_fail_and_the_workers_are_replaced() {
     assert_eq!(echoes.len(), 950);
 
     for (i, fut) in &echoes {
-        assert_eq!(fut.result().unwrap(), *i, "echo of {i}");
+        let echo = fut.result_timeout(RESULT_TIMEOUT);
+        assert_eq!(echo.unwrap(), *i, "echo of {i}");
     }
-    let mut dead_pids = Vec::new();
-    for fut in &crashes {
-        match fut.result() {
-            Err(Error::TerminatedWorker(t)) => {
-                assert_eq!(t.task(), Some("segfault"), "{t}");
-                assert_eq!(t.signal(), Some(libc::SIGSEGV), "{t}");
-                assert!(t.to_string().contains("`segfault`"), "{t}");
-                dead_pids.push(t.pid());
-            }
-            other => panic!("a segfault gave {other:?}"),
-        }
-    }
+    let mut dead_pids: Vec<u32> = crashes.iter().map(segfaulted).collect();
     dead_pids.sort_unstable();
     dead_pids.dedup();
     assert_eq!(dead_pids.len(), 50, "each crash killed its own worker");
 
     assert!(!ex.is_broken());
-    assert!(
-        common::eventually(Duration::from_secs(10), || {
-            let pids = ex.worker_pids();
-            pids.len() == 2 && pids.iter().all(|&pid| common::alive(pid))
-        }),
-        "back to 2 live workers, have {:?}",
-        ex.worker_pids()
-    );
+    assert_back_to(&ex, 2);
     assert!(dead_pids.iter().all(|pid| !ex.worker_pids().contains(pid)));
-    assert_eq!(ex.submit(ECHO_I64, 42).unwrap().result().unwrap(), 42);
-    ex.shutdown(true);
+    assert_eq!(common::run(&ex, ECHO_I64, 42).unwrap(), 42);
+    assert!(common::shutdown_within(&ex, RESULT_TIMEOUT));
     assert!(common::zombies().is_empty(), "{:?}", common::zombies());
+}
+
+/// How long one echo may take while another thread keeps crashing workers.
+const ECHO_BOUND: Duration = Duration::from_secs(10);
+
+/// Sets its flag when dropped, even by a panic.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Submits `n` segfaults one after the other, each once the previous one
+/// failed; the pids of the workers they killed. Sets `done` at the end.
+fn keep_crashing(
+    ex: &ProcessPoolExecutor,
+    n: usize,
+    start: &Barrier,
+    done: &AtomicBool,
+) -> Vec<u32> {
+    start.wait();
+    let _done = SetOnDrop(done);
+    (0..n)
+        .map(|_| segfaulted(&ex.submit(SEGFAULT, ()).unwrap()))
+        .collect()
+}
+
+/// Submits echoes one after the other, at least `n` and until `done`; each
+/// must come back right within [`ECHO_BOUND`]. How many it made.
+fn keep_echoing(ex: &ProcessPoolExecutor, n: i64, start: &Barrier, done: &AtomicBool) -> i64 {
+    start.wait();
+    let mut i = 0;
+    while i < n || !done.load(Ordering::Relaxed) {
+        let echo = ex.submit(ECHO_I64, i).unwrap().result_timeout(ECHO_BOUND);
+        assert_eq!(echo.unwrap(), i, "echo of {i} while workers keep crashing");
+        assert!(!ex.is_broken());
+        i += 1;
+    }
+    i
+}
+
+#[test]
+fn a_task_that_keeps_crashing_does_not_starve_the_others() {
+    let ex = respawning_pool();
+    let (start, done) = (Barrier::new(2), AtomicBool::new(false));
+    let dead = std::thread::scope(|s| {
+        let crasher = s.spawn(|| keep_crashing(&ex, 100, &start, &done));
+        assert!(keep_echoing(&ex, 200, &start, &done) >= 200);
+        crasher.join().unwrap()
+    });
+    let mut distinct = dead.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 100, "each crash killed its own worker");
+    assert!(!ex.is_broken());
+    assert_back_to(&ex, ex.max_workers());
+    assert!(dead.iter().all(|pid| !ex.worker_pids().contains(pid)));
+    assert!(common::shutdown_within(&ex, RESULT_TIMEOUT));
 }

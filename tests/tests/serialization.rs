@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::RESULT_TIMEOUT;
 use loky::diagnostics::{ECHO_I64, PANIC, PID};
 use loky::{Error, Task};
 use loky_tests::{FLAKY, PICKY, PICKY_ARG, Picky, PickyArg, UNENCODABLE_OUTPUT};
@@ -31,8 +32,8 @@ fn arguments_that_fail_to_encode_fail_that_submit_and_the_pool_stays_usable() {
         }
         other => panic!("expected a serialization error, got {other:?}"),
     }
-    assert_eq!(before.result().unwrap(), 1);
-    assert_eq!(ex.submit(ECHO_I64, 2).unwrap().result().unwrap(), 2);
+    assert_eq!(before.result_timeout(RESULT_TIMEOUT).unwrap(), 1);
+    assert_eq!(common::run(&ex, ECHO_I64, 2).unwrap(), 2);
     assert!(!ex.is_broken());
 }
 
@@ -41,7 +42,7 @@ fn a_result_the_parent_cannot_decode_fails_that_future_alone() {
     let ex = common::pool(2);
     let futures: Vec<_> = (0..6).map(|n| ex.submit(PICKY, n).unwrap()).collect();
     for (n, fut) in (0u64..).zip(&futures) {
-        match fut.result() {
+        match fut.result_timeout(RESULT_TIMEOUT) {
             Ok(value) if n % 2 == 0 => assert_eq!(value, Picky(n)),
             Err(Error::Serialization(e)) if n % 2 == 1 => {
                 assert_eq!(e.task(), PICKY.name());
@@ -51,34 +52,31 @@ fn a_result_the_parent_cannot_decode_fails_that_future_alone() {
         }
     }
     assert!(!ex.is_broken());
-    assert_eq!(ex.submit(ECHO_I64, 3).unwrap().result().unwrap(), 3);
+    assert_eq!(common::run(&ex, ECHO_I64, 3).unwrap(), 3);
     assert_eq!(ex.worker_pids().len(), 2);
 }
 
 #[test]
 fn a_worker_that_cannot_decode_the_arguments_replies_with_an_error_and_stays_alive() {
     let ex = common::pool(1);
-    let pid = ex.submit(PID, ()).unwrap().result().unwrap();
-    match ex.submit(PICKY_ARG, PickyArg(3)).unwrap().result() {
+    let pid = common::run(&ex, PID, ()).unwrap();
+    match common::run(&ex, PICKY_ARG, PickyArg(3)) {
         Err(Error::Serialization(e)) => {
             assert_eq!(e.task(), PICKY_ARG.name());
             assert!(e.message().contains("argument 3 is odd"), "{e}");
         }
         other => panic!("expected a serialization error, got {other:?}"),
     }
-    assert_eq!(
-        ex.submit(PICKY_ARG, PickyArg(4)).unwrap().result().unwrap(),
-        4
-    );
-    assert_eq!(ex.submit(PID, ()).unwrap().result().unwrap(), pid);
+    assert_eq!(common::run(&ex, PICKY_ARG, PickyArg(4)).unwrap(), 4);
+    assert_eq!(common::run(&ex, PID, ()).unwrap(), pid);
     assert!(!ex.is_broken());
 }
 
 #[test]
 fn an_output_that_cannot_be_encoded_fails_with_serialization_and_the_worker_lives() {
     let ex = common::pool(1);
-    let pid = ex.submit(PID, ()).unwrap().result().unwrap();
-    match ex.submit(UNENCODABLE_OUTPUT, ()).unwrap().result() {
+    let pid = common::run(&ex, PID, ()).unwrap();
+    match common::run(&ex, UNENCODABLE_OUTPUT, ()) {
         Err(Error::Serialization(e)) => {
             assert_eq!(e.task(), UNENCODABLE_OUTPUT.name());
             assert!(
@@ -88,19 +86,19 @@ fn an_output_that_cannot_be_encoded_fails_with_serialization_and_the_worker_live
         }
         other => panic!("expected a serialization error, got {other:?}"),
     }
-    assert_eq!(ex.submit(PID, ()).unwrap().result().unwrap(), pid);
+    assert_eq!(common::run(&ex, PID, ()).unwrap(), pid);
     assert!(!ex.is_broken());
 }
 
 #[test]
 fn panics_travel_as_text() {
     let ex = common::pool(1);
-    let pid = ex.submit(PID, ()).unwrap().result().unwrap();
+    let pid = common::run(&ex, PID, ()).unwrap();
     let message = "a panic\nover two lines, with ünïcode and \"quotes\"";
     let err = ex
         .submit(PANIC, message.to_owned())
         .unwrap()
-        .result()
+        .result_timeout(RESULT_TIMEOUT)
         .unwrap_err();
     let Error::Task(remote) = &err else {
         panic!("expected Error::Task, got {err:?}");
@@ -116,7 +114,7 @@ fn panics_travel_as_text() {
     assert!(text.contains(PANIC.name()), "{text}");
     // A formatted panic (FLAKY formats its message in the worker).
     let ex = common::pool(1);
-    match ex.submit(FLAKY, 23).unwrap().result() {
+    match common::run(&ex, FLAKY, 23) {
         Err(Error::Task(remote)) => assert_eq!(remote.message(), "flaky task failed on 23"),
         other => panic!("expected Error::Task, got {other:?}"),
     }

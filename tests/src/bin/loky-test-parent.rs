@@ -6,15 +6,23 @@
 //!   prints `pids: P1 P2 ...` and waits for the sleeps; with DIR, each task
 //!   also starts a `sleep` process and writes its pid to `DIR/child-I`.
 //! - `discover`: builds an executor with default worker discovery and
-//!   prints the outcome.
+//!   prints the outcome: `found a worker program` and `square of 7: R` (the
+//!   `Result` of running `SQUARE 7` there), or `error: E`, `kind: K` (the
+//!   variant of `E`) and, for `WorkerNotFound`, a `looked in: P` line for
+//!   each place looked at.
 //! - `print WORKER LINE`: runs the task `PRINT LINE` on a worker of WORKER,
 //!   shuts down, then prints `parent done`.
+//! - `write WORKER STREAM BYTES TASKS`: on two workers of WORKER, runs TASKS
+//!   tasks that each write BYTES bytes to STREAM (`stdout` or `stderr`),
+//!   each followed by an echo; checks every result, then a 1 MiB echo,
+//!   shuts down, and prints `parent done` to stdout; panics (exit code 101)
+//!   on a wrong result.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use loky::{ProcessPoolExecutor, WorkerProgram};
+use loky::{Error, ProcessPoolExecutor, WorkerProgram};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,8 +30,12 @@ fn main() {
         Some("busy") => busy(&args[1..]),
         Some("discover") => discover(),
         Some("print") => print(&args[1..]),
+        Some("write") => write(&args[1..]),
         _ => {
-            eprintln!("usage: loky-test-parent busy WORKER N | discover | print WORKER LINE");
+            eprintln!(
+                "usage: loky-test-parent busy WORKER N | discover | print WORKER LINE \
+                 | write WORKER STREAM BYTES TASKS"
+            );
             std::process::exit(2);
         }
     }
@@ -65,8 +77,27 @@ fn busy(args: &[String]) {
 
 fn discover() {
     match ProcessPoolExecutor::new(1) {
-        Ok(_) => println!("found a worker program"),
-        Err(err) => println!("error: {err}"),
+        Ok(ex) => {
+            println!("found a worker program");
+            let square = ex
+                .submit(loky::diagnostics::SQUARE, 7)
+                .and_then(|fut| fut.result_timeout(Duration::from_secs(20)));
+            println!("square of 7: {square:?}");
+        }
+        Err(err) => {
+            println!("error: {err}");
+            let kind = match &err {
+                Error::WorkerNotFound(_) => "WorkerNotFound",
+                Error::Spawn(_) => "Spawn",
+                _ => "other",
+            };
+            println!("kind: {kind}");
+            if let Error::WorkerNotFound(e) = &err {
+                for place in e.searched() {
+                    println!("looked in: {place}");
+                }
+            }
+        }
     }
 }
 
@@ -80,6 +111,42 @@ fn print(args: &[String]) {
         .expect("submit")
         .result()
         .expect("the PRINT task succeeds");
+    ex.shutdown(true);
+    println!("parent done");
+}
+
+fn write(args: &[String]) {
+    const WAIT: Duration = Duration::from_secs(30);
+    let ex = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .worker_program(WorkerProgram::Path(PathBuf::from(&args[0])))
+        .build()
+        .expect("executor");
+    let task = match args[1].as_str() {
+        "stdout" => loky::diagnostics::WRITE_STDOUT,
+        "stderr" => loky::diagnostics::WRITE_STDERR,
+        other => panic!("no stream {other}"),
+    };
+    let bytes: u64 = args[2].parse().expect("BYTES is a number");
+    let tasks: i64 = args[3].parse().expect("TASKS is a number");
+    let calls: Vec<_> = (0..tasks)
+        .map(|i| {
+            let written = ex.submit(task, bytes).expect("submit");
+            let echo = ex.submit(loky::diagnostics::ECHO_I64, i).expect("submit");
+            (i, written, echo)
+        })
+        .collect();
+    for (i, written, echo) in calls {
+        assert_eq!(written.result_timeout(WAIT).expect("write"), bytes);
+        assert_eq!(echo.result_timeout(WAIT).expect("echo"), i);
+    }
+    let data = serde_bytes::ByteBuf::from(vec![0xa5u8; 1 << 20]);
+    let back = ex
+        .submit(loky::diagnostics::ECHO_BYTES, data.clone())
+        .expect("submit")
+        .result_timeout(WAIT)
+        .expect("echo of 1 MiB");
+    assert!(back == data, "the 1 MiB echo came back changed");
     ex.shutdown(true);
     println!("parent done");
 }

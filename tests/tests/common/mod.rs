@@ -128,3 +128,35 @@ pub fn shutdown_within(ex: &ProcessPoolExecutor, timeout: Duration) -> bool {
     }
     in_time
 }
+
+/// The bound on waiting for one result in the scenario tests: a regression
+/// fails the test with `Error::Timeout` instead of hanging it.
+pub const RESULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether every process of `pids` is reaped (gone, not even a zombie)
+/// within `timeout`.
+pub fn reaped_within(pids: &[u32], timeout: Duration) -> bool {
+    eventually(timeout, || pids.iter().all(|&pid| stat(pid).is_none()))
+}
+
+/// Whether every process of `pids` has stopped running (gone or a zombie)
+/// within `timeout`: for grandchildren, which someone else reaps.
+pub fn dead_within(pids: &[u32], timeout: Duration) -> bool {
+    eventually(timeout, || pids.iter().all(|&pid| !alive(pid)))
+}
+
+/// Submits `task(args)` to `ex` and waits up to [`RESULT_TIMEOUT`] for its
+/// result.
+///
+/// # Panics
+///
+/// If the submit fails.
+pub fn run<I, O>(ex: &ProcessPoolExecutor, task: loky::Task<I, O>, args: I) -> loky::Result<O>
+where
+    I: serde::Serialize,
+    O: serde::de::DeserializeOwned,
+{
+    ex.submit(task, args)
+        .expect("submit")
+        .result_timeout(RESULT_TIMEOUT)
+}

@@ -3,9 +3,11 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{Worker, value};
 use loky_proto::{CallError, CallKind, Outcome, encode_payload};
-use loky_worker::diagnostics::{ECHO, ECHO_BYTES, ECHO_I64, PANIC, PID, SQUARE};
+use loky_worker::diagnostics::{ECHO, ECHO_BYTES, ECHO_I64, PANIC, PID, SPIN, SQUARE};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -135,4 +137,41 @@ fn replies_come_in_call_order() {
     for id in 0..100 {
         assert_eq!(value::<i64>(worker.reply(id)), (id * id) as i64);
     }
+}
+
+/// CPU time (user and system) that process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The fields after the command name (in parentheses) start with the
+    // state; utime and stime are fields 14 and 15 of the whole line.
+    let (_, rest) = stat.rsplit_once(')').expect("a stat line");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+#[test]
+fn spin_busy_loops_for_its_duration_and_the_same_worker_serves_on() {
+    let mut worker = Worker::ready();
+    let duration = Duration::from_millis(500);
+    let cpu_before = cpu_time(worker.pid());
+    let started = Instant::now();
+    let iterations = worker.call(1, SPIN, &duration);
+    let elapsed = started.elapsed();
+    let cpu = cpu_time(worker.pid()) - cpu_before;
+    assert!(iterations > 0);
+    assert!(elapsed >= duration, "returned after {elapsed:?}");
+    // Generous for a loaded machine, yet far below a duration misread as
+    // seconds.
+    assert!(
+        elapsed < duration + Duration::from_secs(3),
+        "returned after {elapsed:?}"
+    );
+    // Busy, not asleep: even sharing a core with several others, a spinning
+    // worker gets a tenth of the time (a sleeping one gets next to none).
+    assert!(cpu >= duration / 10, "used {cpu:?} of CPU in {elapsed:?}");
+    assert_eq!(worker.call(2, PID, &()), worker.pid());
+    assert_eq!(worker.call(3, SQUARE, &-9), 81);
 }

@@ -1,14 +1,64 @@
-//! Idle timeout: idle workers leave cleanly (never taken for a crash) and
-//! the next submit starts new ones.
+//! Idle timeout: idle workers leave cleanly (never taken for a crash, nor
+//! logged as a problem) and the next submit starts new ones.
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard, Once, PoisonError};
 use std::time::Duration;
 
 use loky::diagnostics::{PID, SLEEP, SQUARE};
 
+/// Every log record of this test binary: its level and message.
+static RECORDS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+
+/// The test binary's logger: keeps every record in [`RECORDS`].
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let message = record.args().to_string();
+        let mut records = RECORDS.lock().unwrap_or_else(PoisonError::into_inner);
+        records.push((record.level(), message));
+    }
+
+    fn flush(&self) {}
+}
+
+/// Runs the tests of this file one at a time (under `cargo test` they
+/// share one process and its logger) and captures the log records of the
+/// calling test alone: installs [`Capture`] once and empties [`RECORDS`].
+fn serial_with_logs() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+    let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    RECORDS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+    serial
+}
+
+/// The warnings and errors logged since [`serial_with_logs`].
+fn problems_logged() -> Vec<(log::Level, String)> {
+    let records = RECORDS.lock().unwrap_or_else(PoisonError::into_inner);
+    records
+        .iter()
+        .filter(|(level, _)| *level <= log::Level::Warn)
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn idle_workers_leave_and_the_next_submit_respawns_them() {
+    let _serial = serial_with_logs();
     let ex = common::builder(2)
         .idle_timeout(Duration::from_millis(100))
         .build()
@@ -49,14 +99,22 @@ fn idle_workers_leave_and_the_next_submit_respawns_them() {
     );
     ex.shutdown(true);
     assert!(ex.worker_pids().is_empty());
+    // The supervisor handled the idle exits before the submit above: had
+    // it taken them for crashes or problems, it would have logged by now.
+    let logged = problems_logged();
+    assert!(logged.is_empty(), "idle exits were logged: {logged:#?}");
 }
 
 #[test]
 fn a_busy_worker_does_not_time_out() {
+    let _serial = serial_with_logs();
     let idle = Duration::from_millis(100);
     let ex = common::builder(1).idle_timeout(idle).build().unwrap();
     // Runs for several idle timeouts: the worker must not leave under it.
     ex.submit(SLEEP, idle * 5).unwrap().result().unwrap();
     assert!(!ex.is_broken());
     assert_eq!(ex.submit(SQUARE, 3).unwrap().result().unwrap(), 9);
+    ex.shutdown(true);
+    let logged = problems_logged();
+    assert!(logged.is_empty(), "{logged:#?}");
 }

@@ -1,10 +1,12 @@
 //! Worker recycling: `max_tasks_per_child`, and loky's memory-leak check
 //! (`LOKY_MAX_MEMORY_LEAK_SIZE`): a worker retires cleanly, is replaced, and
-//! no future fails.
+//! no future fails; the leak is reported once per executor through the
+//! `log` facade.
 
 mod common;
 
 use std::collections::HashMap;
+use std::sync::{Mutex, Once, PoisonError};
 use std::time::Duration;
 
 use loky::ProcessPoolExecutor;
@@ -41,35 +43,103 @@ fn concurrent_tasks_respect_max_tasks_per_child() {
     assert!(common::shutdown_within(&ex, Duration::from_secs(10)));
 }
 
-/// A pool of one worker that retires once it leaked 20 MB, checking after
-/// every call.
+/// How much a worker may leak before it retires (`LOKY_MAX_MEMORY_LEAK_SIZE`).
+const LEAK_LIMIT: u64 = 20_000_000;
+
+/// What one `LEAK` call leaks (it touches every page: resident memory grows
+/// by at least that much).
+const FIVE_MB: u64 = 5_000_000;
+
+/// The most leaking calls a worker runs after its first call (its baseline):
+/// it retires after the call that takes its growth past the limit, the
+/// fifth at the latest since each adds at least [`FIVE_MB`]; the margin is
+/// that one call. A threshold read at twice its scale would let it run
+/// eight.
+const MOST_LEAKS: usize = (LEAK_LIMIT / FIVE_MB) as usize + 1;
+
+/// The fewest leaking calls a retired worker surely ran (as counted by
+/// [`sure_leaks`]): growth past the limit takes four calls (besides the
+/// leaks, a worker's memory grows by far less than [`FIVE_MB`]), less the
+/// last one, which [`sure_leaks`] cannot place. A threshold read at half
+/// its scale would retire a worker after two calls.
+const FEWEST_LEAKS: usize = (LEAK_LIMIT / FIVE_MB) as usize - 1;
+
+/// How long one call may take before the test fails instead of hanging.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A pool of one worker that retires once it leaked [`LEAK_LIMIT`],
+/// checking after every call.
 fn leak_checked_pool() -> ProcessPoolExecutor {
     common::builder(1)
         .env("LOKY_MEMORY_CHECK_INTERVAL", "0")
-        .env("LOKY_MAX_MEMORY_LEAK_SIZE", "20000000")
+        .env("LOKY_MAX_MEMORY_LEAK_SIZE", LEAK_LIMIT.to_string())
         .build()
         .unwrap()
 }
 
-const FIVE_MB: u64 = 5_000_000;
+/// The pid of the worker that serves the next call.
+fn next_pid(ex: &ProcessPoolExecutor) -> u32 {
+    ex.submit(PID, ())
+        .unwrap()
+        .result_timeout(CALL_TIMEOUT)
+        .unwrap()
+}
 
-/// Leaks 5 MB twelve times, asking for the worker's pid after each leak;
-/// returns the pids in order, runs of the same worker folded into one.
-fn leak_twelve_times(ex: &ProcessPoolExecutor) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for _ in 0..12 {
-        assert_eq!(ex.submit(LEAK, FIVE_MB).unwrap().result().unwrap(), FIVE_MB);
-        pids.push(ex.submit(PID, ()).unwrap().result().unwrap());
+/// Leaks [`FIVE_MB`] `n` times, one call at a time, asking for the worker's
+/// pid first and after every leak: leak `i` ran between `pids[i]` and
+/// `pids[i + 1]`. Every future succeeds.
+fn leak(ex: &ProcessPoolExecutor, n: usize) -> Vec<u32> {
+    let mut pids = vec![next_pid(ex)];
+    for _ in 0..n {
+        let leaked = ex
+            .submit(LEAK, FIVE_MB)
+            .unwrap()
+            .result_timeout(CALL_TIMEOUT);
+        assert_eq!(leaked.unwrap(), FIVE_MB);
+        pids.push(next_pid(ex));
     }
-    pids.dedup();
     pids
 }
 
+/// The workers that served `pids`, in order: all but the last retired.
+fn workers(pids: &[u32]) -> Vec<u32> {
+    let mut workers = pids.to_vec();
+    workers.dedup();
+    workers
+}
+
+/// For each worker of `pids` (see [`leak`]), in order, the leaks it surely
+/// ran: those with its pid before and after. One with different pids
+/// around it straddles a retirement: either worker may have run it.
+fn sure_leaks(pids: &[u32]) -> Vec<(u32, usize)> {
+    workers(pids)
+        .into_iter()
+        .map(|worker| {
+            let sure = pids
+                .windows(2)
+                .filter(|around| around == &[worker, worker])
+                .count();
+            (worker, sure)
+        })
+        .collect()
+}
+
 #[test]
-fn a_leaking_worker_is_recycled_and_every_future_succeeds() {
+fn a_worker_is_recycled_once_its_leaks_pass_the_threshold_and_every_future_succeeds() {
     let ex = leak_checked_pool();
-    let pids = leak_twelve_times(&ex);
-    assert!(pids.len() >= 2, "never recycled: {pids:?}");
+    let pids = leak(&ex, 12);
+    let leaks = sure_leaks(&pids);
+    // Four leaks per worker: three workers retire.
+    assert!(leaks.len() >= 3, "recycled fewer than twice: {leaks:?}");
+    assert!(
+        leaks.iter().all(|&(_, n)| n <= MOST_LEAKS),
+        "a worker ran more than {MOST_LEAKS} leaks: {leaks:?}"
+    );
+    let (_, retired) = leaks.split_last().unwrap();
+    assert!(
+        retired.iter().all(|&(_, n)| n >= FEWEST_LEAKS),
+        "a worker retired after fewer than {FEWEST_LEAKS} leaks: {leaks:?}"
+    );
     assert!(!ex.is_broken());
     assert!(
         common::shutdown_within(&ex, Duration::from_secs(10)),
@@ -80,7 +150,7 @@ fn a_leaking_worker_is_recycled_and_every_future_succeeds() {
 #[test]
 fn a_retired_leaking_worker_exits_and_shutdown_completes() {
     let ex = leak_checked_pool();
-    let pids = leak_twelve_times(&ex);
+    let pids = workers(&leak(&ex, 12));
     let current = *pids.last().unwrap();
     let retired = &pids[..pids.len() - 1];
     assert!(!retired.is_empty(), "never recycled: {pids:?}");
@@ -91,4 +161,82 @@ fn a_retired_leaking_worker_exits_and_shutdown_completes() {
     let shut = common::shutdown_within(&ex, Duration::from_secs(10));
     assert!(gone, "retired workers {retired:?} still there: {live:?}");
     assert!(shut, "shutdown(wait = true) hangs");
+}
+
+/// Every log record of this test binary: its level and message.
+static RECORDS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+
+/// The test binary's logger: keeps every record in [`RECORDS`].
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let message = record.args().to_string();
+        let mut records = RECORDS.lock().unwrap_or_else(PoisonError::into_inner);
+        records.push((record.level(), message));
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs [`Capture`] as the logger of this test binary (once).
+fn capture_logs() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+/// The warnings logged so far that name one of `workers`. Tests running
+/// beside this one (under `cargo test`) have workers of their own.
+fn warnings_naming(workers: &[u32]) -> Vec<String> {
+    let records = RECORDS.lock().unwrap_or_else(PoisonError::into_inner);
+    records
+        .iter()
+        .filter(|(level, message)| {
+            *level == log::Level::Warn
+                && workers
+                    .iter()
+                    .any(|pid| message.contains(&format!("worker {pid} ")))
+        })
+        .map(|(_, message)| message.clone())
+        .collect()
+}
+
+/// Recycles the worker of a new leak-checked pool at least twice, shuts the
+/// pool down (after which its supervisor has handled every retirement) and
+/// returns the warnings that name its workers, and its retired workers.
+fn warnings_of_a_recycling_pool() -> (Vec<String>, Vec<u32>) {
+    let ex = leak_checked_pool();
+    let mut workers = workers(&leak(&ex, 12));
+    assert!(workers.len() >= 3, "recycled fewer than twice: {workers:?}");
+    assert!(common::shutdown_within(&ex, Duration::from_secs(10)));
+    let warnings = warnings_naming(&workers);
+    workers.pop();
+    (warnings, workers)
+}
+
+#[test]
+fn a_leak_is_logged_as_one_warning_per_executor() {
+    capture_logs();
+    for executor in ["first", "second"] {
+        let (warnings, retired) = warnings_of_a_recycling_pool();
+        assert_eq!(warnings.len(), 1, "{executor} executor: {warnings:#?}");
+        let warning = &warnings[0];
+        assert!(
+            warning.contains("LOKY_MAX_MEMORY_LEAK_SIZE") && warning.contains("memory leak"),
+            "{warning}"
+        );
+        assert!(
+            retired
+                .iter()
+                .any(|pid| warning.contains(&format!("worker {pid} is being replaced"))),
+            "{warning} names none of the retired workers {retired:?}"
+        );
+    }
 }

@@ -269,6 +269,29 @@ fn a_correct_round_passes() {
     assert_eq!(report("fabricated", ledger, hygiene).check(), []);
 }
 
+/// The value of the summary table's top-level row `label`, if it has one.
+fn row<'a>(stdout: &'a str, label: &str) -> Option<&'a str> {
+    stdout.lines().find_map(|line| {
+        let rest = line.strip_prefix("  ")?.strip_prefix(label)?;
+        // The label is padded with blanks; the value ends the line.
+        rest.starts_with(' ').then(|| rest.trim())
+    })
+}
+
+/// The counts of the closing line `chaos: N passed, M failed`.
+fn passed_and_failed(stdout: &str) -> (u64, u64) {
+    let closing = stdout.lines().last().unwrap_or_default();
+    closing
+        .strip_prefix("chaos: ")
+        .and_then(|rest| rest.strip_suffix(" failed"))
+        .and_then(|rest| rest.split_once(" passed, "))
+        .and_then(|(passed, failed)| Some((passed.parse().ok()?, failed.parse().ok()?)))
+        .unwrap_or_else(|| panic!("closing line {closing:?}"))
+}
+
+/// The summary rows that only leftover processes or descriptors fill.
+const HYGIENE_ROWS: [&str; 3] = ["orphans", "zombies", "leaked fds"];
+
 #[test]
 fn the_chaos_program_prints_its_summary() {
     let output = Command::new(env!("CARGO_BIN_EXE_loky-chaos"))
@@ -276,26 +299,74 @@ fn the_chaos_program_prints_its_summary() {
         .output()
         .expect("the chaos program runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    for row in [
-        "seed",
-        "tasks submitted",
-        "lost (must be 0)",
-        "faults injected",
-        "wall time",
-    ] {
-        assert!(stdout.contains(row), "no {row:?} in:\n{stdout}");
+    assert_eq!(
+        stdout.lines().next(),
+        Some("chaos: seed 1 (2 rounds; replay with --seed 1)"),
+        "{stdout}"
+    );
+    assert_eq!(row(&stdout, "seed"), Some("1"), "{stdout}");
+    assert_eq!(row(&stdout, "rounds"), Some("2"), "{stdout}");
+    for label in ["tasks submitted", "faults injected", "wall time"] {
+        assert!(row(&stdout, label).is_some(), "no {label:?} in:\n{stdout}");
     }
-    let closing = stdout.lines().last().unwrap_or_default();
-    let counts: Vec<u64> = closing
-        .strip_prefix("chaos: ")
-        .and_then(|rest| rest.strip_suffix(" failed"))
-        .map(|rest| {
-            rest.split(" passed, ")
-                .filter_map(|n| n.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    assert_eq!(counts.len(), 2, "closing line {closing:?}");
-    assert_eq!(counts[0] + counts[1], 2, "{stdout}");
-    assert_eq!(output.status.success(), counts[1] == 0, "{stdout}");
+    for class in Violation::CLASSES {
+        let label = format!("{class} (must be 0)");
+        assert_eq!(row(&stdout, &label), Some("0"), "{label}:\n{stdout}");
+    }
+    assert_eq!(passed_and_failed(&stdout), (2, 0), "{stdout}");
+    assert!(output.status.success(), "{:?}:\n{stdout}", output.status);
+}
+
+/// The self-test of the harness end to end: the real chaos program, run
+/// with the hidden `--self-test-bug` against the in-memory fake executor
+/// with an injected bug, reports the violation the bug causes, and only
+/// that, and exits with a failure.
+#[test]
+fn the_chaos_program_fails_when_its_executor_breaks_an_invariant() {
+    for (bug, class, example) in [
+        (Bug::DeadWorkerFuturesHang, "hung", "hung: `"),
+        (Bug::RespawnFailsHeldCalls, "wrong errors", "wrong error: `"),
+        (Bug::WrongEcho, "wrong results", "wrong result: `echo_i64`"),
+        (
+            Bug::WrongErrorKind,
+            "wrong errors",
+            "failed with ShutdownExecutor",
+        ),
+    ] {
+        // The fake is deterministic: these rounds of seed 3 meet each bug.
+        let output = Command::new(env!("CARGO_BIN_EXE_loky-chaos"))
+            .args([
+                "--self-test-bug",
+                bug.name(),
+                "--rounds",
+                "20",
+                "--seed",
+                "3",
+            ])
+            .output()
+            .expect("the chaos program runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let context = format!("{bug:?}: {:?}\n{stdout}", output.status);
+        assert!(
+            stdout.contains(&format!("fake executor with the bug {}", bug.name())),
+            "{context}"
+        );
+        assert_eq!(output.status.code(), Some(1), "{context}");
+        assert!(stdout.lines().any(|l| l.contains(" FAILED ")), "{context}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.trim_start().contains(" x ") && l.contains(example)),
+            "{context}"
+        );
+        let found = row(&stdout, &format!("{class} (must be 0)"));
+        assert!(found.is_some_and(|n| n != "0"), "{context}");
+        for clean in HYGIENE_ROWS.into_iter().chain(["lost"]) {
+            let label = format!("{clean} (must be 0)");
+            assert_eq!(row(&stdout, &label), Some("0"), "{label}: {context}");
+        }
+        let (passed, failed) = passed_and_failed(&stdout);
+        assert_eq!(passed + failed, 20, "{context}");
+        assert!(failed > 0, "{context}");
+    }
 }

@@ -33,6 +33,31 @@ pub enum Bug {
     WrongErrorKind,
 }
 
+impl Bug {
+    /// Every bug.
+    pub const ALL: [Bug; 4] = [
+        Bug::DeadWorkerFuturesHang,
+        Bug::RespawnFailsHeldCalls,
+        Bug::WrongEcho,
+        Bug::WrongErrorKind,
+    ];
+
+    /// Its name on the chaos program's command line (`--self-test-bug`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::DeadWorkerFuturesHang => "dead-worker-futures-hang",
+            Bug::RespawnFailsHeldCalls => "respawn-fails-held-calls",
+            Bug::WrongEcho => "wrong-echo",
+            Bug::WrongErrorKind => "wrong-error-kind",
+        }
+    }
+
+    /// The bug named `name`.
+    pub fn named(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+}
+
 /// Makes fake pools, with `bug` in them if set.
 #[derive(Debug, Default)]
 pub struct FakeBackend {

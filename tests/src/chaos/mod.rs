@@ -29,6 +29,15 @@
 //! fail with `TerminatedWorker` than workers died; no worker (or process a
 //! task started) outlives its pool or its parent; no zombie; no descriptor
 //! leaked.
+//!
+//! # Self-test
+//!
+//! The hidden option `--self-test-bug NAME` (left out of `--help`: it is
+//! no chaos run) runs the rounds against the in-memory fake executor of
+//! [`fake`] with the injected bug `NAME` ([`fake::Bug::name`]) instead of
+//! loky, by default on the `task-faults` scenario. Such a run must report
+//! the violation and exit with a failure: the end-to-end test of the
+//! harness (`tests/tests/chaos_harness.rs`) checks that the program does.
 
 pub mod backend;
 pub mod expect;
@@ -83,6 +92,7 @@ impl Command {
             only: None,
             scenario: None,
             verbose: false,
+            fake_bug: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -104,7 +114,22 @@ impl Command {
                 }
                 "-v" | "--verbose" => options.verbose = true,
                 "-h" | "--help" => return Ok(Command::Help),
+                "--self-test-bug" => {
+                    let name = args.next().ok_or("--self-test-bug needs a bug's name")?;
+                    let bug = fake::Bug::named(name).ok_or(format!("no bug is named {name:?}"))?;
+                    options.fake_bug = Some(bug);
+                }
                 other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        if options.fake_bug.is_some() {
+            // The fake has no processes: only generic scenarios run on it.
+            match options.scenario {
+                None => options.scenario = Some(scenario::Scenario::TaskFaults),
+                Some(s) if !s.is_generic() => {
+                    return Err(format!("the fake executor cannot run {}", s.name()));
+                }
+                Some(_) => {}
             }
         }
         Ok(Command::Run(options))
@@ -157,5 +182,37 @@ mod tests {
         assert!(parse(&["--seed"]).is_err());
         assert!(parse(&["--fast"]).is_err());
         assert!(USAGE.contains(&format!("(default: {DEFAULT_ROUNDS})")));
+    }
+
+    #[test]
+    fn the_self_test_option_selects_a_fake_with_a_bug_and_a_generic_scenario() {
+        let Ok(Command::Run(options)) = parse(&["--self-test-bug", "wrong-echo"]) else {
+            panic!("a run");
+        };
+        assert_eq!(options.fake_bug, Some(fake::Bug::WrongEcho));
+        assert_eq!(options.scenario, Some(scenario::Scenario::TaskFaults));
+        let Ok(Command::Run(options)) = parse(&[
+            "--scenario",
+            "kill-idle",
+            "--self-test-bug",
+            "dead-worker-futures-hang",
+        ]) else {
+            panic!("a run");
+        };
+        assert_eq!(options.scenario, Some(scenario::Scenario::KillIdle));
+        assert!(parse(&["--self-test-bug", "no-such-bug"]).is_err());
+        assert!(
+            parse(&[
+                "--self-test-bug",
+                "wrong-echo",
+                "--scenario",
+                "parent-killed"
+            ])
+            .is_err()
+        );
+        for bug in fake::Bug::ALL {
+            assert_eq!(fake::Bug::named(bug.name()), Some(bug));
+        }
+        assert!(!USAGE.contains("self-test"), "the option is hidden");
     }
 }

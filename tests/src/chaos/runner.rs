@@ -4,17 +4,19 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use loky::{Shutdown, WorkerProgram};
 
 use super::backend::{Backend, PoolSettings};
+use super::fake::{Bug, FakeBackend};
 use super::ledger::{Hygiene, Ledger, RoundReport, Violation};
 use super::loky_backend::LokyBackend;
 use super::model::{Call, Policy};
 use super::parent;
-use super::probe;
+use super::probe::{self, PidFd};
 use super::rng::Rng;
 use super::scenario::Scenario;
 use super::summary::Summary;
@@ -39,6 +41,36 @@ pub struct Options {
     pub scenario: Option<Scenario>,
     /// Print a line for every round, not only for failed ones.
     pub verbose: bool,
+    /// The harness's self-test: run against the in-memory fake executor
+    /// with this bug instead of loky; the run must fail.
+    pub fake_bug: Option<Bug>,
+}
+
+/// The executor a run puts to the test.
+#[derive(Debug, Clone)]
+enum Target {
+    /// loky: the chaos run proper.
+    Loky(LokyBackend),
+    /// The in-memory fake with an injected bug: the harness's self-test.
+    Fake(Arc<FakeBackend>),
+}
+
+impl Target {
+    /// The pools its rounds run on.
+    fn backend(&self) -> &dyn Backend {
+        match self {
+            Target::Loky(backend) => backend,
+            Target::Fake(backend) => &**backend,
+        }
+    }
+
+    /// The processes tasks started since the last call (none in a fake).
+    fn take_sleepers(&self) -> Vec<PidFd> {
+        match self {
+            Target::Loky(backend) => backend.take_sleepers(),
+            Target::Fake(_) => Vec::new(),
+        }
+    }
 }
 
 /// Without `--verbose`, a progress line every this many rounds.
@@ -64,16 +96,29 @@ pub fn run(options: Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let backend = LokyBackend::new(WorkerProgram::CurrentExe);
     println!(
         "chaos: seed {} ({} rounds; replay with --seed {})",
         options.seed, options.rounds, options.seed
     );
-    warm_up(&backend);
+    let target = match options.fake_bug {
+        None => {
+            let backend = LokyBackend::new(WorkerProgram::CurrentExe);
+            warm_up(&backend);
+            Target::Loky(backend)
+        }
+        Some(bug) => {
+            println!(
+                "chaos: self-test of the harness against the in-memory fake executor with \
+                 the bug {}: this run must fail",
+                bug.name()
+            );
+            Target::Fake(Arc::new(FakeBackend::new(Some(bug))))
+        }
+    };
     let started = Instant::now();
     let mut runner = Runner {
         options,
-        backend,
+        target,
         exe,
         summary: Summary::default(),
         known_bad: HashSet::new(),
@@ -107,7 +152,7 @@ fn warm_up(backend: &LokyBackend) {
 
 struct Runner {
     options: Options,
-    backend: LokyBackend,
+    target: Target,
     exe: PathBuf,
     summary: Summary,
     /// Processes already reported, so a leftover is blamed on one round.
@@ -171,12 +216,13 @@ impl Runner {
     /// Runs the scenario on a thread of its own, so that a hang is seen.
     fn execute(&self, round: u64, scenario: Scenario, mut rng: Rng) -> RoundEnd {
         let (tx, rx) = mpsc::channel();
-        let backend = self.backend.clone();
+        let target = self.target.clone();
         let exe = self.exe.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("chaos-round-{round}"))
             .spawn(move || {
-                let _ = tx.send(run_scenario(scenario, &backend, &exe, &mut rng, round));
+                let backend = target.backend();
+                let _ = tx.send(run_scenario(scenario, backend, &exe, &mut rng, round));
             });
         let Ok(thread) = spawned else {
             return RoundEnd::Panicked;
@@ -203,7 +249,7 @@ impl Runner {
     /// What is left after the round: processes tasks started that outlive
     /// their pool, children still running or unreaped, descriptors.
     fn hygiene(&mut self, fds_before: usize, mut orphans: Vec<u32>) -> Hygiene {
-        for sleeper in self.backend.take_sleepers() {
+        for sleeper in self.target.take_sleepers() {
             if !sleeper.wait_exit(SLEEPER_TIMEOUT) {
                 sleeper.send(libc::SIGKILL);
                 orphans.push(sleeper.pid());

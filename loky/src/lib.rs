@@ -102,3 +102,10 @@ pub use loky_core::{
 
 // Utilities.
 pub use loky_core::{cpu_count, cpu_count_physical};
+
+/// The README's Rust examples, compiled and run as doctests
+/// (`cargo test -p loky --doc`) so that the first example a user reads
+/// keeps working. Hidden: it exists only when rustdoc collects doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -50,6 +50,10 @@ pub const ABORT: Task<(), ()> = Task::new("abort");
 /// Kills the worker process with SIGSEGV, as a crash in native code would.
 pub const SEGFAULT: Task<(), ()> = Task::new("segfault");
 
+/// Recurses without end: the stack overflows (a real fault, which Rust's
+/// runtime reports on stderr before it aborts: the worker dies of SIGABRT).
+pub const STACK_OVERFLOW: Task<(), ()> = Task::new("stack_overflow");
+
 /// Panics with the given message.
 pub const PANIC: Task<String, ()> = Task::new("panic");
 
@@ -103,6 +107,9 @@ pub fn registry() -> Registry {
         .register(EXIT, |code| std::process::exit(code))
         .register(ABORT, |()| std::process::abort())
         .register(SEGFAULT, |()| os::raise_segfault())
+        .register(STACK_OVERFLOW, |()| {
+            recurse(0);
+        })
         .register(PANIC, |message| panic!("{message}"))
         .register(ALLOCATE, |len| {
             drop(touched(len));
@@ -123,6 +130,13 @@ pub fn registry() -> Registry {
             std::thread::sleep(duration);
         })
         .register(SPAWN_SLEEPER, spawn_sleeper)
+}
+
+/// Recursion the optimiser cannot turn into a loop.
+#[expect(unconditional_recursion, reason = "the point is to overflow the stack")]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    recurse(depth + 1) + frame[0]
 }
 
 fn square(x: i64) -> i64 {
@@ -197,7 +211,7 @@ mod tests {
     #[test]
     fn every_task_is_registered() {
         let names: Vec<_> = registry().tasks().into_iter().map(|t| t.name).collect();
-        assert_eq!(names.len(), 20);
+        assert_eq!(names.len(), 21);
         assert!(names.contains(&SPAWN_SLEEPER.name().to_owned()));
     }
 

@@ -7,6 +7,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use loky_proto::exit_code;
 
@@ -128,6 +130,88 @@ pub(crate) fn install_sigterm_handler() -> io::Result<()> {
         signal_hook::low_level::register(libc::SIGTERM, || terminate(EXIT_ON_SIGTERM))?;
     }
     Ok(())
+}
+
+/// The SIGSEGV and SIGBUS handlers in place before ours (std's, which
+/// report stack overflows), for real faults.
+static PREVIOUS_FAULT_ACTIONS: [AtomicPtr<libc::sigaction>; 2] = [
+    AtomicPtr::new(ptr::null_mut()),
+    AtomicPtr::new(ptr::null_mut()),
+];
+
+const FAULT_SIGNALS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
+
+/// Makes a SIGSEGV or SIGBUS sent by another process kill the worker, as it
+/// kills any C program. Rust's std handles both signals to report stack
+/// overflows, and after a signal that is no fault of the process its
+/// handler returns and the process runs on. Real faults still go to std's
+/// handler.
+pub(crate) fn install_sent_fault_handlers() -> io::Result<()> {
+    for (signal, previous) in FAULT_SIGNALS.into_iter().zip(&PREVIOUS_FAULT_ACTIONS) {
+        // SAFETY: both sigaction structs are valid for the call (zeroed is a
+        // valid sigaction); `on_fault_signal` has the SA_SIGINFO signature
+        // and is async-signal-safe; the old action is leaked into a static
+        // that lives as long as the process, before the new handler (which
+        // reads it) can run.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_fault_signal as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            let old = Box::into_raw(Box::new(std::mem::zeroed::<libc::sigaction>()));
+            previous.store(old, Ordering::Release);
+            if libc::sigaction(signal, &action, old) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Dies of a fault signal another process sent; hands a real fault to the
+/// handler that was in place before. Async-signal-safe.
+extern "C" fn on_fault_signal(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
+    let sent = unsafe { (*info).si_code } <= 0; // SI_USER, SI_QUEUE, SI_TKILL
+    let slot = FAULT_SIGNALS.iter().position(|&s| s == signal);
+    let previous = slot.map(|i| PREVIOUS_FAULT_ACTIONS[i].load(Ordering::Acquire));
+    match previous {
+        Some(previous) if !sent && !previous.is_null() => {
+            // SAFETY: `previous` points to the leaked old action, never freed.
+            let previous = unsafe { &*previous };
+            let handler = previous.sa_sigaction;
+            if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+                if previous.sa_flags & libc::SA_SIGINFO != 0 {
+                    // SAFETY: an SA_SIGINFO handler has this signature.
+                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                        unsafe { std::mem::transmute(handler) };
+                    f(signal, info, context);
+                } else {
+                    // SAFETY: a plain handler has this signature.
+                    let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+                    f(signal);
+                }
+                return;
+            }
+            // The faulting instruction runs again and kills the process.
+            // SAFETY: the default disposition is valid for this signal.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
+        _ => {
+            // Blocked while this handler runs: delivered, with the default
+            // action, as it returns.
+            // SAFETY: signal and raise are async-signal-safe and the default
+            // disposition is valid for this signal.
+            unsafe {
+                libc::signal(signal, libc::SIG_DFL);
+                libc::raise(signal);
+            }
+        }
+    }
 }
 
 /// Under a memory limit, turns the abort of a failed allocation into the

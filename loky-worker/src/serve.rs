@@ -134,6 +134,12 @@ fn run(registry: &Registry, fd: RawFd) -> ! {
 }
 
 fn install_signal_handlers() {
+    if let Err(err) = os::install_sent_fault_handlers() {
+        fatal(
+            exit_code::INTERNAL_ERROR,
+            &format!("cannot handle SIGSEGV and SIGBUS: {err}"),
+        );
+    }
     if let Err(err) = os::install_sigterm_handler() {
         fatal(
             exit_code::INTERNAL_ERROR,

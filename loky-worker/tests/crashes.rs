@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use common::{DEADLINE, Worker};
-use loky_worker::diagnostics::{ABORT, EXIT, SEGFAULT, SPAWN_SLEEPER};
+use loky_worker::diagnostics::{ABORT, EXIT, SEGFAULT, SLEEP, SPAWN_SLEEPER, STACK_OVERFLOW};
 
 #[test]
 fn exit_ends_the_worker_with_its_code() {
@@ -31,6 +31,33 @@ fn segfault_ends_the_worker_with_sigsegv() {
     worker.send_one(1, SEGFAULT, &());
     worker.expect_end();
     assert_eq!(worker.wait_exit(DEADLINE).signal(), Some(libc::SIGSEGV));
+}
+
+/// Rust's runtime handles SIGSEGV and SIGBUS (to report stack overflows)
+/// and, for a signal another process sent, would let the worker run on.
+#[test]
+fn a_sigsegv_or_sigbus_sent_from_outside_ends_the_worker_with_that_signal() {
+    for sent in [libc::SIGSEGV, libc::SIGBUS] {
+        let mut worker = Worker::ready();
+        worker.send_one(1, SLEEP, &Duration::from_secs(60));
+        common::signal(worker.pid(), sent);
+        assert_eq!(worker.wait_exit(DEADLINE).signal(), Some(sent));
+    }
+}
+
+#[test]
+fn a_stack_overflow_is_still_reported_by_the_rust_runtime() {
+    let mut worker = Worker::start_with(|command| {
+        command.stderr(std::process::Stdio::piped());
+    });
+    let mut stderr = worker.child.stderr.take().unwrap();
+    worker.hello();
+    worker.send_one(1, STACK_OVERFLOW, &());
+    worker.expect_end();
+    assert_eq!(worker.wait_exit(DEADLINE).signal(), Some(libc::SIGABRT));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+    assert!(text.contains("has overflowed its stack"), "{text}");
 }
 
 #[test]

@@ -108,6 +108,23 @@ fn external_sigkill_of_a_worker_gives_terminated_worker_with_sigkill() {
 }
 
 #[test]
+fn external_signals_to_a_worker_give_terminated_worker_naming_them() {
+    // SIGSEGV and SIGBUS included: Rust's runtime handles both, and the
+    // worker must still die of them as any process would.
+    for sent in [libc::SIGSEGV, libc::SIGBUS, libc::SIGABRT, libc::SIGINT] {
+        let (ex, pids) = started_pool(1);
+        let pid = common::run(&ex, PID, ()).unwrap();
+        let sleeping = ex.submit(SLEEP, Duration::from_secs(60)).unwrap();
+        // SAFETY: pid is our own live worker.
+        unsafe { libc::kill(pid as i32, sent) };
+        let t = failure(&sleeping);
+        assert_eq!(t.signal(), Some(sent), "{t}");
+        assert_eq!(t.pid(), pid);
+        assert_broken_and_clean(&ex, &pids, &t);
+    }
+}
+
+#[test]
 fn a_crash_kills_and_reaps_the_other_workers_before_any_shutdown() {
     let (ex, pids) = started_pool(2);
     let gate = Gate::new();

@@ -189,27 +189,53 @@ fn cgroup_dirs(root: &Path, cgroup: &str) -> Vec<PathBuf> {
 }
 
 /// The tightest cgroup CPU quota on this process, v2 and v1, in whole CPUs.
+fn cgroup_cpu_quota() -> Option<usize> {
+    let proc_self_cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let roots = CgroupRoots {
+        v2: Path::new(CGROUP_V2_ROOT),
+        v1_cpu: Path::new(CGROUP_V1_CPU_ROOT),
+    };
+    cgroup_cpu_quota_in(&roots, &proc_self_cgroup)
+}
+
+/// Where the cgroup hierarchies are mounted.
+#[derive(Debug, Clone, Copy)]
+struct CgroupRoots<'a> {
+    /// The cgroup v2 (unified) hierarchy.
+    v2: &'a Path,
+    /// The cgroup v1 `cpu` controller's hierarchy.
+    v1_cpu: &'a Path,
+}
+
+/// The tightest CPU quota, in whole CPUs, on the process that
+/// `proc_self_cgroup` (the contents of its `/proc/self/cgroup`) places in
+/// the hierarchies mounted at `roots`.
 ///
 /// A quota on any ancestor cgroup limits this one too, so every level is
 /// read. Directories that do not exist (a container that sees its own cgroup
 /// as the root) are skipped, which leaves the root's file as the fallback.
-fn cgroup_cpu_quota() -> Option<usize> {
-    let contents = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let membership = parse_proc_self_cgroup(&contents);
-    let v2 = cgroup_dirs(Path::new(CGROUP_V2_ROOT), membership.unified.unwrap_or("/"))
+fn cgroup_cpu_quota_in(roots: &CgroupRoots<'_>, proc_self_cgroup: &str) -> Option<usize> {
+    let membership = parse_proc_self_cgroup(proc_self_cgroup);
+    let v2 = cgroup_dirs(roots.v2, membership.unified.unwrap_or("/"))
         .into_iter()
-        .filter_map(|dir| parse_cgroup_v2_cpu_max(&fs::read_to_string(dir.join("cpu.max")).ok()?));
-    let v1 = cgroup_dirs(
-        Path::new(CGROUP_V1_CPU_ROOT),
-        membership.v1_cpu.unwrap_or("/"),
-    )
-    .into_iter()
-    .filter_map(|dir| {
-        let quota = fs::read_to_string(dir.join("cpu.cfs_quota_us")).ok()?;
-        let period = fs::read_to_string(dir.join("cpu.cfs_period_us")).ok()?;
-        parse_cgroup_v1_quota(&quota, &period)
-    });
+        .filter_map(|dir| read_cgroup_v2_quota(&dir));
+    let v1 = cgroup_dirs(roots.v1_cpu, membership.v1_cpu.unwrap_or("/"))
+        .into_iter()
+        .filter_map(|dir| read_cgroup_v1_quota(&dir));
     v2.chain(v1).min()
+}
+
+/// The quota of cgroup v2 directory `dir` (its `cpu.max`), if it has one.
+fn read_cgroup_v2_quota(dir: &Path) -> Option<usize> {
+    parse_cgroup_v2_cpu_max(&fs::read_to_string(dir.join("cpu.max")).ok()?)
+}
+
+/// The quota of cgroup v1 `cpu` directory `dir` (its `cpu.cfs_quota_us`
+/// and `cpu.cfs_period_us`), if it has one.
+fn read_cgroup_v1_quota(dir: &Path) -> Option<usize> {
+    let quota = fs::read_to_string(dir.join("cpu.cfs_quota_us")).ok()?;
+    let period = fs::read_to_string(dir.join("cpu.cfs_period_us")).ok()?;
+    parse_cgroup_v1_quota(&quota, &period)
 }
 
 /// Counts the distinct (`physical id`, `core id`) pairs in `/proc/cpuinfo`
@@ -432,6 +458,104 @@ mod tests {
             [root.to_path_buf(), root.join("a"), root.join("a/b")]
         );
         assert_eq!(cgroup_dirs(root, "/../../outside"), [root]);
+    }
+
+    /// A directory tree under the system's temporary directory, removed
+    /// when dropped.
+    struct TempTree(PathBuf);
+
+    impl TempTree {
+        /// A fresh empty directory, named after `test` and this process.
+        fn new(test: &str) -> Self {
+            let root = env::temp_dir().join(format!("loky-cpu-{test}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&root);
+            fs::create_dir_all(&root).expect("cannot create the temporary tree");
+            TempTree(root)
+        }
+
+        /// Writes `contents` to the file at `relative`, creating its
+        /// directories.
+        fn write(&self, relative: &str, contents: &str) {
+            let file = self.0.join(relative);
+            fs::create_dir_all(file.parent().expect("a file has a parent"))
+                .expect("cannot create a cgroup directory");
+            fs::write(&file, contents).expect("cannot write a cgroup file");
+        }
+
+        /// The quota that `proc_self_cgroup` gives with the v2 hierarchy
+        /// at `v2/` and the v1 `cpu` hierarchy at `v1/` of the tree.
+        fn quota(&self, proc_self_cgroup: &str) -> Option<usize> {
+            let (v2, v1_cpu) = (self.0.join("v2"), self.0.join("v1"));
+            let roots = CgroupRoots {
+                v2: &v2,
+                v1_cpu: &v1_cpu,
+            };
+            cgroup_cpu_quota_in(&roots, proc_self_cgroup)
+        }
+    }
+
+    impl Drop for TempTree {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn cgroup_v2_the_tightest_level_of_the_nested_cgroups_wins() {
+        let tree = TempTree::new("v2-nested");
+        tree.write("v2/cpu.max", "max 100000\n");
+        tree.write("v2/a/cpu.max", "400000 100000\n");
+        tree.write("v2/a/b/cpu.max", "250000 100000\n");
+        tree.write("v2/a/b/c/cpu.max", "800000 100000\n");
+        // An ancestor tighter than the process's own cgroup limits it.
+        assert_eq!(tree.quota("0::/a/b/c\n"), Some(3));
+        // A process's own cgroup tighter than its ancestors.
+        tree.write("v2/a/b/c/cpu.max", "150000 100000\n");
+        assert_eq!(tree.quota("0::/a/b/c\n"), Some(2));
+        // Levels below the process's cgroup do not count.
+        assert_eq!(tree.quota("0::/a\n"), Some(4));
+    }
+
+    #[test]
+    fn cgroup_v2_max_at_one_level_leaves_the_other_levels_in_force() {
+        let tree = TempTree::new("v2-max");
+        tree.write("v2/a/cpu.max", "300000 100000\n");
+        tree.write("v2/a/b/cpu.max", "max 100000\n");
+        assert_eq!(tree.quota("0::/a/b\n"), Some(3));
+        tree.write("v2/a/cpu.max", "max 100000\n");
+        assert_eq!(tree.quota("0::/a/b\n"), None);
+    }
+
+    #[test]
+    fn cgroup_v2_levels_missing_from_the_namespace_leave_the_root_in_force() {
+        let tree = TempTree::new("v2-namespace");
+        tree.write("v2/cpu.max", "200000 100000\n");
+        assert_eq!(tree.quota("0::/not/mounted/here\n"), Some(2));
+        assert_eq!(tree.quota(""), Some(2));
+    }
+
+    #[test]
+    fn cgroup_v1_quota_and_period_of_the_cpu_controller_give_the_quota() {
+        let tree = TempTree::new("v1");
+        let proc_self_cgroup = "4:memory:/other\n3:cpu,cpuacct:/docker/abc\n0::/\n";
+        tree.write("v1/cpu.cfs_quota_us", "-1\n");
+        tree.write("v1/cpu.cfs_period_us", "100000\n");
+        assert_eq!(tree.quota(proc_self_cgroup), None);
+        tree.write("v1/docker/abc/cpu.cfs_quota_us", "150000\n");
+        tree.write("v1/docker/abc/cpu.cfs_period_us", "100000\n");
+        assert_eq!(tree.quota(proc_self_cgroup), Some(2));
+        // A quota without its period is no quota.
+        tree.write("v1/other/cpu.cfs_quota_us", "100000\n");
+        assert_eq!(tree.quota("3:cpu:/other\n"), None);
+    }
+
+    #[test]
+    fn cgroup_v1_and_v2_quotas_together_the_smaller_wins() {
+        let tree = TempTree::new("v1-and-v2");
+        tree.write("v2/cpu.max", "300000 100000\n");
+        tree.write("v1/cpu.cfs_quota_us", "100000\n");
+        tree.write("v1/cpu.cfs_period_us", "100000\n");
+        assert_eq!(tree.quota("3:cpu:/\n0::/\n"), Some(1));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use loky::Error;
@@ -45,18 +46,29 @@ fn results_come_in_input_order() {
     );
 }
 
+/// With `max_tasks_per_child(1)` every worker runs a single call and
+/// leaves: the items of a chunk all ran on one worker, and every chunk on a
+/// worker of its own, only if each chunk was one call (items sent one by
+/// one would each run on a worker of their own).
 #[test]
 fn a_chunk_of_chunksize_items_travels_as_one_call() {
-    let ex = common::pool(4);
+    let ex = common::builder(1).max_tasks_per_child(1).build().unwrap();
     let pids: Vec<u32> = ex
-        .map(PID, vec![(); 64])
+        .map(PID, vec![(); 60])
         .chunksize(16)
         .collect::<loky::Result<_>>()
         .unwrap();
-    assert_eq!(pids.len(), 64);
-    for chunk in pids.chunks(16) {
+    assert_eq!(pids.len(), 60);
+    let chunks: Vec<&[u32]> = pids.chunks(16).collect();
+    for chunk in &chunks {
         assert!(chunk.iter().all(|&pid| pid == chunk[0]), "{chunk:?}");
     }
+    let workers: HashSet<u32> = chunks.iter().map(|chunk| chunk[0]).collect();
+    assert_eq!(
+        workers.len(),
+        chunks.len(),
+        "one worker per chunk: {pids:?}"
+    );
 }
 
 #[test]

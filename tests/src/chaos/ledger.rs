@@ -83,6 +83,7 @@ impl Ledger {
                 matches!(
                     f,
                     Fault::Signal(_)
+                        | Fault::TransferKill
                         | Fault::SegfaultTask
                         | Fault::AbortTask
                         | Fault::ExitTask

@@ -218,6 +218,10 @@ pub enum Outcome {
 pub enum Fault {
     /// A signal sent to a worker from outside.
     Signal(Signal),
+    /// A signal sent to a worker from outside while a call with a payload
+    /// of several MiB was still unresolved (counted instead of its
+    /// [`Fault::Signal`]).
+    TransferKill,
     /// A task that kills its worker with SIGSEGV.
     SegfaultTask,
     /// A task that aborts.
@@ -273,6 +277,7 @@ impl fmt::Display for Fault {
             Fault::Signal(Signal::Kill) => "SIGKILL from outside",
             Fault::Signal(Signal::Term) => "SIGTERM from outside",
             Fault::Signal(Signal::Segv) => "SIGSEGV from outside",
+            Fault::TransferKill => "kill during a large transfer",
             Fault::SegfaultTask => "segfaulting task",
             Fault::AbortTask => "aborting task",
             Fault::ExitTask => "exiting task",

@@ -9,8 +9,8 @@ use super::{
 };
 use crate::chaos::backend::{Pool, PoolSettings};
 use crate::chaos::expect::{Expect, Hazards};
-use crate::chaos::ledger::Ledger;
-use crate::chaos::model::{Call, Policy};
+use crate::chaos::ledger::{EntryId, Ledger};
+use crate::chaos::model::{Call, Fault, Outcome, Policy};
 use crate::chaos::rng::Rng;
 
 /// Exit codes of the `EXIT` task: none of them documented by loky.
@@ -102,7 +102,9 @@ pub(super) fn kill_idle(mut ctx: Ctx<'_>, rng: &mut Rng) {
     close(&*pool);
 }
 
-/// Workers killed while payloads of several MiB go to them and back.
+/// Workers killed while payloads of several MiB go to them and back; the
+/// kills that land while a large call is unresolved count as
+/// [`Fault::TransferKill`].
 pub(super) fn kill_during_payload(mut ctx: Ctx<'_>, rng: &mut Rng) {
     let policy = any_policy(rng);
     let Some(pool) = ctx.build(&PoolSettings::new(2, policy)) else {
@@ -123,18 +125,54 @@ pub(super) fn kill_during_payload(mut ctx: Ctx<'_>, rng: &mut Rng) {
         expects.push(Expect::new(big, &hazards));
         expects.push(Expect::new(good_call(rng), &hazards));
     }
-    let kills = rng.range(1, 2);
     let mut inflight = InFlight::default();
-    under_fire(&*pool, ctx.ledger, rng, (kills, (0, 25)), |ledger, _| {
-        for expect in expects {
-            inflight.submit(&*pool, ledger, expect, None);
-        }
-    });
+    let bigs: Vec<EntryId> = expects
+        .into_iter()
+        .filter_map(|expect| {
+            let big = matches!(expect.call, Call::EchoBytes { .. });
+            let id = inflight.submit(&*pool, ctx.ledger, expect, None);
+            big.then_some(id)
+        })
+        .collect();
+    for _ in 0..rng.range(1, 2) {
+        kill_mid_transfer(&*pool, ctx.ledger, &inflight, &bigs, rng);
+    }
     inflight.collect(ctx.ledger, RESOLVE_GRACE);
     if policy == Policy::Respawn {
         still_works(&*pool, ctx.ledger, &hazards, rng);
     }
     close(&*pool);
+}
+
+/// Kills a random worker of `pool` after a random delay of up to 25 ms,
+/// and records the kill as a [`Fault::TransferKill`] if one of the `bigs`
+/// calls was unresolved both before and just after the signal (a resolved
+/// future never becomes unresolved again, so that call was in flight when
+/// the signal landed), or as its [`Fault::Signal`] otherwise.
+fn kill_mid_transfer(
+    pool: &dyn Pool,
+    ledger: &mut Ledger,
+    inflight: &InFlight,
+    bigs: &[EntryId],
+    rng: &mut Rng,
+) {
+    let unresolved = |id: &&EntryId| {
+        inflight
+            .get(**id)
+            .is_some_and(|pending| pending.wait(Duration::ZERO) == Outcome::Hung)
+    };
+    // The delay is the fault's timing, not a wait for anything.
+    std::thread::sleep(rng.millis(0, 25));
+    let before: Vec<&EntryId> = bigs.iter().filter(unresolved).collect();
+    let delivered = kill_randomly(pool, rng.split(), 1, (0, 0));
+    let mid_transfer = before.iter().any(unresolved);
+    for fault in delivered {
+        ledger.fault(if mid_transfer {
+            Fault::TransferKill
+        } else {
+            fault
+        });
+    }
 }
 
 /// Runs `load` while a thread kills `kills.0` workers of `pool` after
@@ -176,7 +214,7 @@ pub(super) fn still_works(pool: &dyn Pool, ledger: &mut Ledger, hazards: &Hazard
 
 /// Two short sleeps, waited for: the pool's two workers are (most likely)
 /// both started and have both said hello.
-fn warm_up(pool: &dyn Pool, ledger: &mut Ledger, policy: Policy) {
+pub(super) fn warm_up(pool: &dyn Pool, ledger: &mut Ledger, policy: Policy) {
     let quiet = Hazards::quiet(policy);
     let mut warm = InFlight::default();
     for _ in 0..2 {

@@ -8,14 +8,17 @@ use loky::Shutdown;
 use super::faults::{still_works, under_fire};
 use super::{Ctx, InFlight, RESOLVE_GRACE, any_policy, close, good_call, good_calls, submit_all};
 use crate::chaos::backend::{Backend, Pool, PoolSettings};
-use crate::chaos::expect::{Expect, Hazards};
+use crate::chaos::expect::{Expect, Hazards, Success};
 use crate::chaos::ledger::{EntryId, Ledger};
-use crate::chaos::model::{Call, Fault, Policy};
+use crate::chaos::model::{Call, Fault, Outcome, Policy, Signal, Value};
 use crate::chaos::rng::Rng;
 
 /// A sleep far longer than any deadline of the suite: it ends only if
 /// killed.
 const LONG_SLEEP: Duration = Duration::from_secs(3);
+
+/// Workers of the reusable pools.
+const REUSABLE_WORKERS: usize = 2;
 
 /// A shutdown with random options while calls are queued and running.
 pub(super) fn shutdown_in_flight(mut ctx: Ctx<'_>, rng: &mut Rng) {
@@ -166,14 +169,14 @@ fn kill_futures(inflight: &InFlight, ledger: &mut Ledger, victims: &[(EntryId, b
     }
 }
 
-/// The reusable executor: broken by a crash, replaced by a fresh pool,
-/// reused while its settings match, and replaced (waiting or killing) while
-/// tasks run when they change.
+/// The reusable executor: broken by a crash or an external kill, replaced
+/// by a fresh pool, reused while its settings match, and replaced (waiting
+/// or killing) while tasks run when they change.
 pub(super) fn reusable(ctx: Ctx<'_>, rng: &mut Rng) {
     let settings = PoolSettings {
         kill_workers: rng.chance(50),
         generation: ctx.round * 2,
-        ..PoolSettings::new(2, Policy::BreakPool)
+        ..PoolSettings::new(REUSABLE_WORKERS, Policy::BreakPool)
     };
     let Some(fresh) = recover_from_break(ctx.backend, ctx.ledger, &settings, rng) else {
         return;
@@ -190,7 +193,8 @@ pub(super) fn reusable(ctx: Ctx<'_>, rng: &mut Rng) {
     replace_while_running(ctx.backend, ctx.ledger, &settings, &*fresh, rng);
 }
 
-/// Breaks the reusable pool with a crash; the next one is a fresh pool that
+/// Breaks the reusable pool with a crashing task or, chosen at random, an
+/// external signal to a busy worker; the next one is a fresh pool that
 /// works, which is returned.
 fn recover_from_break(
     backend: &dyn Backend,
@@ -199,7 +203,11 @@ fn recover_from_break(
     rng: &mut Rng,
 ) -> Option<Box<dyn Pool>> {
     let broken = reusable_pool(backend, ledger, settings)?;
-    break_it(&*broken, ledger, rng);
+    if rng.chance(50) {
+        break_it(&*broken, ledger, rng);
+    } else {
+        kill_busy_worker(&*broken, ledger, rng);
+    }
     let fresh = reusable_pool(backend, ledger, settings);
     close(&*broken);
     let fresh = fresh?;
@@ -286,6 +294,58 @@ fn break_it(pool: &dyn Pool, ledger: &mut Ledger, rng: &mut Rng) {
     ledger.require(pool.is_broken(), || {
         "a crash did not break the reusable pool".to_owned()
     });
+}
+
+/// Breaks `pool` with a random signal from outside to a worker known to
+/// have started (it answered a `PID` call) once every worker was given a
+/// sleep that only a kill ends, good calls queued behind: once the calls
+/// are resolved the pool must be broken and the long sleeps failed.
+fn kill_busy_worker(pool: &dyn Pool, ledger: &mut Ledger, rng: &mut Rng) {
+    let Some(victim) = started_worker(pool, ledger) else {
+        return;
+    };
+    let hazards = Hazards {
+        external_kills: true,
+        ..Hazards::quiet(Policy::BreakPool)
+    };
+    let mut inflight = InFlight::default();
+    for _ in 0..REUSABLE_WORKERS {
+        let sleep = Expect {
+            success: Success::Never,
+            ..Expect::new(Call::Sleep(LONG_SLEEP), &hazards)
+        };
+        inflight.submit(pool, ledger, sleep, None);
+    }
+    let calls = good_calls(rng, 3, 10);
+    submit_all(pool, ledger, &mut inflight, calls, &hazards, rng);
+    // The delay is the fault's timing, not a wait for anything.
+    std::thread::sleep(rng.millis(0, 5));
+    let signal = *rng.pick(&Signal::ALL);
+    let sent = pool.signal(victim, signal);
+    ledger.require(sent, || {
+        format!("could not send {signal:?} to worker {victim}")
+    });
+    if sent {
+        ledger.fault(Fault::Signal(signal));
+    }
+    inflight.collect(ledger, RESOLVE_GRACE);
+    ledger.require(pool.is_broken(), || {
+        format!("{signal:?} from outside did not break the reusable pool")
+    });
+}
+
+/// The pid of a worker of `pool` that has started: the one that answers a
+/// `PID` call (recorded as any other call).
+fn started_worker(pool: &dyn Pool, ledger: &mut Ledger) -> Option<u32> {
+    let mut probe = InFlight::default();
+    let quiet = Hazards::quiet(Policy::BreakPool);
+    let id = probe.submit(pool, ledger, Expect::new(Call::Pid, &quiet), None);
+    let pid = match probe.get(id)?.wait(RESOLVE_GRACE) {
+        Outcome::Value(Value::Pid(pid)) => Some(pid),
+        _ => None,
+    };
+    probe.collect(ledger, RESOLVE_GRACE);
+    pid
 }
 
 /// Good calls that must all succeed.

@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use loky_proto::exit_code;
 
@@ -121,13 +121,27 @@ fn set_cloexec(fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// On SIGTERM (the executor sets it as the worker's parent-death signal, and
-/// sends it to stop a worker), end the worker as on the channel's EOF.
+/// The worker's parent when it started: its executor.
+static EXECUTOR_PID: AtomicU32 = AtomicU32::new(0);
+
+/// On SIGTERM, the worker dies of it (so its executor reports SIGTERM, and
+/// kills what is left of its process group as it reaps it). When it is the
+/// parent-death signal (the executor died), there is no executor to do
+/// that: the worker ends as on the channel's EOF, killing its group.
 pub(crate) fn install_sigterm_handler() -> io::Result<()> {
-    // SAFETY: the action calls only `terminate`, which is async-signal-safe
-    // (getpgrp, getpid, kill, _exit).
+    EXECUTOR_PID.store(parent_pid(), Ordering::Relaxed);
+    // SAFETY: the action calls only getppid, signal, raise and `terminate`
+    // (getpgrp, getpid, kill, _exit): all async-signal-safe.
     unsafe {
-        signal_hook::low_level::register(libc::SIGTERM, || terminate(EXIT_ON_SIGTERM))?;
+        signal_hook::low_level::register(libc::SIGTERM, || {
+            if parent_pid() != EXECUTOR_PID.load(Ordering::Relaxed) {
+                terminate(EXIT_ON_SIGTERM);
+            }
+            // Blocked while the handler runs: delivered with the default
+            // action as it returns.
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            libc::raise(libc::SIGTERM);
+        })?;
     }
     Ok(())
 }

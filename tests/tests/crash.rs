@@ -111,7 +111,13 @@ fn external_sigkill_of_a_worker_gives_terminated_worker_with_sigkill() {
 fn external_signals_to_a_worker_give_terminated_worker_naming_them() {
     // SIGSEGV and SIGBUS included: Rust's runtime handles both, and the
     // worker must still die of them as any process would.
-    for sent in [libc::SIGSEGV, libc::SIGBUS, libc::SIGABRT, libc::SIGINT] {
+    for sent in [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGTERM,
+        libc::SIGABRT,
+        libc::SIGINT,
+    ] {
         let (ex, pids) = started_pool(1);
         let pid = common::run(&ex, PID, ()).unwrap();
         let sleeping = ex.submit(SLEEP, Duration::from_secs(60)).unwrap();

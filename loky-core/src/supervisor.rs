@@ -937,7 +937,7 @@ impl Supervisor {
 
     fn spawn(&mut self) -> Result<(), Error> {
         let command = self.config.command();
-        let spawned = os::spawn_worker(command, self.config.memory_limit).map_err(|e| {
+        let spawned = os::spawn_worker(&command).map_err(|e| {
             Error::broken(format!(
                 "could not start worker program `{}`: {e}",
                 self.config.program.display()

@@ -15,7 +15,6 @@ use std::io::{self, BufWriter, Write};
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::process::Child;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -218,7 +217,7 @@ pub(crate) fn start(
     settings: &LinkSettings,
     events: Sender<Event>,
 ) -> io::Result<Worker> {
-    let link = Arc::new(Link::new(id, spawned.child.id()));
+    let link = Arc::new(Link::new(id, spawned.process.id()));
     let write_end = spawned.channel.try_clone()?;
     let direct = spawned.channel.try_clone()?;
     let backlog = Arc::new(AtomicUsize::new(0));
@@ -226,7 +225,7 @@ pub(crate) fn start(
     let reader = Reader {
         link: link.clone(),
         channel: spawned.channel,
-        child: spawned.child,
+        process: spawned.process,
         pidfd: spawned.pidfd,
         events,
         settings: settings.clone(),
@@ -292,7 +291,7 @@ enum End {
 struct Reader {
     link: Arc<Link>,
     channel: UnixStream,
-    child: Child,
+    process: os::Process,
     pidfd: Option<OwnedFd>,
     events: Sender<Event>,
     settings: LinkSettings,
@@ -347,7 +346,7 @@ impl Reader {
     fn reap(&mut self) -> WorkerExit {
         let mut reaped = lock(&self.link.reaped);
         os::signal_group(self.link.pid, os::SIGKILL);
-        let exit = match self.child.wait() {
+        let exit = match self.process.wait() {
             Ok(status) => WorkerExit::from_status(status),
             Err(_) => WorkerExit::Code(-1),
         };

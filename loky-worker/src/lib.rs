@@ -28,15 +28,17 @@
 //!   backtrace, and the worker serves on. The runtime prints nothing on
 //!   stdout or stderr (they belong to the tasks) except one line before a
 //!   fatal error.
-//! - The worker ends as soon as its channel reaches end of file or it gets
-//!   SIGTERM, even while a task runs. When its executor is gone (end of
-//!   file, or SIGTERM as the parent-death signal), a worker that leads its
-//!   process group (as an executor starts it) takes the whole group with it,
-//!   so nothing a task spawned outlives it; otherwise it dies of the
-//!   SIGTERM, and the executor kills the rest of the group as it reaps it.
-//! - A SIGSEGV or SIGBUS that another process sends kills the worker, as it
-//!   would any process (Rust's runtime handles both signals to report stack
-//!   overflows, which it still does).
+//! - The worker ends as soon as its channel reaches end of file or its
+//!   parent dies (Linux: SIGHUP as the parent-death signal, armed first
+//!   thing), even while a task runs; a worker that leads its process group
+//!   (as an executor starts it) then takes the whole group with it, so
+//!   nothing a task spawned outlives it. A worker whose executor died before
+//!   it could arm that signal ends quietly instead of serving.
+//! - Signals others send end the worker as they end any process (SIGTERM
+//!   from its executor's deadlines and kills included); its executor reports
+//!   the signal and kills the rest of the group as it reaps the worker.
+//!   That holds for SIGSEGV and SIGBUS too, which Rust's runtime handles to
+//!   report stack overflows (which it still does).
 //! - Malformed input, a failed channel and a panic of the runtime itself end
 //!   the worker with the documented [`loky_proto::exit_code`]s.
 //! - Like loky, a worker whose resident memory grew by more than

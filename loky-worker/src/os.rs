@@ -8,13 +8,9 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use loky_proto::exit_code;
-
-/// Exit status of a worker that ended on SIGTERM without leading a process
-/// group: 128 + 15, what a shell reports for a process killed by SIGTERM.
-const EXIT_ON_SIGTERM: i32 = 128 + libc::SIGTERM;
 
 /// The pid of this process's parent.
 pub(crate) fn parent_pid() -> u32 {
@@ -49,6 +45,84 @@ pub(crate) fn wait_for_hangup(stream: &UnixStream) {
         if n > 0 && fd.revents != 0 {
             return;
         }
+    }
+}
+
+/// Arms this process's parent-death signal (Linux), then makes sure the
+/// parent is still `executor`: had it died before, the signal would never
+/// come, and the worker ends at once as on its channel's end.
+pub(crate) fn die_with_parent(executor: u32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number only.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    if parent_pid() != executor {
+        terminate(0);
+    }
+    Ok(())
+}
+
+/// Caps this process's address space at `bytes` (`RLIMIT_AS`).
+pub(crate) fn limit_address_space(bytes: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: limit is a valid rlimit for the duration of the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `fd` is a Unix socket that process `pid` created (the channel
+/// an executor gave its worker) and whose other end is closed. Linux only;
+/// elsewhere false.
+pub(crate) fn is_closed_channel_from(fd: RawFd, pid: u32) -> bool {
+    is_socket_from(fd, pid) && is_hung_up(fd)
+}
+
+fn is_hung_up(fd: RawFd) -> bool {
+    #[cfg(target_os = "linux")]
+    let events = libc::POLLRDHUP;
+    #[cfg(not(target_os = "linux"))]
+    let events = 0;
+    let mut poll_fd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: poll_fd is one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut poll_fd, 1, 0) };
+    n > 0 && poll_fd.revents & (events | libc::POLLHUP) != 0
+}
+
+fn is_socket_from(fd: RawFd, pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: zeroed is a valid ucred; getsockopt writes at most `len`
+        // bytes into it and fails cleanly on a descriptor that is closed or
+        // not a socket.
+        unsafe {
+            let mut cred: libc::ucred = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+            let ok = libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&raw mut cred).cast(),
+                &mut len,
+            ) == 0;
+            ok && cred.pid as u32 == pid
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (fd, pid);
+        false
     }
 }
 
@@ -121,27 +195,22 @@ fn set_cloexec(fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// The worker's parent when it started: its executor.
-static EXECUTOR_PID: AtomicU32 = AtomicU32::new(0);
+/// The parent-death signal: not SIGTERM, which the worker must die of
+/// (so that its executor reports it) when someone else sends it.
+const PARENT_DEATH_SIGNAL: libc::c_int = libc::SIGHUP;
 
-/// On SIGTERM, the worker dies of it (so its executor reports SIGTERM, and
-/// kills what is left of its process group as it reaps it). When it is the
-/// parent-death signal (the executor died), there is no executor to do
-/// that: the worker ends as on the channel's EOF, killing its group.
-pub(crate) fn install_sigterm_handler() -> io::Result<()> {
-    EXECUTOR_PID.store(parent_pid(), Ordering::Relaxed);
-    // SAFETY: the action calls only getppid, signal, raise and `terminate`
-    // (getpgrp, getpid, kill, _exit): all async-signal-safe.
+/// Exit status of a worker that ended on its parent's death without leading
+/// a process group: 128 + SIGHUP, what a shell reports for that signal.
+const EXIT_ON_PARENT_DEATH: i32 = 128 + PARENT_DEATH_SIGNAL;
+
+/// On the parent-death signal, end the worker as on the channel's end: a
+/// group leader takes its group with it, as there is no executor left to
+/// kill it.
+pub(crate) fn install_parent_death_handler() -> io::Result<()> {
+    // SAFETY: the action calls only `terminate`, which is async-signal-safe
+    // (getpgrp, getpid, kill, _exit).
     unsafe {
-        signal_hook::low_level::register(libc::SIGTERM, || {
-            if parent_pid() != EXECUTOR_PID.load(Ordering::Relaxed) {
-                terminate(EXIT_ON_SIGTERM);
-            }
-            // Blocked while the handler runs: delivered with the default
-            // action as it returns.
-            libc::signal(libc::SIGTERM, libc::SIG_DFL);
-            libc::raise(libc::SIGTERM);
-        })?;
+        signal_hook::low_level::register(PARENT_DEATH_SIGNAL, || terminate(EXIT_ON_PARENT_DEATH))?;
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ use crate::{Registry, os, panic};
 /// ```
 pub fn serve(registry: Registry) -> ! {
     match worker_channel() {
-        Some(fd) => run(&registry, fd),
+        Some((fd, executor)) => run(&registry, fd, executor),
         None => introduce(&registry),
     }
 }
@@ -53,8 +53,8 @@ pub fn serve(registry: Registry) -> ! {
 /// }
 /// ```
 pub fn serve_if_worker(registry: &Registry) {
-    if let Some(fd) = worker_channel() {
-        run(registry, fd)
+    if let Some((fd, executor)) = worker_channel() {
+        run(registry, fd, executor)
     }
 }
 
@@ -66,11 +66,24 @@ pub fn is_worker() -> bool {
     worker_channel().is_some()
 }
 
-/// The channel's fd, if this process is a worker.
-fn worker_channel() -> Option<RawFd> {
+/// The channel's fd and the executor's pid, if this process is a worker.
+///
+/// A worker whose executor died while it started (before it armed its
+/// parent-death signal) ends here, quietly: run as the application instead,
+/// it would outlive its executor.
+fn worker_channel() -> Option<(RawFd, u32)> {
     let value = std::env::var(env::CHANNEL).ok()?;
-    let (fd, parent) = env::parse_channel_value(&value)?;
-    (os::parent_pid() == parent).then_some(fd)
+    let (fd, executor) = env::parse_channel_value(&value)?;
+    if os::parent_pid() == executor {
+        return Some((fd, executor));
+    }
+    // Another parent: a process a task started (it inherited the variable
+    // but not the channel), or a worker whose executor died (its channel
+    // from the executor is closed at the other end).
+    if os::is_closed_channel_from(fd, executor) {
+        os::exit_now(0);
+    }
+    None
 }
 
 /// What a worker program run by hand prints.
@@ -97,7 +110,23 @@ fn program() -> String {
 
 /// The worker: set up, say hello, serve calls until the channel ends the
 /// process.
-fn run(registry: &Registry, fd: RawFd) -> ! {
+fn run(registry: &Registry, fd: RawFd, executor: u32) -> ! {
+    if let Err(err) = os::die_with_parent(executor) {
+        fatal(
+            exit_code::INTERNAL_ERROR,
+            &format!("cannot arm the parent-death signal: {err}"),
+        );
+    }
+    if let Some(limit) = std::env::var(env::MEMORY_LIMIT)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        && let Err(err) = os::limit_address_space(limit)
+    {
+        fatal(
+            exit_code::INTERNAL_ERROR,
+            &format!("cannot set the memory limit of {limit} bytes: {err}"),
+        );
+    }
     panic::install_hook();
     panic::set_runtime_thread();
     let stream = os::take_channel(fd).unwrap_or_else(|err| {
@@ -140,10 +169,10 @@ fn install_signal_handlers() {
             &format!("cannot handle SIGSEGV and SIGBUS: {err}"),
         );
     }
-    if let Err(err) = os::install_sigterm_handler() {
+    if let Err(err) = os::install_parent_death_handler() {
         fatal(
             exit_code::INTERNAL_ERROR,
-            &format!("cannot handle SIGTERM: {err}"),
+            &format!("cannot handle the parent-death signal: {err}"),
         );
     }
     let limited = std::env::var_os(env::MEMORY_LIMIT).is_some();

@@ -48,6 +48,29 @@ fn run_by_hand_it_says_what_it_is_and_exits_2() {
     assert!(output.stderr.is_empty());
 }
 
+/// The executor died after starting the worker and before the worker
+/// armed its parent-death signal: the worker ends quietly rather than run
+/// as the program it also is (an application calling `serve_if_worker`
+/// would otherwise run on, orphaned).
+#[test]
+fn a_worker_whose_executor_died_as_it_started_ends_quietly() {
+    let (parent, child_end) = UnixStream::pair().unwrap();
+    drop(parent);
+    // As above, the shell stands in for the dead executor's successor as
+    // the worker's parent.
+    let mut shell = worker_command("sh", &child_end);
+    shell
+        .args(["-c", r#""$0"; exit $?"#, WORKER])
+        .stdout(Stdio::piped());
+    let mut child = shell.spawn().unwrap();
+    drop(child_end);
+    let status = wait_exit(&mut child, DEADLINE);
+    assert_eq!(status.code(), Some(0));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
 #[test]
 fn a_process_that_inherits_the_channel_but_not_the_parent_is_no_worker() {
     let (_parent, child_end) = UnixStream::pair().unwrap();

@@ -1,98 +1,243 @@
 //! Unix: spawning workers with a private channel on fd 3, watching their
 //! exit with a pidfd, and signalling their process groups.
 
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use loky_proto::env;
 
 /// A started worker process and the parent's end of its channel.
 pub(crate) struct SpawnedWorker {
-    pub(crate) child: Child,
+    pub(crate) process: Process,
     pub(crate) channel: UnixStream,
     /// A descriptor that becomes readable when the process exits, where the
     /// kernel has pidfds.
     pub(crate) pidfd: Option<OwnedFd>,
 }
 
-/// Starts `command` as a worker: its channel end as fd 3, stdin from
-/// `/dev/null`, in its own process group, `SIGTERM` on the death of the
-/// spawning thread, and an address-space limit if `memory_limit` is set.
+/// A child process this crate started. Dropped before it was reaped, it is
+/// killed and reaped: it never outlives its handle as a zombie.
+#[derive(Debug)]
+pub(crate) struct Process {
+    pid: u32,
+    reaped: bool,
+}
+
+impl Process {
+    pub(crate) fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the process to exit and reaps it.
+    pub(crate) fn wait(&mut self) -> io::Result<ExitStatus> {
+        let mut status = 0;
+        loop {
+            // SAFETY: status is a valid int for the call; the pid is our
+            // unreaped child, so it cannot belong to another process.
+            let pid = unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, 0) };
+            if pid >= 0 {
+                self.reaped = true;
+                return Ok(ExitStatus::from_raw(status));
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // SAFETY: the pid is our unreaped child (see `wait`).
+            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+            let _ = self.wait();
+        }
+    }
+}
+
+/// Starts `command` (its program, arguments and environment; nothing else
+/// of it is used) as a worker: its channel end as fd 3, stdin from
+/// `/dev/null`, stdout and stderr inherited, in its own process group, with
+/// default signal dispositions and an empty signal mask.
 ///
+/// With `posix_spawn`, which does not copy the parent's page tables nor
+/// leave its memory copy-on-write while the child starts: the cost of a
+/// spawn does not grow with the parent's memory. The worker arms its
+/// parent-death signal and its memory limit itself, from its environment.
 /// Call from a thread that lives as long as the workers it starts: the
 /// parent-death signal fires when that thread ends.
-pub(crate) fn spawn_worker(
-    mut command: Command,
-    memory_limit: Option<u64>,
-) -> io::Result<SpawnedWorker> {
+pub(crate) fn spawn_worker(command: &Command) -> io::Result<SpawnedWorker> {
     let (parent_end, child_end) = UnixStream::pair()?;
-    let child_fd = child_end.as_raw_fd();
-    let parent_pid = std::process::id();
-    command
-        .env(
-            env::CHANNEL,
-            env::channel_value(env::CHANNEL_FD_NUMBER, parent_pid),
-        )
-        .stdin(Stdio::null())
-        .process_group(0);
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe functions (dup2, fcntl, prctl, getppid, setrlimit);
-    // it allocates nothing and touches no lock.
-    unsafe {
-        command.pre_exec(move || prepare_child(child_fd, parent_pid, memory_limit));
-    }
-    let child = command.spawn()?;
+    // dup2 onto fd 3 clears close-on-exec there, unless the source already
+    // is fd 3: then it stays close-on-exec, so move it first.
+    let child_end = if child_end.as_raw_fd() == env::CHANNEL_FD_NUMBER {
+        let moved = fcntl_dupfd_cloexec(child_end.as_raw_fd(), env::CHANNEL_FD_NUMBER + 1)?;
+        drop(child_end);
+        moved
+    } else {
+        OwnedFd::from(child_end)
+    };
+    let channel = env::channel_value(env::CHANNEL_FD_NUMBER, std::process::id());
+    let argv = c_strings(std::iter::once(command.get_program()).chain(command.get_args()))?;
+    let envp = c_strings(
+        environment(command, &channel)
+            .iter()
+            .map(OsString::as_os_str),
+    )?;
+    let program = CString::new(command.get_program().as_bytes())?;
+    let pid = posix_spawnp(&program, child_end.as_raw_fd(), &argv, &envp)?;
+    let process = Process { pid, reaped: false };
     drop(child_end);
-    let pidfd = pidfd_open(child.id());
+    let pidfd = pidfd_open(process.id());
     Ok(SpawnedWorker {
-        child,
+        process,
         channel: parent_end,
         pidfd,
     })
 }
 
-/// Runs in the child between fork and exec.
-fn prepare_child(child_fd: RawFd, parent_pid: u32, memory_limit: Option<u64>) -> io::Result<()> {
-    let target = env::CHANNEL_FD_NUMBER;
-    // SAFETY: plain syscalls on descriptors this child owns.
-    unsafe {
-        if child_fd == target {
-            let flags = libc::fcntl(target, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(target, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        } else if libc::dup2(child_fd, target) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number only.
-        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    // The parent may have died before the death signal was armed.
-    // SAFETY: getppid cannot fail.
-    if unsafe { libc::getppid() } as u32 != parent_pid {
-        // No allocation here (we are between fork and exec): a plain errno.
-        return Err(io::Error::from_raw_os_error(libc::ESRCH));
-    }
-    if let Some(limit) = memory_limit {
-        let rlim = libc::rlimit {
-            rlim_cur: limit as libc::rlim_t,
-            rlim_max: limit as libc::rlim_t,
+/// The parent's environment with `command`'s changes and the channel's
+/// variable, as `KEY=VALUE` strings.
+fn environment(command: &Command, channel: &str) -> Vec<OsString> {
+    let mut vars: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => vars.insert(key.to_owned(), value.to_owned()),
+            None => vars.remove(key),
         };
-        // SAFETY: rlim is a valid rlimit for the duration of the call.
-        if unsafe { libc::setrlimit(libc::RLIMIT_AS, &rlim) } < 0 {
-            return Err(io::Error::last_os_error());
+    }
+    vars.insert(env::CHANNEL.into(), channel.into());
+    vars.into_iter()
+        .map(|(mut key, value)| {
+            key.push("=");
+            key.push(value);
+            key
+        })
+        .collect()
+}
+
+/// NUL-terminated copies of `strings`, for a C array of pointers.
+fn c_strings<'a>(strings: impl Iterator<Item = &'a OsStr>) -> io::Result<Vec<CString>> {
+    strings
+        .map(|s| CString::new(s.as_bytes()).map_err(io::Error::from))
+        .collect()
+}
+
+fn fcntl_dupfd_cloexec(fd: RawFd, lowest: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC duplicates an open descriptor we own.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, lowest) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Turns a `posix_spawn*` return value into a result.
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(ret))
+    }
+}
+
+/// The spawn itself: `program` (searched on `PATH` if it has no slash) with
+/// `child_fd` as fd 3 and `/dev/null` as stdin.
+fn posix_spawnp(
+    program: &CStr,
+    child_fd: RawFd,
+    argv: &[CString],
+    envp: &[CString],
+) -> io::Result<u32> {
+    let argv_ptrs = null_terminated(argv);
+    let envp_ptrs = null_terminated(envp);
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: the attribute and file-action objects are initialised before
+    // use and destroyed on every path; every pointer passed (program, the
+    // NULL-terminated argv and envp arrays, the strings they point to, the
+    // signal sets) is valid for the whole of posix_spawnp, which copies
+    // what it needs before it returns.
+    unsafe {
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawnattr_init(&mut attr))?;
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        if let Err(err) = check(libc::posix_spawn_file_actions_init(&mut actions)) {
+            libc::posix_spawnattr_destroy(&mut attr);
+            return Err(err);
         }
+        let result = configure(&mut attr, &mut actions, child_fd).and_then(|()| {
+            check(libc::posix_spawnp(
+                &mut pid,
+                program.as_ptr(),
+                &actions,
+                &attr,
+                argv_ptrs.as_ptr(),
+                envp_ptrs.as_ptr(),
+            ))
+        });
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
+        result?;
+    }
+    Ok(pid as u32)
+}
+
+/// # Safety
+///
+/// `attr` and `actions` must be initialised.
+unsafe fn configure(
+    attr: &mut libc::posix_spawnattr_t,
+    actions: &mut libc::posix_spawn_file_actions_t,
+    child_fd: RawFd,
+) -> io::Result<()> {
+    const DEV_NULL: &CStr = c"/dev/null";
+    let flags =
+        libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+    // SAFETY: the caller initialised both objects; the signal sets are
+    // valid locals, copied by the calls.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        check(libc::posix_spawnattr_setflags(attr, flags as _))?;
+        check(libc::posix_spawnattr_setpgroup(attr, 0))?;
+        check(libc::posix_spawnattr_setsigmask(attr, &empty))?;
+        // Dispositions the parent set to "ignore" (std ignores SIGPIPE)
+        // would otherwise pass to the worker.
+        check(libc::posix_spawnattr_setsigdefault(attr, &all))?;
+        check(libc::posix_spawn_file_actions_adddup2(
+            actions,
+            child_fd,
+            env::CHANNEL_FD_NUMBER,
+        ))?;
+        check(libc::posix_spawn_file_actions_addopen(
+            actions,
+            libc::STDIN_FILENO,
+            DEV_NULL.as_ptr(),
+            libc::O_RDONLY,
+            0,
+        ))?;
     }
     Ok(())
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*mut libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect()
 }
 
 #[cfg(target_os = "linux")]

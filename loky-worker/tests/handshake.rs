@@ -56,36 +56,33 @@ fn run_by_hand_it_says_what_it_is_and_exits_2() {
 fn a_worker_whose_executor_died_as_it_started_ends_quietly() {
     let (parent, child_end) = UnixStream::pair().unwrap();
     drop(parent);
-    // As above, the shell stands in for the dead executor's successor as
-    // the worker's parent.
-    let mut shell = worker_command("sh", &child_end);
-    shell
-        .args(["-c", r#""$0"; exit $?"#, WORKER])
-        .stdout(Stdio::piped());
-    let mut child = shell.spawn().unwrap();
-    drop(child_end);
-    let status = wait_exit(&mut child, DEADLINE);
+    let (status, stdout) = run_under_a_shell(child_end);
     assert_eq!(status.code(), Some(0));
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
     assert!(stdout.is_empty(), "{stdout}");
 }
 
 #[test]
 fn a_process_that_inherits_the_channel_but_not_the_parent_is_no_worker() {
     let (_parent, child_end) = UnixStream::pair().unwrap();
-    // The shell starts the worker as its own child, so the worker's parent
-    // is not the process the channel names; `; exit` keeps the shell from
-    // replacing itself with the worker.
-    let mut shell = worker_command("sh", &child_end);
+    let (status, stdout) = run_under_a_shell(child_end);
+    assert_eq!(status.code(), Some(exit_code::NOT_STARTED_BY_EXECUTOR));
+    assert!(stdout.contains("run by hand it does nothing"), "{stdout}");
+}
+
+/// Runs the worker with `channel` as its fd 3 and the test as the process
+/// the channel names, but with a shell as its parent (as if the process
+/// the channel names were gone, or as for a process a task started); `;
+/// exit` keeps the shell from replacing itself with the worker. Returns how
+/// the worker ended and its stdout.
+fn run_under_a_shell(channel: UnixStream) -> (std::process::ExitStatus, String) {
+    let mut shell = worker_command("sh", &channel);
     shell
         .args(["-c", r#""$0"; exit $?"#, WORKER])
         .stdout(Stdio::piped());
     let mut child = shell.spawn().unwrap();
-    drop(child_end);
+    drop(channel);
     let status = wait_exit(&mut child, DEADLINE);
-    assert_eq!(status.code(), Some(exit_code::NOT_STARTED_BY_EXECUTOR));
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
-    assert!(stdout.contains("run by hand it does nothing"), "{stdout}");
+    (status, stdout)
 }

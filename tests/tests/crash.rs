@@ -96,15 +96,7 @@ fn exit_code_gives_terminated_worker_with_exit_code() {
 
 #[test]
 fn external_sigkill_of_a_worker_gives_terminated_worker_with_sigkill() {
-    let (ex, pids) = started_pool(1);
-    let pid = common::run(&ex, PID, ()).unwrap();
-    let sleeping = ex.submit(SLEEP, Duration::from_secs(60)).unwrap();
-    // SAFETY: pid is our own live worker.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    let t = failure(&sleeping);
-    assert_eq!(t.signal(), Some(libc::SIGKILL));
-    assert_eq!(t.pid(), pid);
-    assert_broken_and_clean(&ex, &pids, &t);
+    assert_external_signal_is_reported(libc::SIGKILL);
 }
 
 #[test]
@@ -118,16 +110,22 @@ fn external_signals_to_a_worker_give_terminated_worker_naming_them() {
         libc::SIGABRT,
         libc::SIGINT,
     ] {
-        let (ex, pids) = started_pool(1);
-        let pid = common::run(&ex, PID, ()).unwrap();
-        let sleeping = ex.submit(SLEEP, Duration::from_secs(60)).unwrap();
-        // SAFETY: pid is our own live worker.
-        unsafe { libc::kill(pid as i32, sent) };
-        let t = failure(&sleeping);
-        assert_eq!(t.signal(), Some(sent), "{t}");
-        assert_eq!(t.pid(), pid);
-        assert_broken_and_clean(&ex, &pids, &t);
+        assert_external_signal_is_reported(sent);
     }
+}
+
+/// `sent` to the worker of a pool of 1 running a long task: the task fails
+/// with `TerminatedWorker` naming that signal and pid, and the pool breaks.
+fn assert_external_signal_is_reported(sent: libc::c_int) {
+    let (ex, pids) = started_pool(1);
+    let pid = common::run(&ex, PID, ()).unwrap();
+    let sleeping = ex.submit(SLEEP, Duration::from_secs(60)).unwrap();
+    // SAFETY: pid is our own live worker.
+    unsafe { libc::kill(pid as i32, sent) };
+    let t = failure(&sleeping);
+    assert_eq!(t.signal(), Some(sent), "{t}");
+    assert_eq!(t.pid(), pid);
+    assert_broken_and_clean(&ex, &pids, &t);
 }
 
 #[test]

@@ -3,57 +3,25 @@
 
 mod common;
 
-use std::sync::{Mutex, MutexGuard, Once, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use loky::diagnostics::{PID, SLEEP, SQUARE};
 
-/// Every log record of this test binary: its level and message.
-static RECORDS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
-
-/// The test binary's logger: keeps every record in [`RECORDS`].
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        let message = record.args().to_string();
-        let mut records = RECORDS.lock().unwrap_or_else(PoisonError::into_inner);
-        records.push((record.level(), message));
-    }
-
-    fn flush(&self) {}
-}
-
 /// Runs the tests of this file one at a time (under `cargo test` they
 /// share one process and its logger) and captures the log records of the
-/// calling test alone: installs [`Capture`] once and empties [`RECORDS`].
+/// calling test alone.
 fn serial_with_logs() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&Capture).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
+    common::logs::capture();
     let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    RECORDS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clear();
+    common::logs::clear();
     serial
 }
 
 /// The warnings and errors logged since [`serial_with_logs`].
 fn problems_logged() -> Vec<(log::Level, String)> {
-    let records = RECORDS.lock().unwrap_or_else(PoisonError::into_inner);
-    records
-        .iter()
-        .filter(|(level, _)| *level <= log::Level::Warn)
-        .cloned()
-        .collect()
+    common::logs::records(|level, _| level <= log::Level::Warn)
 }
 
 #[test]

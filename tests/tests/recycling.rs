@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, Once, PoisonError};
 use std::time::Duration;
 
 use loky::ProcessPoolExecutor;
@@ -163,49 +162,18 @@ fn a_retired_leaking_worker_exits_and_shutdown_completes() {
     assert!(shut, "shutdown(wait = true) hangs");
 }
 
-/// Every log record of this test binary: its level and message.
-static RECORDS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
-
-/// The test binary's logger: keeps every record in [`RECORDS`].
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        let message = record.args().to_string();
-        let mut records = RECORDS.lock().unwrap_or_else(PoisonError::into_inner);
-        records.push((record.level(), message));
-    }
-
-    fn flush(&self) {}
-}
-
-/// Installs [`Capture`] as the logger of this test binary (once).
-fn capture_logs() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        log::set_logger(&Capture).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-}
-
 /// The warnings logged so far that name one of `workers`. Tests running
 /// beside this one (under `cargo test`) have workers of their own.
 fn warnings_naming(workers: &[u32]) -> Vec<String> {
-    let records = RECORDS.lock().unwrap_or_else(PoisonError::into_inner);
-    records
-        .iter()
-        .filter(|(level, message)| {
-            *level == log::Level::Warn
-                && workers
-                    .iter()
-                    .any(|pid| message.contains(&format!("worker {pid} ")))
-        })
-        .map(|(_, message)| message.clone())
-        .collect()
+    common::logs::records(|level, message| {
+        level == log::Level::Warn
+            && workers
+                .iter()
+                .any(|pid| message.contains(&format!("worker {pid} ")))
+    })
+    .into_iter()
+    .map(|(_, message)| message)
+    .collect()
 }
 
 /// Recycles the worker of a new leak-checked pool at least twice, shuts the
@@ -223,7 +191,7 @@ fn warnings_of_a_recycling_pool() -> (Vec<String>, Vec<u32>) {
 
 #[test]
 fn a_leak_is_logged_as_one_warning_per_executor() {
-    capture_logs();
+    common::logs::capture();
     for executor in ["first", "second"] {
         let (warnings, retired) = warnings_of_a_recycling_pool();
         assert_eq!(warnings.len(), 1, "{executor} executor: {warnings:#?}");

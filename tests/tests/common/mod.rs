@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use loky::{ExecutorBuilder, ProcessPoolExecutor, Shutdown, WorkerProgram};
 
+pub mod logs;
+
 /// The state letter and parent pid of `pid`, if it exists.
 pub use loky_tests::chaos::probe::stat;
 

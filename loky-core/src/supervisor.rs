@@ -8,20 +8,27 @@
 //! calls to workers with room, and sleeps until the next event or timer
 //! (idle timeout, task deadline, kill escalation).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use loky_proto::{Hello, RetireReason, Signature, TaskInfo};
+use loky_proto::{Hello, RetireReason};
 
 use crate::call::{InFlight, WorkItem};
 use crate::config::{Config, CrashPolicy, Shutdown};
-use crate::error::{DeadlineExceeded, Error, TaskMismatch, TerminatedWorker, UnknownTask};
+use crate::error::{DeadlineExceeded, Error, TerminatedWorker};
 use crate::exit::WorkerExit;
-use crate::future::{Core, Killer};
+use crate::future::Core;
 use crate::os;
-use crate::worker::{self, Worker, WorkerId};
+use crate::worker::{self, WorkerId};
+
+mod shared;
+mod slot;
+
+use shared::PoolState;
+pub(crate) use shared::{Shared, mark_pool_thread};
+use slot::{KillReason, Slot};
 
 /// What the supervisor reacts to.
 pub(crate) enum Event {
@@ -56,123 +63,6 @@ pub(crate) enum Event {
     Resize(usize),
     /// `Future::kill` on a running future.
     Kill(Arc<Core>),
-}
-
-/// What callers and the supervisor share.
-pub(crate) struct Shared {
-    pub(crate) events: Sender<Event>,
-    pub(crate) config: Arc<Config>,
-    state: Mutex<PoolState>,
-    finished: Condvar,
-    next_call: std::sync::atomic::AtomicU64,
-}
-
-#[derive(Default)]
-struct PoolState {
-    broken: Option<Error>,
-    shutdown: bool,
-    finished: bool,
-    pids: Vec<u32>,
-    max_workers: usize,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A fresh call id.
-    pub(crate) fn next_call_id(&self) -> u64 {
-        self.next_call
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Checks, in loky's order, that the pool takes work: broken first, then
-    /// shut down.
-    pub(crate) fn check_open(&self) -> Result<(), Error> {
-        let state = self.lock();
-        Self::open(&state)
-    }
-
-    fn open(state: &PoolState) -> Result<(), Error> {
-        if let Some(err) = &state.broken {
-            return Err(err.clone());
-        }
-        if state.shutdown || state.finished {
-            return Err(Error::shutdown());
-        }
-        Ok(())
-    }
-
-    /// Queues calls, atomically with the checks of [`Shared::check_open`].
-    pub(crate) fn submit(&self, items: Vec<WorkItem>) -> Result<(), Error> {
-        let state = self.lock();
-        Self::open(&state)?;
-        self.events
-            .send(Event::Submit(items))
-            .map_err(|_| Error::shutdown())
-    }
-
-    /// Starts a shutdown; waits for the supervisor to finish if `how.wait`.
-    pub(crate) fn shutdown(&self, how: Shutdown) {
-        {
-            let mut state = self.lock();
-            state.shutdown = true;
-            if !state.finished {
-                let _ = self.events.send(Event::Shutdown(how));
-            }
-        }
-        if how.wait && !in_pool_thread() {
-            let mut state = self.lock();
-            while !state.finished {
-                state = self.finished.wait(state).unwrap_or_else(|e| e.into_inner());
-            }
-        }
-    }
-
-    /// Changes the number of workers.
-    pub(crate) fn resize(&self, max_workers: usize) {
-        let mut state = self.lock();
-        state.max_workers = max_workers;
-        let _ = self.events.send(Event::Resize(max_workers));
-    }
-
-    pub(crate) fn max_workers(&self) -> usize {
-        self.lock().max_workers
-    }
-
-    pub(crate) fn worker_pids(&self) -> Vec<u32> {
-        self.lock().pids.clone()
-    }
-
-    pub(crate) fn is_broken(&self) -> bool {
-        self.lock().broken.is_some()
-    }
-
-    pub(crate) fn is_shut_down(&self) -> bool {
-        let state = self.lock();
-        state.shutdown || state.finished
-    }
-}
-
-impl Killer for Shared {
-    fn kill(&self, core: &Arc<Core>) {
-        let _ = self.events.send(Event::Kill(core.clone()));
-    }
-}
-
-thread_local! {
-    static POOL_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Marks the current thread as one of a pool's own (supervisor, reader),
-/// where waiting for a pool to finish would deadlock.
-pub(crate) fn mark_pool_thread() {
-    POOL_THREAD.with(|t| t.set(true));
-}
-
-fn in_pool_thread() -> bool {
-    POOL_THREAD.with(|t| t.get())
 }
 
 /// Starts the supervisor thread of a new pool.
@@ -211,18 +101,6 @@ pub(crate) fn start(config: Config) -> Result<Arc<Shared>, Error> {
     Ok(shared)
 }
 
-/// Why the supervisor is killing a worker.
-enum KillReason {
-    /// Its running call passed its deadline.
-    Deadline(Arc<Core>, Duration),
-    /// `Future::kill` on its running call.
-    Killed(Arc<Core>),
-    /// Shutdown with `kill_workers`.
-    Shutdown,
-    /// The pool broke.
-    Broken,
-}
-
 /// What the supervisor knows of a worker that died.
 struct Death {
     pid: u32,
@@ -232,112 +110,6 @@ struct Death {
     kill: Option<KillReason>,
     retiring: bool,
     initializing: bool,
-}
-
-/// The supervisor's view of one worker.
-struct Slot {
-    worker: Worker,
-    /// The worker's task table, once it said hello.
-    tasks: Option<Arc<HashMap<String, TaskInfo>>>,
-    program: String,
-    /// The initializer call, while it runs.
-    init: Option<Arc<Core>>,
-    /// Gets no more calls; leaves once its calls are answered.
-    retiring: bool,
-    in_flight: usize,
-    calls: usize,
-    idle_since: Instant,
-    kill: Option<KillReason>,
-    escalate_at: Option<Instant>,
-}
-
-impl Slot {
-    fn id(&self) -> WorkerId {
-        self.worker.link.id
-    }
-
-    fn pid(&self) -> u32 {
-        self.worker.link.pid
-    }
-
-    fn live(&self) -> bool {
-        !self.retiring && self.kill.is_none()
-    }
-
-    /// How many calls this worker may hold: one while calls are long (so
-    /// calls wait in the pool's queue, where they can still be cancelled
-    /// and go to whichever worker frees up first); a deep pipeline when
-    /// calls are short and the round trip would dominate.
-    ///
-    /// No pipeline while other workers of the pool are still starting
-    /// (they will be free in a moment), nor behind a call that has run for
-    /// long already (it may run much longer).
-    fn capacity(&self, pool_starting: bool) -> usize {
-        let deep = match self.worker.link.service_time() {
-            Some(t) if t < Duration::from_micros(200) => 64,
-            Some(t) if t < Duration::from_millis(2) => 4,
-            _ => 1,
-        };
-        if deep == 1 || self.in_flight == 0 {
-            return deep;
-        }
-        if pool_starting || self.front_running_longer_than(LONG_CALL) {
-            return 1;
-        }
-        deep
-    }
-
-    fn front_running_longer_than(&self, limit: Duration) -> bool {
-        self.worker
-            .link
-            .front()
-            .is_some_and(|(_, _, since)| since.elapsed() > limit)
-    }
-
-    fn accepts(&self, max_calls: Option<usize>, pool_starting: bool) -> bool {
-        self.tasks.is_some()
-            && self.init.is_none()
-            && self.live()
-            && self.in_flight < self.capacity(pool_starting)
-            && max_calls.is_none_or(|max| self.calls < max)
-    }
-
-    /// Started and not ready yet.
-    fn starting(&self) -> bool {
-        self.tasks.is_none() && self.live()
-    }
-
-    /// Whether its channel was closed.
-    fn closed(&self) -> bool {
-        self.worker.frames.is_none()
-    }
-
-    /// Closes the channel: the worker leaves once it reads the end.
-    fn close(&mut self) {
-        self.retiring = true;
-        self.worker.frames = None;
-    }
-
-    fn check(&self, sig: &Signature) -> Result<(), Error> {
-        let tasks = self.tasks.as_ref().expect("only ready workers get calls");
-        match tasks.get(sig.name) {
-            Some(info) if info.matches(sig) => Ok(()),
-            Some(info) => Err(Error::TaskMismatch(TaskMismatch {
-                task: sig.name.to_owned(),
-                handle: format!("{} -> {}", sig.input, sig.output),
-                worker: format!("{} -> {}", info.input, info.output),
-            })),
-            None => {
-                let mut known: Vec<String> = tasks.keys().cloned().collect();
-                known.sort();
-                Err(Error::UnknownTask(UnknownTask {
-                    task: sig.name.to_owned(),
-                    program: self.program.clone(),
-                    known,
-                }))
-            }
-        }
-    }
 }
 
 struct Supervisor {
@@ -356,9 +128,6 @@ struct Supervisor {
     /// Workers killed before their hello since the last hello.
     start_crashes: usize,
 }
-
-/// A call running longer than this gets no other call queued behind it.
-const LONG_CALL: Duration = Duration::from_millis(2);
 
 /// Consecutive deaths before the hello after which the pool breaks.
 const MAX_START_CRASHES: usize = 3;
@@ -914,11 +683,15 @@ impl Supervisor {
     }
 
     /// The ready worker with the fewest calls that has room for one more.
+    /// Fewest as the workers' links count them now: the supervisor's own
+    /// counts lag behind replies that are on their way to it, and a call
+    /// queued behind a busy worker while another one is idle could wait
+    /// for as long as the busy one's call runs.
     fn pick(&self, max_calls: Option<usize>) -> Option<usize> {
         let starting = self.slots.iter().any(Slot::starting);
         (0..self.slots.len())
             .filter(|&i| self.slots[i].accepts(max_calls, starting))
-            .min_by_key(|&i| self.slots[i].in_flight)
+            .min_by_key(|&i| self.slots[i].worker.link.held())
     }
 
     /// Starts workers until `max_workers` are live.

@@ -124,6 +124,13 @@ impl Link {
         }
     }
 
+    /// How many calls the worker holds now: a reply the caller has seen is
+    /// no longer counted (the reader takes the call off before it settles
+    /// the future), whether or not the supervisor has heard of it yet.
+    pub(crate) fn held(&self) -> usize {
+        lock(&self.calls).queue.len()
+    }
+
     /// Every call still in flight (the first one was running).
     pub(crate) fn take_all(&self) -> Vec<InFlight> {
         lock(&self.calls).queue.drain(..).collect()

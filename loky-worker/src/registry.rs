@@ -138,14 +138,14 @@ where
 {
     /// Runs the function on `input` and encodes its output into `out`,
     /// both under panic capture (a `Serialize` impl may panic too).
-    fn apply(&self, task: &str, input: I, out: &mut Vec<u8>) -> Option<Outcome<'static>> {
+    fn apply(&self, task: &str, input: I, out: &mut Vec<u8>) -> Result<(), Outcome<'static>> {
         match run_task(|| loky_proto::encode_payload_into(&(self.f)(input), out)) {
-            Ok(Ok(())) => None,
-            Ok(Err(err)) => Some(Outcome::Failed(CallError::EncodeOutput {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(Outcome::Failed(CallError::EncodeOutput {
                 task: task.to_owned(),
                 message: err.to_string(),
             })),
-            Err(panic) => Some(Outcome::Panic(panic)),
+            Err(panic) => Err(Outcome::Panic(panic)),
         }
     }
 
@@ -170,11 +170,7 @@ where
     F: Fn(I) -> O + Send + Sync,
 {
     fn single(&self, task: &str, args: &[u8], out: &mut Vec<u8>) -> Result<(), Outcome<'static>> {
-        let input = Self::decode::<I>(task, args)?;
-        match self.apply(task, input, out) {
-            None => Ok(()),
-            Some(failure) => Err(failure),
-        }
+        self.apply(task, Self::decode::<I>(task, args)?, out)
     }
 
     fn chunk(&self, task: &str, args: &[u8], out: &mut Vec<u8>) -> Result<(), Outcome<'static>> {
@@ -199,11 +195,7 @@ where
         let mut failures = Vec::new();
         for (i, input) in inputs.into_iter().enumerate() {
             let start = out.len();
-            let failure = match input {
-                Ok(input) => self.apply(task, input, out),
-                Err(failure) => Some(failure),
-            };
-            if let Some(failure) = failure {
+            if let Err(failure) = input.and_then(|input| self.apply(task, input, out)) {
                 out.truncate(start);
                 failures.push((i, failure));
             }

@@ -62,6 +62,9 @@ pub fn serve_if_worker(registry: &Registry) {
 /// names a channel ([`env::CHANNEL`]) and the parent process is the
 /// executor that set it. A process a task spawns inherits the environment
 /// but has another parent, so it is never a worker.
+///
+/// A worker whose executor died while it started ends here at once (with
+/// status 0), as in [`serve`] and [`serve_if_worker`].
 pub fn is_worker() -> bool {
     worker_channel().is_some()
 }
@@ -117,9 +120,7 @@ fn run(registry: &Registry, fd: RawFd, executor: u32) -> ! {
             &format!("cannot arm the parent-death signal: {err}"),
         );
     }
-    if let Some(limit) = std::env::var(env::MEMORY_LIMIT)
-        .ok()
-        .and_then(|v| v.parse().ok())
+    if let Some(limit) = memory_limit()
         && let Err(err) = os::limit_address_space(limit)
     {
         fatal(
@@ -160,6 +161,19 @@ fn run(registry: &Registry, fd: RawFd, executor: u32) -> ! {
     // a hook that a task replaced.
     let _ = catch_unwind(AssertUnwindSafe(|| worker.serve(&mut calls)));
     fatal(exit_code::INTERNAL_ERROR, "the worker loop stopped")
+}
+
+/// The memory limit the executor set, in bytes. A value that is not a
+/// number ends the worker: the executor speaks another protocol.
+fn memory_limit() -> Option<u64> {
+    let value = std::env::var_os(env::MEMORY_LIMIT)?;
+    match value.to_str().and_then(|v| v.parse().ok()) {
+        Some(limit) => Some(limit),
+        None => fatal(
+            exit_code::PROTOCOL_ERROR,
+            &format!("malformed {}: {value:?}", env::MEMORY_LIMIT),
+        ),
+    }
 }
 
 fn install_signal_handlers() {

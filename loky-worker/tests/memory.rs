@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
-
 use common::{DEADLINE, Worker, value};
 use loky_proto::{Response, RetireReason, env, exit_code};
 use loky_worker::diagnostics::{ALLOCATE, ECHO_I64, LEAK};
@@ -42,6 +40,7 @@ fn a_leaking_worker_asks_to_retire_once_and_serves_on() {
     assert_eq!(worker.call(100, ECHO_I64, &1), 1);
 }
 
+/// The worker caps its own address space at the limit its environment names.
 #[test]
 fn running_out_of_memory_under_a_limit_exits_with_its_code() {
     let limit: u64 = 1 << 30;
@@ -53,23 +52,28 @@ fn running_out_of_memory_under_a_limit_exits_with_its_code() {
             .env(env::MEMORY_LIMIT, limit.to_string())
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE");
-        // SAFETY: setrlimit is async-signal-safe and takes a valid rlimit.
-        unsafe {
-            command.pre_exec(move || {
-                let rlimit = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
-                if libc::setrlimit(libc::RLIMIT_AS, &rlimit) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
     });
     worker.hello();
     assert_eq!(worker.call(1, ALLOCATE, &(10 * MB)), 10 * MB);
     worker.send_one(2, ALLOCATE, &(2 * limit));
     let status = worker.wait_exit(DEADLINE);
     assert_eq!(status.code(), Some(exit_code::MEMORY_LIMIT), "{status:?}");
+}
+
+#[test]
+fn a_malformed_memory_limit_ends_the_worker_with_the_protocol_error_code() {
+    let mut worker = Worker::start_with(|command| {
+        command
+            .env(env::MEMORY_LIMIT, "lots")
+            .stderr(std::process::Stdio::piped());
+    });
+    let mut stderr = worker.child.stderr.take().unwrap();
+    let status = worker.wait_exit(DEADLINE);
+    assert_eq!(status.code(), Some(exit_code::PROTOCOL_ERROR), "{status:?}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+    assert!(
+        text.contains(env::MEMORY_LIMIT) && text.contains("lots"),
+        "{text}"
+    );
 }

@@ -4,14 +4,12 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::{Config, CrashPolicy, Initializer};
 use crate::error::{Error, Result, SerializationError, SpawnError, WorkerNotFound};
-use crate::executor::ProcessPoolExecutor;
 use loky_proto::{Task, env};
 
 /// Default nesting limit; `LOKY_MAX_DEPTH` overrides it.
@@ -35,7 +33,8 @@ pub enum WorkerProgram {
     CurrentExe,
 }
 
-/// Builds a [`ProcessPoolExecutor`]; from [`ProcessPoolExecutor::builder`].
+/// Builds a [`ProcessPoolExecutor`](crate::ProcessPoolExecutor); from
+/// [`ProcessPoolExecutor::builder`](crate::ProcessPoolExecutor::builder).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -197,11 +196,6 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Builds the executor. Workers start on the first submit.
-    pub fn build(self) -> Result<ProcessPoolExecutor> {
-        ProcessPoolExecutor::from_config(self.config()?)
-    }
-
     pub(crate) fn config(&self) -> Result<Config> {
         let max_workers = self.max_workers.unwrap_or_else(crate::cpu::cpu_count);
         if max_workers == 0 {
@@ -258,10 +252,7 @@ fn nesting_depth() -> Result<u32> {
 }
 
 fn spawn_error(program: &Path, source: io::Error) -> Error {
-    Error::Spawn(SpawnError {
-        program: program.to_owned(),
-        source: Arc::new(source),
-    })
+    Error::Spawn(SpawnError::new(program, source))
 }
 
 /// `path` if it is an executable file, else a `Spawn` error saying why not.

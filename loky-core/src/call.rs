@@ -1,17 +1,19 @@
 //! One call on its way through the pool: queued as a [`WorkItem`], then
 //! [`InFlight`] on a worker until its reply settles the future.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loky_proto::{CallError, CallKind, Outcome, PanicInfo, Signature};
 
 use crate::error::{Error, RemoteError, SerializationError, UnknownTask};
-use crate::future::{Core, Payload, Settled};
+use crate::future::{FutureState, RawOutput, Settled};
+use crate::pool_thread;
 
 /// A submitted call waiting for a worker.
 pub(crate) struct WorkItem {
-    pub(crate) core: Arc<Core>,
+    pub(crate) future: Arc<FutureState>,
     pub(crate) sig: Signature,
     /// Unique within the pool; echoed by the worker's reply.
     pub(crate) id: u64,
@@ -31,35 +33,27 @@ pub(crate) struct WorkItem {
 impl WorkItem {
     /// A call of `sig` numbered `id` whose arguments `encode_args` writes
     /// straight into the call's frame (large arguments are never copied).
-    pub(crate) fn new<E: std::fmt::Display>(
-        core: Arc<Core>,
+    pub(crate) fn new<E: std::error::Error + Send + Sync + 'static>(
+        future: Arc<FutureState>,
         sig: Signature,
         kind: CallKind,
         id: u64,
         max_frame: usize,
         encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<WorkItem, Error> {
-        let serialization =
-            |what, e: &dyn std::fmt::Display| SerializationError::new(sig.name, what, e);
         let mut frame = Vec::new();
-        match loky_proto::encode_call_frame(id, sig.name, kind, &mut frame, max_frame, encode_args)
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(Error::Serialization(serialization(
-                    "encode the arguments",
-                    &e,
-                )));
-            }
-            Err(e) => {
-                return Err(Error::Serialization(serialization(
-                    "send the arguments",
-                    &e,
-                )));
-            }
+        let encoded =
+            loky_proto::encode_call_frame(id, sig.name, kind, &mut frame, max_frame, encode_args);
+        let failed = match encoded {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(SerializationError::new(sig.name, "encode the arguments", e)),
+            Err(e) => Some(SerializationError::new(sig.name, "send the arguments", e)),
+        };
+        if let Some(err) = failed {
+            return Err(Error::Serialization(err));
         }
         Ok(WorkItem {
-            core,
+            future,
             sig,
             id,
             frame: Arc::new(frame),
@@ -68,6 +62,39 @@ impl WorkItem {
             initializer: false,
         })
     }
+}
+
+/// Every future resolves: a call dropped before its future was settled
+/// (only a panic unwinding through the pool's own code does that) fails.
+/// On a pool thread that panics, it fails once the thread's guard has
+/// marked the pool broken (see [`take_orphans`]), so that whoever sees the
+/// failure and submits again is refused.
+impl Drop for WorkItem {
+    fn drop(&mut self) {
+        if self.future.is_done() {
+            return;
+        }
+        if std::thread::panicking() && pool_thread::is_pool_thread() {
+            ORPHANS.with(|o| o.borrow_mut().push(self.future.clone()));
+            return;
+        }
+        let reason = pool_thread::internal_error(
+            pool_thread::current_role(),
+            None,
+            "a call was dropped before its end",
+        );
+        self.future.settle(Err(Error::broken(reason)));
+    }
+}
+
+thread_local! {
+    static ORPHANS: RefCell<Vec<Arc<FutureState>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The futures of the calls a panic of this thread dropped unsettled: its
+/// guard fails them once the pool is marked broken.
+pub(crate) fn take_orphans() -> Vec<Arc<FutureState>> {
+    ORPHANS.with(|o| std::mem::take(&mut *o.borrow_mut()))
 }
 
 /// A call sent to a worker and not answered yet.
@@ -90,8 +117,8 @@ pub(crate) fn settle_outcome(
     worker: &WorkerInfo,
 ) -> Settled {
     match outcome {
-        Outcome::Value(bytes) => Ok(Arc::new(Payload::Value(bytes.into_owned()))),
-        Outcome::Items(items) => Ok(Arc::new(Payload::Items(
+        Outcome::Value(bytes) => Ok(Arc::new(RawOutput::Value(bytes.into_owned()))),
+        Outcome::Items(items) => Ok(Arc::new(RawOutput::Items(
             items
                 .into_iter()
                 .map(|item_outcome| match item_outcome {
@@ -138,7 +165,7 @@ fn failed(item: &WorkItem, err: CallError, worker: &WorkerInfo) -> Error {
 }
 
 fn protocol_error(item: &WorkItem, what: &str) -> Error {
-    Error::Serialization(SerializationError::new(
+    Error::Serialization(SerializationError::described(
         item.sig.name,
         "read the reply",
         what,

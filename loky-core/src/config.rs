@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use loky_proto::{Signature, env};
 
-use crate::worker::LinkSettings;
-
 /// What happens when a worker dies unexpectedly; set with
 /// [`ExecutorBuilder::on_worker_crash`](crate::ExecutorBuilder::on_worker_crash).
 ///
@@ -75,6 +73,15 @@ impl Default for Shutdown {
     }
 }
 
+/// What a worker's own I/O threads need to know of the pool's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LinkSettings {
+    /// How long a new worker may take to say hello.
+    pub(crate) start_timeout: Duration,
+    /// The largest frame accepted from the worker.
+    pub(crate) max_frame: usize,
+}
+
 /// A registered task run first in every new worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Initializer {
@@ -135,5 +142,28 @@ impl Config {
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
+    }
+}
+
+#[cfg(test)]
+impl Config {
+    /// Default settings for `max_workers` workers of a program that is
+    /// never run (the supervisor's unit tests start no process).
+    pub(crate) fn for_tests(max_workers: usize) -> Config {
+        Config {
+            max_workers,
+            program: PathBuf::from("/fake/loky-worker"),
+            env: Vec::new(),
+            idle_timeout: None,
+            initializer: None,
+            max_tasks_per_child: None,
+            crash_policy: CrashPolicy::BreakPool,
+            task_timeout: None,
+            memory_limit: None,
+            kill_grace: Duration::from_millis(500),
+            start_timeout: Duration::from_secs(30),
+            max_frame: loky_proto::DEFAULT_MAX_FRAME,
+            depth: 1,
+        }
     }
 }

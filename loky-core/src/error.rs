@@ -98,6 +98,18 @@ impl Error {
     pub(crate) fn broken(reason: impl Into<String>) -> Error {
         Error::BrokenProcessPool(BrokenProcessPool {
             reason: reason.into(),
+            source: None,
+        })
+    }
+
+    /// A broken pool whose `reason` has a `cause` (kept as its source).
+    pub(crate) fn broken_by(
+        reason: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::BrokenProcessPool(BrokenProcessPool {
+            reason: reason.into(),
+            source: Some(Arc::from(cause.into())),
         })
     }
 
@@ -110,28 +122,67 @@ impl Error {
     }
 }
 
+/// The cause of an error, shared so that errors stay `Clone`.
+pub(crate) type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// `": {cause}"` for a cause, nothing without one: the message names what
+/// the user can act on, while `source()` keeps the chain.
+fn colon_cause(cause: Option<&Cause>) -> String {
+    cause
+        .map(|c| format!(": {}", chain(&**c)))
+        .unwrap_or_default()
+}
+
+/// An error and each of its sources, on one line.
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // A message that already ends with its cause (as ours do) is not
+        // repeated.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The pool cannot run tasks any more.
 #[derive(Debug, Clone)]
 pub struct BrokenProcessPool {
     reason: String,
+    source: Option<Cause>,
+}
+
+impl fmt::Display for BrokenProcessPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cause = colon_cause(self.source.as_ref());
+        write!(f, "the process pool is broken: {}{cause}", self.reason)
+    }
+}
+
+/// The cause itself (not the `Arc` that shares it), so that it downcasts.
+impl std::error::Error for BrokenProcessPool {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|c| c as _)
+    }
 }
 
 impl BrokenProcessPool {
-    /// Why the pool broke.
+    /// Why the pool broke (without the cause, which
+    /// [`source`](std::error::Error::source) returns).
     pub fn reason(&self) -> &str {
         &self.reason
     }
 }
 
-impl fmt::Display for BrokenProcessPool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the process pool is broken: {}", self.reason)
-    }
-}
-
-impl std::error::Error for BrokenProcessPool {}
-
 /// A worker process died unexpectedly while holding a task.
+///
+/// Its message is loky's, paragraphs included (users search for it), with
+/// the pid and the task that was running.
 #[derive(Debug, Clone)]
 pub struct TerminatedWorker {
     pub(crate) pid: u32,
@@ -210,7 +261,12 @@ impl fmt::Display for TerminatedWorker {
 impl std::error::Error for TerminatedWorker {}
 
 /// The executor was shut down.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", if *.killed {
+    "The Executor was shutdown with `kill_workers=True` before this job could complete."
+} else {
+    "cannot schedule new futures after shutdown"
+})]
 pub struct ShutdownError {
     pub(crate) killed: bool,
 }
@@ -223,22 +279,12 @@ impl ShutdownError {
     }
 }
 
-impl fmt::Display for ShutdownError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.killed {
-            f.write_str(
-                "The Executor was shutdown with `kill_workers=True` before this job could complete.",
-            )
-        } else {
-            f.write_str("cannot schedule new futures after shutdown")
-        }
-    }
-}
-
-impl std::error::Error for ShutdownError {}
-
 /// A task that panicked in its worker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "task `{task}` panicked in worker {pid}: {message}{}",
+    .location.as_ref().map(|l| format!(" (at {l})")).unwrap_or_default()
+)]
 pub struct RemoteError {
     pub(crate) task: String,
     pub(crate) pid: u32,
@@ -274,36 +320,55 @@ impl RemoteError {
     }
 }
 
-impl fmt::Display for RemoteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "task `{}` panicked in worker {}: {}",
-            self.task, self.pid, self.message
-        )?;
-        if let Some(location) = &self.location {
-            write!(f, " (at {location})")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for RemoteError {}
-
 /// A value that could not be encoded or decoded.
 #[derive(Debug, Clone)]
 pub struct SerializationError {
     pub(crate) task: String,
     pub(crate) what: &'static str,
+    /// The codec's message, its causes included.
     pub(crate) message: String,
+    pub(crate) source: Option<Cause>,
+}
+
+impl fmt::Display for SerializationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "could not {} of task `{}`: {}",
+            self.what, self.task, self.message
+        )
+    }
+}
+
+impl std::error::Error for SerializationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|c| c as _)
+    }
 }
 
 impl SerializationError {
-    pub(crate) fn new(task: &str, what: &'static str, message: impl fmt::Display) -> Self {
+    /// `what` failed for `task` because of `cause` (kept as the source).
+    pub(crate) fn new(
+        task: &str,
+        what: &'static str,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         SerializationError {
             task: task.to_owned(),
             what,
-            message: message.to_string(),
+            message: chain(&cause),
+            source: Some(Arc::new(cause)),
+        }
+    }
+
+    /// `what` failed for `task`, for a reason that is no error value (a
+    /// reply of the wrong shape).
+    pub(crate) fn described(task: &str, what: &'static str, message: impl Into<String>) -> Self {
+        SerializationError {
+            task: task.to_owned(),
+            what,
+            message: message.into(),
+            source: None,
         }
     }
 
@@ -318,20 +383,12 @@ impl SerializationError {
     }
 }
 
-impl fmt::Display for SerializationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "could not {} of task `{}`: {}",
-            self.what, self.task, self.message
-        )
-    }
-}
-
-impl std::error::Error for SerializationError {}
-
 /// The worker program does not register a task of that name.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "task `{task}` is not registered in worker program `{program}` (it registers: {})",
+    .known.join(", ")
+)]
 pub struct UnknownTask {
     pub(crate) task: String,
     pub(crate) program: String,
@@ -345,22 +402,9 @@ impl UnknownTask {
     }
 }
 
-impl fmt::Display for UnknownTask {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "task `{}` is not registered in worker program `{}` (it registers: {})",
-            self.task,
-            self.program,
-            self.known.join(", ")
-        )
-    }
-}
-
-impl std::error::Error for UnknownTask {}
-
 /// The worker registers the task with other argument or output types.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("task `{task}` is submitted as `{handle}` but the worker registers it as `{worker}`")]
 pub struct TaskMismatch {
     pub(crate) task: String,
     pub(crate) handle: String,
@@ -384,20 +428,13 @@ impl TaskMismatch {
     }
 }
 
-impl fmt::Display for TaskMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "task `{}` is submitted as `{}` but the worker registers it as `{}`",
-            self.task, self.handle, self.worker
-        )
-    }
-}
-
-impl std::error::Error for TaskMismatch {}
-
 /// No worker program was found by default discovery.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "no loky worker program found (looked in: {}); ship a `loky-worker` binary beside the \
+     application, set LOKY_WORKER, or choose one with `worker_program`",
+    .searched.join("; ")
+)]
 pub struct WorkerNotFound {
     pub(crate) searched: Vec<String>,
 }
@@ -408,19 +445,6 @@ impl WorkerNotFound {
         &self.searched
     }
 }
-
-impl fmt::Display for WorkerNotFound {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "no loky worker program found (looked in: {}); ship a `loky-worker` binary beside \
-             the application, set LOKY_WORKER, or choose one with `worker_program`",
-            self.searched.join("; ")
-        )
-    }
-}
-
-impl std::error::Error for WorkerNotFound {}
 
 /// The worker program could not be started.
 #[derive(Debug, Clone)]
@@ -433,8 +457,9 @@ impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "could not start worker program `{}`",
-            self.program.display()
+            "could not start worker program `{}`: {}",
+            self.program.display(),
+            self.source
         )
     }
 }
@@ -445,8 +470,18 @@ impl std::error::Error for SpawnError {
     }
 }
 
+impl SpawnError {
+    pub(crate) fn new(program: impl Into<PathBuf>, source: io::Error) -> Self {
+        SpawnError {
+            program: program.into(),
+            source: Arc::new(source),
+        }
+    }
+}
+
 /// A task that ran past its deadline; its worker was killed and replaced.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("task `{task}` exceeded its deadline of {timeout:?} and its worker (pid {pid}) was killed")]
 pub struct DeadlineExceeded {
     pub(crate) task: String,
     pub(crate) timeout: Duration,
@@ -465,14 +500,95 @@ impl DeadlineExceeded {
     }
 }
 
-impl fmt::Display for DeadlineExceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "task `{}` exceeded its deadline of {:?} and its worker (pid {}) was killed",
-            self.task, self.timeout, self.pid
-        )
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// The messages of `err` and of each of its sources.
+    fn messages(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut out = vec![err.to_string()];
+        let mut source = err.source();
+        while let Some(cause) = source {
+            out.push(cause.to_string());
+            source = cause.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_spawn_error_names_its_cause_and_keeps_it_as_source() {
+        let cause = io::Error::from_raw_os_error(libc::ENOENT);
+        let err = Error::Spawn(SpawnError::new("/no/such", cause));
+        assert_eq!(
+            err.to_string(),
+            "could not start worker program `/no/such`: No such file or directory (os error 2)"
+        );
+        let chain = messages(&err);
+        assert_eq!(chain.len(), 2, "{chain:?}");
+        assert_eq!(chain[1], "No such file or directory (os error 2)");
+        let io = err.source().unwrap().downcast_ref::<io::Error>();
+        assert_eq!(io.unwrap().raw_os_error(), Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn a_broken_pool_keeps_the_error_that_broke_it() {
+        let spawn = SpawnError::new("/no/such", io::Error::from_raw_os_error(libc::EACCES));
+        let err = Error::broken_by("a worker could not be started", spawn);
+        let chain = messages(&err);
+        assert_eq!(chain.len(), 3, "{chain:?}");
+        assert!(
+            chain[0].starts_with(
+                "the process pool is broken: a worker could not be started: \
+                 could not start worker program `/no/such`"
+            ),
+            "{}",
+            chain[0]
+        );
+        assert!(chain[0].contains("Permission denied"), "{}", chain[0]);
+        assert!(chain[1].starts_with("could not start worker program"));
+        assert!(err.is_broken_pool());
+        assert!(Error::broken("no cause").source().is_none());
+    }
+
+    #[test]
+    fn a_serialization_error_keeps_the_codec_error() {
+        #[derive(Debug)]
+        struct Refuses;
+        impl serde::Serialize for Refuses {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("Refuses will not be encoded"))
+            }
+        }
+        let codec = loky_proto::encode_payload(&Refuses).unwrap_err();
+        let err = Error::Serialization(SerializationError::new("t", "encode the arguments", codec));
+        let chain = messages(&err);
+        assert!(chain.len() >= 2, "{chain:?}");
+        assert!(
+            chain[0].contains("Refuses will not be encoded"),
+            "{chain:?}"
+        );
+        let source = err.source().expect("the codec's error is the source");
+        assert!(source.to_string().contains("Refuses will not be encoded"));
+    }
+
+    #[test]
+    fn every_message_is_one_line_but_loky_s_crash_message() {
+        let errors = [
+            Error::broken("x"),
+            Error::shutdown(),
+            Error::killed_by_shutdown(),
+            Error::Cancelled,
+            Error::Timeout,
+            Error::DeadlineExceeded(DeadlineExceeded {
+                task: "t".into(),
+                timeout: Duration::from_secs(1),
+                pid: 1,
+            }),
+        ];
+        for err in errors {
+            assert!(!err.to_string().contains('\n'), "{err}");
+        }
     }
 }
-
-impl std::error::Error for DeadlineExceeded {}

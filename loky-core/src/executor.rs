@@ -1,21 +1,20 @@
 //! `ProcessPoolExecutor`: the handle users submit work through.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use loky_proto::{CallKind, Task};
+use loky_proto::Task;
 
 use crate::builder::ExecutorBuilder;
-use crate::call::WorkItem;
 use crate::config::{Config, Shutdown};
 use crate::error::Result;
-use crate::future::{Core, Future, Killer};
+use crate::future::Future;
 use crate::map::Map;
-use crate::supervisor::{self, Shared};
+use crate::supervisor::{self, Pool, PoolHandle};
 
 /// A pool of worker processes running tasks, as Python's
 /// `concurrent.futures.ProcessPoolExecutor` with loky's robustness.
@@ -39,25 +38,14 @@ use crate::supervisor::{self, Shared};
 /// ```
 #[derive(Clone)]
 pub struct ProcessPoolExecutor {
-    handle: Arc<Handle>,
-}
-
-/// Shuts the pool down when the last executor handle goes.
-struct Handle {
-    shared: Arc<Shared>,
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.shared.shutdown(Shutdown::default());
-    }
+    handle: Arc<PoolHandle>,
 }
 
 impl fmt::Debug for ProcessPoolExecutor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessPoolExecutor")
             .field("max_workers", &self.max_workers())
-            .field("program", &self.handle.shared.config.program)
+            .field("program", &self.handle.config.program)
             .field("worker_pids", &self.worker_pids())
             .finish()
     }
@@ -111,14 +99,18 @@ impl ProcessPoolExecutor {
     }
 
     pub(crate) fn from_config(config: Config) -> Result<Self> {
-        let shared = supervisor::start(config)?;
+        let pool = supervisor::start(config)?;
         Ok(ProcessPoolExecutor {
-            handle: Arc::new(Handle { shared }),
+            handle: Arc::new(PoolHandle::new(pool)),
         })
     }
 
     pub(crate) fn config(&self) -> &Config {
-        &self.handle.shared.config
+        &self.handle.config
+    }
+
+    fn pool(&self) -> &Arc<Pool> {
+        self.handle.pool()
     }
 
     /// Schedules `task(args)` and returns its future at once.
@@ -146,29 +138,12 @@ impl ProcessPoolExecutor {
         I: Serialize,
         O: DeserializeOwned,
     {
-        let shared = &self.handle.shared;
-        shared.check_open()?;
-        let core = Core::new(task.name(), Some(self.killer()));
-        let mut item = WorkItem::new(
-            core.clone(),
-            task.signature(),
-            CallKind::Single,
-            shared.next_call_id(),
-            shared.config.max_frame,
-            |frame| loky_proto::encode_payload_into(&args, frame),
-        )?;
-        item.timeout = options.timeout.or(shared.config.task_timeout);
-        shared.submit(vec![item])?;
-        Ok(Future::from_core(core))
-    }
-
-    pub(crate) fn killer(&self) -> Weak<dyn Killer> {
-        let weak: Weak<Shared> = Arc::downgrade(&self.handle.shared);
-        weak
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.handle.shared
+        let future = self
+            .pool()
+            .submit_call(task.signature(), options.timeout, |frame| {
+                loky_proto::encode_payload_into(&args, frame)
+            })?;
+        Ok(Future::from_state(future))
     }
 
     /// Runs `task` on every item of `inputs`, yielding results in input
@@ -180,7 +155,7 @@ impl ProcessPoolExecutor {
         I: Serialize,
         O: DeserializeOwned,
     {
-        Map::new(self.clone(), task, inputs)
+        Map::new(self.handle.clone(), task, inputs)
     }
 
     /// Shuts down: no more submits; with `wait`, blocks until every
@@ -196,37 +171,44 @@ impl ProcessPoolExecutor {
 
     /// Shuts down with every option of [`Shutdown`].
     pub fn shutdown_with(&self, how: Shutdown) {
-        self.handle.shared.shutdown(how);
+        self.handle.shutdown(how);
     }
 
     /// The number of workers the pool keeps.
     pub fn max_workers(&self) -> usize {
-        self.handle.shared.max_workers()
+        self.handle.max_workers()
     }
 
     /// The pids of the live workers (started, not yet reaped).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.handle.shared.worker_pids()
+        self.handle.worker_pids()
     }
 
     /// Whether the pool is broken (submits fail with the stored error).
     pub fn is_broken(&self) -> bool {
-        self.handle.shared.is_broken()
+        self.handle.is_broken()
     }
 
     /// Whether the pool was shut down (or finished after breaking).
     pub fn is_shutdown(&self) -> bool {
-        self.handle.shared.is_shut_down()
+        self.handle.is_shut_down()
     }
 
     /// Changes the number of workers in place: growing keeps the workers,
     /// shrinking retires the extra ones once their work is done.
     pub(crate) fn resize(&self, max_workers: usize) {
-        self.handle.shared.resize(max_workers);
+        self.handle.resize(max_workers);
     }
 
     /// Whether both handles are of one pool.
     pub fn same_pool(&self, other: &ProcessPoolExecutor) -> bool {
         Arc::ptr_eq(&self.handle, &other.handle)
+    }
+}
+
+impl ExecutorBuilder {
+    /// Builds the executor. Workers start on the first submit.
+    pub fn build(self) -> Result<ProcessPoolExecutor> {
+        ProcessPoolExecutor::from_config(self.config()?)
     }
 }

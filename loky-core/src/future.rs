@@ -1,9 +1,9 @@
 //! Futures: the caller's handle on one task's result.
 //!
-//! A [`Core`] is the shared, untyped state of one call: its state machine
-//! (pending → running → finished, or pending → cancelled), its raw result
+//! A [`FutureState`] is the shared, untyped state of one call: its stage
+//! (pending → running → finished, or pending → cancelled), its raw output
 //! bytes, and its done callbacks. [`Future<T>`] is the typed handle users
-//! hold; it decodes the result on the caller's thread.
+//! hold; it decodes the output on the caller's thread.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -13,23 +13,26 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use crate::deadline;
 use crate::error::{Error, Result, SerializationError};
+use crate::pool_thread;
 
-/// What a finished call carries: the encoded output, or for a `map` chunk
-/// the encoded outputs of its items.
+/// What a finished call carries, still encoded: the output, or for a `map`
+/// chunk the outputs of its items.
 #[derive(Debug)]
-pub(crate) enum Payload {
+pub(crate) enum RawOutput {
     /// One encoded value (for a chunk: the encoded sequence of outputs).
     Value(Vec<u8>),
     /// A chunk in which some item failed: one result per item.
     Items(Vec<Result<Vec<u8>>>),
 }
 
-pub(crate) type Settled = Result<Arc<Payload>>;
+/// How a call ended, as the future holds it.
+pub(crate) type Settled = Result<Arc<RawOutput>>;
 
 type Callback = Box<dyn FnOnce() + Send>;
 
-enum State {
+enum Stage {
     Pending,
     Running,
     Finished(Settled),
@@ -37,31 +40,31 @@ enum State {
 }
 
 struct Inner {
-    state: State,
+    stage: Stage,
     callbacks: Vec<Callback>,
 }
 
 /// Asks the pool to stop the task of a running future.
 pub(crate) trait Killer: Send + Sync {
-    fn kill(&self, core: &Arc<Core>);
+    fn kill(&self, state: &Arc<FutureState>);
 }
 
-/// The shared state of one call.
-pub(crate) struct Core {
+/// The shared state of one call, behind every clone of its [`Future`].
+pub(crate) struct FutureState {
     inner: Mutex<Inner>,
     cond: Condvar,
     pub(crate) task: &'static str,
     killer: Option<std::sync::Weak<dyn Killer>>,
 }
 
-impl Core {
+impl FutureState {
     pub(crate) fn new(
         task: &'static str,
         killer: Option<std::sync::Weak<dyn Killer>>,
-    ) -> Arc<Core> {
-        Arc::new(Core {
+    ) -> Arc<FutureState> {
+        Arc::new(FutureState {
             inner: Mutex::new(Inner {
-                state: State::Pending,
+                stage: Stage::Pending,
                 callbacks: Vec::new(),
             }),
             cond: Condvar::new(),
@@ -80,9 +83,9 @@ impl Core {
     /// settled), in which case the call must not be sent.
     pub(crate) fn set_running(&self) -> bool {
         let mut inner = self.lock();
-        match inner.state {
-            State::Pending => {
-                inner.state = State::Running;
+        match inner.stage {
+            Stage::Pending => {
+                inner.stage = Stage::Running;
                 true
             }
             _ => false,
@@ -93,11 +96,11 @@ impl Core {
     pub(crate) fn settle(&self, result: Settled) -> bool {
         let callbacks = {
             let mut inner = self.lock();
-            match inner.state {
-                State::Pending | State::Running => {}
-                State::Finished(_) | State::Cancelled => return false,
+            match inner.stage {
+                Stage::Pending | Stage::Running => {}
+                Stage::Finished(_) | Stage::Cancelled => return false,
             }
-            inner.state = State::Finished(result);
+            inner.stage = Stage::Finished(result);
             self.cond.notify_all();
             std::mem::take(&mut inner.callbacks)
         };
@@ -109,12 +112,12 @@ impl Core {
     pub(crate) fn cancel(&self) -> bool {
         let callbacks = {
             let mut inner = self.lock();
-            match inner.state {
-                State::Cancelled => return true,
-                State::Running | State::Finished(_) => return false,
-                State::Pending => {}
+            match inner.stage {
+                Stage::Cancelled => return true,
+                Stage::Running | Stage::Finished(_) => return false,
+                Stage::Pending => {}
             }
-            inner.state = State::Cancelled;
+            inner.stage = Stage::Cancelled;
             self.cond.notify_all();
             std::mem::take(&mut inner.callbacks)
         };
@@ -123,30 +126,30 @@ impl Core {
     }
 
     pub(crate) fn is_running(&self) -> bool {
-        matches!(self.lock().state, State::Running)
+        matches!(self.lock().stage, Stage::Running)
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        matches!(self.lock().state, State::Cancelled)
+        matches!(self.lock().stage, Stage::Cancelled)
     }
 
     pub(crate) fn is_done(&self) -> bool {
-        matches!(self.lock().state, State::Finished(_) | State::Cancelled)
+        matches!(self.lock().stage, Stage::Finished(_) | Stage::Cancelled)
     }
 
     /// Whether it finished with an error (cancelled does not count).
     pub(crate) fn is_failed(&self) -> bool {
-        matches!(self.lock().state, State::Finished(Err(_)))
+        matches!(self.lock().stage, Stage::Finished(Err(_)))
     }
 
     /// Blocks until settled or `deadline`; `Err(Timeout)` at the deadline.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Settled {
         let mut inner = self.lock();
         loop {
-            match &inner.state {
-                State::Finished(result) => return result.clone(),
-                State::Cancelled => return Err(Error::Cancelled),
-                State::Pending | State::Running => {}
+            match &inner.stage {
+                Stage::Finished(result) => return result.clone(),
+                Stage::Cancelled => return Err(Error::Cancelled),
+                Stage::Pending | Stage::Running => {}
             }
             inner = match deadline {
                 None => self.cond.wait(inner).unwrap_or_else(|e| e.into_inner()),
@@ -168,7 +171,7 @@ impl Core {
     pub(crate) fn on_done(&self, callback: Callback) {
         {
             let mut inner = self.lock();
-            if matches!(inner.state, State::Pending | State::Running) {
+            if matches!(inner.stage, Stage::Pending | Stage::Running) {
                 inner.callbacks.push(callback);
                 return;
             }
@@ -198,7 +201,7 @@ fn run_callbacks(callbacks: Vec<Callback>) {
         if let Err(panic) = catch_unwind(AssertUnwindSafe(callback)) {
             log::error!(
                 "a done callback of a future panicked: {}",
-                crate::panic_message(&*panic)
+                pool_thread::panic_message(&*panic)
             );
         }
     }
@@ -220,36 +223,36 @@ fn run_callbacks(callbacks: Vec<Callback>) {
 /// # Ok::<(), loky_core::Error>(())
 /// ```
 pub struct Future<T> {
-    pub(crate) core: Arc<Core>,
+    pub(crate) state: Arc<FutureState>,
     marker: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for Future<T> {
     fn clone(&self) -> Self {
-        Future::from_core(self.core.clone())
+        Future::from_state(self.state.clone())
     }
 }
 
 impl<T> fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.core.lock().state {
-            State::Pending => "pending",
-            State::Running => "running",
-            State::Finished(Ok(_)) => "finished",
-            State::Finished(Err(_)) => "failed",
-            State::Cancelled => "cancelled",
+        let stage = match self.state.lock().stage {
+            Stage::Pending => "pending",
+            Stage::Running => "running",
+            Stage::Finished(Ok(_)) => "finished",
+            Stage::Finished(Err(_)) => "failed",
+            Stage::Cancelled => "cancelled",
         };
         f.debug_struct("Future")
-            .field("task", &self.core.task)
-            .field("state", &state)
+            .field("task", &self.state.task)
+            .field("state", &stage)
             .finish()
     }
 }
 
 impl<T> Future<T> {
-    pub(crate) fn from_core(core: Arc<Core>) -> Self {
+    pub(crate) fn from_state(state: Arc<FutureState>) -> Self {
         Future {
-            core,
+            state,
             marker: PhantomData,
         }
     }
@@ -257,22 +260,22 @@ impl<T> Future<T> {
     /// Cancels the future if it has not started: true if it is now (or was
     /// already) cancelled, false once it runs or is finished.
     pub fn cancel(&self) -> bool {
-        self.core.cancel()
+        self.state.cancel()
     }
 
     /// Whether the future was cancelled.
     pub fn cancelled(&self) -> bool {
-        self.core.is_cancelled()
+        self.state.is_cancelled()
     }
 
     /// Whether the task was sent to a worker and has not finished.
     pub fn running(&self) -> bool {
-        self.core.is_running()
+        self.state.is_running()
     }
 
     /// Whether the future finished or was cancelled.
     pub fn done(&self) -> bool {
-        self.core.is_done()
+        self.state.is_done()
     }
 
     /// Stops the task: a pending future is cancelled; a running one has its
@@ -280,7 +283,7 @@ impl<T> Future<T> {
     /// fails with [`Error::Cancelled`]. The pool is not broken. Returns false
     /// if the future was already finished.
     pub fn kill(&self) -> bool {
-        self.core.kill()
+        self.state.kill()
     }
 
     /// Runs `callback` once when the future is done (finished or
@@ -292,26 +295,26 @@ impl<T> Future<T> {
         F: FnOnce(&Future<T>) + Send + 'static,
         T: 'static,
     {
-        let fut = Future::<T>::from_core(self.core.clone());
-        self.core.on_done(Box::new(move || callback(&fut)));
+        let fut = Future::<T>::from_state(self.state.clone());
+        self.state.on_done(Box::new(move || callback(&fut)));
     }
 
     /// The task name this future runs.
     pub fn task_name(&self) -> &'static str {
-        self.core.task
+        self.state.task
     }
 }
 
 impl<T: DeserializeOwned> Future<T> {
     /// Blocks until the task is done and returns its output, or its error.
     pub fn result(&self) -> Result<T> {
-        self.decode(self.core.wait(None))
+        self.decode(self.state.wait(None))
     }
 
     /// As [`Future::result`], but gives up after `timeout` with
     /// [`Error::Timeout`], leaving the future untouched.
     pub fn result_timeout(&self, timeout: Duration) -> Result<T> {
-        self.decode(self.core.wait(Some(deadline_after(timeout))))
+        self.decode(self.state.wait(deadline::from_now(timeout)))
     }
 
     /// Blocks until done; the error, or `None` on success.
@@ -326,9 +329,9 @@ impl<T: DeserializeOwned> Future<T> {
 
     fn decode(&self, settled: Settled) -> Result<T> {
         match &*settled? {
-            Payload::Value(bytes) => decode_output(self.core.task, bytes),
-            Payload::Items(_) => Err(Error::Serialization(SerializationError::new(
-                self.core.task,
+            RawOutput::Value(bytes) => decode_output(self.state.task, bytes),
+            RawOutput::Items(_) => Err(Error::Serialization(SerializationError::described(
+                self.state.task,
                 "decode the result",
                 "a chunk reply arrived for a single call",
             ))),
@@ -339,11 +342,4 @@ impl<T: DeserializeOwned> Future<T> {
 pub(crate) fn decode_output<T: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<T> {
     loky_proto::decode_payload(bytes)
         .map_err(|e| Error::Serialization(SerializationError::new(task, "decode the result", e)))
-}
-
-/// `now + timeout`, saturating far in the future.
-pub(crate) fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(86400 * 365 * 100))
 }

@@ -18,6 +18,11 @@
 //! Internally, one supervisor thread per pool owns the queue and the
 //! workers; each worker has a reader thread (replies, death detection,
 //! reaping) and a writer thread (frames out). See `supervisor.md`.
+//!
+//! Modules, from the bottom up (each uses only those above it):
+//! `exit`, `deadline`, `pool_thread`, `error`, `config`, `future`, `call`,
+//! `link`, `events`, `os`, `worker` (the seam to the operating system),
+//! `supervisor`, `builder`, `map`, `executor`, `wait`, `reusable`, `cpu`.
 
 #![deny(missing_docs)]
 
@@ -25,16 +30,23 @@ mod builder;
 mod call;
 mod config;
 mod cpu;
+mod deadline;
 mod error;
+mod events;
 mod executor;
 mod exit;
 mod future;
+mod link;
 mod map;
 mod os;
+mod pool_thread;
 mod reusable;
 mod supervisor;
 mod wait;
 mod worker;
+
+#[cfg(test)]
+mod layering;
 
 pub use builder::{DEFAULT_MAX_DEPTH, ExecutorBuilder, WorkerProgram};
 pub use config::{CrashPolicy, Shutdown};
@@ -50,14 +62,3 @@ pub use loky_proto::Task;
 pub use map::Map;
 pub use reusable::get_reusable_executor;
 pub use wait::{AsCompleted, DoneAndNotDone, ReturnWhen, as_completed, wait};
-
-/// The message of a caught panic payload.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any>".to_owned()
-    }
-}

@@ -11,13 +11,14 @@ use serde::de::DeserializeOwned;
 
 use loky_proto::{CallKind, Signature, Task};
 
-use crate::call::WorkItem;
+use crate::deadline;
 use crate::error::{Error, Result, SerializationError};
-use crate::executor::ProcessPoolExecutor;
-use crate::future::{Core, Payload, deadline_after, decode_output};
+use crate::future::{FutureState, RawOutput, decode_output};
+use crate::supervisor::PoolHandle;
 
-/// The iterator returned by [`ProcessPoolExecutor::map`]: results in input
-/// order, an error at the position of each item that failed.
+/// The iterator returned by
+/// [`ProcessPoolExecutor::map`](crate::ProcessPoolExecutor::map): results in
+/// input order, an error at the position of each item that failed.
 ///
 /// Dropping it (or reaching its timeout) cancels the chunks that have not
 /// started.
@@ -43,7 +44,8 @@ use crate::future::{Core, Payload, deadline_after, decode_output};
 /// ```
 #[must_use = "a map does nothing until iterated"]
 pub struct Map<O> {
-    executor: ProcessPoolExecutor,
+    /// Keeps the pool open until the map is done.
+    pool: Arc<PoolHandle>,
     sig: Signature,
     /// Every input, encoded back to back.
     encoded: Vec<u8>,
@@ -70,7 +72,7 @@ enum State<O> {
 /// Consecutive inputs sent as one call.
 struct Chunk {
     /// `None` when no input of the chunk could be encoded.
-    core: Option<Arc<Core>>,
+    future: Option<Arc<FutureState>>,
     /// Encoding failures, by position within the chunk.
     failed: Vec<(usize, Error)>,
     len: usize,
@@ -89,7 +91,7 @@ impl<O> fmt::Debug for Map<O> {
 
 impl<O: DeserializeOwned> Map<O> {
     pub(crate) fn new<I: Serialize>(
-        executor: ProcessPoolExecutor,
+        pool: Arc<PoolHandle>,
         task: Task<I, O>,
         inputs: impl IntoIterator<Item = I>,
     ) -> Map<O> {
@@ -113,7 +115,7 @@ impl<O: DeserializeOwned> Map<O> {
             ends.push(encoded.len());
         }
         Map {
-            executor,
+            pool,
             sig: task.signature(),
             encoded,
             ends,
@@ -140,11 +142,7 @@ impl<O: DeserializeOwned> Map<O> {
 
     /// Submits every chunk.
     fn start(&mut self) -> State<O> {
-        let deadline = self.timeout.map(|t| {
-            self.called
-                .checked_add(t)
-                .unwrap_or_else(|| deadline_after(t))
-        });
+        let deadline = self.timeout.and_then(|t| deadline::after(self.called, t));
         if self.chunksize == 0 {
             return State::Running {
                 chunks: VecDeque::new(),
@@ -178,9 +176,8 @@ impl<O: DeserializeOwned> Map<O> {
     }
 
     fn submit_chunks(&mut self) -> Result<VecDeque<Chunk>> {
-        let shared = self.executor.shared().clone();
-        shared.check_open()?;
-        let killer = self.executor.killer();
+        let pool = self.pool.pool().clone();
+        pool.check_open()?;
         let mut chunks = VecDeque::new();
         let mut items = Vec::new();
         let count = self.ends.len();
@@ -193,32 +190,28 @@ impl<O: DeserializeOwned> Map<O> {
             }
             let len = last - first;
             let ok = len - failed.len();
-            let core = if ok == 0 {
+            let future = if ok == 0 {
                 None
             } else {
                 let start = if first == 0 { 0 } else { self.ends[first - 1] };
                 let inputs = &self.encoded[start..self.ends[last - 1]];
-                let core = Core::new(self.sig.name, Some(killer.clone()));
-                let mut item = WorkItem::new(
-                    core.clone(),
-                    self.sig,
-                    CallKind::Chunk,
-                    shared.next_call_id(),
-                    shared.config.max_frame,
-                    |frame| {
-                        loky_proto::encode_array_header(ok, frame);
-                        frame.extend_from_slice(inputs);
-                        Ok::<_, std::convert::Infallible>(())
-                    },
-                )?;
-                item.timeout = shared.config.task_timeout;
+                let item = pool.prepare(self.sig, CallKind::Chunk, None, |frame| {
+                    loky_proto::encode_array_header(ok, frame);
+                    frame.extend_from_slice(inputs);
+                    Ok::<_, std::convert::Infallible>(())
+                })?;
+                let future = item.future.clone();
                 items.push(item);
-                Some(core)
+                Some(future)
             };
-            chunks.push_back(Chunk { core, failed, len });
+            chunks.push_back(Chunk {
+                future,
+                failed,
+                len,
+            });
         }
         self.encoded = Vec::new();
-        shared.submit(items)?;
+        pool.submit(items)?;
         Ok(chunks)
     }
 }
@@ -304,9 +297,9 @@ fn results_of<O: DeserializeOwned>(
     chunk: &Chunk,
     deadline: Option<Instant>,
 ) -> std::result::Result<Ready<O>, ()> {
-    let outputs: Vec<Result<O>> = match &chunk.core {
+    let outputs: Vec<Result<O>> = match &chunk.future {
         None => Vec::new(),
-        Some(core) => match core.wait(deadline) {
+        Some(future) => match future.wait(deadline) {
             Err(Error::Timeout) => return Err(()),
             Err(err) => (0..chunk.len - chunk.failed.len())
                 .map(|_| Err(err.clone()))
@@ -328,9 +321,9 @@ fn results_of<O: DeserializeOwned>(
     Ok(Ready::Results(results.into_iter()))
 }
 
-fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &Payload, len: usize) -> Ready<O> {
+fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &RawOutput, len: usize) -> Ready<O> {
     let results: Vec<Result<O>> = match payload {
-        Payload::Value(bytes) => match decode_output::<Vec<O>>(task, bytes) {
+        RawOutput::Value(bytes) => match decode_output::<Vec<O>>(task, bytes) {
             Ok(values) if values.len() == len => return Ready::Values(values.into_iter()),
             Ok(_) => (0..len).map(|_| Err(short_reply(task))).collect(),
             // Some output does not decode: decode them one by one, so that
@@ -343,7 +336,7 @@ fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &Payload, len: usize) 
                 _ => (0..len).map(|_| Err(err.clone())).collect(),
             },
         },
-        Payload::Items(items) => items
+        RawOutput::Items(items) => items
             .iter()
             .map(|item| match item {
                 Ok(bytes) => decode_output(task, bytes),
@@ -355,7 +348,7 @@ fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &Payload, len: usize) 
 }
 
 fn short_reply(task: &str) -> Error {
-    Error::Serialization(SerializationError::new(
+    Error::Serialization(SerializationError::described(
         task,
         "decode the result",
         "the worker returned another number of outputs than inputs",
@@ -364,8 +357,8 @@ fn short_reply(task: &str) -> Error {
 
 /// Cancels the chunks that have not started.
 fn cancel_all<'a>(chunks: impl Iterator<Item = &'a Chunk>) {
-    for core in chunks.filter_map(|chunk| chunk.core.as_ref()) {
-        core.cancel();
+    for future in chunks.filter_map(|chunk| chunk.future.as_ref()) {
+        future.cancel();
     }
 }
 

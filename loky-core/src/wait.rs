@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::deadline;
 use crate::error::{Error, Result};
-use crate::future::{Core, Future, deadline_after};
+use crate::future::{Future, FutureState};
 
 /// When [`wait`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,27 +52,27 @@ pub fn wait<T>(
     timeout: Option<Duration>,
     return_when: ReturnWhen,
 ) -> DoneAndNotDone<T> {
-    let deadline = timeout.map(deadline_after);
+    let deadline = timeout.and_then(deadline::from_now);
     let futures = dedup(futures.iter().cloned());
     let satisfied = |futures: &[Future<T>]| {
-        let done = futures.iter().filter(|f| f.core.is_done()).count();
+        let done = futures.iter().filter(|f| f.state.is_done()).count();
         match return_when {
             ReturnWhen::AllCompleted => done == futures.len(),
             ReturnWhen::FirstCompleted => done > 0 || futures.is_empty(),
             ReturnWhen::FirstException => {
-                done == futures.len() || futures.iter().any(|f| f.core.is_failed())
+                done == futures.len() || futures.iter().any(|f| f.state.is_failed())
             }
         }
     };
     if !satisfied(&futures) {
-        let events = notify_on_done(futures.iter().map(|f| &f.core));
+        let events = notify_on_done(futures.iter().map(|f| &f.state));
         while !satisfied(&futures) {
             if !wait_event(&events, deadline) {
                 break;
             }
         }
     }
-    let (done, not_done) = futures.into_iter().partition(|f| f.core.is_done());
+    let (done, not_done) = futures.into_iter().partition(|f| f.state.is_done());
     DoneAndNotDone { done, not_done }
 }
 
@@ -94,10 +95,10 @@ pub fn as_completed<T>(
     futures: impl IntoIterator<Item = Future<T>>,
     timeout: Option<Duration>,
 ) -> AsCompleted<T> {
-    let deadline = timeout.map(deadline_after);
+    let deadline = timeout.and_then(deadline::from_now);
     let futures = dedup(futures);
-    let (ready, waiting): (Vec<_>, Vec<_>) = futures.into_iter().partition(|f| f.core.is_done());
-    let events = notify_on_done(waiting.iter().map(|f| &f.core));
+    let (ready, waiting): (Vec<_>, Vec<_>) = futures.into_iter().partition(|f| f.state.is_done());
+    let events = notify_on_done(waiting.iter().map(|f| &f.state));
     AsCompleted {
         ready: ready.into(),
         waiting,
@@ -133,7 +134,7 @@ impl<T> Iterator for AsCompleted<T> {
             }
             let (done, waiting) = std::mem::take(&mut self.waiting)
                 .into_iter()
-                .partition::<Vec<_>, _>(|f| f.core.is_done());
+                .partition::<Vec<_>, _>(|f| f.state.is_done());
             self.waiting = waiting;
             self.ready.extend(done);
             if self.ready.is_empty() && !wait_event(&self.events, self.deadline) {
@@ -148,16 +149,16 @@ fn dedup<T>(futures: impl IntoIterator<Item = Future<T>>) -> Vec<Future<T>> {
     let mut seen = HashSet::new();
     futures
         .into_iter()
-        .filter(|f| seen.insert(Arc::as_ptr(&f.core)))
+        .filter(|f| seen.insert(Arc::as_ptr(&f.state)))
         .collect()
 }
 
 /// A channel that gets a message each time one of `cores` is done.
-fn notify_on_done<'a>(cores: impl Iterator<Item = &'a Arc<Core>>) -> Receiver<()> {
+fn notify_on_done<'a>(states: impl Iterator<Item = &'a Arc<FutureState>>) -> Receiver<()> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    for core in cores {
+    for state in states {
         let tx = tx.clone();
-        core.on_done(Box::new(move || {
+        state.on_done(Box::new(move || {
             // The waiter may be gone; then nobody needs the news.
             let _ = tx.send(());
         }));

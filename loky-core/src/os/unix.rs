@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use loky_proto::env;
@@ -22,12 +23,15 @@ pub(crate) struct SpawnedWorker {
     pub(crate) pidfd: Option<OwnedFd>,
 }
 
-/// A child process this crate started. Dropped before it was reaped, it is
-/// killed and reaped: it never outlives its handle as a zombie.
+/// A worker process this crate started, in a process group of its own
+/// whose id is its pid. Dropped before it was reaped, it is killed and
+/// reaped: it never outlives its handle as a zombie.
 #[derive(Debug)]
 pub(crate) struct Process {
     pid: u32,
-    reaped: bool,
+    /// Set once reaped; signals are sent under this lock, so that a signal
+    /// never reaches a reused pid or group.
+    reaped: Mutex<bool>,
 }
 
 impl Process {
@@ -35,15 +39,60 @@ impl Process {
         self.pid
     }
 
-    /// Waits for the process to exit and reaps it.
-    pub(crate) fn wait(&mut self) -> io::Result<ExitStatus> {
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        self.reaped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `signal` to the process and to the group it was started in,
+    /// unless it was reaped. Both: a task may move its worker to another
+    /// group, and what the task started stays in the first one. Errors
+    /// (nothing left to signal) are ignored.
+    pub(crate) fn signal(&self, signal: i32) {
+        let reaped = self.lock();
+        if !*reaped {
+            kill_process_and_group(self.pid, signal);
+        }
+    }
+
+    /// Blocks until the process has exited, without reaping it (its pid
+    /// stays reserved, so signals stay safe without holding the lock here).
+    pub(crate) fn wait_exited(&self) -> io::Result<()> {
+        loop {
+            // SAFETY: info is a valid siginfo_t for the call to fill; the
+            // pid is our unreaped child, and WNOWAIT leaves it unreaped.
+            let ret = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                libc::waitid(
+                    libc::P_PID,
+                    self.pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOWAIT,
+                )
+            };
+            if ret == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Reaps the process, waiting for it to exit if it has not.
+    pub(crate) fn reap(&self) -> io::Result<ExitStatus> {
+        let mut reaped = self.lock();
+        if *reaped {
+            return Err(io::Error::other("the worker process was reaped already"));
+        }
         let mut status = 0;
         loop {
             // SAFETY: status is a valid int for the call; the pid is our
-            // unreaped child, so it cannot belong to another process.
+            // unreaped child (checked under the lock), so it cannot belong
+            // to another process.
             let pid = unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, 0) };
             if pid >= 0 {
-                self.reaped = true;
+                *reaped = true;
                 return Ok(ExitStatus::from_raw(status));
             }
             let err = io::Error::last_os_error();
@@ -56,11 +105,21 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if !self.reaped {
-            // SAFETY: the pid is our unreaped child (see `wait`).
-            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
-            let _ = self.wait();
+        if !*self.lock() {
+            kill_process_and_group(self.pid, libc::SIGKILL);
+            let _ = self.reap();
         }
+    }
+}
+
+/// Sends `signal` to `pid` and to the process group `pid` (errors ignored).
+fn kill_process_and_group(pid: u32, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions. The caller holds the
+    // process unreaped, so neither the pid nor the group id it made (its
+    // own pid) can have been reused.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), signal);
+        libc::kill(pid as libc::pid_t, signal);
     }
 }
 
@@ -95,7 +154,10 @@ pub(crate) fn spawn_worker(command: &Command) -> io::Result<SpawnedWorker> {
     )?;
     let program = CString::new(command.get_program().as_bytes())?;
     let pid = posix_spawnp(&program, child_end.as_raw_fd(), &argv, &envp)?;
-    let process = Process { pid, reaped: false };
+    let process = Process {
+        pid,
+        reaped: Mutex::new(false),
+    };
     drop(child_end);
     let pidfd = pidfd_open(process.id());
     Ok(SpawnedWorker {
@@ -257,22 +319,14 @@ fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
     None
 }
 
-/// What became readable in [`poll_channel`].
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Readiness {
-    /// The channel has data, or reached its end.
-    pub(crate) channel: bool,
-    /// The process exited.
-    pub(crate) exited: bool,
-}
-
-/// Waits until the channel is readable, the process exits, or `timeout`
-/// passes (`None`: no limit).
+/// Waits until the channel is readable (data, or its end), the process
+/// exits, or `timeout` passes (`None`: no limit); says which of the first
+/// two happened: `(channel, exited)`.
 pub(crate) fn poll_channel(
     channel: &UnixStream,
     pidfd: Option<&OwnedFd>,
     timeout: Option<Duration>,
-) -> io::Result<Readiness> {
+) -> io::Result<(bool, bool)> {
     let mut fds = [
         libc::pollfd {
             fd: channel.as_raw_fd(),
@@ -304,20 +358,7 @@ pub(crate) fn poll_channel(
     }
     let ready =
         |fd: &libc::pollfd| fd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
-    Ok(Readiness {
-        channel: ready(&fds[0]),
-        exited: ready(&fds[1]),
-    })
-}
-
-/// Sends `signal` to the process group `pgid` (the worker and whatever its
-/// tasks started). Errors (the group is gone) are ignored.
-pub(crate) fn signal_group(pgid: u32, signal: i32) {
-    // SAFETY: kill with a negative pid signals a process group; the group
-    // leader is our unreaped child, so the group id cannot have been reused.
-    unsafe {
-        libc::kill(-(pgid as libc::pid_t), signal);
-    }
+    Ok((ready(&fds[0]), ready(&fds[1])))
 }
 
 /// Writes as much of `bytes` as the socket takes without blocking; returns
@@ -326,27 +367,45 @@ pub(crate) fn signal_group(pgid: u32, signal: i32) {
 pub(crate) fn send_nonblocking(channel: &UnixStream, bytes: &[u8]) -> usize {
     let mut sent = 0;
     while sent < bytes.len() {
-        let rest = &bytes[sent..];
-        // SAFETY: rest is a valid buffer of rest.len() bytes for the whole
-        // call; MSG_DONTWAIT makes this one call non-blocking without
-        // changing the descriptor's flags, which other threads share.
-        let n = unsafe {
-            libc::send(
-                channel.as_raw_fd(),
-                rest.as_ptr().cast(),
-                rest.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n > 0 {
-            sent += n as usize;
-        } else if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        } else {
-            break;
+        // MSG_DONTWAIT makes this one call non-blocking without changing
+        // the descriptor's flags, which other threads share.
+        match send(channel, &bytes[sent..], libc::MSG_DONTWAIT) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
     sent
+}
+
+/// Writes some of `bytes`, blocking until the socket takes some. A peer
+/// that is gone is an error (`EPIPE`), never a `SIGPIPE`.
+pub(crate) fn send_blocking(channel: &UnixStream, bytes: &[u8]) -> io::Result<usize> {
+    loop {
+        match send(channel, bytes, 0) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+fn send(channel: &UnixStream, bytes: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: bytes is a valid buffer of bytes.len() bytes for the whole
+    // call.
+    let n = unsafe {
+        libc::send(
+            channel.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            flags | libc::MSG_NOSIGNAL,
+        )
+    };
+    match n {
+        n if n > 0 => Ok(n as usize),
+        0 if bytes.is_empty() => Ok(0),
+        0 => Err(io::ErrorKind::WriteZero.into()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// `SIGKILL`.

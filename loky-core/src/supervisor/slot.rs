@@ -1,118 +1,97 @@
-//! The supervisor's view of one worker: its state, how many calls it may
-//! hold, and the checks a call passes before it is sent.
+//! The supervisor's view of one worker: where it is in its life
+//! ([`SlotState`], with what each state needs), the calls it holds (its
+//! [`Link`], the one record of them), and the checks a call passes before
+//! it is sent.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loky_proto::{Signature, TaskInfo};
+use loky_proto::{Hello, Signature, TaskInfo};
 
+use crate::call::{InFlight, WorkItem};
 use crate::error::{Error, TaskMismatch, UnknownTask};
-use crate::future::Core;
-use crate::worker::{Worker, WorkerId};
+use crate::events::WorkerId;
+use crate::future::FutureState;
+use crate::link::Link;
+use crate::worker::{Stop, WorkerHandle};
 
-/// A call running longer than this gets no other call queued behind it.
-const LONG_CALL: Duration = Duration::from_millis(2);
+/// Where a worker is in its life. See `supervisor.md` for the transitions.
+pub(super) enum SlotState {
+    /// Started; its reader waits for its hello (and holds the deadline).
+    Starting,
+    /// Said hello; runs the pool's initializer before any call.
+    Initializing {
+        tasks: Arc<TaskTable>,
+        init: Arc<FutureState>,
+    },
+    /// Takes calls.
+    Serving { tasks: Arc<TaskTable> },
+    /// Takes no more calls; its input is closed once it holds none, and it
+    /// leaves when it reads that end.
+    Retiring {
+        why: Retire,
+        /// The initializer, if it still runs: its failure still breaks the
+        /// pool.
+        init: Option<Arc<FutureState>>,
+    },
+    /// Being stopped.
+    Killing {
+        reason: KillReason,
+        /// When a polite stop becomes a `SIGKILL`; `None` once sent (or for
+        /// an unbounded grace period).
+        escalate_at: Option<Instant>,
+    },
+}
+
+/// Why a worker is leaving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retire {
+    /// Idle for the idle timeout.
+    Idle,
+    /// Ran `max_tasks_per_child` calls.
+    Recycled,
+    /// It asked to (memory leak).
+    Asked,
+    /// The pool shrank.
+    Shrunk,
+    /// The pool shuts down.
+    Shutdown,
+}
 
 /// Why the supervisor is killing a worker.
 pub(super) enum KillReason {
     /// Its running call passed its deadline.
-    Deadline(Arc<Core>, Duration),
+    Deadline(Arc<FutureState>, Duration),
     /// `Future::kill` on its running call.
-    Killed(Arc<Core>),
+    Killed(Arc<FutureState>),
     /// Shutdown with `kill_workers`.
     Shutdown,
     /// The pool broke.
     Broken,
 }
 
-/// The supervisor's view of one worker.
-pub(super) struct Slot {
-    pub(super) worker: Worker,
-    /// The worker's task table, once it said hello.
-    pub(super) tasks: Option<Arc<HashMap<String, TaskInfo>>>,
-    pub(super) program: String,
-    /// The initializer call, while it runs.
-    pub(super) init: Option<Arc<Core>>,
-    /// Gets no more calls; leaves once its calls are answered.
-    pub(super) retiring: bool,
-    pub(super) in_flight: usize,
-    pub(super) calls: usize,
-    pub(super) idle_since: Instant,
-    pub(super) kill: Option<KillReason>,
-    pub(super) escalate_at: Option<Instant>,
+/// A worker's task table, from its hello.
+pub(super) struct TaskTable {
+    program: String,
+    tasks: HashMap<String, TaskInfo>,
 }
 
-impl Slot {
-    pub(super) fn id(&self) -> WorkerId {
-        self.worker.link.id
-    }
-
-    pub(super) fn pid(&self) -> u32 {
-        self.worker.link.pid
-    }
-
-    pub(super) fn live(&self) -> bool {
-        !self.retiring && self.kill.is_none()
-    }
-
-    /// How many calls this worker may hold: one while calls are long (so
-    /// calls wait in the pool's queue, where they can still be cancelled
-    /// and go to whichever worker frees up first); a deep pipeline when
-    /// calls are short and the round trip would dominate.
-    ///
-    /// No pipeline while other workers of the pool are still starting
-    /// (they will be free in a moment), nor behind a call that has run for
-    /// long already (it may run much longer).
-    pub(super) fn capacity(&self, pool_starting: bool) -> usize {
-        let deep = match self.worker.link.service_time() {
-            Some(t) if t < Duration::from_micros(200) => 64,
-            Some(t) if t < Duration::from_millis(2) => 4,
-            _ => 1,
-        };
-        if deep == 1 || self.in_flight == 0 {
-            return deep;
+impl TaskTable {
+    pub(super) fn new(hello: Hello) -> TaskTable {
+        TaskTable {
+            program: hello.program,
+            tasks: hello
+                .tasks
+                .into_iter()
+                .map(|t| (t.name.clone(), t))
+                .collect(),
         }
-        if pool_starting || self.front_running_longer_than(LONG_CALL) {
-            return 1;
-        }
-        deep
     }
 
-    pub(super) fn front_running_longer_than(&self, limit: Duration) -> bool {
-        self.worker
-            .link
-            .front()
-            .is_some_and(|(_, _, since)| since.elapsed() > limit)
-    }
-
-    pub(super) fn accepts(&self, max_calls: Option<usize>, pool_starting: bool) -> bool {
-        self.tasks.is_some()
-            && self.init.is_none()
-            && self.live()
-            && self.in_flight < self.capacity(pool_starting)
-            && max_calls.is_none_or(|max| self.calls < max)
-    }
-
-    /// Started and not ready yet.
-    pub(super) fn starting(&self) -> bool {
-        self.tasks.is_none() && self.live()
-    }
-
-    /// Whether its channel was closed.
-    pub(super) fn closed(&self) -> bool {
-        self.worker.frames.is_none()
-    }
-
-    /// Closes the channel: the worker leaves once it reads the end.
-    pub(super) fn close(&mut self) {
-        self.retiring = true;
-        self.worker.frames = None;
-    }
-
+    /// Whether the worker runs `sig` with the same types.
     pub(super) fn check(&self, sig: &Signature) -> Result<(), Error> {
-        let tasks = self.tasks.as_ref().expect("only ready workers get calls");
-        match tasks.get(sig.name) {
+        match self.tasks.get(sig.name) {
             Some(info) if info.matches(sig) => Ok(()),
             Some(info) => Err(Error::TaskMismatch(TaskMismatch {
                 task: sig.name.to_owned(),
@@ -120,7 +99,7 @@ impl Slot {
                 worker: format!("{} -> {}", info.input, info.output),
             })),
             None => {
-                let mut known: Vec<String> = tasks.keys().cloned().collect();
+                let mut known: Vec<String> = self.tasks.keys().cloned().collect();
                 known.sort();
                 Err(Error::UnknownTask(UnknownTask {
                     task: sig.name.to_owned(),
@@ -129,5 +108,110 @@ impl Slot {
                 }))
             }
         }
+    }
+}
+
+/// The supervisor's view of one worker.
+pub(super) struct Slot {
+    pub(super) id: WorkerId,
+    pub(super) pid: u32,
+    /// The calls it holds.
+    pub(super) link: Arc<Link>,
+    pub(super) handle: Box<dyn WorkerHandle>,
+    pub(super) state: SlotState,
+    /// Calls sent to it (the initializer not counted), for
+    /// `max_tasks_per_child`.
+    pub(super) calls: usize,
+}
+
+impl Slot {
+    pub(super) fn new(id: WorkerId, link: Arc<Link>, handle: Box<dyn WorkerHandle>) -> Slot {
+        Slot {
+            id,
+            pid: handle.pid(),
+            link,
+            handle,
+            state: SlotState::Starting,
+            calls: 0,
+        }
+    }
+
+    /// Counts towards `max_workers`: not leaving.
+    pub(super) fn live(&self) -> bool {
+        matches!(
+            self.state,
+            SlotState::Starting | SlotState::Initializing { .. } | SlotState::Serving { .. }
+        )
+    }
+
+    pub(super) fn starting(&self) -> bool {
+        matches!(self.state, SlotState::Starting)
+    }
+
+    pub(super) fn killing(&self) -> bool {
+        matches!(self.state, SlotState::Killing { .. })
+    }
+
+    /// Its task table, while it takes calls.
+    pub(super) fn serving(&self) -> Option<&Arc<TaskTable>> {
+        match &self.state {
+            SlotState::Serving { tasks } => Some(tasks),
+            _ => None,
+        }
+    }
+
+    /// The initializer call, while it runs.
+    pub(super) fn initializer(&self) -> Option<&Arc<FutureState>> {
+        match &self.state {
+            SlotState::Initializing { init, .. } => Some(init),
+            SlotState::Retiring { init, .. } => init.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Hands `item` to the worker.
+    pub(super) fn send(&mut self, item: WorkItem) {
+        let frame = item.frame.clone();
+        // Recorded first: its reply may come before `send` returns.
+        self.link.push(InFlight {
+            item,
+            sent: Instant::now(),
+        });
+        self.handle.send(frame);
+    }
+
+    /// Stops taking calls: it leaves once it holds none. Does nothing to a
+    /// worker already leaving or being killed.
+    pub(super) fn retire(&mut self, why: Retire) {
+        let init = match &self.state {
+            SlotState::Starting | SlotState::Serving { .. } => None,
+            SlotState::Initializing { init, .. } => Some(init.clone()),
+            SlotState::Retiring { .. } | SlotState::Killing { .. } => return,
+        };
+        self.state = SlotState::Retiring { why, init };
+        self.close_if_idle();
+    }
+
+    /// Closes a retiring worker's input once it holds no call.
+    pub(super) fn close_if_idle(&mut self) {
+        if matches!(self.state, SlotState::Retiring { .. })
+            && !self.handle.is_closed()
+            && self.link.held() == 0
+        {
+            self.handle.close();
+        }
+    }
+
+    /// Stops the worker for `reason`: at once (`SIGKILL`, its input closed),
+    /// or politely with an escalation at `escalate_at`.
+    pub(super) fn kill(&mut self, reason: KillReason, how: Stop, escalate_at: Option<Instant>) {
+        if how == Stop::Kill {
+            self.handle.close();
+        }
+        self.handle.stop(how);
+        self.state = SlotState::Killing {
+            reason,
+            escalate_at: if how == Stop::Kill { None } else { escalate_at },
+        };
     }
 }

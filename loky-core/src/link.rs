@@ -1,0 +1,184 @@
+//! The calls a worker holds: the one record of them, shared by the
+//! supervisor (which sends calls and reads how many a worker holds) and the
+//! worker's reader (which takes each call off as its reply arrives and
+//! settles its future). Replies come in call order, so the calls form a
+//! FIFO whose front is the call running.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::call::InFlight;
+use crate::future::FutureState;
+
+/// The calls in flight on one worker.
+pub(crate) struct Link {
+    calls: Mutex<Calls>,
+    /// Moving average of the time a call takes on this worker, in ns.
+    service_ns: AtomicU64,
+}
+
+struct Calls {
+    queue: VecDeque<InFlight>,
+    /// When the call at the front of the queue started running.
+    front_since: Instant,
+    /// When the previous reply arrived.
+    last_reply: Option<Instant>,
+    /// Since when the worker holds no call (`None` while it holds some).
+    idle_since: Option<Instant>,
+}
+
+/// A reply that matches no call: the worker broke the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnexpectedReply {
+    /// The call id of the reply.
+    pub(crate) id: u64,
+    /// The call that was due, if any.
+    pub(crate) expected: Option<u64>,
+}
+
+impl fmt::Display for UnexpectedReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.expected {
+            Some(first) => write!(f, "reply for call {} while call {first} was first", self.id),
+            None => write!(f, "reply for call {}, which was not sent", self.id),
+        }
+    }
+}
+
+impl std::error::Error for UnexpectedReply {}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere while it was held; the
+    // queue itself is always consistent between two statements.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        let now = Instant::now();
+        Link {
+            calls: Mutex::new(Calls {
+                queue: VecDeque::new(),
+                front_since: now,
+                last_reply: None,
+                idle_since: Some(now),
+            }),
+            service_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Link {
+    /// Records a call sent to the worker.
+    pub(crate) fn push(&self, call: InFlight) {
+        let mut calls = lock(&self.calls);
+        if calls.queue.is_empty() {
+            calls.front_since = call.sent;
+        }
+        calls.idle_since = None;
+        calls.queue.push_back(call);
+    }
+
+    /// Takes the call a reply is for: always the oldest one.
+    pub(crate) fn pop(&self, id: u64) -> Result<InFlight, UnexpectedReply> {
+        let mut calls = lock(&self.calls);
+        match calls.queue.front() {
+            Some(front) if front.item.id == id => {}
+            front => {
+                return Err(UnexpectedReply {
+                    id,
+                    expected: front.map(|c| c.item.id),
+                });
+            }
+        }
+        let call = calls.queue.pop_front().expect("front checked above");
+        let now = Instant::now();
+        let started = match calls.last_reply {
+            Some(last) if last > call.sent => last,
+            _ => call.sent,
+        };
+        calls.last_reply = Some(now);
+        calls.front_since = now;
+        if calls.queue.is_empty() {
+            calls.idle_since = Some(now);
+        }
+        drop(calls);
+        self.record_service(now.saturating_duration_since(started));
+        Ok(call)
+    }
+
+    fn record_service(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.service_ns.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            took
+        } else {
+            old - old / 8 + took / 8
+        };
+        self.service_ns.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// The typical duration of a call on this worker, once one has finished.
+    pub(crate) fn service_time(&self) -> Option<Duration> {
+        match self.service_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// How many calls the worker holds now: a reply the caller has seen is
+    /// no longer counted (the reader takes the call off before it settles
+    /// the future), whether or not the supervisor has heard of it yet.
+    pub(crate) fn held(&self) -> usize {
+        lock(&self.calls).queue.len()
+    }
+
+    /// Since when the worker holds no call; `None` while it holds some.
+    pub(crate) fn idle_since(&self) -> Option<Instant> {
+        lock(&self.calls).idle_since
+    }
+
+    /// Every call still in flight (the first one was running).
+    pub(crate) fn take_all(&self) -> Vec<InFlight> {
+        let mut calls = lock(&self.calls);
+        calls.idle_since.get_or_insert_with(Instant::now);
+        calls.queue.drain(..).collect()
+    }
+
+    /// The running call's future, its timeout, and when it started.
+    pub(crate) fn front(&self) -> Option<(Arc<FutureState>, Option<Duration>, Instant)> {
+        let calls = lock(&self.calls);
+        calls
+            .queue
+            .front()
+            .map(|c| (c.item.future.clone(), c.item.timeout, calls.front_since))
+    }
+
+    /// Where `future` is in the queue (0: running).
+    pub(crate) fn position(&self, future: &Arc<FutureState>) -> Option<usize> {
+        lock(&self.calls)
+            .queue
+            .iter()
+            .position(|c| Arc::ptr_eq(&c.item.future, future))
+    }
+}
+
+#[cfg(test)]
+impl Link {
+    /// The ids of the calls held, running one first.
+    pub(crate) fn ids(&self) -> Vec<u64> {
+        lock(&self.calls).queue.iter().map(|c| c.item.id).collect()
+    }
+
+    /// The id of the call whose frame `frame` is.
+    pub(crate) fn id_of_frame(&self, frame: &Arc<Vec<u8>>) -> Option<u64> {
+        lock(&self.calls)
+            .queue
+            .iter()
+            .find(|c| Arc::ptr_eq(&c.item.frame, frame))
+            .map(|c| c.item.id)
+    }
+}

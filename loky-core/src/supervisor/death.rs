@@ -1,0 +1,212 @@
+//! The end of a worker: what becomes of the calls it held, by the reason of
+//! its death and the crash policy (the table in `supervisor.md`).
+
+use std::sync::Arc;
+
+use super::{Supervisor, fail_all, fail_futures};
+use crate::call::InFlight;
+use crate::config::CrashPolicy;
+use crate::error::{DeadlineExceeded, Error, TerminatedWorker};
+use crate::events::{End, StartFailure, WorkerId};
+use crate::exit::WorkerExit;
+use crate::future::FutureState;
+
+use super::slot::{KillReason, Slot, SlotState};
+
+/// Consecutive deaths before the hello after which the pool breaks.
+pub(super) const MAX_START_CRASHES: usize = 3;
+
+/// What the supervisor knows of a worker that died.
+struct Death {
+    pid: u32,
+    exit: WorkerExit,
+    end: End,
+    calls: Vec<InFlight>,
+    state: SlotState,
+}
+
+impl Supervisor {
+    fn remove(&mut self, id: WorkerId) -> Option<Slot> {
+        let idx = self.slots.iter().position(|s| s.id == id)?;
+        let slot = self.slots.swap_remove(idx);
+        self.publish_pids();
+        Some(slot)
+    }
+
+    pub(super) fn on_start_failed(
+        &mut self,
+        id: WorkerId,
+        failure: StartFailure,
+        exit: WorkerExit,
+    ) {
+        let Some(slot) = self.remove(id) else { return };
+        let pid = slot.pid;
+        let asked_to_leave = !slot.live();
+        slot.handle.release();
+        if asked_to_leave {
+            return; // Asked to leave before it even started.
+        }
+        if let StartFailure::Internal(reason) = failure {
+            return self.break_pool(Error::broken(reason));
+        }
+        // Killed by a signal before its hello (from outside, or the OOM
+        // killer): a crash like any other, unless starts keep failing, which
+        // a program that cannot start would do forever.
+        let died = matches!(failure, StartFailure::Died);
+        if died && exit.signal().is_some() && self.start_crashes < MAX_START_CRASHES {
+            self.start_crashes += 1;
+            let err = Error::TerminatedWorker(TerminatedWorker {
+                pid,
+                exit,
+                task: None,
+                exit_codes: vec![exit],
+                memory_limit: None,
+            });
+            return self.crashed(Vec::new(), err);
+        }
+        let reason = format!(
+            "worker program `{}` (pid {pid}) did not start, it ended with {exit}",
+            self.config.program.display(),
+        );
+        self.break_pool(Error::broken_by(reason, failure));
+    }
+
+    pub(super) fn on_died(&mut self, id: WorkerId, exit: WorkerExit, end: End) {
+        let Some(slot) = self.remove(id) else { return };
+        let death = Death {
+            pid: slot.pid,
+            exit,
+            end,
+            calls: slot.link.take_all(),
+            state: slot.state,
+        };
+        self.settle_death(death);
+        // Futures first, then what is left of the worker.
+        slot.handle.release();
+    }
+
+    /// Settles the calls a dead worker held, as the reason of its death and
+    /// the crash policy say.
+    fn settle_death(&mut self, death: Death) {
+        let Death {
+            pid,
+            exit,
+            end,
+            calls,
+            state,
+        } = death;
+        if let Some(err) = &self.broken {
+            return fail_all(calls, err);
+        }
+        if let End::Internal { reason, orphans } = end {
+            let err = Error::broken(reason);
+            self.break_pool(err.clone());
+            fail_futures(orphans, &err);
+            return fail_all(calls, &err);
+        }
+        let retiring = match state {
+            SlotState::Killing { reason, .. } => return self.killed(pid, calls, reason),
+            SlotState::Initializing { .. } | SlotState::Retiring { init: Some(_), .. } => {
+                return self.initializer_killed_worker(pid, exit, calls);
+            }
+            SlotState::Retiring { .. } => true,
+            SlotState::Starting | SlotState::Serving { .. } => false,
+        };
+        if let End::Protocol(reason) = end {
+            let err = Error::broken_by(format!("worker {pid} broke the protocol"), reason);
+            return self.crashed(calls, err);
+        }
+        if retiring && calls.is_empty() {
+            return; // A clean exit it was asked for.
+        }
+        let err = Error::TerminatedWorker(TerminatedWorker {
+            pid,
+            exit,
+            task: calls.first().map(|c| c.item.sig.name.to_owned()),
+            exit_codes: vec![exit],
+            memory_limit: self
+                .config
+                .memory_limit
+                .filter(|_| exit == WorkerExit::Code(loky_proto::exit_code::MEMORY_LIMIT)),
+        });
+        self.crashed(calls, err);
+    }
+
+    /// A worker the supervisor killed on purpose.
+    fn killed(&mut self, pid: u32, calls: Vec<InFlight>, reason: KillReason) {
+        match reason {
+            KillReason::Shutdown => fail_all(calls, &Error::killed_by_shutdown()),
+            // Settled above: the pool is broken.
+            KillReason::Broken => fail_all(calls, &Error::broken("the pool broke")),
+            KillReason::Deadline(future, timeout) => {
+                let err = Error::DeadlineExceeded(DeadlineExceeded {
+                    task: future.task.to_owned(),
+                    timeout,
+                    pid,
+                });
+                self.fail_one_requeue_rest(calls, &future, err);
+            }
+            KillReason::Killed(future) => {
+                self.fail_one_requeue_rest(calls, &future, Error::Cancelled);
+            }
+        }
+    }
+
+    /// Dying in its initializer, a worker would die again in every
+    /// replacement: the pool is broken whatever the crash policy.
+    fn initializer_killed_worker(&mut self, pid: u32, exit: WorkerExit, calls: Vec<InFlight>) {
+        let name = self.config.initializer.as_ref().map_or("?", |i| i.sig.name);
+        let err = Error::broken(format!(
+            "the initializer `{name}` killed its worker (pid {pid}, {exit})"
+        ));
+        self.break_pool(err.clone());
+        fail_all(calls, &err);
+    }
+
+    /// A worker died unexpectedly holding `calls`.
+    pub(super) fn crashed(&mut self, calls: Vec<InFlight>, err: Error) {
+        match self.config.crash_policy {
+            CrashPolicy::BreakPool => {
+                // Broken first, so that whoever sees a failed future and
+                // submits again gets the broken error.
+                self.break_pool(err.clone());
+                fail_all(calls, &err);
+            }
+            CrashPolicy::Respawn => {
+                let mut calls = calls.into_iter();
+                if let Some(first) = calls.next() {
+                    first.item.future.settle(Err(err));
+                }
+                self.requeue(calls);
+                self.top_up();
+            }
+        }
+    }
+
+    fn fail_one_requeue_rest(
+        &mut self,
+        calls: Vec<InFlight>,
+        target: &Arc<FutureState>,
+        err: Error,
+    ) {
+        let (hit, rest): (Vec<_>, Vec<_>) = calls
+            .into_iter()
+            .partition(|c| Arc::ptr_eq(&c.item.future, target));
+        fail_all(hit, &err);
+        self.requeue(rest.into_iter());
+        self.top_up();
+    }
+
+    /// Puts calls that a dead worker held but never ran back at the front of
+    /// the queue, in order.
+    fn requeue(&mut self, calls: impl DoubleEndedIterator<Item = InFlight>) {
+        for call in calls.rev() {
+            let mut item = call.item;
+            if item.initializer || item.future.is_done() {
+                continue;
+            }
+            item.resent = true;
+            self.pending.push_front(item);
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! A fake [`Launcher`] for the supervisor's unit tests: no process, no
+//! thread. It records what the supervisor does to each worker, and the test
+//! plays the workers' part by sending the events their threads would send.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use loky_proto::{CallKind, Hello, PROTOCOL_VERSION, RetireReason, Signature, Task, TaskInfo};
+
+use super::{Pool, Supervisor};
+use crate::config::Config;
+use crate::error::Error;
+use crate::events::{End, Event, StartFailure, WorkerId};
+use crate::exit::WorkerExit;
+use crate::future::{FutureState, RawOutput};
+use crate::link::Link;
+use crate::worker::{Launcher, Stop, WorkerHandle};
+
+/// What the supervisor did to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Action {
+    /// Sent it the call with this id.
+    Sent(u64),
+    Closed,
+    Stopped(Stop),
+    Released,
+}
+
+#[derive(Default)]
+struct World {
+    workers: HashMap<WorkerId, FakeWorker>,
+    /// Launched workers, in order.
+    launched: Vec<WorkerId>,
+    /// Launches fail while set.
+    refuse: Option<&'static str>,
+}
+
+struct FakeWorker {
+    link: Arc<Link>,
+    events: Sender<Event>,
+    actions: Vec<Action>,
+    closed: bool,
+}
+
+fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
+    world.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct FakeLauncher(Arc<Mutex<World>>);
+
+impl Launcher for FakeLauncher {
+    fn launch(
+        &mut self,
+        worker: WorkerId,
+        link: Arc<Link>,
+        events: Sender<Event>,
+    ) -> Result<Box<dyn WorkerHandle>, Error> {
+        let mut world = lock(&self.0);
+        if let Some(reason) = world.refuse {
+            return Err(Error::broken(reason));
+        }
+        world.launched.push(worker);
+        world.workers.insert(
+            worker,
+            FakeWorker {
+                link,
+                events,
+                actions: Vec::new(),
+                closed: false,
+            },
+        );
+        Ok(Box::new(FakeHandle {
+            id: worker,
+            world: self.0.clone(),
+        }))
+    }
+}
+
+struct FakeHandle {
+    id: WorkerId,
+    world: Arc<Mutex<World>>,
+}
+
+impl FakeHandle {
+    fn record(&self, action: Action) {
+        let mut world = lock(&self.world);
+        let worker = world.workers.get_mut(&self.id).expect("a launched worker");
+        if action == Action::Closed {
+            worker.closed = true;
+        }
+        worker.actions.push(action);
+    }
+}
+
+impl WorkerHandle for FakeHandle {
+    fn pid(&self) -> u32 {
+        1000 + self.id as u32
+    }
+
+    fn send(&mut self, frame: Arc<Vec<u8>>) {
+        let closed = lock(&self.world).workers[&self.id].closed;
+        if !closed {
+            // The call id is what the supervisor sent; the frame itself is
+            // the codec's business, tested elsewhere.
+            let id = lock(&self.world).workers[&self.id]
+                .link
+                .id_of_frame(&frame)
+                .expect("a frame is sent for a call recorded in the link");
+            self.record(Action::Sent(id));
+        }
+    }
+
+    fn close(&mut self) {
+        if !self.is_closed() {
+            self.record(Action::Closed);
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        lock(&self.world).workers[&self.id].closed
+    }
+
+    fn stop(&self, how: Stop) {
+        self.record(Action::Stopped(how));
+    }
+
+    fn release(self: Box<Self>) {
+        self.record(Action::Released);
+    }
+}
+
+/// The task the tests submit.
+pub(super) const TASK: Task<u32, u32> = Task::new("t");
+/// Another task, for tests that need two.
+pub(super) const OTHER: Task<u32, u32> = Task::new("other");
+
+/// A supervisor driven by hand, with its fake workers.
+pub(super) struct Harness {
+    pub(super) sup: Supervisor,
+    pub(super) pool: Arc<Pool>,
+    world: Arc<Mutex<World>>,
+}
+
+impl Harness {
+    pub(super) fn new(config: Config) -> Harness {
+        let world = Arc::new(Mutex::new(World::default()));
+        let launcher = Box::new(FakeLauncher(world.clone()));
+        let (sup, pool) = Supervisor::new(Arc::new(config), launcher);
+        Harness { sup, pool, world }
+    }
+
+    /// Submits `TASK(x)`.
+    pub(super) fn submit(&mut self, x: u32) -> Arc<FutureState> {
+        self.submit_sig(TASK.signature(), x)
+    }
+
+    pub(super) fn submit_sig(&mut self, sig: Signature, x: u32) -> Arc<FutureState> {
+        let item = self
+            .pool
+            .prepare(sig, CallKind::Single, None, |frame| {
+                loky_proto::encode_payload_into(&x, frame)
+            })
+            .expect("encodes");
+        let future = item.future.clone();
+        self.pool.submit(vec![item]).expect("the pool is open");
+        future
+    }
+
+    /// One turn of the supervisor's loop at `now`: every queued event, the
+    /// timers, dispatch.
+    pub(super) fn turn_at(&mut self, now: Instant) {
+        self.sup.handle_queued();
+        self.sup.after_events(now);
+    }
+
+    pub(super) fn turn(&mut self) {
+        self.turn_at(Instant::now());
+    }
+
+    pub(super) fn launched(&self) -> Vec<WorkerId> {
+        lock(&self.world).launched.clone()
+    }
+
+    pub(super) fn actions(&self, worker: WorkerId) -> Vec<Action> {
+        lock(&self.world).workers[&worker].actions.clone()
+    }
+
+    pub(super) fn sent(&self, worker: WorkerId) -> usize {
+        self.actions(worker)
+            .iter()
+            .filter(|a| matches!(a, Action::Sent(_)))
+            .count()
+    }
+
+    pub(super) fn held(&self, worker: WorkerId) -> usize {
+        self.link(worker).held()
+    }
+
+    pub(super) fn link(&self, worker: WorkerId) -> Arc<Link> {
+        lock(&self.world).workers[&worker].link.clone()
+    }
+
+    pub(super) fn refuse_launches(&self, reason: Option<&'static str>) {
+        lock(&self.world).refuse = reason;
+    }
+
+    /// What worker `worker`'s threads would report.
+    pub(super) fn event(&self, worker: WorkerId, event: Event) {
+        let events = lock(&self.world).workers[&worker].events.clone();
+        events.send(event).expect("the supervisor listens");
+    }
+
+    /// Worker `worker` says hello; it runs `TASK` and `OTHER`.
+    pub(super) fn hello(&self, worker: WorkerId) {
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            pid: 1000 + worker as u32,
+            program: "fake-worker".to_owned(),
+            tasks: vec![
+                TaskInfo::from(TASK.signature()),
+                TaskInfo::from(OTHER.signature()),
+            ],
+        };
+        self.event(worker, Event::Ready { worker, hello });
+    }
+
+    /// Worker `worker` answers the call it runs with `value`, as its reader
+    /// would: the call off the link, its future settled, then the news.
+    pub(super) fn reply(&self, worker: WorkerId, value: u32) {
+        let link = self.link(worker);
+        let front = *link.ids().first().expect("the worker holds a call");
+        let call = link.pop(front).expect("the reply is for the front call");
+        let bytes = loky_proto::encode_payload(&value).expect("encodes");
+        call.item
+            .future
+            .settle(Ok(Arc::new(RawOutput::Value(bytes))));
+        self.event(worker, Event::Completed { worker, replies: 1 });
+    }
+
+    /// Worker `worker` dies (its reader saw it and reaped it).
+    pub(super) fn die(&self, worker: WorkerId, exit: WorkerExit, end: End) {
+        self.event(worker, Event::Died { worker, exit, end });
+    }
+
+    pub(super) fn fail_start(&self, worker: WorkerId, failure: StartFailure, exit: WorkerExit) {
+        self.event(
+            worker,
+            Event::StartFailed {
+                worker,
+                failure,
+                exit,
+            },
+        );
+    }
+
+    pub(super) fn retire(&self, worker: WorkerId) {
+        let reason = RetireReason::MemoryLeak {
+            baseline: 1,
+            current: 2,
+        };
+        self.event(worker, Event::Retiring { worker, reason });
+    }
+
+    pub(super) fn is_finished(&self) -> bool {
+        self.sup.finished()
+    }
+}

@@ -1,0 +1,208 @@
+//! A pool as its callers (executor handles, `map`, futures) see it: its
+//! open/broken/shut-down status, checked and changed under one lock, the
+//! channel of events to its supervisor, and the one path by which calls
+//! are made and submitted.
+
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use loky_proto::{CallKind, Signature};
+
+use crate::call::WorkItem;
+use crate::config::{Config, Shutdown};
+use crate::error::Error;
+use crate::events::Event;
+use crate::future::{FutureState, Killer};
+use crate::pool_thread;
+
+/// What callers and the supervisor share.
+pub(crate) struct Pool {
+    pub(crate) events: Sender<Event>,
+    pub(crate) config: Arc<Config>,
+    status: Mutex<Status>,
+    finished: Condvar,
+    next_call: AtomicU64,
+}
+
+/// The pool's status, under [`Pool`]'s lock.
+#[derive(Default)]
+pub(super) struct Status {
+    pub(super) broken: Option<Error>,
+    pub(super) shutdown: bool,
+    pub(super) finished: bool,
+    pub(super) pids: Vec<u32>,
+    pub(super) max_workers: usize,
+}
+
+impl Pool {
+    pub(super) fn new(config: Arc<Config>, events: Sender<Event>) -> Pool {
+        Pool {
+            events,
+            status: Mutex::new(Status {
+                max_workers: config.max_workers,
+                ..Status::default()
+            }),
+            config,
+            finished: Condvar::new(),
+            next_call: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh call id.
+    pub(crate) fn next_call_id(&self) -> u64 {
+        self.next_call.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Checks, in loky's order, that the pool takes work: broken first, then
+    /// shut down.
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
+        Self::open(&self.lock())
+    }
+
+    fn open(status: &Status) -> Result<(), Error> {
+        if let Some(err) = &status.broken {
+            return Err(err.clone());
+        }
+        if status.shutdown || status.finished {
+            return Err(Error::shutdown());
+        }
+        Ok(())
+    }
+
+    /// A call of `sig` with a fresh future, its arguments written by
+    /// `encode_args` straight into its frame on the caller's thread;
+    /// `timeout` overrides the pool's task timeout.
+    pub(crate) fn prepare<E: std::error::Error + Send + Sync + 'static>(
+        self: &Arc<Self>,
+        sig: Signature,
+        kind: CallKind,
+        timeout: Option<Duration>,
+        encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<WorkItem, Error> {
+        let killer: Weak<dyn Killer> = Arc::downgrade(self) as Weak<Pool>;
+        let future = FutureState::new(sig.name, Some(killer));
+        let id = self.next_call_id();
+        let mut item = WorkItem::new(future, sig, kind, id, self.config.max_frame, encode_args)?;
+        item.timeout = timeout.or(self.config.task_timeout);
+        Ok(item)
+    }
+
+    /// Queues calls, atomically with the checks of [`Pool::check_open`].
+    pub(crate) fn submit(&self, items: Vec<WorkItem>) -> Result<(), Error> {
+        let status = self.lock();
+        Self::open(&status)?;
+        self.events
+            .send(Event::Submit(items))
+            .map_err(|_| Error::shutdown())
+    }
+
+    /// Makes one call and submits it: the way `submit` and its variants
+    /// run a task. Fails before encoding anything if the pool is closed.
+    pub(crate) fn submit_call<E: std::error::Error + Send + Sync + 'static>(
+        self: &Arc<Self>,
+        sig: Signature,
+        timeout: Option<Duration>,
+        encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Arc<FutureState>, Error> {
+        self.check_open()?;
+        let item = self.prepare(sig, CallKind::Single, timeout, encode_args)?;
+        let future = item.future.clone();
+        self.submit(vec![item])?;
+        Ok(future)
+    }
+
+    /// Starts a shutdown; waits for the supervisor to finish if `how.wait`
+    /// (except on a pool thread, which the wait would deadlock).
+    pub(crate) fn shutdown(&self, how: Shutdown) {
+        {
+            let mut status = self.lock();
+            status.shutdown = true;
+            if !status.finished {
+                let _ = self.events.send(Event::Shutdown(how));
+            }
+        }
+        if how.wait && !pool_thread::is_pool_thread() {
+            let mut status = self.lock();
+            while !status.finished {
+                status = self
+                    .finished
+                    .wait(status)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    /// Marks the pool finished and wakes whoever waits for it.
+    pub(super) fn mark_finished(&self) {
+        let mut status = self.lock();
+        status.finished = true;
+        status.pids.clear();
+        self.finished.notify_all();
+    }
+
+    /// Changes the number of workers.
+    pub(crate) fn resize(&self, max_workers: usize) {
+        let mut status = self.lock();
+        status.max_workers = max_workers;
+        let _ = self.events.send(Event::Resize(max_workers));
+    }
+
+    pub(crate) fn max_workers(&self) -> usize {
+        self.lock().max_workers
+    }
+
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        self.lock().pids.clone()
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.lock().broken.is_some()
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        let status = self.lock();
+        status.shutdown || status.finished
+    }
+}
+
+impl Killer for Pool {
+    fn kill(&self, state: &Arc<FutureState>) {
+        let _ = self.events.send(Event::Kill(state.clone()));
+    }
+}
+
+/// Keeps its pool open: the pool shuts down, waiting for its tasks, when
+/// the last handle goes (as Python's `with` block), whether it was held by
+/// an executor or by a `map` still running.
+pub(crate) struct PoolHandle(Arc<Pool>);
+
+impl PoolHandle {
+    pub(crate) fn new(pool: Arc<Pool>) -> PoolHandle {
+        PoolHandle(pool)
+    }
+
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
+        &self.0
+    }
+}
+
+impl Deref for PoolHandle {
+    type Target = Pool;
+
+    fn deref(&self) -> &Pool {
+        &self.0
+    }
+}
+
+impl Drop for PoolHandle {
+    fn drop(&mut self) {
+        self.0.shutdown(Shutdown::default());
+    }
+}

@@ -1,0 +1,749 @@
+//! The supervisor's state machine, driven by hand through the fake
+//! launcher: one test (at least) per transition of `supervisor.md`. No
+//! process and no thread: timers are run at chosen instants.
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::fake::{Action, Harness, OTHER, TASK};
+use crate::config::{Config, CrashPolicy, Initializer, Shutdown};
+use crate::error::Error;
+use crate::events::{End, Event, LinkError, StartFailure};
+use crate::exit::WorkerExit;
+use crate::future::{FutureState, RawOutput};
+use crate::pool_thread::Role;
+use crate::worker::Stop;
+
+const KILLED: WorkerExit = WorkerExit::Signal(9);
+const EXITED: WorkerExit = WorkerExit::Code(0);
+
+fn harness(max_workers: usize, configure: impl FnOnce(&mut Config)) -> Harness {
+    let mut config = Config::for_tests(max_workers);
+    configure(&mut config);
+    Harness::new(config)
+}
+
+/// The error `future` settled with (it must be settled).
+fn error_of(future: &FutureState) -> Error {
+    match future.wait(Some(Instant::now())) {
+        Err(Error::Timeout) => panic!("the future of `{}` is not settled", future.task),
+        Err(err) => err,
+        Ok(_) => panic!("the future of `{}` succeeded", future.task),
+    }
+}
+
+fn value_of(future: &FutureState) -> u32 {
+    match &*future.wait(Some(Instant::now())).expect("a value") {
+        RawOutput::Value(bytes) => loky_proto::decode_payload(bytes).expect("a u32"),
+        RawOutput::Items(_) => panic!("a chunk"),
+    }
+}
+
+/// A harness with `n` serving workers (ids 1..=n) that have each answered
+/// one call, so that their calls are measured short.
+fn serving(n: usize, configure: impl FnOnce(&mut Config)) -> Harness {
+    let mut h = harness(n, configure);
+    let warm: Vec<_> = (0..n).map(|i| h.submit(i as u32)).collect();
+    h.turn();
+    for id in h.launched() {
+        h.hello(id);
+    }
+    h.turn();
+    for id in h.launched() {
+        h.reply(id, 0);
+    }
+    h.turn();
+    assert!(warm.iter().all(|f| f.is_done()));
+    h
+}
+
+fn at(h: &Harness, seconds: f64) -> Instant {
+    let _ = h;
+    Instant::now() + Duration::from_secs_f64(seconds)
+}
+
+// Starting
+
+#[test]
+fn the_first_submit_starts_max_workers_workers_that_get_no_call_before_hello() {
+    let mut h = harness(2, |_| {});
+    let future = h.submit(1);
+    h.turn();
+    assert_eq!(h.launched(), [1, 2]);
+    assert_eq!(h.sent(1) + h.sent(2), 0);
+    assert!(!future.is_running(), "a queued call is not running");
+    assert!(future.cancel(), "a queued call can be cancelled");
+}
+
+#[test]
+fn hello_makes_a_worker_serve_the_queued_call() {
+    let mut h = harness(1, |_| {});
+    let future = h.submit(7);
+    h.turn();
+    h.hello(1);
+    h.turn();
+    assert_eq!(h.sent(1), 1);
+    assert!(future.is_running());
+    h.reply(1, 49);
+    h.turn();
+    assert_eq!(value_of(&future), 49);
+}
+
+#[test]
+fn a_launch_failure_breaks_the_pool_with_its_cause() {
+    let mut h = harness(1, |_| {});
+    h.refuse_launches(Some("no processes left"));
+    let future = h.submit(1);
+    h.turn();
+    let err = error_of(&future);
+    assert!(err.is_broken_pool(), "{err}");
+    assert!(err.to_string().contains("no processes left"), "{err}");
+    assert!(h.pool.submit_call(TASK.signature(), None, enc(1)).is_err());
+    assert!(h.is_finished());
+}
+
+fn enc(x: u32) -> impl FnOnce(&mut Vec<u8>) -> Result<(), std::convert::Infallible> {
+    move |frame| {
+        frame.extend(loky_proto::encode_payload(&x).expect("encodes"));
+        Ok(())
+    }
+}
+
+#[test]
+fn no_hello_within_the_start_timeout_breaks_the_pool_with_the_reason_as_source() {
+    let mut h = harness(1, |_| {});
+    let future = h.submit(1);
+    h.turn();
+    h.fail_start(1, StartFailure::NoHello(Duration::from_millis(300)), KILLED);
+    h.turn();
+    let err = error_of(&future);
+    let text = err.to_string();
+    assert!(
+        text.contains("/fake/loky-worker") && text.contains("no hello within"),
+        "{text}"
+    );
+    let source = err.source().expect("the start failure is the source");
+    assert!(source.to_string().contains("no hello within"), "{source}");
+    assert_eq!(
+        h.actions(1),
+        [Action::Released],
+        "reaped by its reader already"
+    );
+}
+
+#[test]
+fn deaths_before_hello_by_a_signal_are_crashes_until_the_third_in_a_row() {
+    let mut h = harness(1, |c| c.crash_policy = CrashPolicy::Respawn);
+    let future = h.submit(1);
+    h.turn();
+    for id in 1..=3 {
+        h.fail_start(id, StartFailure::Died, KILLED);
+        h.turn();
+        assert_eq!(
+            h.launched().len(),
+            id as usize + 1,
+            "worker {id} is replaced"
+        );
+        assert!(!future.is_done());
+    }
+    h.fail_start(4, StartFailure::Died, KILLED);
+    h.turn();
+    assert!(error_of(&future).is_broken_pool());
+}
+
+#[test]
+fn a_hello_resets_the_count_of_deaths_before_hello() {
+    let mut h = harness(1, |c| c.crash_policy = CrashPolicy::Respawn);
+    h.submit(1);
+    h.turn();
+    h.fail_start(1, StartFailure::Died, KILLED);
+    h.turn();
+    h.fail_start(2, StartFailure::Died, KILLED);
+    h.turn();
+    assert_eq!(h.sup.start_crashes, 2);
+    h.hello(3);
+    h.turn();
+    assert_eq!(h.sup.start_crashes, 0);
+}
+
+#[test]
+fn a_death_before_hello_under_break_pool_is_a_terminated_worker() {
+    let mut h = harness(1, |_| {});
+    let future = h.submit(1);
+    h.turn();
+    h.fail_start(1, StartFailure::Died, KILLED);
+    h.turn();
+    assert!(matches!(error_of(&future), Error::TerminatedWorker(t) if t.signal() == Some(9)));
+}
+
+// Initializing
+
+fn with_initializer(c: &mut Config) {
+    c.initializer = Some(Initializer {
+        sig: OTHER.signature(),
+        args: loky_proto::encode_payload(&0u32).expect("encodes"),
+    });
+}
+
+#[test]
+fn the_initializer_runs_before_any_call_then_the_worker_serves() {
+    let mut h = harness(1, with_initializer);
+    let future = h.submit(1);
+    h.turn();
+    h.hello(1);
+    h.turn();
+    assert_eq!(h.sent(1), 1, "only the initializer");
+    assert!(!future.is_running());
+    h.reply(1, 0);
+    h.turn();
+    assert_eq!(h.sent(1), 2);
+    assert!(future.is_running());
+}
+
+#[test]
+fn a_failing_initializer_breaks_the_pool_naming_it() {
+    let mut h = harness(1, with_initializer);
+    let future = h.submit(1);
+    h.turn();
+    h.hello(1);
+    h.turn();
+    let link = h.link(1);
+    let call = link.take_all().remove(0);
+    call.item.future.settle(Err(Error::broken("it refused")));
+    h.event(
+        1,
+        Event::Completed {
+            worker: 1,
+            replies: 1,
+        },
+    );
+    h.turn();
+    let err = error_of(&future);
+    assert!(
+        err.to_string().contains("initializer `other` failed"),
+        "{err}"
+    );
+    assert!(err.source().is_some());
+    assert!(h.actions(1).contains(&Action::Stopped(Stop::Kill)));
+}
+
+#[test]
+fn a_death_in_the_initializer_breaks_the_pool_even_under_respawn() {
+    let mut h = harness(1, |c| {
+        with_initializer(c);
+        c.crash_policy = CrashPolicy::Respawn;
+    });
+    let future = h.submit(1);
+    h.turn();
+    h.hello(1);
+    h.turn();
+    h.die(1, KILLED, End::Closed);
+    h.turn();
+    let err = error_of(&future);
+    assert!(
+        err.to_string()
+            .contains("initializer `other` killed its worker"),
+        "{err}"
+    );
+    assert_eq!(h.launched(), [1], "no replacement");
+}
+
+// Serving: deaths
+
+#[test]
+fn a_death_while_busy_under_break_pool_fails_every_call_and_later_submits() {
+    let mut h = harness(1, |_| {});
+    let running = h.submit(1);
+    let queued = h.submit(2);
+    h.turn();
+    h.hello(1);
+    h.turn();
+    h.die(1, WorkerExit::Signal(11), End::Closed);
+    h.turn();
+    match error_of(&running) {
+        Error::TerminatedWorker(t) => {
+            assert_eq!(t.task(), Some("t"));
+            assert_eq!(t.pid(), 1001);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(error_of(&queued).is_broken_pool());
+    assert!(h.pool.check_open().unwrap_err().is_broken_pool());
+    assert_eq!(h.actions(1).last(), Some(&Action::Released));
+    assert!(h.is_finished());
+}
+
+#[test]
+fn a_death_while_busy_under_respawn_fails_the_running_call_and_resends_the_rest() {
+    let mut h = serving(1, |c| c.crash_policy = CrashPolicy::Respawn);
+    let calls: Vec<_> = (0..3).map(|x| h.submit(x)).collect();
+    h.turn();
+    assert_eq!(h.held(1), 3, "short calls are pipelined");
+    let calls_ids = h.link(1).ids();
+    h.die(1, KILLED, End::Closed);
+    h.turn();
+    assert!(matches!(error_of(&calls[0]), Error::TerminatedWorker(_)));
+    assert_eq!(h.launched(), [1, 2]);
+    h.hello(2);
+    h.turn();
+    assert_eq!(
+        h.link(2).ids(),
+        [calls_ids[1]],
+        "the others go to the replacement, in order"
+    );
+    h.reply(2, 10);
+    h.turn();
+    h.reply(2, 11);
+    h.turn();
+    assert_eq!((value_of(&calls[1]), value_of(&calls[2])), (10, 11));
+    assert!(!h.pool.is_broken());
+}
+
+#[test]
+fn a_death_while_idle_breaks_the_pool_under_break_pool_and_is_replaced_under_respawn() {
+    let mut h = serving(1, |_| {});
+    h.die(1, EXITED, End::Closed);
+    h.turn();
+    assert!(h.pool.is_broken());
+
+    let mut h = serving(1, |c| c.crash_policy = CrashPolicy::Respawn);
+    h.die(1, EXITED, End::Closed);
+    h.turn();
+    assert!(!h.pool.is_broken());
+    assert_eq!(h.launched(), [1, 2]);
+}
+
+#[test]
+fn a_protocol_error_is_a_crash_whose_source_says_what_was_wrong() {
+    let mut h = serving(1, |_| {});
+    let future = h.submit(1);
+    h.turn();
+    h.die(1, KILLED, End::Protocol(LinkError::SecondHello));
+    h.turn();
+    let err = error_of(&future);
+    assert!(
+        err.to_string()
+            .contains("broke the protocol: it sent a second hello"),
+        "{err}"
+    );
+    assert_eq!(err.source().unwrap().to_string(), "it sent a second hello");
+}
+
+#[test]
+fn a_panic_in_a_reader_breaks_the_pool_and_fails_its_calls_with_an_internal_error() {
+    let mut h = serving(2, |c| c.crash_policy = CrashPolicy::Respawn);
+    let future = h.submit(1);
+    h.turn();
+    let busy = if h.held(1) == 1 { 1 } else { 2 };
+    h.die(
+        busy,
+        KILLED,
+        End::Internal {
+            reason: "internal error in the reader".into(),
+            orphans: Vec::new(),
+        },
+    );
+    h.turn();
+    assert!(
+        error_of(&future)
+            .to_string()
+            .contains("internal error in the reader")
+    );
+    assert!(h.pool.is_broken(), "whatever the crash policy");
+    let other = 3 - busy;
+    assert!(h.actions(other).contains(&Action::Stopped(Stop::Kill)));
+}
+
+#[test]
+fn a_panic_in_a_writer_breaks_the_pool() {
+    let mut h = serving(1, |_| {});
+    let future = h.submit(1);
+    h.turn();
+    let message = "boom".to_owned();
+    h.event(
+        1,
+        Event::ThreadPanicked {
+            worker: 1,
+            role: Role::Writer,
+            message,
+        },
+    );
+    h.turn();
+    assert!(h.actions(1).contains(&Action::Stopped(Stop::Kill)));
+    h.die(1, KILLED, End::Closed);
+    h.turn();
+    let err = error_of(&future);
+    assert!(
+        err.to_string().contains("writer thread of worker 1001"),
+        "{err}"
+    );
+    assert!(h.is_finished());
+}
+
+// Retiring
+
+#[test]
+fn a_worker_asking_to_leave_is_closed_once_its_calls_are_answered_and_replaced() {
+    let mut h = serving(1, |_| {});
+    let future = h.submit(1);
+    h.turn();
+    h.retire(1);
+    h.turn();
+    assert!(
+        !h.actions(1).contains(&Action::Closed),
+        "it still runs a call"
+    );
+    let next = h.submit(2);
+    h.turn();
+    assert_eq!(
+        h.launched(),
+        [1, 2],
+        "a replacement starts for the queued call"
+    );
+    h.reply(1, 1);
+    h.turn();
+    assert!(future.is_done());
+    assert!(h.actions(1).contains(&Action::Closed));
+    h.die(1, EXITED, End::Closed);
+    h.hello(2);
+    h.turn();
+    assert!(!h.pool.is_broken(), "an exit it was asked for is no crash");
+    h.reply(2, 2);
+    h.turn();
+    assert_eq!(value_of(&next), 2);
+}
+
+#[test]
+fn a_retiring_worker_that_dies_holding_a_call_crashed() {
+    let mut h = serving(1, |_| {});
+    let future = h.submit(1);
+    h.turn();
+    h.retire(1);
+    h.turn();
+    h.die(1, KILLED, End::Closed);
+    h.turn();
+    assert!(matches!(error_of(&future), Error::TerminatedWorker(_)));
+}
+
+#[test]
+fn max_tasks_per_child_retires_a_worker_after_that_many_calls() {
+    let mut h = serving(1, |c| c.max_tasks_per_child = Some(2));
+    let second = h.submit(2);
+    let third = h.submit(3);
+    h.turn();
+    assert_eq!(h.sent(1), 2, "the warm-up call and one more");
+    h.reply(1, 2);
+    h.turn();
+    assert!(h.actions(1).contains(&Action::Closed));
+    assert!(second.is_done() && !third.is_running());
+    assert_eq!(h.launched(), [1, 2]);
+    h.die(1, EXITED, End::Closed);
+    h.hello(2);
+    h.turn();
+    assert!(third.is_running());
+    assert!(!h.pool.is_broken());
+}
+
+#[test]
+fn the_idle_timeout_closes_a_worker_idle_that_long() {
+    let mut h = serving(1, |c| c.idle_timeout = Some(Duration::from_secs(10)));
+    let idle_since = h.link(1).idle_since().expect("idle");
+    assert_eq!(
+        h.sup.next_timer(),
+        Some(idle_since + Duration::from_secs(10))
+    );
+    h.turn_at(idle_since + Duration::from_secs(9));
+    assert!(!h.actions(1).contains(&Action::Closed));
+    h.turn_at(idle_since + Duration::from_secs(10));
+    assert!(h.actions(1).contains(&Action::Closed));
+    h.die(1, EXITED, End::Closed);
+    h.turn();
+    assert!(!h.pool.is_broken());
+    assert!(
+        h.sup.slots.is_empty(),
+        "not replaced while nothing is queued"
+    );
+}
+
+#[test]
+fn a_zero_idle_timeout_never_retires_a_worker_that_has_work_waiting() {
+    let mut h = harness(1, |c| c.idle_timeout = Some(Duration::ZERO));
+    let first = h.submit(1);
+    h.turn();
+    h.hello(1);
+    h.turn();
+    assert_eq!(h.actions(1), [Action::Sent(0)]);
+    h.reply(1, 1);
+    h.turn();
+    assert!(first.is_done());
+    assert!(
+        h.actions(1).contains(&Action::Closed),
+        "idle with nothing queued"
+    );
+    assert_eq!(h.launched(), [1], "and not replaced");
+}
+
+#[test]
+fn shrinking_the_pool_retires_the_idlest_workers() {
+    let mut h = serving(2, |_| {});
+    h.submit(1);
+    h.turn();
+    let busy = if h.held(1) == 1 { 1 } else { 2 };
+    h.sup.handle(Event::Resize(1));
+    h.turn();
+    assert!(h.actions(3 - busy).contains(&Action::Closed));
+    assert!(!h.actions(busy).contains(&Action::Closed));
+}
+
+#[test]
+fn a_worker_retired_while_starting_is_closed_and_its_hello_ignored() {
+    let mut h = harness(2, |_| {});
+    h.submit(1);
+    h.turn();
+    h.sup.handle(Event::Resize(1));
+    h.turn();
+    let retired = if h.actions(1).contains(&Action::Closed) {
+        1
+    } else {
+        2
+    };
+    h.hello(retired);
+    h.turn();
+    assert_eq!(h.sent(retired), 0);
+    h.fail_start(3 - retired, StartFailure::Died, EXITED);
+    h.die(retired, EXITED, End::Closed);
+    h.turn();
+    assert!(
+        h.pool.is_broken(),
+        "the live one's start failure still counts"
+    );
+}
+
+// Killing
+
+#[test]
+fn a_call_past_its_deadline_gets_term_then_kill_after_the_grace_period() {
+    let mut h = serving(1, |c| {
+        c.task_timeout = Some(Duration::from_secs(1));
+        c.crash_policy = CrashPolicy::BreakPool;
+    });
+    let late = h.submit(1);
+    let next = h.submit(2);
+    h.turn();
+    let (_, _, since) = h.link(1).front().expect("running");
+    assert_eq!(h.sup.next_timer(), Some(since + Duration::from_secs(1)));
+    h.turn_at(since + Duration::from_millis(999));
+    assert!(!h.actions(1).contains(&Action::Stopped(Stop::Term)));
+    let fired = since + Duration::from_secs(1);
+    h.turn_at(fired);
+    assert!(h.actions(1).contains(&Action::Stopped(Stop::Term)));
+    assert_eq!(h.sup.next_timer(), Some(fired + Duration::from_millis(500)));
+    h.turn_at(fired + Duration::from_millis(499));
+    assert!(!h.actions(1).contains(&Action::Stopped(Stop::Kill)));
+    h.turn_at(fired + Duration::from_millis(500));
+    assert!(h.actions(1).contains(&Action::Stopped(Stop::Kill)));
+    h.die(1, KILLED, End::Closed);
+    h.turn();
+    match error_of(&late) {
+        Error::DeadlineExceeded(d) => assert_eq!(d.timeout(), Duration::from_secs(1)),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !h.pool.is_broken(),
+        "a deadline is no crash, even under BreakPool"
+    );
+    assert!(!next.is_done(), "the next call waits for the replacement");
+    assert_eq!(h.launched(), [1, 2]);
+}
+
+#[test]
+fn durations_too_long_for_an_instant_mean_no_limit() {
+    let mut h = serving(1, |c| {
+        c.task_timeout = Some(Duration::MAX);
+        c.idle_timeout = Some(Duration::MAX);
+        c.kill_grace = Duration::MAX;
+    });
+    let future = h.submit(1);
+    h.turn();
+    assert_eq!(h.sup.next_timer(), None);
+    h.turn_at(at(&h, 1e9));
+    assert_eq!(h.sent(1), 2);
+    assert_eq!(h.actions(1).len(), 2, "no stop, no close");
+    h.sup.handle(Event::Kill(future.clone()));
+    h.turn_at(at(&h, 1e9));
+    assert_eq!(h.actions(1).last(), Some(&Action::Stopped(Stop::Term)));
+    assert_eq!(
+        h.sup.next_timer(),
+        None,
+        "an unbounded grace never escalates"
+    );
+}
+
+#[test]
+fn kill_of_a_running_call_terms_then_kills_and_fails_it_as_cancelled() {
+    let mut h = serving(1, |c| c.kill_grace = Duration::from_millis(100));
+    let future = h.submit(1);
+    h.turn();
+    assert!(future.kill());
+    h.turn();
+    assert!(h.actions(1).contains(&Action::Stopped(Stop::Term)));
+    h.turn_at(at(&h, 0.2));
+    assert!(h.actions(1).contains(&Action::Stopped(Stop::Kill)));
+    h.die(1, KILLED, End::Closed);
+    h.turn();
+    assert!(matches!(error_of(&future), Error::Cancelled));
+    assert!(!h.pool.is_broken());
+}
+
+#[test]
+fn kill_of_a_call_sent_but_not_started_settles_it_at_once() {
+    let mut h = serving(1, |_| {});
+    let running = h.submit(1);
+    let behind = h.submit(2);
+    h.turn();
+    assert_eq!(h.held(1), 2);
+    assert!(behind.kill());
+    h.turn();
+    assert!(matches!(error_of(&behind), Error::Cancelled));
+    assert!(!running.is_done());
+    assert!(!h.actions(1).contains(&Action::Stopped(Stop::Term)));
+}
+
+#[test]
+fn kill_of_a_call_queued_again_after_a_death_takes_it_out_of_the_queue() {
+    let mut h = serving(1, |c| c.crash_policy = CrashPolicy::Respawn);
+    h.submit(1);
+    let requeued = h.submit(2);
+    h.turn();
+    h.die(1, KILLED, End::Closed);
+    h.turn();
+    assert!(requeued.is_running(), "queued again, still running");
+    assert!(requeued.kill());
+    h.turn();
+    assert!(matches!(error_of(&requeued), Error::Cancelled));
+    h.hello(2);
+    h.turn();
+    assert_eq!(h.sent(2), 0);
+}
+
+#[test]
+fn a_breaking_pool_turns_a_polite_kill_into_a_sigkill() {
+    let mut h = serving(2, |c| c.task_timeout = Some(Duration::from_secs(1)));
+    h.submit(1);
+    h.turn();
+    let busy = if h.held(1) == 1 { 1 } else { 2 };
+    h.turn_at(at(&h, 1.5));
+    assert!(h.actions(busy).contains(&Action::Stopped(Stop::Term)));
+    h.die(3 - busy, KILLED, End::Closed);
+    h.turn();
+    assert!(h.pool.is_broken());
+    assert_eq!(h.actions(busy).last(), Some(&Action::Stopped(Stop::Kill)));
+    assert_eq!(h.sup.next_timer(), None);
+}
+
+// Shutdown
+
+#[test]
+fn shutdown_waits_for_the_calls_then_closes_every_worker() {
+    let mut h = serving(2, |_| {});
+    let future = h.submit(1);
+    h.turn();
+    h.pool.shutdown(Shutdown {
+        wait: false,
+        ..Shutdown::default()
+    });
+    h.turn();
+    let busy = if h.held(1) == 1 { 1 } else { 2 };
+    assert!(h.actions(3 - busy).contains(&Action::Closed));
+    assert!(!h.actions(busy).contains(&Action::Closed));
+    h.reply(busy, 5);
+    h.turn();
+    assert!(h.actions(busy).contains(&Action::Closed));
+    h.die(1, EXITED, End::Closed);
+    h.die(2, EXITED, End::Closed);
+    h.turn();
+    assert_eq!(value_of(&future), 5);
+    assert!(h.is_finished());
+    assert!(!h.pool.is_broken());
+}
+
+#[test]
+fn shutdown_with_cancel_futures_cancels_what_is_queued() {
+    let mut h = harness(1, |_| {});
+    let running = h.submit(1);
+    let queued = h.submit(2);
+    h.turn();
+    h.hello(1);
+    h.turn();
+    h.pool.shutdown(Shutdown {
+        wait: false,
+        kill_workers: false,
+        cancel_futures: true,
+    });
+    h.turn();
+    assert!(queued.is_cancelled());
+    assert!(running.is_running());
+}
+
+#[test]
+fn shutdown_with_kill_workers_kills_every_worker_and_fails_their_calls() {
+    let mut h = serving(1, |_| {});
+    let future = h.submit(1);
+    h.turn();
+    h.pool.shutdown(Shutdown {
+        wait: false,
+        kill_workers: true,
+        cancel_futures: false,
+    });
+    h.turn();
+    assert!(
+        h.actions(1)
+            .ends_with(&[Action::Closed, Action::Stopped(Stop::Kill)])
+    );
+    h.die(1, KILLED, End::Closed);
+    h.turn();
+    assert!(matches!(error_of(&future), Error::ShutdownExecutor(s) if s.workers_killed()));
+    assert!(h.is_finished());
+}
+
+// Dispatch
+
+#[test]
+fn an_idle_worker_gets_a_call_before_a_busy_one() {
+    let mut h = serving(2, |_| {});
+    let first = h.submit(1);
+    h.turn();
+    let busy = if h.held(1) == 1 { 1 } else { 2 };
+    h.submit(2);
+    h.turn();
+    assert_eq!((h.held(busy), h.held(3 - busy)), (1, 1));
+    assert!(first.is_running());
+}
+
+#[test]
+fn a_call_the_worker_does_not_register_fails_alone() {
+    let mut h = serving(1, |_| {});
+    let unknown = h.submit_sig(loky_proto::Task::<u32, u32>::new("nope").signature(), 1);
+    let mismatch = h.submit_sig(loky_proto::Task::<u64, u32>::new("t").signature(), 1);
+    h.turn();
+    assert!(matches!(error_of(&unknown), Error::UnknownTask(_)));
+    assert!(matches!(error_of(&mismatch), Error::TaskMismatch(_)));
+    assert!(!h.pool.is_broken());
+}
+
+#[test]
+fn a_dead_worker_is_released_after_its_futures_are_settled() {
+    let mut h = serving(1, |c| c.crash_policy = CrashPolicy::Respawn);
+    let future = h.submit(1);
+    h.turn();
+    let settled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = settled.clone();
+    future.on_done(Box::new(move || {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst)
+    }));
+    h.die(1, KILLED, End::Exited);
+    h.turn();
+    assert!(settled.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(h.actions(1).last(), Some(&Action::Released));
+}

@@ -1,0 +1,460 @@
+//! One worker's I/O threads, whatever the transport.
+//!
+//! The *reader* thread owns the worker's end: it waits for the hello,
+//! settles futures as replies arrive (replies come in call order: the
+//! [`Link`]'s FIFO), notices the worker's death at once (end of the channel,
+//! or the process's exit), reaps it, and reports to the supervisor. A panic
+//! in it (a bug) still reaps the worker and reports an internal error.
+//!
+//! The *writer* thread sends the frames that did not fit the socket at
+//! once, several per write when they queue up, and ends the worker's input
+//! when the supervisor closes it: that is how a worker is told to leave.
+//! The supervisor writes a frame itself when nothing is queued for the
+//! writer (no thread hand-off on the common path).
+
+use std::io::{self, BufWriter, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use loky_proto::{FrameBuffer, FrameError, Hello, PROTOCOL_VERSION, Response, decode_body};
+
+use super::{Stop, WorkerHandle};
+use crate::call::{self, WorkerInfo, settle_outcome};
+use crate::config::LinkSettings;
+use crate::deadline;
+use crate::events::{End, Event, LinkError, StartFailure, WorkerId};
+use crate::exit::WorkerExit;
+use crate::link::Link;
+use crate::pool_thread::{self, Role};
+
+/// A worker's byte channel and its process (or what stands for it), as
+/// its reader, its writer and its handle share them. Nothing here is
+/// called by the supervisor but [`try_write`](Self::try_write),
+/// [`stop`](Self::stop) and [`disconnect`](Self::disconnect), none of which
+/// blocks.
+pub(crate) trait Transport: Send + Sync + 'static {
+    /// The worker's process id.
+    fn pid(&self) -> u32;
+
+    /// Reads what the worker sent: blocks until some bytes arrive; `Ok(0)`
+    /// at the end of the channel.
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Waits until a read would not block, the worker's process ended, or
+    /// `timeout` passed (`None`: no limit).
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness>;
+
+    /// Writes what fits of `bytes` without blocking; how much it took (0
+    /// when nothing fits or the channel failed: the writer then finds out).
+    fn try_write(&self, bytes: &[u8]) -> usize;
+
+    /// Writes some of `bytes`, blocking while the worker does not read.
+    fn write(&self, bytes: &[u8]) -> io::Result<usize>;
+
+    /// Ends the worker's input after what was written.
+    fn close_input(&self);
+
+    /// Shuts the channel down both ways: a blocked read or write returns at
+    /// once, whoever else holds the other end.
+    fn disconnect(&self);
+
+    /// Stops the worker and what it started, unless it was reaped.
+    fn stop(&self, how: Stop);
+
+    /// Once the worker's end was seen: stops what is left of it, reaps it,
+    /// and says how it ended.
+    fn reap(&self) -> io::Result<WorkerExit>;
+}
+
+/// What became ready in [`Transport::wait`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    /// The channel has data, or reached its end.
+    pub(crate) channel: bool,
+    /// The process exited.
+    pub(crate) exited: bool,
+}
+
+/// After the process exited, at most this many more reads are made from
+/// its channel: what it wrote before it died is in the socket's buffers, a
+/// few reads' worth; more could only come from a process it left behind
+/// that holds its end and keeps writing.
+const DRAIN_READS: usize = 256;
+
+/// A frame for the writer thread, from `offset` on.
+type Queued = (Arc<Vec<u8>>, usize);
+
+/// The handle on a worker whose I/O threads run here.
+struct Connection {
+    transport: Arc<dyn Transport>,
+    /// Frames for the writer; dropping it ends the worker's input.
+    frames: Option<Sender<Queued>>,
+    /// Frames queued for the writer and not yet on the socket.
+    backlog: Arc<AtomicUsize>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Starts the reader and writer threads of worker `id`, reached through
+/// `transport`; its replies settle the calls in `link`.
+pub(crate) fn start(
+    id: WorkerId,
+    transport: Arc<dyn Transport>,
+    link: Arc<Link>,
+    settings: &LinkSettings,
+    events: Sender<Event>,
+) -> io::Result<Box<dyn WorkerHandle>> {
+    let pid = transport.pid();
+    let backlog = Arc::new(AtomicUsize::new(0));
+    let (frames_tx, frames_rx) = crossbeam_channel::unbounded();
+    let writer = Writer {
+        id,
+        transport: transport.clone(),
+        frames: frames_rx,
+        backlog: backlog.clone(),
+        events: events.clone(),
+    };
+    let reader = Reader {
+        id,
+        transport: transport.clone(),
+        link,
+        events,
+        settings: settings.clone(),
+        info: None,
+    };
+    let writer = pool_thread::spawn(Role::Writer, format!("loky-writer-{pid}"), move || {
+        writer.run()
+    })?;
+    let reader = match pool_thread::spawn(Role::Reader, format!("loky-reader-{pid}"), move || {
+        reader.run()
+    }) {
+        Ok(reader) => reader,
+        Err(err) => {
+            // The worker is killed and reaped as the transport drops.
+            transport.disconnect();
+            drop(frames_tx);
+            let _ = writer.join();
+            return Err(err);
+        }
+    };
+    Ok(Box::new(Connection {
+        transport,
+        frames: Some(frames_tx),
+        backlog,
+        threads: vec![reader, writer],
+    }))
+}
+
+impl WorkerHandle for Connection {
+    fn pid(&self) -> u32 {
+        self.transport.pid()
+    }
+
+    /// Straight onto the socket when nothing is queued and it fits, else
+    /// (the rest of it) through the writer thread. Frames stay in order:
+    /// only the supervisor sends, and it writes directly only when the
+    /// writer has put everything queued on the socket.
+    fn send(&mut self, frame: Arc<Vec<u8>>) {
+        let Some(frames) = &self.frames else { return };
+        let mut offset = 0;
+        if self.backlog.load(Ordering::Acquire) == 0 {
+            offset = self.transport.try_write(&frame);
+            if offset == frame.len() {
+                return;
+            }
+        }
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        // If the writer is gone the worker is dying; its reader reports it.
+        let _ = frames.send((frame, offset));
+    }
+
+    fn close(&mut self) {
+        self.frames = None;
+    }
+
+    fn is_closed(&self) -> bool {
+        self.frames.is_none()
+    }
+
+    fn stop(&self, how: Stop) {
+        self.transport.stop(how);
+    }
+
+    fn release(mut self: Box<Self>) {
+        self.frames = None;
+        // A process the worker left behind may hold its end of the channel
+        // and never read: without this, the writer could block for good.
+        self.transport.disconnect();
+        for thread in self.threads.drain(..) {
+            // Both threads end at once now: the reader reported the end,
+            // and the writer's channel is shut down. A panic there was
+            // reported already.
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Writer {
+    id: WorkerId,
+    transport: Arc<dyn Transport>,
+    frames: Receiver<Queued>,
+    backlog: Arc<AtomicUsize>,
+    events: Sender<Event>,
+}
+
+impl Writer {
+    fn run(self) {
+        if let Err(message) = pool_thread::guarded(|| self.write_all()) {
+            // The supervisor breaks the pool. The news goes first: the
+            // worker's death, which the disconnection below causes, must
+            // not be taken for a crash.
+            let _ = self.events.send(Event::ThreadPanicked {
+                worker: self.id,
+                role: Role::Writer,
+                message,
+            });
+            // The worker must not wait for frames that will never come.
+            self.transport.disconnect();
+        }
+    }
+
+    fn write_all(&self) {
+        let mut out = BufWriter::with_capacity(64 << 10, WriteHalf(&*self.transport));
+        while let Ok((frame, offset)) = self.frames.recv() {
+            pool_thread::injected_panic_point(Role::Writer);
+            let mut written = 1;
+            if out.write_all(&frame[offset..]).is_err() {
+                return; // The worker is gone; its reader reports it.
+            }
+            while let Ok((frame, offset)) = self.frames.try_recv() {
+                written += 1;
+                if out.write_all(&frame[offset..]).is_err() {
+                    return;
+                }
+            }
+            if out.flush().is_err() {
+                return;
+            }
+            // Only now are these frames on the socket: direct writes may follow.
+            self.backlog.fetch_sub(written, Ordering::AcqRel);
+        }
+        if out.flush().is_ok() {
+            // Every sender is gone: tell the worker to leave.
+            self.transport.close_input();
+        }
+    }
+}
+
+/// `Write` for a shared transport.
+struct WriteHalf<'a>(&'a dyn Transport);
+
+impl Write for WriteHalf<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `Read` for a shared transport.
+struct ReadHalf<'a>(&'a dyn Transport);
+
+impl Read for ReadHalf<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+struct Reader {
+    id: WorkerId,
+    transport: Arc<dyn Transport>,
+    link: Arc<Link>,
+    events: Sender<Event>,
+    settings: LinkSettings,
+    info: Option<WorkerInfo>,
+}
+
+impl Reader {
+    fn run(mut self) {
+        let mut frames = FrameBuffer::new(self.settings.max_frame);
+        let hello = pool_thread::guarded(|| self.read_hello(&mut frames))
+            .unwrap_or_else(|message| Err(StartFailure::Internal(self.internal(&message))));
+        match hello {
+            Ok(hello) => {
+                self.info = Some(WorkerInfo {
+                    pid: self.transport.pid(),
+                    program: hello.program.clone(),
+                    tasks: hello.tasks.iter().map(|t| t.name.clone()).collect(),
+                });
+                let _ = self.events.send(Event::Ready {
+                    worker: self.id,
+                    hello,
+                });
+            }
+            Err(failure) => {
+                let exit = self.reap();
+                let _ = self.events.send(Event::StartFailed {
+                    worker: self.id,
+                    failure,
+                    exit,
+                });
+                return;
+            }
+        }
+        let end =
+            pool_thread::guarded(|| self.read_replies(&mut frames)).unwrap_or_else(|message| {
+                End::Internal {
+                    reason: self.internal(&message),
+                    orphans: call::take_orphans(),
+                }
+            });
+        let exit = self.reap();
+        let _ = self.events.send(Event::Died {
+            worker: self.id,
+            exit,
+            end,
+        });
+    }
+
+    fn internal(&self, message: &str) -> String {
+        pool_thread::internal_error(Some(Role::Reader), Some(self.transport.pid()), message)
+    }
+
+    /// Stops what is left of the worker and reaps it.
+    fn reap(&self) -> WorkerExit {
+        match pool_thread::guarded(|| self.transport.reap()) {
+            Ok(Ok(exit)) => exit,
+            // Not reaped here: the transport reaps it as it drops.
+            Ok(Err(_)) | Err(_) => WorkerExit::Code(-1),
+        }
+    }
+
+    fn read_hello(&mut self, frames: &mut FrameBuffer) -> Result<Hello, StartFailure> {
+        let timeout = self.settings.start_timeout;
+        let deadline = deadline::from_now(timeout);
+        loop {
+            let frame = frames.next_frame().map_err(StartFailure::NotAWorker)?;
+            if let Some(body) = frame {
+                return check_hello(decode_body::<Response<'_>>(body));
+            }
+            let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|left| left.is_zero()) {
+                return Err(StartFailure::NoHello(timeout));
+            }
+            let ready = self.transport.wait(left).map_err(StartFailure::Channel)?;
+            if ready.channel || ready.exited {
+                match frames.fill_from(&mut ReadHalf(&*self.transport)) {
+                    Ok(0) => return Err(StartFailure::Died),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                        return Err(StartFailure::Died);
+                    }
+                    Err(e) => return Err(StartFailure::Channel(e)),
+                }
+            }
+        }
+    }
+
+    fn read_replies(&mut self, frames: &mut FrameBuffer) -> End {
+        loop {
+            let ready = match self.transport.wait(None) {
+                Ok(ready) => ready,
+                Err(e) => return End::Protocol(LinkError::Watch(e)),
+            };
+            if ready.channel {
+                if let Some(end) = self.read_once(frames) {
+                    return end;
+                }
+            } else if ready.exited {
+                return self.drain(frames);
+            }
+        }
+    }
+
+    /// Takes what the worker wrote before it died, then reports its end.
+    fn drain(&mut self, frames: &mut FrameBuffer) -> End {
+        for _ in 0..DRAIN_READS {
+            match self.transport.wait(Some(Duration::ZERO)) {
+                Ok(ready) if ready.channel => {}
+                _ => break,
+            }
+            if let Some(end) = self.read_once(frames) {
+                return end;
+            }
+        }
+        End::Exited
+    }
+
+    /// One read, then every whole frame it completed.
+    fn read_once(&mut self, frames: &mut FrameBuffer) -> Option<End> {
+        match frames.fill_from(&mut ReadHalf(&*self.transport)) {
+            // The end of the channel, even inside a frame: a worker that
+            // dies while writing a reply died; it broke no protocol.
+            Ok(0) => return Some(End::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
+            // A worker that dies with unread input resets the connection:
+            // that is its death, not a protocol failure.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Some(End::Closed),
+            Err(e) => return Some(End::Protocol(LinkError::Channel(e))),
+        }
+        let mut replies = 0;
+        let result = loop {
+            match frames.next_frame() {
+                Ok(Some(body)) => match self.handle_frame(body) {
+                    Ok(is_reply) => replies += usize::from(is_reply),
+                    Err(err) => break Some(End::Protocol(err)),
+                },
+                Ok(None) => break None,
+                Err(err) => break Some(End::Protocol(LinkError::Frame(err))),
+            }
+        };
+        if replies > 0 {
+            let _ = self.events.send(Event::Completed {
+                worker: self.id,
+                replies,
+            });
+        }
+        result
+    }
+
+    /// Handles one frame; true if it was a reply.
+    fn handle_frame(&self, body: &[u8]) -> Result<bool, LinkError> {
+        let response = decode_body::<Response<'_>>(body).map_err(LinkError::Frame)?;
+        match response {
+            Response::Reply(reply) => {
+                pool_thread::injected_panic_point(Role::Reader);
+                let call = self.link.pop(reply.id).map_err(LinkError::Reply)?;
+                let info = self.info.as_ref().expect("the hello came first");
+                let settled = settle_outcome(&call.item, reply.outcome, info);
+                call.item.future.settle(settled);
+                Ok(true)
+            }
+            Response::Retiring(reason) => {
+                let _ = self.events.send(Event::Retiring {
+                    worker: self.id,
+                    reason,
+                });
+                Ok(false)
+            }
+            Response::Hello(_) => Err(LinkError::SecondHello),
+        }
+    }
+}
+
+fn check_hello(response: Result<Response<'_>, FrameError>) -> Result<Hello, StartFailure> {
+    match response {
+        Ok(Response::Hello(hello)) if hello.protocol == PROTOCOL_VERSION => Ok(hello),
+        Ok(Response::Hello(hello)) => Err(StartFailure::Protocol {
+            theirs: hello.protocol,
+            ours: PROTOCOL_VERSION,
+        }),
+        Ok(_) => Err(StartFailure::NoHelloFirst),
+        Err(e) => Err(StartFailure::NotAWorker(e)),
+    }
+}

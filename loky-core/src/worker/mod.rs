@@ -1,0 +1,83 @@
+//! How the supervisor starts and reaches workers: the seam between its
+//! state machine and the operating system.
+//!
+//! Two small traits, seen from the supervisor:
+//!
+//! - [`Launcher`] starts a worker and hands back its [`WorkerHandle`]. From
+//!   then on everything the supervisor learns of that worker (its hello, its
+//!   replies, its wish to leave, its death) arrives as
+//!   [`Event`](crate::events::Event)s on the pool's one channel, and the
+//!   calls it holds are in its [`Link`](crate::link::Link), which the
+//!   supervisor creates and shares with whoever reads the worker's replies.
+//! - [`WorkerHandle`] is what the supervisor may do to a started worker:
+//!   send it a frame, end its input (it then leaves), stop it (politely or
+//!   not), and release it once it is reported dead.
+//!
+//! The supervisor's unit tests drive it through a fake of both (no process,
+//! no thread). The real launcher is [`local`]: `posix_spawn`, a socketpair
+//! on fd 3, a pidfd, a process group. It runs each worker's reader and
+//! writer threads from [`io`], which are written against a third trait,
+//! [`Transport`](io::Transport): a byte channel plus the worker's process
+//! (or whatever stands for it). A new way to reach workers (say over TCP,
+//! started by a cluster's launcher) implements `Transport` for its
+//! connection, and a `Launcher` that starts the worker, builds the transport
+//! and calls [`io::start`]: the supervisor does not change.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::error::Error;
+use crate::events::{Event, WorkerId};
+use crate::link::Link;
+
+pub(crate) mod io;
+pub(crate) mod local;
+
+/// How to stop a worker (and everything it started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Ask it to stop (`SIGTERM`); it may clean up during the grace period.
+    Term,
+    /// Stop it now (`SIGKILL`).
+    Kill,
+}
+
+/// Starts workers for a pool.
+pub(crate) trait Launcher: Send {
+    /// Starts worker `worker`: news of it arrive on `events`, replies settle
+    /// the calls recorded in `link`. An error means no worker was started
+    /// (nothing to release, no event will come).
+    fn launch(
+        &mut self,
+        worker: WorkerId,
+        link: Arc<Link>,
+        events: Sender<Event>,
+    ) -> Result<Box<dyn WorkerHandle>, Error>;
+}
+
+/// What the supervisor may do to a started worker. No method blocks.
+pub(crate) trait WorkerHandle: Send {
+    /// The worker's process id, for messages and `worker_pids`.
+    fn pid(&self) -> u32;
+
+    /// Sends one frame (a call). Frames arrive in the order sent; a frame
+    /// sent after [`close`](Self::close) is dropped.
+    fn send(&mut self, frame: Arc<Vec<u8>>);
+
+    /// Ends the worker's input once every frame sent is written: the worker
+    /// leaves when it reads that end.
+    fn close(&mut self);
+
+    /// Whether [`close`](Self::close) was called.
+    fn is_closed(&self) -> bool;
+
+    /// Stops the worker and whatever it started; does nothing once it is
+    /// reaped (a signal must never reach a reused pid).
+    fn stop(&self, how: Stop);
+
+    /// Frees what is left of a worker reported dead (or never started):
+    /// disconnects its channel so that nothing a peer does can block a
+    /// thread of it, then joins those threads.
+    fn release(self: Box<Self>);
+}

@@ -58,7 +58,11 @@ fn assert_broken_and_clean(ex: &ProcessPoolExecutor, err: &Error, took: Duration
         text.contains(&format!("internal error in the {role}")),
         "{text}"
     );
-    assert!(took < Duration::from_secs(1), "failed after {took:?}");
+    // Settled at once, with no deadline involved: on a quiet machine in a
+    // few milliseconds. The bound only has to tell "settled" from "left
+    // pending" on a loaded 2-core machine, where 1 s was seen to be missed.
+    eprintln!("{role}: the call failed after {took:?}");
+    assert!(took < Duration::from_secs(10), "failed after {took:?}");
     assert!(ex.submit(SQUARE, 2).unwrap_err().is_broken_pool());
     assert!(common::shutdown_within(ex, Duration::from_secs(10)));
     assert!(ex.worker_pids().is_empty());

@@ -15,6 +15,13 @@ pub const DEPTH: &str = "LOKY_DEPTH";
 /// The memory limit of the worker in bytes, when the executor sets one.
 pub const MEMORY_LIMIT: &str = "LOKY_WORKER_MEMORY_LIMIT";
 
+/// Set by an executor for a local worker whose channel takes descriptor
+/// frames (see [`shm`](crate::shm)): the body size in bytes past which the
+/// worker sends a reply in shared memory. Unset, the worker sends every
+/// byte over its channel and attaches nothing (it always accepts
+/// descriptor frames from its executor). Never set for remote workers.
+pub const SHM_THRESHOLD: &str = "LOKY_WORKER_SHM_THRESHOLD";
+
 /// The path of a worker program; read by default worker discovery and set
 /// for workers so that a nested executor finds the same program.
 pub const WORKER_PROGRAM: &str = "LOKY_WORKER";

@@ -22,7 +22,7 @@ pub const ABSOLUTE_MAX_FRAME: usize = u32::MAX as usize;
 const KEEP_BUFFER: usize = 32 << 20;
 
 /// Initial read size for a frame body whose bytes have not arrived yet.
-const READ_CHUNK: usize = 64 << 10;
+pub(crate) const READ_CHUNK: usize = 64 << 10;
 
 /// Every way a frame can be bad.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,11 @@ pub enum FrameError {
     /// The body is not a valid message.
     #[error("malformed message")]
     Decode(#[source] rmp_serde::decode::Error),
+    /// A descriptor frame (see [`shm`](crate::shm)) is malformed or came
+    /// with descriptors that are not sealed memory files of the announced
+    /// sizes.
+    #[error("invalid descriptor frame: {0}")]
+    Descriptor(String),
     /// A message could not be encoded.
     #[error("message could not be encoded")]
     Encode(#[source] rmp_serde::encode::Error),
@@ -64,24 +69,102 @@ pub enum FrameError {
 ///
 /// Fails with [`FrameError::TooLarge`] (leaving `out` as it was) when the
 /// body would exceed `max` bytes.
-pub fn encode_frame<T: Serialize + ?Sized>(
+pub fn encode_frame<T: Serialize + ?Sized, O: FrameSink>(
     msg: &T,
-    out: &mut Vec<u8>,
+    out: &mut O,
     max: usize,
 ) -> Result<(), FrameError> {
-    let start = out.len();
-    out.extend_from_slice(&[0; HEADER_LEN]);
-    if let Err(err) = rmp_serde::encode::write_named(out, msg) {
-        out.truncate(start);
-        return Err(FrameError::Encode(err));
+    let start = out.begin();
+    let local = out.is_local();
+    let (written, attached) = in_frame_context(local, || {
+        out.append(&[0; HEADER_LEN]);
+        rmp_serde::encode::write_named(out, msg).map_err(FrameError::Encode)?;
+        let len = out.len() - start - HEADER_LEN;
+        if len > max.min(ABSOLUTE_MAX_FRAME) {
+            return Err(FrameError::TooLarge { len, max });
+        }
+        out.patch(start, &(len as u32).to_le_bytes());
+        Ok(())
+    });
+    if let Err(err) = written {
+        out.abort(start);
+        return Err(err);
     }
-    let len = out.len() - start - HEADER_LEN;
-    if len > max.min(ABSOLUTE_MAX_FRAME) {
-        out.truncate(start);
-        return Err(FrameError::TooLarge { len, max });
+    out.finish(attached).map_err(FrameError::Io)
+}
+
+/// Where frames are encoded: a `Vec<u8>` (bytes for any channel), or a
+/// [`FrameBuf`](crate::shm::FrameBuf) (for a local channel, which may
+/// carry descriptors).
+pub trait FrameSink: sealed::Sink {}
+
+impl FrameSink for Vec<u8> {}
+
+pub(crate) mod sealed {
+    use crate::SharedBytes;
+
+    /// What the frame encoders need of a [`FrameSink`](super::FrameSink):
+    /// a growable byte buffer, and the start and end of each frame.
+    pub trait Sink: std::io::Write {
+        fn len(&self) -> usize;
+        fn append(&mut self, bytes: &[u8]);
+        fn truncate(&mut self, len: usize);
+        fn patch(&mut self, at: usize, bytes: &[u8]);
+        fn bytes_at(&self, range: std::ops::Range<usize>) -> &[u8];
+        /// Whether frames may attach descriptors.
+        fn is_local(&self) -> bool;
+        /// Starts a frame; returns where.
+        fn begin(&mut self) -> usize;
+        /// Drops the frame begun at `start`.
+        fn abort(&mut self, start: usize);
+        /// Ends the frame begun last, with the shared buffers it attaches.
+        fn finish(&mut self, attached: Vec<SharedBytes>) -> std::io::Result<()>;
     }
-    out[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(())
+
+    impl Sink for Vec<u8> {
+        fn len(&self) -> usize {
+            Vec::len(self)
+        }
+        fn append(&mut self, bytes: &[u8]) {
+            self.extend_from_slice(bytes);
+        }
+        fn truncate(&mut self, len: usize) {
+            Vec::truncate(self, len);
+        }
+        fn patch(&mut self, at: usize, bytes: &[u8]) {
+            self[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        fn bytes_at(&self, range: std::ops::Range<usize>) -> &[u8] {
+            &self[range]
+        }
+        fn is_local(&self) -> bool {
+            false
+        }
+        fn begin(&mut self) -> usize {
+            Vec::len(self)
+        }
+        fn abort(&mut self, start: usize) {
+            Vec::truncate(self, start);
+        }
+        fn finish(&mut self, attached: Vec<SharedBytes>) -> std::io::Result<()> {
+            debug_assert!(attached.is_empty(), "bytes frames attach nothing");
+            Ok(())
+        }
+    }
+}
+
+/// Runs `encode` as the encoding of a frame: with a side table for shared
+/// buffers if the frame may attach them (`local`), else with none (they
+/// become bytes), whatever frame this thread may be encoding around it.
+pub(crate) fn in_frame_context<R>(
+    local: bool,
+    encode: impl FnOnce() -> R,
+) -> (R, Vec<crate::SharedBytes>) {
+    if local {
+        crate::shared::encoding_attached(encode)
+    } else {
+        (crate::shared::encoding_plain(encode), Vec::new())
+    }
 }
 
 /// Writes `msg` as one frame to `w`.
@@ -271,6 +354,16 @@ impl FrameBuffer {
 
     /// Reads once from `r` into the buffer; `Ok(0)` means end of stream.
     pub fn fill_from<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        let want = self.wanted();
+        self.fill_with(want, |space| r.read(space))
+    }
+
+    /// Reads once with `read`, offering it room for `want` bytes.
+    pub(crate) fn fill_with(
+        &mut self,
+        want: usize,
+        read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -284,12 +377,11 @@ impl FrameBuffer {
             self.end -= self.start;
             self.start = 0;
         }
-        let want = self.wanted();
         if self.buf.len() < self.end + want {
             // Bytes are zeroed once, when the storage grows, not per read.
             self.buf.resize(self.end + want, 0);
         }
-        let n = r.read(&mut self.buf[self.end..])?;
+        let n = read(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(n)
     }
@@ -307,6 +399,23 @@ impl FrameBuffer {
             }
         }
         READ_CHUNK
+    }
+
+    /// Bytes received and not yet taken.
+    pub(crate) fn unread(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Takes the next `n` unread bytes (which have arrived).
+    pub(crate) fn take(&mut self, n: usize) -> &[u8] {
+        let at = self.start;
+        self.start += n;
+        &self.buf[at..at + n]
+    }
+
+    /// The maximum body size.
+    pub(crate) fn max(&self) -> usize {
+        self.max
     }
 
     fn header(&self) -> [u8; HEADER_LEN] {

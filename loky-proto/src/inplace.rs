@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::frame::{ABSOLUTE_MAX_FRAME, FrameError, HEADER_LEN};
+use crate::frame::{ABSOLUTE_MAX_FRAME, FrameError, FrameSink, HEADER_LEN, in_frame_context};
 use crate::message::{Call, CallKind, Outcome, Reply, Request, Response};
 
 /// MessagePack's marker of a `bin 8` value, and of a `bin 32` one.
@@ -25,13 +25,13 @@ const BIN32: u8 = 0xc6;
 /// Gives back `encode_args`'s error (leaving `out` as it was) as
 /// `Ok(Err(..))`; fails with [`FrameError::TooLarge`] when the body would
 /// exceed `max` bytes.
-pub fn encode_call_frame<E>(
+pub fn encode_call_frame<O: FrameSink, E>(
     id: u64,
     task: &str,
     kind: CallKind,
-    out: &mut Vec<u8>,
+    out: &mut O,
     max: usize,
-    encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    encode_args: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
     let envelope = Request::Call(Call {
         id,
@@ -46,11 +46,11 @@ pub fn encode_call_frame<E>(
 /// the value written by `encode_value` directly after the envelope.
 ///
 /// Errors as [`encode_call_frame`].
-pub fn encode_value_reply_frame<E>(
+pub fn encode_value_reply_frame<O: FrameSink, E>(
     id: u64,
-    out: &mut Vec<u8>,
+    out: &mut O,
     max: usize,
-    encode_value: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    encode_value: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
     let envelope = Response::Reply(Reply {
         id,
@@ -60,38 +60,58 @@ pub fn encode_value_reply_frame<E>(
 }
 
 /// Writes `envelope` (whose encoding ends with its empty payload), then the
-/// payload from `encode`, and fixes up the lengths.
-fn encode_around<T: Serialize, E>(
+/// payload from `encode`, and fixes up the lengths; on any error `out` is
+/// left as it was.
+fn encode_around<T: Serialize, O: FrameSink, E>(
     envelope: &T,
-    out: &mut Vec<u8>,
+    out: &mut O,
     max: usize,
-    encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    encode: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
-    let start = out.len();
-    out.extend_from_slice(&[0; HEADER_LEN]);
-    if let Err(err) = rmp_serde::encode::write_named(out, envelope) {
-        out.truncate(start);
-        return Err(FrameError::Encode(err));
+    let start = out.begin();
+    let local = out.is_local();
+    let (written, attached) =
+        in_frame_context(local, || write_around(envelope, out, start, max, encode));
+    match written {
+        Ok(Ok(())) => {}
+        failed => {
+            out.abort(start);
+            return failed;
+        }
     }
+    out.finish(attached).map_err(FrameError::Io)?;
+    Ok(Ok(()))
+}
+
+fn write_around<T: Serialize, O: FrameSink, E>(
+    envelope: &T,
+    out: &mut O,
+    start: usize,
+    max: usize,
+    encode: impl FnOnce(&mut O) -> Result<(), E>,
+) -> Result<Result<(), E>, FrameError> {
+    out.append(&[0; HEADER_LEN]);
+    rmp_serde::encode::write_named(out, envelope).map_err(FrameError::Encode)?;
     // The envelope ends with its payload, empty: `bin 8` of length 0.
-    assert!(out.ends_with(&[BIN8, 0]), "the payload is the last field");
+    assert!(
+        out.bytes_at(out.len() - 2..out.len()) == [BIN8, 0],
+        "the payload is the last field"
+    );
     out.truncate(out.len() - 2);
-    out.push(BIN32);
+    out.append(&[BIN32]);
     let len_at = out.len();
-    out.extend_from_slice(&[0; 4]);
+    out.append(&[0; 4]);
     let payload_at = out.len();
     if let Err(err) = encode(out) {
-        out.truncate(start);
         return Ok(Err(err));
     }
     let body = out.len() - start - HEADER_LEN;
     let payload = out.len() - payload_at;
     if body > max.min(ABSOLUTE_MAX_FRAME) {
-        out.truncate(start);
         return Err(FrameError::TooLarge { len: body, max });
     }
-    out[len_at..payload_at].copy_from_slice(&(payload as u32).to_be_bytes());
-    out[start..start + HEADER_LEN].copy_from_slice(&(body as u32).to_le_bytes());
+    out.patch(len_at, &(payload as u32).to_be_bytes());
+    out.patch(start, &(body as u32).to_le_bytes());
     Ok(Ok(()))
 }
 

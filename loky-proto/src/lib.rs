@@ -32,17 +32,21 @@ pub mod exit_code;
 mod frame;
 mod inplace;
 mod message;
+mod shared;
+#[cfg(unix)]
+pub mod shm;
 mod task;
 
 pub use frame::{
-    ABSOLUTE_MAX_FRAME, DEFAULT_MAX_FRAME, FrameBuffer, FrameError, HEADER_LEN, decode_body,
-    encode_frame, read_frame, split_array, write_frame,
+    ABSOLUTE_MAX_FRAME, DEFAULT_MAX_FRAME, FrameBuffer, FrameError, FrameSink, HEADER_LEN,
+    decode_body, encode_frame, read_frame, split_array, write_frame,
 };
 pub use inplace::{encode_call_frame, encode_value_reply_frame};
 pub use message::{
     Call, CallError, CallKind, Hello, Outcome, PROTOCOL_VERSION, PanicInfo, Reply, Request,
     Response, RetireReason, TaskInfo,
 };
+pub use shared::{Attachments, SHARE_FROM, SharedBytes, outside_frames};
 pub use task::{Payload, Signature, Task};
 
 /// Encodes a task argument or output (MessagePack with field names, so any
@@ -55,25 +59,25 @@ pub fn encode_payload<T: serde::Serialize + ?Sized>(
 
 /// Appends the encoding of `value` (as [`encode_payload`] makes it) to `out`.
 /// On error `out` may hold a partial value; truncate it back.
-pub fn encode_payload_into<T: serde::Serialize + ?Sized>(
+pub fn encode_payload_into<T: serde::Serialize + ?Sized, W: std::io::Write + ?Sized>(
     value: &T,
-    out: &mut Vec<u8>,
+    out: &mut W,
 ) -> Result<(), rmp_serde::encode::Error> {
     rmp_serde::encode::write_named(out, value)
 }
 
 /// Appends a MessagePack array header for `len` elements: followed by `len`
 /// encoded values it is the encoding of a sequence of them.
-pub fn encode_array_header(len: usize, out: &mut Vec<u8>) {
+pub fn encode_array_header<O: FrameSink + ?Sized>(len: usize, out: &mut O) {
     match len {
-        0..=15 => out.push(0x90 | len as u8),
+        0..=15 => out.append(&[0x90 | len as u8]),
         16..=0xffff => {
-            out.push(0xdc);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
+            out.append(&[0xdc]);
+            out.append(&(len as u16).to_be_bytes());
         }
         _ => {
-            out.push(0xdd);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
+            out.append(&[0xdd]);
+            out.append(&(len as u32).to_be_bytes());
         }
     }
 }

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::task::Signature;
 
 /// Version of this protocol; a worker speaking another one is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added descriptor frames on local channels.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first message of every worker: who it is and what it can run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

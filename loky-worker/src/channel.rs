@@ -10,13 +10,14 @@
 
 use std::error::Error;
 use std::fmt::Write as _;
-use std::io::{self, BufReader, Write};
+use std::io;
 use std::os::unix::net::UnixStream;
 use std::thread;
 
+use loky_proto::shm::{FrameBuf, LocalFrames};
 use loky_proto::{
-    Call, CallError, DEFAULT_MAX_FRAME, FrameError, Outcome, Reply, Request, Response, decode_body,
-    encode_frame, encode_value_reply_frame, exit_code, read_frame,
+    Attachments, Call, CallError, DEFAULT_MAX_FRAME, FrameError, Outcome, Reply, Request, Response,
+    decode_body, encode_frame, encode_value_reply_frame, exit_code,
 };
 
 use crate::{os, panic};
@@ -26,33 +27,42 @@ use crate::{os, panic};
 /// bigger frame, the memory goes back.
 const KEEP_BUFFER: usize = 32 << 20;
 
-/// Reads calls from the channel, one frame each.
+/// Reads calls from the channel, one frame each; a frame's body or shared
+/// buffers may come as descriptors (see [`loky_proto::shm`]).
 #[derive(Debug)]
 pub(crate) struct CallReader {
-    reader: BufReader<UnixStream>,
-    body: Vec<u8>,
+    stream: UnixStream,
+    frames: LocalFrames,
 }
 
 impl CallReader {
     /// Reads from a clone of `stream`.
     pub(crate) fn new(stream: &UnixStream) -> io::Result<Self> {
         Ok(CallReader {
-            reader: BufReader::with_capacity(64 << 10, stream.try_clone()?),
-            body: Vec::new(),
+            stream: stream.try_clone()?,
+            frames: LocalFrames::new(DEFAULT_MAX_FRAME),
         })
     }
 
-    /// Blocks until the next call, borrowed from the frame. Ends the worker
-    /// at the end of the channel or on a bad frame.
-    pub(crate) fn next_call(&mut self) -> Call<'_> {
-        if self.body.capacity() > KEEP_BUFFER {
-            self.body = Vec::new();
+    /// Blocks until the next call, borrowed from the frame, with the
+    /// shared buffers that came with it. Ends the worker at the end of the
+    /// channel or on a bad frame.
+    pub(crate) fn next_call(&mut self) -> (Call<'_>, Attachments) {
+        while !self.frames.has_frame() {
+            match self.frames.fill_from(&self.stream) {
+                Ok(0) => end_on(self.frames.end_of_stream()),
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => end_on(FrameError::Io(err)),
+            }
         }
-        if let Err(err) = read_frame(&mut self.reader, &mut self.body, DEFAULT_MAX_FRAME) {
-            end_on(err);
-        }
-        match decode_body::<Request<'_>>(&self.body) {
-            Ok(Request::Call(call)) => call,
+        let frame = match self.frames.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => unreachable!("a whole frame has arrived"),
+            Err(err) => end_on(err),
+        };
+        match decode_body::<Request<'_>>(frame.body) {
+            Ok(Request::Call(call)) => (call, frame.attachments),
             Err(err) => end_on(err),
         }
     }
@@ -117,14 +127,17 @@ pub(crate) fn fatal(code: i32, message: &str) -> ! {
 pub(crate) struct ResponseWriter {
     stream: UnixStream,
     /// Encoded frames not yet written; reused between writes.
-    buf: Vec<u8>,
+    buf: FrameBuf,
 }
 
 impl ResponseWriter {
-    pub(crate) fn new(stream: UnixStream) -> Self {
+    /// A writer that sends replies over `threshold` bytes in shared memory
+    /// and attaches shared buffers, if the executor takes descriptor frames
+    /// (it gave a threshold); else one that sends bytes only.
+    pub(crate) fn new(stream: UnixStream, threshold: Option<usize>) -> Self {
         ResponseWriter {
             stream,
-            buf: Vec::new(),
+            buf: threshold.map_or_else(FrameBuf::plain, FrameBuf::local),
         }
     }
 
@@ -140,13 +153,13 @@ impl ResponseWriter {
     }
 
     /// Queues the reply to call `id` of `task`, whose value `run` encodes
-    /// straight into the frame (a large output is never copied), or whose
-    /// failure it returns.
+    /// straight into the frame (a large output is never copied, and goes
+    /// into shared memory as it is encoded), or whose failure it returns.
     pub(crate) fn push_call(
         &mut self,
         id: u64,
         task: &str,
-        run: impl FnOnce(&mut Vec<u8>) -> Result<(), Outcome<'static>>,
+        run: impl FnOnce(&mut FrameBuf) -> Result<(), Outcome<'static>>,
     ) {
         match encode_value_reply_frame(id, &mut self.buf, DEFAULT_MAX_FRAME, run) {
             Ok(Ok(())) => {}
@@ -175,7 +188,7 @@ impl ResponseWriter {
     /// Writes everything queued. If the executor is gone, the worker ends
     /// as at the end of the channel.
     pub(crate) fn flush(&mut self) {
-        if let Err(err) = self.stream.write_all(&self.buf) {
+        if let Err(err) = self.buf.send_to(&self.stream) {
             match err.kind() {
                 io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => os::terminate(0),
                 _ => fatal(
@@ -184,9 +197,6 @@ impl ResponseWriter {
                 ),
             }
         }
-        self.buf.clear();
-        if self.buf.capacity() > KEEP_BUFFER {
-            self.buf = Vec::new();
-        }
+        self.buf.shrink_to(KEEP_BUFFER);
     }
 }

@@ -15,7 +15,7 @@ use std::io::{self, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use loky_proto::Task;
+use loky_proto::{SharedBytes, Task};
 use serde_bytes::ByteBuf;
 
 use crate::{Registry, os};
@@ -29,6 +29,10 @@ pub const ECHO: Task<rmpv::Value, rmpv::Value> = Task::new("echo");
 
 /// Returns its argument, a byte string.
 pub const ECHO_BYTES: Task<ByteBuf, ByteBuf> = Task::new("echo_bytes");
+
+/// Returns its argument, a buffer in shared memory: to and from a local
+/// worker only its descriptor travels.
+pub const ECHO_SHARED: Task<SharedBytes, SharedBytes> = Task::new("echo_shared");
 
 /// Returns its argument, an `i64`.
 pub const ECHO_I64: Task<i64, i64> = Task::new("echo_i64");
@@ -101,6 +105,7 @@ pub fn registry() -> Registry {
         .register(NOOP, |()| ())
         .register(ECHO, |value| value)
         .register(ECHO_BYTES, |bytes| bytes)
+        .register(ECHO_SHARED, |bytes| bytes)
         .register(ECHO_I64, |x| x)
         .register(SQUARE, square)
         .register(SLEEP, std::thread::sleep)
@@ -211,7 +216,7 @@ mod tests {
     #[test]
     fn every_task_is_registered() {
         let names: Vec<_> = registry().tasks().into_iter().map(|t| t.name).collect();
-        assert_eq!(names.len(), 21);
+        assert_eq!(names.len(), 22);
         assert!(names.contains(&SPAWN_SLEEPER.name().to_owned()));
     }
 

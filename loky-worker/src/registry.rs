@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 
+use loky_proto::shm::FrameBuf;
 use loky_proto::{CallError, CallKind, Outcome, Payload, Signature, Task, TaskInfo};
 
 use crate::panic::run_task;
@@ -87,7 +88,7 @@ impl Registry {
         task: &str,
         kind: CallKind,
         args: &[u8],
-        out: &mut Vec<u8>,
+        out: &mut FrameBuf,
     ) -> Result<(), Outcome<'static>> {
         let Some(&index) = self.by_name.get(task) else {
             return Err(Outcome::Failed(CallError::UnknownTask {
@@ -117,11 +118,11 @@ impl fmt::Debug for Registry {
 trait Handler: Send + Sync {
     /// Runs the function on one encoded argument, appending the encoded
     /// output to `out`.
-    fn single(&self, task: &str, args: &[u8], out: &mut Vec<u8>) -> Result<(), Outcome<'static>>;
+    fn single(&self, task: &str, args: &[u8], out: &mut FrameBuf) -> Result<(), Outcome<'static>>;
     /// Runs the function on each of a sequence of encoded arguments,
     /// appending the encoded sequence of outputs to `out`, or giving one
     /// outcome per item if any item failed.
-    fn chunk(&self, task: &str, args: &[u8], out: &mut Vec<u8>) -> Result<(), Outcome<'static>>;
+    fn chunk(&self, task: &str, args: &[u8], out: &mut FrameBuf) -> Result<(), Outcome<'static>>;
 }
 
 struct Typed<I, O, F> {
@@ -138,8 +139,11 @@ where
 {
     /// Runs the function on `input` and encodes its output into `out`,
     /// both under panic capture (a `Serialize` impl may panic too).
-    fn apply(&self, task: &str, input: I, out: &mut Vec<u8>) -> Result<(), Outcome<'static>> {
-        match run_task(|| loky_proto::encode_payload_into(&(self.f)(input), out)) {
+    fn apply(&self, task: &str, input: I, out: &mut FrameBuf) -> Result<(), Outcome<'static>> {
+        // The task's own code runs outside the frames: what it sends to an
+        // executor of its own attaches nothing to this reply.
+        let run = || loky_proto::outside_frames(|| (self.f)(input));
+        match run_task(|| loky_proto::encode_payload_into(&run(), out)) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(Outcome::Failed(CallError::EncodeOutput {
                 task: task.to_owned(),
@@ -169,11 +173,11 @@ where
     O: Payload,
     F: Fn(I) -> O + Send + Sync,
 {
-    fn single(&self, task: &str, args: &[u8], out: &mut Vec<u8>) -> Result<(), Outcome<'static>> {
+    fn single(&self, task: &str, args: &[u8], out: &mut FrameBuf) -> Result<(), Outcome<'static>> {
         self.apply(task, Self::decode::<I>(task, args)?, out)
     }
 
-    fn chunk(&self, task: &str, args: &[u8], out: &mut Vec<u8>) -> Result<(), Outcome<'static>> {
+    fn chunk(&self, task: &str, args: &[u8], out: &mut FrameBuf) -> Result<(), Outcome<'static>> {
         let inputs: Vec<Result<I, Outcome<'static>>> = match Self::decode::<Vec<I>>(task, args) {
             Ok(inputs) => inputs.into_iter().map(Ok).collect(),
             // Some argument does not decode: decode them one by one, so
@@ -204,7 +208,7 @@ where
         if failures.is_empty() {
             return Ok(());
         }
-        Err(split_items(&out[first..], &ends, failures))
+        Err(split_items(out.slice(first..out.len()), &ends, failures))
     }
 }
 
@@ -257,9 +261,10 @@ mod tests {
 
     /// The outcome of a call, a value as the reply would carry it.
     fn run(r: &Registry, task: &str, kind: CallKind, args: &[u8]) -> Outcome<'static> {
-        let mut out = vec![0xff];
+        let mut out = FrameBuf::plain();
+        out.extend_from_slice(&[0xff]);
         match r.run(task, kind, args, &mut out) {
-            Ok(()) => Outcome::Value(out[1..].to_vec().into()),
+            Ok(()) => Outcome::Value(out.slice(1..out.len()).to_vec().into()),
             Err(failure) => failure,
         }
     }

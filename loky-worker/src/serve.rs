@@ -149,7 +149,7 @@ fn run(registry: &Registry, fd: RawFd, executor: u32) -> ! {
             &format!("cannot start the channel watcher: {err}"),
         );
     }
-    let mut out = ResponseWriter::new(stream);
+    let mut out = ResponseWriter::new(stream, shm_threshold());
     out.push(&Response::Hello(hello(registry)));
     out.flush();
     let mut worker = Worker {
@@ -172,6 +172,20 @@ fn memory_limit() -> Option<u64> {
         None => fatal(
             exit_code::PROTOCOL_ERROR,
             &format!("malformed {}: {value:?}", env::MEMORY_LIMIT),
+        ),
+    }
+}
+
+/// The body size past which replies travel in shared memory, if the
+/// executor takes descriptor frames. A value that is not a number ends the
+/// worker: the executor speaks another protocol.
+fn shm_threshold() -> Option<usize> {
+    let value = std::env::var_os(env::SHM_THRESHOLD)?;
+    match value.to_str().and_then(|v| v.parse().ok()) {
+        Some(threshold) => Some(threshold),
+        None => fatal(
+            exit_code::PROTOCOL_ERROR,
+            &format!("malformed {}: {value:?}", env::SHM_THRESHOLD),
         ),
     }
 }
@@ -219,10 +233,17 @@ impl Worker<'_> {
     /// worker.
     fn serve(&mut self, calls: &mut CallReader) {
         loop {
-            let call = calls.next_call();
-            self.out.push_call(call.id, &call.task, |out| {
-                self.registry.run(&call.task, call.kind, &call.args, out)
+            let (call, mut attachments) = calls.next_call();
+            // The call's shared buffers are reachable while its arguments
+            // decode; those of the output attach to the reply.
+            attachments.decode(|| {
+                self.out.push_call(call.id, &call.task, |out| {
+                    self.registry.run(&call.task, call.kind, &call.args, out)
+                })
             });
+            // Unused descriptors close before the reply says the call is
+            // done.
+            drop(attachments);
             if let Some(reason) = self.leak.after_call(Instant::now(), os::resident_bytes) {
                 self.out.push(&Response::Retiring(reason));
             }

@@ -1,0 +1,440 @@
+//! [`SharedBytes`]: an immutable byte buffer in shared memory that crosses
+//! to a local worker and back as a file descriptor, never copied.
+//!
+//! How a buffer inside any serde type travels: while a frame for a local
+//! channel is encoded, the encoding thread has a side table of the frame's
+//! attachments; `SharedBytes::serialize` puts its memory file there and
+//! writes only the table index (a MessagePack extension value). The frame
+//! goes out with the descriptors attached (`SCM_RIGHTS`). On the other
+//! side the frame's received [`Attachments`] are installed on the decoding
+//! thread while its payload is decoded, and `SharedBytes::deserialize`
+//! maps the descriptor the index names. Anywhere else (JSON, a frame for a
+//! remote channel, a payload encoded without a frame) a `SharedBytes` is
+//! plain bytes.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+#[cfg(unix)]
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+#[cfg(unix)]
+use crate::shm::os::{self, Mapping};
+
+/// Buffers smaller than this stay on the heap: copying them costs less
+/// than a memory file, a mapping and a descriptor.
+pub const SHARE_FROM: usize = 64 << 10;
+
+/// The MessagePack extension type of an attached buffer: its data is the
+/// big-endian `u32` index of the buffer in its frame's attachments.
+pub(crate) const ATTACHED_EXT: i8 = 76;
+
+/// At most this many buffers are attached to one frame; more travel as
+/// bytes.
+pub(crate) const MAX_ATTACHED: usize = 63;
+
+/// An immutable byte buffer living in shared memory (a sealed memory
+/// file, on Linux), with a cheap [`Clone`].
+///
+/// Sent to a local worker (inside any argument or output type) and back,
+/// only its file descriptor travels: the bytes are never copied, whatever
+/// their size. Use it for large arrays, images, model weights or any
+/// payload of megabytes that a task reads but does not change. Creating one
+/// from a `Vec<u8>` copies the bytes once into shared memory.
+///
+/// Buffers under [`SHARE_FROM`] bytes stay on the heap and travel as bytes.
+/// Outside a frame for a local worker (serialized to JSON, or for a remote
+/// worker), a `SharedBytes` is serialized as plain bytes. Each shared
+/// buffer holds one file descriptor while it lives.
+///
+/// ```
+/// use loky_proto::SharedBytes;
+///
+/// let weights = SharedBytes::from(vec![7u8; 1 << 20]);
+/// let copy = weights.clone(); // no copy of the bytes
+/// assert_eq!(copy.len(), 1 << 20);
+/// assert_eq!(&copy[..2], &[7, 7]);
+/// assert_eq!(serde_json::to_string(&SharedBytes::from(vec![1, 2])).unwrap(), "[1,2]");
+/// ```
+#[derive(Clone)]
+pub struct SharedBytes(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Heap(Arc<[u8]>),
+    #[cfg(unix)]
+    Shared(Arc<Shm>),
+}
+
+/// A sealed memory file and its read-only mapping.
+#[cfg(unix)]
+#[derive(Debug)]
+pub(crate) struct Shm {
+    map: Mapping,
+    fd: OwnedFd,
+}
+
+#[cfg(unix)]
+impl Shm {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Copies `bytes` into a new sealed memory file and maps it.
+    fn copy_of(bytes: &[u8]) -> std::io::Result<Shm> {
+        let mut file = os::MapMut::new(bytes.len())?;
+        file.bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+        let fd = file.seal(bytes.len())?;
+        Shm::map(fd, bytes.len())
+    }
+
+    /// Maps a sealed memory file of `len` bytes (checked by the caller).
+    pub(crate) fn map(fd: OwnedFd, len: usize) -> std::io::Result<Shm> {
+        let map = Mapping::new(fd.as_fd(), len, false)?;
+        Ok(Shm { map, fd })
+    }
+}
+
+impl SharedBytes {
+    /// An empty buffer.
+    pub fn new() -> SharedBytes {
+        SharedBytes(Repr::Heap(Arc::from(Vec::new())))
+    }
+
+    /// Whether the bytes are in shared memory (and travel to local workers
+    /// as a descriptor), rather than on the heap.
+    pub fn is_shared(&self) -> bool {
+        match &self.0 {
+            Repr::Heap(_) => false,
+            #[cfg(unix)]
+            Repr::Shared(_) => true,
+        }
+    }
+
+    /// The memory file of a shared buffer.
+    #[cfg(unix)]
+    pub(crate) fn shm_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.0 {
+            Repr::Shared(shm) => Some(shm.fd()),
+            Repr::Heap(_) => None,
+        }
+    }
+
+    #[cfg(unix)]
+    pub(crate) fn from_shm(shm: Shm) -> SharedBytes {
+        SharedBytes(Repr::Shared(Arc::new(shm)))
+    }
+}
+
+impl Default for SharedBytes {
+    fn default() -> Self {
+        SharedBytes::new()
+    }
+}
+
+impl From<&[u8]> for SharedBytes {
+    /// Copies `bytes` into shared memory (onto the heap when small, or when
+    /// the system refuses a memory file).
+    fn from(bytes: &[u8]) -> Self {
+        #[cfg(unix)]
+        if bytes.len() >= SHARE_FROM
+            && let Ok(shm) = Shm::copy_of(bytes)
+        {
+            return SharedBytes::from_shm(shm);
+        }
+        SharedBytes(Repr::Heap(Arc::from(bytes)))
+    }
+}
+
+impl From<Vec<u8>> for SharedBytes {
+    /// Copies the bytes into shared memory (a small vector is kept on the
+    /// heap as it is).
+    fn from(bytes: Vec<u8>) -> Self {
+        if bytes.len() < SHARE_FROM {
+            return SharedBytes(Repr::Heap(Arc::from(bytes)));
+        }
+        SharedBytes::from(bytes.as_slice())
+    }
+}
+
+impl Deref for SharedBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Heap(bytes) => bytes,
+            #[cfg(unix)]
+            Repr::Shared(shm) => shm.map.bytes(),
+        }
+    }
+}
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl PartialEq for SharedBytes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for SharedBytes {}
+
+impl fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedBytes")
+            .field("len", &self.len())
+            .field("shared", &self.is_shared())
+            .finish()
+    }
+}
+
+impl Serialize for SharedBytes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[cfg(unix)]
+        if let Repr::Shared(shm) = &self.0
+            && !serializer.is_human_readable()
+            && let Some(index) = attach(shm)
+        {
+            let index = index.to_be_bytes();
+            let ext = (ATTACHED_EXT, serde_bytes::Bytes::new(&index));
+            return serializer.serialize_newtype_struct(rmp_serde::MSGPACK_EXT_STRUCT_NAME, &ext);
+        }
+        serializer.serialize_bytes(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedBytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Only a frame's own decoding may meet an attachment, and frames
+        // are MessagePack, which describes itself.
+        if decoding_frame() {
+            deserializer.deserialize_any(BytesVisitor)
+        } else {
+            deserializer.deserialize_byte_buf(BytesVisitor)
+        }
+    }
+}
+
+struct BytesVisitor;
+
+impl<'de> Visitor<'de> for BytesVisitor {
+    type Value = SharedBytes;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("bytes or an attached shared buffer")
+    }
+
+    fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<SharedBytes, E> {
+        Ok(SharedBytes::from(bytes))
+    }
+
+    fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<SharedBytes, E> {
+        Ok(SharedBytes::from(bytes))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SharedBytes, A::Error> {
+        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+        while let Some(byte) = seq.next_element::<u8>()? {
+            bytes.push(byte);
+        }
+        Ok(SharedBytes::from(bytes))
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, ext: D) -> Result<SharedBytes, D::Error> {
+        let (tag, data): (i8, serde_bytes::ByteBuf) = Deserialize::deserialize(ext)?;
+        let index = match (tag, <[u8; 4]>::try_from(data.as_slice())) {
+            (ATTACHED_EXT, Ok(index)) => u32::from_be_bytes(index),
+            _ => {
+                return Err(de::Error::custom(format!(
+                    "unexpected MessagePack extension {tag} where shared bytes were expected"
+                )));
+            }
+        };
+        attached(index).map_err(de::Error::custom)
+    }
+}
+
+thread_local! {
+    /// The buffers attached to the frame this thread is encoding, if it is
+    /// encoding a frame that can carry them.
+    static ENCODING: RefCell<Option<Vec<SharedBytes>>> = const { RefCell::new(None) };
+    /// The attachments of the frame whose payload this thread is decoding.
+    static DECODING: RefCell<Option<Attachments>> = const { RefCell::new(None) };
+}
+
+/// Registers `shm` with the frame being encoded; its index there, or
+/// `None` when no frame that carries descriptors is being encoded (or it
+/// is full).
+#[cfg(unix)]
+fn attach(shm: &Arc<Shm>) -> Option<u32> {
+    ENCODING.with(|table| {
+        let mut table = table.borrow_mut();
+        let table = table.as_mut()?;
+        let same = |b: &SharedBytes| matches!(&b.0, Repr::Shared(s) if Arc::ptr_eq(s, shm));
+        if let Some(index) = table.iter().position(same) {
+            return u32::try_from(index).ok();
+        }
+        if table.len() >= MAX_ATTACHED {
+            return None;
+        }
+        table.push(SharedBytes(Repr::Shared(shm.clone())));
+        u32::try_from(table.len() - 1).ok()
+    })
+}
+
+fn decoding_frame() -> bool {
+    DECODING.with(|d| d.borrow().is_some())
+}
+
+/// The shared buffer at `index` of the frame being decoded.
+fn attached(index: u32) -> Result<SharedBytes, String> {
+    DECODING.with(|d| match d.borrow_mut().as_mut() {
+        Some(attachments) => attachments.get(index as usize),
+        None => Err("an attached shared buffer outside the decoding of its frame".to_owned()),
+    })
+}
+
+/// Restores a thread-local slot's previous value when dropped (also when
+/// the code that ran in between panicked).
+struct Restore<T: 'static> {
+    key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+    previous: Option<Option<T>>,
+}
+
+impl<T: 'static> Drop for Restore<T> {
+    fn drop(&mut self) {
+        let previous = self.previous.take().flatten();
+        self.key.with(|slot| *slot.borrow_mut() = previous);
+    }
+}
+
+fn install<T: 'static>(
+    key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+    value: Option<T>,
+) -> Restore<T> {
+    let previous = key.with(|slot| slot.replace(value));
+    Restore {
+        key,
+        previous: Some(previous),
+    }
+}
+
+/// Runs `encode` with a side table for the shared buffers it serializes;
+/// returns them, in index order, to be attached to the frame.
+pub(crate) fn encoding_attached<R>(encode: impl FnOnce() -> R) -> (R, Vec<SharedBytes>) {
+    let guard = install(&ENCODING, Some(Vec::new()));
+    let result = encode();
+    let table = ENCODING
+        .with(|slot| slot.borrow_mut().take())
+        .unwrap_or_default();
+    drop(guard);
+    (result, table)
+}
+
+/// Runs `encode` where shared buffers serialize as bytes.
+pub(crate) fn encoding_plain<R>(encode: impl FnOnce() -> R) -> R {
+    let _encoding = install(&ENCODING, None);
+    encode()
+}
+
+/// Runs `f` outside any frame's encoding or decoding: shared buffers it
+/// serializes are plain bytes and it cannot reach another frame's
+/// attachments. A worker runs each task's own code so: a task that submits
+/// to an executor of its own encodes other frames.
+pub fn outside_frames<R>(f: impl FnOnce() -> R) -> R {
+    let _encoding = install(&ENCODING, None);
+    let _decoding = install(&DECODING, None);
+    f()
+}
+
+/// The shared buffers that arrived with one frame, as descriptors mapped
+/// when first decoded; what is never decoded is closed when this drops.
+#[derive(Debug, Default)]
+pub struct Attachments {
+    #[cfg(unix)]
+    slots: Vec<Slot>,
+}
+
+#[cfg(unix)]
+#[derive(Debug)]
+enum Slot {
+    /// A sealed memory file of this many bytes, not mapped yet.
+    Fd(OwnedFd, usize),
+    Mapped(SharedBytes),
+    /// Mapping it failed: the error, for every value that names it.
+    Failed(String),
+}
+
+impl Attachments {
+    /// How many buffers came with the frame.
+    pub fn len(&self) -> usize {
+        #[cfg(unix)]
+        return self.slots.len();
+        #[cfg(not(unix))]
+        0
+    }
+
+    /// Whether none came.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs `decode` (the decoding of the frame's payload) where
+    /// `SharedBytes` values find these attachments.
+    pub fn decode<R>(&mut self, decode: impl FnOnce() -> R) -> R {
+        let guard = install(&DECODING, Some(std::mem::take(self)));
+        let result = decode();
+        *self = DECODING
+            .with(|slot| slot.borrow_mut().take())
+            .unwrap_or_default();
+        drop(guard);
+        result
+    }
+
+    /// Received sealed memory files with their checked sizes.
+    #[cfg(unix)]
+    pub(crate) fn from_fds(fds: Vec<(OwnedFd, usize)>) -> Attachments {
+        Attachments {
+            slots: fds.into_iter().map(|(fd, len)| Slot::Fd(fd, len)).collect(),
+        }
+    }
+
+    #[cfg(unix)]
+    fn get(&mut self, index: usize) -> Result<SharedBytes, String> {
+        let slot = self
+            .slots
+            .get_mut(index)
+            .ok_or_else(|| format!("shared buffer {index} is not attached to its frame"))?;
+        if let Slot::Fd(..) = slot {
+            let Slot::Fd(fd, len) = std::mem::replace(slot, Slot::Failed(String::new())) else {
+                unreachable!("matched above")
+            };
+            *slot = match Shm::map(fd, len) {
+                Ok(shm) => Slot::Mapped(SharedBytes::from_shm(shm)),
+                Err(err) => Slot::Failed(format!("cannot map shared buffer {index}: {err}")),
+            };
+        }
+        match slot {
+            Slot::Mapped(bytes) => Ok(bytes.clone()),
+            Slot::Failed(err) => Err(err.clone()),
+            Slot::Fd(..) => unreachable!("mapped above"),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn get(&mut self, index: usize) -> Result<SharedBytes, String> {
+        Err(format!(
+            "shared buffer {index} is not attached to its frame"
+        ))
+    }
+}

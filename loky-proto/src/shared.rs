@@ -48,6 +48,10 @@ pub(crate) const MAX_ATTACHED: usize = 63;
 /// payload of megabytes that a task reads but does not change. Creating one
 /// from a `Vec<u8>` copies the bytes once into shared memory.
 ///
+/// The worker side of this path is in place; an executor does not pass
+/// descriptors to its workers yet, so from an executor a shared buffer
+/// still travels as bytes (copied into shared memory again on arrival).
+///
 /// Buffers under [`SHARE_FROM`] bytes stay on the heap and travel as bytes.
 /// Outside a frame for a local worker (serialized to JSON, or for a remote
 /// worker), a `SharedBytes` is serialized as plain bytes. Each shared

@@ -62,6 +62,12 @@
 //! replaces the worker. A task's panic never harms its worker: the caller
 //! gets [`Error::Task`] with the message and the worker's backtrace.
 //!
+//! ## Large payloads
+//!
+//! [`SharedBytes`] is an immutable byte buffer in shared memory for payloads
+//! of megabytes (arrays, images, model weights): inside any argument or
+//! output type, only its file descriptor travels to and from a local worker.
+//!
 //! ## Crate layout
 //!
 //! - `loky-proto`: the wire protocol and the [`Task`] handle.
@@ -79,6 +85,9 @@
 
 // Tasks and the worker side.
 pub use loky_proto::{Signature, Task, TaskInfo};
+
+// Large payloads.
+pub use loky_proto::SharedBytes;
 pub use loky_worker::{Registry, is_worker, serve, serve_if_worker};
 
 pub use loky_proto::exit_code;

@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: the `loky-bench` binary of `loky-tests`, in release,
-//! after building the stock `loky-worker` program it measures.
+//! after building the stock `loky-worker` program it measures and, with
+//! `--peers`, the procspawn peer (a bench target of `loky-tests`, so that
+//! procspawn stays a dev-dependency).
 
 use std::process::ExitCode;
 
@@ -10,6 +12,12 @@ const BENCH_BIN: &str = "loky-bench";
 
 /// Tells the bench the command that ran it, for `BENCHMARKS.md`.
 const COMMAND_ENV: &str = "LOKY_BENCH_COMMAND";
+
+/// The bench target of `loky-tests` that measures procspawn.
+const PROCSPAWN_PEER: &str = "procspawn-peer";
+
+/// Tells the bench where the procspawn peer's executable is.
+const PROCSPAWN_ENV: &str = "LOKY_BENCH_PROCSPAWN_PEER";
 
 /// Runs the benchmark with `args` (`--peers` included) passed through.
 pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
@@ -32,6 +40,17 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;
     }
+    let procspawn = if args.iter().any(|a| a == "--peers") {
+        match build_procspawn_peer(workspace) {
+            Ok(path) => Some(path),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let mut command = workspace.cargo(&[
         "run",
         "--release",
@@ -44,6 +63,9 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
     command.args(args);
     let header = runner::display(&command);
     command.env(COMMAND_ENV, invocation(args));
+    if let Some(path) = procspawn {
+        command.env(PROCSPAWN_ENV, path);
+    }
     let (result, elapsed) = runner::timed(&header, || runner::run(&mut command));
     println!("bench: {:.1}s", elapsed.as_secs_f64());
     match result {
@@ -53,6 +75,35 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds the procspawn peer in release; returns its executable (a bench
+/// target's name carries a hash, which cargo reports).
+fn build_procspawn_peer(workspace: &Workspace) -> Result<String, String> {
+    let mut build = workspace.cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "loky-tests",
+        "--bench",
+        PROCSPAWN_PEER,
+        "--message-format=json-render-diagnostics",
+    ]);
+    let (messages, _) = runner::timed(&runner::display(&build), || {
+        runner::run_capturing(&mut build)
+    });
+    executable(&messages?).ok_or_else(|| format!("cargo named no executable for {PROCSPAWN_PEER}"))
+}
+
+/// The `"executable"` of the JSON message of cargo's `messages` that has
+/// one (libraries and build scripts have `null`).
+fn executable(messages: &str) -> Option<String> {
+    const KEY: &str = "\"executable\":\"";
+    messages.lines().find_map(|line| {
+        let start = line.find(KEY)? + KEY.len();
+        let end = start + line[start..].find('"')?;
+        Some(line[start..end].to_owned())
+    })
 }
 
 /// `cargo xtask bench ARGS`, as a user would type it.
@@ -71,6 +122,22 @@ fn invocation(args: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_executable_comes_from_the_message_that_names_one() {
+        let messages = concat!(
+            r#"{"reason":"compiler-artifact","target":{"name":"serde"},"executable":null}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","executable":"/t/release/deps/procspawn_peer-1a"}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+        );
+        assert_eq!(
+            executable(messages).as_deref(),
+            Some("/t/release/deps/procspawn_peer-1a")
+        );
+        assert_eq!(executable("{}"), None);
+    }
 
     #[test]
     fn invocation_quotes_words_with_spaces() {

@@ -11,8 +11,10 @@
 //!   runs, with their min and max.
 //! - `--quick`: 3 runs and shorter latency runs (a smoke test for CI).
 //! - `--peers`: also measure Python loky (in a virtual environment under
-//!   the target directory, with `loky` from pip); skipped with a message
-//!   when Python or pip is missing.
+//!   the target directory, with `loky` from pip) and procspawn (the
+//!   `procspawn-peer` bench target, whose path `cargo xtask bench` passes in
+//!   `LOKY_BENCH_PROCSPAWN_PEER`); each is skipped with a message when it
+//!   cannot run.
 //! - `--write FILE`: put the results, the command and the machine into FILE
 //!   (`BENCHMARKS.md`), between its generated-block markers.
 //! - `--note TEXT`: a note printed with the results (for example, that the
@@ -27,6 +29,8 @@
 // The crate root is not a `mod.rs`, so its modules' paths are given.
 #[path = "loky-bench/cases.rs"]
 mod cases;
+#[path = "loky-bench/heap.rs"]
+mod heap;
 #[path = "loky-bench/peer.rs"]
 mod peer;
 #[path = "loky-bench/raw.rs"]
@@ -41,6 +45,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use report::Report;
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 /// Sequential round trips per run of the latency cases.
 const ROUND_TRIPS: usize = 2_000;
@@ -173,14 +180,20 @@ fn run(options: &Options) -> Result<(), String> {
         round_trips: options.round_trips(),
     }
     .measure(&wants);
-    let peer = options.peers.then(|| {
+    let peers = if options.peers {
         let venv = dir.parent().unwrap_or(dir).join("bench-venv");
-        peer::measure(&venv, runs, options.round_trips(), &options.only)
-    });
-    if let Some(Err(why)) = &peer {
-        eprintln!("loky-bench: Python loky skipped: {why}");
+        let python = peer::measure_python(&venv, runs, options.round_trips(), &options.only);
+        let procspawn = peer::measure_procspawn(runs, options.round_trips(), &options.only);
+        vec![(peer::PYTHON, python), (peer::PROCSPAWN, procspawn)]
+    } else {
+        Vec::new()
+    };
+    for (name, outcome) in &peers {
+        if let Err(why) = outcome {
+            eprintln!("loky-bench: {name} skipped: {why}");
+        }
     }
-    let report = Report { loky, raw, peer };
+    let report = Report { loky, raw, peers };
     let context = Context {
         command: command_line(),
         machine,
@@ -193,6 +206,9 @@ fn run(options: &Options) -> Result<(), String> {
     println!("\n{}", context.text());
     println!("{}", report.text_table());
     println!("{}", report.verdicts());
+    for line in report.peer_lines() {
+        println!("{line}");
+    }
     if let Some(path) = &options.write {
         report::write_into(path, &document(&context, &report))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -244,7 +260,7 @@ fn document(context: &Context, report: &Report) -> String {
     for line in context.lines() {
         let _ = writeln!(out, "- {line}");
     }
-    if let Some(line) = report.peer_line() {
+    for line in report.peer_lines() {
         let _ = writeln!(out, "- {line}");
     }
     let _ = write!(

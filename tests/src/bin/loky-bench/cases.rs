@@ -1,13 +1,17 @@
-//! The eight cases of DESIGN.md's performance table, on loky-rs with the
-//! stock `loky-worker` program.
+//! The cases of DESIGN.md's performance table, on loky-rs with the stock
+//! `loky-worker` program.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use loky::{CrashPolicy, Error, ExecutorBuilder, ProcessPoolExecutor, WorkerProgram, diagnostics};
+use loky::{
+    CrashPolicy, Error, ExecutorBuilder, Future, ProcessPoolExecutor, SharedBytes, WorkerProgram,
+    diagnostics,
+};
 use serde_bytes::ByteBuf;
 
+use crate::heap;
 use crate::stats::{self, Samples};
 
 /// No-op submits in the throughput case (and frames in its raw figure).
@@ -20,6 +24,10 @@ pub(crate) const CHUNKSIZE: usize = 1_000;
 pub(crate) const PAYLOAD: usize = 10 << 20;
 /// Workers of the pools of the cold-start, throughput, map and crash cases.
 const POOL: usize = 2;
+/// Futures held pending in the memory case.
+const PENDING: usize = 200_000;
+/// How long the memory case keeps both workers busy while it submits.
+const BUSY: Duration = Duration::from_secs(4);
 
 /// The case keys, shared with the Python peer's JSON.
 pub(crate) mod key {
@@ -28,10 +36,13 @@ pub(crate) mod key {
     pub(crate) const ROUND_TRIP: &str = "round_trip_us";
     pub(crate) const MAP: &str = "map_per_sec";
     pub(crate) const ECHO: &str = "echo_mib_per_sec";
+    pub(crate) const ECHO_SHARED: &str = "echo_shared_mib_per_sec";
     pub(crate) const CRASH_ERROR: &str = "crash_error_ms";
     pub(crate) const CRASH_REUSABLE: &str = "crash_reusable_ms";
     pub(crate) const CRASH_NEW_POOL: &str = "crash_new_pool_ms";
-    pub(crate) const CRASH_RESPAWN: &str = "crash_respawn_ms";
+    pub(crate) const CRASH_RESPAWN: &str = "crash_respawn_us";
+    pub(crate) const CRASH_RESPAWN_ALONE: &str = "crash_respawn_alone_ms";
+    pub(crate) const PENDING_MEMORY: &str = "pending_future_bytes";
     pub(crate) const IDLE_RSS: &str = "idle_rss_mib";
     pub(crate) const IDLE_PSS: &str = "idle_pss_mib";
 }
@@ -56,16 +67,19 @@ type Measure = fn(&Bench) -> Samples;
 impl Bench {
     /// Measures every case.
     pub(crate) fn measure(&self, wants: &dyn Fn(&str) -> bool) -> Results {
-        let cases: [(&str, Measure); 11] = [
+        let cases: [(&str, Measure); 14] = [
             (key::COLD_START, Bench::cold_start),
             (key::SUBMIT, Bench::submit_throughput),
             (key::ROUND_TRIP, Bench::round_trip),
             (key::MAP, Bench::map_throughput),
             (key::ECHO, Bench::echo_payload),
+            (key::ECHO_SHARED, Bench::echo_shared),
             (key::CRASH_ERROR, Bench::crash_error),
             (key::CRASH_REUSABLE, Bench::crash_reusable),
             (key::CRASH_NEW_POOL, Bench::crash_new_pool),
             (key::CRASH_RESPAWN, Bench::crash_respawn),
+            (key::CRASH_RESPAWN_ALONE, Bench::crash_respawn_alone),
+            (key::PENDING_MEMORY, Bench::pending_memory),
             (key::IDLE_RSS, Bench::idle_rss),
             (key::IDLE_PSS, Bench::idle_pss),
         ];
@@ -181,6 +195,29 @@ impl Bench {
         })
     }
 
+    /// Case 5b: Echo 10 MiB of `SharedBytes` on a warm pool of 1 (the
+    /// buffer made once, outside the timing).
+    fn echo_shared(&self) -> Samples {
+        let ex = self.warm_pool(1).map_err(|e| e.to_string())?;
+        let payload = SharedBytes::from(vec![0xa5u8; PAYLOAD]);
+        let echo = || -> Run<Duration> {
+            let start = Instant::now();
+            let reply = ex
+                .submit(diagnostics::ECHO_SHARED, payload.clone())?
+                .result()?;
+            let took = start.elapsed();
+            check(
+                reply.len() == PAYLOAD,
+                "ECHO_SHARED answered another length",
+            )?;
+            Ok(took)
+        };
+        echo().map_err(|e| e.to_string())?;
+        stats::repeat(self.runs, || -> Run {
+            Ok(stats::mib_per_sec(PAYLOAD, echo()?))
+        })
+    }
+
     /// Case 6: From submitting a segfaulting task on a warm pool of 2 to its
     /// future's error (the worker's own death included).
     fn crash_error(&self) -> Samples {
@@ -227,9 +264,28 @@ impl Bench {
         })
     }
 
-    /// Case 7, variant: with `CrashPolicy::Respawn` and a single worker, from the
-    /// crash's error to the next result (which needs the replacement).
+    /// Case 7c: with `CrashPolicy::Respawn` and 2 workers, from the crash's
+    /// error to the next result (the other worker can answer at once).
     fn crash_respawn(&self) -> Samples {
+        let ex = self
+            .builder(POOL)
+            .on_worker_crash(CrashPolicy::Respawn)
+            .build()
+            .and_then(|ex| warm(&ex, POOL).map(|()| ex))
+            .map_err(|e| e.to_string())?;
+        stats::repeat(self.runs, || -> Run {
+            crash(&ex)?;
+            let start = Instant::now();
+            let value = ex.submit(diagnostics::ECHO_I64, 7)?.result()?;
+            let took = start.elapsed();
+            check(value == 7, "ECHO_I64 answered another value")?;
+            Ok(stats::us(took))
+        })
+    }
+
+    /// Case 7d: with `CrashPolicy::Respawn` and a single worker, from the
+    /// crash's error to the next result (which needs the replacement).
+    fn crash_respawn_alone(&self) -> Samples {
         let ex = self
             .builder(1)
             .on_worker_crash(CrashPolicy::Respawn)
@@ -246,13 +302,43 @@ impl Bench {
         })
     }
 
-    /// Case 8: Resident memory of an idle worker after one task (a fresh pool of
+    /// Case 8: the parent's heap growth per future while 200 000 no-op
+    /// submits wait behind two busy workers (counted by the bench's
+    /// allocator; the caller's vector of futures is made beforehand).
+    fn pending_memory(&self) -> Samples {
+        let ex = self.warm_pool(POOL).map_err(|e| e.to_string())?;
+        stats::repeat(self.runs.min(3), || -> Run {
+            let busy = (0..POOL)
+                .map(|_| ex.submit(diagnostics::SLEEP, BUSY))
+                .collect::<Run<Vec<_>>>()?;
+            let mut futures: Vec<Future<()>> = Vec::with_capacity(PENDING);
+            let grown = heap::growth(|| -> Run<()> {
+                for _ in 0..PENDING {
+                    futures.push(ex.submit(diagnostics::NOOP, ())?);
+                }
+                Ok(())
+            });
+            let (submitted, bytes) = grown;
+            submitted?;
+            let pending = futures.iter().filter(|f| !f.done()).count();
+            for future in busy.into_iter().chain(futures) {
+                future.result()?;
+            }
+            check(
+                pending > PENDING / 2,
+                "the workers were not busy while submitting",
+            )?;
+            Ok(bytes as f64 / PENDING as f64)
+        })
+    }
+
+    /// Case 9: Resident memory of an idle worker after one task (a fresh pool of
     /// 1 each run).
     fn idle_rss(&self) -> Samples {
         stats::repeat(self.runs, || self.idle_worker_memory(vm_rss_mib))
     }
 
-    /// Case 8, variant: the same worker's proportional set size, where the pages
+    /// Case 9, variant: the same worker's proportional set size, where the pages
     /// it shares (libc, the program's text) count divided by their sharers.
     fn idle_pss(&self) -> Samples {
         stats::repeat(self.runs, || self.idle_worker_memory(pss_mib))

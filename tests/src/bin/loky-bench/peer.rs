@@ -1,9 +1,12 @@
-//! `--peers`: Python loky on the same cases, in the same run.
+//! `--peers`: Python loky and procspawn on the same cases, in the same run.
 //!
 //! A virtual environment under the target directory gets `loky` from pip
 //! once; `tests/bench/loky_peer.py` measures the cases and prints JSON with
-//! the same case keys and units as [`crate::cases`].
+//! the same case keys and units as [`crate::cases`]. The procspawn peer
+//! (`tests/benches/procspawn-peer.rs`, built by `cargo xtask bench
+//! --peers`) prints the same JSON.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,15 +20,48 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/loky_peer.py");
 /// How long the whole peer run may take.
 const PEER_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// What the peer run produced.
+/// The peers' names, as the table shows them.
+pub(crate) const PYTHON: &str = "Python loky";
+pub(crate) const PROCSPAWN: &str = "procspawn";
+
+/// Where `cargo xtask bench` says the procspawn peer is.
+const PROCSPAWN_ENV: &str = "LOKY_BENCH_PROCSPAWN_PEER";
+
+/// What a peer run produced.
 pub(crate) struct PeerResults {
-    /// `Python 3.x.y, loky a.b.c`.
+    /// `Python 3.x.y, loky a.b.c`, or `procspawn 1.0`.
     pub(crate) versions: String,
     pub(crate) results: Results,
+    /// How a case had to be run on this peer, by case key.
+    pub(crate) notes: BTreeMap<String, String>,
+}
+
+/// Measures procspawn, or says why it could not.
+pub(crate) fn measure_procspawn(
+    runs: usize,
+    round_trips: usize,
+    only: &[String],
+) -> Result<PeerResults, String> {
+    let path = std::env::var_os(PROCSPAWN_ENV).ok_or_else(|| {
+        format!("{PROCSPAWN_ENV} is not set (`cargo xtask bench --peers` builds the peer)")
+    })?;
+    eprintln!(
+        "loky-bench: procspawn (runs {})",
+        Path::new(&path).display()
+    );
+    let mut command = Command::new(path);
+    command
+        .args(["--runs", &runs.to_string()])
+        .args(["--round-trips", &round_trips.to_string()])
+        .args(["--only", &only.join(",")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let stdout = run_with_deadline(command, PEER_TIMEOUT)?;
+    parse(&stdout)
 }
 
 /// Measures Python loky, or says why it could not.
-pub(crate) fn measure(
+pub(crate) fn measure_python(
     venv: &Path,
     runs: usize,
     round_trips: usize,
@@ -127,13 +163,26 @@ fn run_with_deadline(mut command: Command, timeout: Duration) -> Result<String, 
     }
 }
 
-/// Reads the peer's JSON: `{"python": .., "loky": .., "cases": {key:
-/// [samples] | {"error": ".."}}}`.
+/// Reads a peer's JSON: `{"python": .., "loky": ..}` or `{"procspawn":
+/// ..}`, then `"cases": {key: [samples] | {"error": ".."}}` and optional
+/// `"notes": {key: ".."}`.
 fn parse(stdout: &str) -> Result<PeerResults, String> {
     let json: serde_json::Value = serde_json::from_str(stdout.trim())
         .map_err(|e| format!("the peer printed no valid JSON ({e}): {stdout:?}"))?;
     let text = |field: &str| json[field].as_str().unwrap_or("?").to_owned();
-    let versions = format!("Python {}, loky {}", text("python"), text("loky"));
+    let versions = match json["procspawn"].as_str() {
+        Some(version) => format!("procspawn {version}"),
+        None => format!("Python {}, loky {}", text("python"), text("loky")),
+    };
+    let notes = json["notes"]
+        .as_object()
+        .map(|notes| {
+            notes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
     let cases = json["cases"]
         .as_object()
         .ok_or("the peer's JSON has no `cases` object")?;
@@ -149,7 +198,11 @@ fn parse(stdout: &str) -> Result<PeerResults, String> {
             (key.clone(), samples)
         })
         .collect();
-    Ok(PeerResults { versions, results })
+    Ok(PeerResults {
+        versions,
+        results,
+        notes,
+    })
 }
 
 #[cfg(test)]
@@ -167,5 +220,12 @@ mod tests {
         assert_eq!(peer.results["cold_start_ms"], Ok(vec![1.5, 2.5]));
         assert_eq!(peer.results["idle_rss_mib"], Err("no /proc".to_owned()));
         assert!(parse("oops").is_err());
+        let procspawn = parse(
+            r#"{"procspawn": "1.0", "cases": {"round_trip_us": [30.0]},
+                "notes": {"round_trip_us": "batched"}}"#,
+        )
+        .unwrap();
+        assert_eq!(procspawn.versions, "procspawn 1.0");
+        assert_eq!(procspawn.notes["round_trip_us"], "batched");
     }
 }

@@ -56,12 +56,13 @@ pub(crate) enum Unit {
     PerSec,
     MibPerSec,
     Mib,
+    Bytes,
 }
 
 impl Unit {
     /// Times and memory: lower is better; rates: higher is better.
     pub(crate) fn lower_is_better(self) -> bool {
-        matches!(self, Unit::Millis | Unit::Micros | Unit::Mib)
+        matches!(self, Unit::Millis | Unit::Micros | Unit::Mib | Unit::Bytes)
     }
 
     /// `value` with its unit, to three significant figures or so.
@@ -77,6 +78,7 @@ impl Unit {
             Unit::PerSec => format!("{} /s", sig3(value)),
             Unit::MibPerSec => format!("{} MiB/s", sig3(value)),
             Unit::Mib => format!("{} MiB", sig3(value)),
+            Unit::Bytes => format!("{} B", sig3(value)),
         }
     }
 

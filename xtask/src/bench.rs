@@ -92,18 +92,23 @@ fn build_procspawn_peer(workspace: &Workspace) -> Result<String, String> {
     let (messages, _) = runner::timed(&runner::display(&build), || {
         runner::run_capturing(&mut build)
     });
-    executable(&messages?).ok_or_else(|| format!("cargo named no executable for {PROCSPAWN_PEER}"))
+    executable(&messages?, PROCSPAWN_PEER)
+        .ok_or_else(|| format!("cargo named no executable for {PROCSPAWN_PEER}"))
 }
 
-/// The `"executable"` of the JSON message of cargo's `messages` that has
-/// one (libraries and build scripts have `null`).
-fn executable(messages: &str) -> Option<String> {
+/// The `"executable"` of target `name` in cargo's JSON `messages` (a bench
+/// build also builds the package's binaries, which have one too).
+fn executable(messages: &str, name: &str) -> Option<String> {
     const KEY: &str = "\"executable\":\"";
-    messages.lines().find_map(|line| {
-        let start = line.find(KEY)? + KEY.len();
-        let end = start + line[start..].find('"')?;
-        Some(line[start..end].to_owned())
-    })
+    let target = format!("\"name\":\"{name}\"");
+    messages
+        .lines()
+        .filter(|line| line.contains(&target))
+        .find_map(|line| {
+            let start = line.find(KEY)? + KEY.len();
+            let end = start + line[start..].find('"')?;
+            Some(line[start..end].to_owned())
+        })
 }
 
 /// `cargo xtask bench ARGS`, as a user would type it.
@@ -128,15 +133,17 @@ mod tests {
         let messages = concat!(
             r#"{"reason":"compiler-artifact","target":{"name":"serde"},"executable":null}"#,
             "\n",
-            r#"{"reason":"compiler-artifact","executable":"/t/release/deps/procspawn_peer-1a"}"#,
+            r#"{"reason":"compiler-artifact","target":{"name":"loky-test-parent"},"executable":"/t/release/loky-test-parent"}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"name":"procspawn-peer"},"executable":"/t/release/deps/procspawn_peer-1a"}"#,
             "\n",
             r#"{"reason":"build-finished","success":true}"#,
         );
         assert_eq!(
-            executable(messages).as_deref(),
+            executable(messages, "procspawn-peer").as_deref(),
             Some("/t/release/deps/procspawn_peer-1a")
         );
-        assert_eq!(executable("{}"), None);
+        assert_eq!(executable("{}", "procspawn-peer"), None);
     }
 
     #[test]

@@ -11,6 +11,9 @@ use super::{BODY_IN_FD, DESCRIPTOR_LEN, FD_FRAME, MAX_QUEUED_FDS};
 use crate::frame::{FrameBuffer, FrameError, HEADER_LEN};
 use crate::shared::{Attachments, MAX_ATTACHED};
 
+/// Bytes offered to a read when no frame has announced its size.
+const IDLE_READ: usize = 4 << 10;
+
 /// An incremental frame reader for a local channel (a Unix socket): feed
 /// it with [`LocalFrames::fill_from`], take whole frames with
 /// [`LocalFrames::next_frame`].
@@ -76,7 +79,10 @@ impl LocalFrames {
             Some(total) if total > pending.len() => {
                 (total - pending.len()).min(crate::frame::READ_CHUNK.max(pending.len()))
             }
-            _ => crate::frame::READ_CHUNK,
+            // Calls come one or a few at a time: a small first read keeps
+            // an idle worker's resident memory small; announced frames get
+            // the room they need.
+            _ => IDLE_READ,
         }
     }
 

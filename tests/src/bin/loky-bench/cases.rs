@@ -267,30 +267,23 @@ impl Bench {
     /// Case 7c: with `CrashPolicy::Respawn` and 2 workers, from the crash's
     /// error to the next result (the other worker can answer at once).
     fn crash_respawn(&self) -> Samples {
-        let ex = self
-            .builder(POOL)
-            .on_worker_crash(CrashPolicy::Respawn)
-            .build()
-            .and_then(|ex| warm(&ex, POOL).map(|()| ex))
-            .map_err(|e| e.to_string())?;
-        stats::repeat(self.runs, || -> Run {
-            crash(&ex)?;
-            let start = Instant::now();
-            let value = ex.submit(diagnostics::ECHO_I64, 7)?.result()?;
-            let took = start.elapsed();
-            check(value == 7, "ECHO_I64 answered another value")?;
-            Ok(stats::us(took))
-        })
+        self.respawn_next_result(POOL, stats::us)
     }
 
     /// Case 7d: with `CrashPolicy::Respawn` and a single worker, from the
     /// crash's error to the next result (which needs the replacement).
     fn crash_respawn_alone(&self) -> Samples {
+        self.respawn_next_result(1, stats::ms)
+    }
+
+    /// From a crash's error to the next result on a warm `Respawn` pool of
+    /// `workers`, in the unit `unit` gives.
+    fn respawn_next_result(&self, workers: usize, unit: fn(Duration) -> f64) -> Samples {
         let ex = self
-            .builder(1)
+            .builder(workers)
             .on_worker_crash(CrashPolicy::Respawn)
             .build()
-            .and_then(|ex| warm(&ex, 1).map(|()| ex))
+            .and_then(|ex| warm(&ex, workers).map(|()| ex))
             .map_err(|e| e.to_string())?;
         stats::repeat(self.runs, || -> Run {
             crash(&ex)?;
@@ -298,7 +291,7 @@ impl Bench {
             let value = ex.submit(diagnostics::ECHO_I64, 7)?.result()?;
             let took = start.elapsed();
             check(value == 7, "ECHO_I64 answered another value")?;
-            Ok(stats::ms(took))
+            Ok(unit(took))
         })
     }
 

@@ -49,7 +49,16 @@ pub(crate) fn measure_procspawn(
         "loky-bench: procspawn (runs {})",
         Path::new(&path).display()
     );
-    let mut command = Command::new(path);
+    run_peer(Command::new(path), runs, round_trips, only)
+}
+
+/// Runs a peer's `command` with the bench's options and reads its JSON.
+fn run_peer(
+    mut command: Command,
+    runs: usize,
+    round_trips: usize,
+    only: &[String],
+) -> Result<PeerResults, String> {
     command
         .args(["--runs", &runs.to_string()])
         .args(["--round-trips", &round_trips.to_string()])
@@ -70,16 +79,8 @@ pub(crate) fn measure_python(
     let python = prepare_venv(venv)?;
     eprintln!("loky-bench: Python loky (runs with {})", python.display());
     let mut command = Command::new(&python);
-    command
-        .arg("-I")
-        .arg(SCRIPT)
-        .args(["--runs", &runs.to_string()])
-        .args(["--round-trips", &round_trips.to_string()])
-        .args(["--only", &only.join(",")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    let stdout = run_with_deadline(command, PEER_TIMEOUT)?;
-    parse(&stdout)
+    command.arg("-I").arg(SCRIPT);
+    run_peer(command, runs, round_trips, only)
 }
 
 /// The venv's Python with `loky` installed, creating and filling the venv

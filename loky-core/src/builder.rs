@@ -119,7 +119,9 @@ impl ExecutorBuilder {
     }
 
     /// Idle workers leave after `timeout` and are started again on demand.
-    /// Default: none (10 s for the reusable executor).
+    /// A worker counts as idle only while no call waits in the pool's
+    /// queue, so `Duration::ZERO` means "leave as soon as there is nothing
+    /// to do". Default: none (10 s for the reusable executor).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(Some(timeout));
         self
@@ -159,6 +161,8 @@ impl ExecutorBuilder {
     /// Kills a task (and its worker, which is replaced) that runs longer than
     /// `timeout`; its future fails with
     /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded).
+    /// `Duration::MAX` means no limit, as does every duration of this
+    /// builder too long to be added to an `Instant`.
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.task_timeout = Some(timeout);
         self
@@ -171,13 +175,14 @@ impl ExecutorBuilder {
     }
 
     /// Time between the polite `SIGTERM` and the `SIGKILL` when a task is
-    /// stopped; default 500 ms.
+    /// stopped; default 500 ms. `Duration::MAX`: no `SIGKILL`.
     pub fn kill_grace_period(mut self, grace: Duration) -> Self {
         self.kill_grace = grace;
         self
     }
 
     /// How long a new worker may take to say hello; default 30 s.
+    /// `Duration::MAX`: as long as it takes.
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
         self

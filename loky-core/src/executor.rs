@@ -80,6 +80,7 @@ impl CallOptions {
 
     /// Kills the task (and its worker, which is replaced) if it runs longer
     /// than `timeout`; overrides the executor's `task_timeout`.
+    /// `Duration::MAX` means no limit.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 
 use loky_proto::exit_code;
 
@@ -19,12 +19,27 @@ pub(crate) fn parent_pid() -> u32 {
     pid as u32
 }
 
-/// Whether this process leads its own process group (the executor starts
-/// each worker so; a test or a shell may not).
-fn leads_own_group() -> bool {
-    // SAFETY: getpgrp and getpid have no preconditions, cannot fail and are
-    // async-signal-safe.
-    unsafe { libc::getpgrp() == libc::getpid() }
+/// The process group this worker was started in, when it led it (the
+/// executor starts every worker so; a test or a shell may not), else 0.
+/// Recorded before any task runs: a task may move the worker to another
+/// group (`setpgid`), and what it started before stays in this one.
+static OWN_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// Records the group this process leads, if it leads one.
+fn remember_own_group() {
+    // SAFETY: getpgrp and getpid have no preconditions and cannot fail.
+    let (group, pid) = unsafe { (libc::getpgrp(), libc::getpid()) };
+    if group == pid {
+        OWN_GROUP.store(pid, Ordering::Relaxed);
+    }
+}
+
+/// The group this worker was started in and led, if any. Async-signal-safe.
+fn own_group() -> Option<libc::pid_t> {
+    match OWN_GROUP.load(Ordering::Relaxed) {
+        0 => None,
+        group => Some(group),
+    }
 }
 
 /// Blocks until the peer of `stream` hangs up (closes or shuts down its
@@ -52,6 +67,7 @@ pub(crate) fn wait_for_hangup(stream: &UnixStream) {
 /// parent is still `executor`: had it died before, the signal would never
 /// come, and the worker ends at once as on its channel's end.
 pub(crate) fn die_with_parent(executor: u32) -> io::Result<()> {
+    remember_own_group();
     #[cfg(target_os = "linux")]
     {
         // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number only.
@@ -133,17 +149,19 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Ends the worker because its executor is gone or told it to: a group
-/// leader SIGKILLs its whole group (itself and whatever its tasks spawned);
-/// any other process `_exit`s with `code`. Async-signal-safe.
+/// Ends the worker because its executor is gone or told it to: a worker
+/// started as a group leader SIGKILLs that group (itself, unless a task
+/// moved it out, and whatever its tasks spawned there); then it
+/// `_exit`s with `code`. Async-signal-safe.
 ///
-/// A process that does not lead its group never signals the group: it would
-/// hit processes it does not own (in tests, the test runner itself).
+/// A process that was not started leading its group never signals a group:
+/// it would hit processes it does not own (in tests, the test runner
+/// itself). Neither does a worker signal the group a task moved it to.
 pub(crate) fn terminate(code: i32) -> ! {
-    if leads_own_group() {
+    if let Some(group) = own_group() {
         // SAFETY: kill has no memory-safety preconditions and is
-        // async-signal-safe; pid 0 is our own group, which we lead.
-        unsafe { libc::kill(0, libc::SIGKILL) };
+        // async-signal-safe; the group is the one this process created.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
     }
     exit_now(code)
 }
@@ -154,12 +172,13 @@ pub(crate) fn terminate(code: i32) -> ! {
 /// then `_exit(code)`. The executor kills what is left of the group when it
 /// reaps the worker.
 pub(crate) fn exit_with_code(code: i32) -> ! {
-    if leads_own_group() {
+    if let Some(group) = own_group() {
         // SAFETY: signal and kill have no memory-safety preconditions;
-        // SIG_IGN is a valid disposition and pid 0 is our own group.
+        // SIG_IGN is a valid disposition and the group is the one this
+        // process created.
         unsafe {
             libc::signal(libc::SIGTERM, libc::SIG_IGN);
-            libc::kill(0, libc::SIGTERM);
+            libc::kill(-group, libc::SIGTERM);
         }
     }
     exit_now(code)

@@ -4,6 +4,9 @@
 #![deny(missing_docs)]
 
 pub mod chaos;
+mod escape;
+
+pub use escape::{ECHO_OR_ESCAPE, LEAVE_GROUP_AND_SLEEP};
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -246,4 +249,6 @@ pub fn registry() -> Registry {
         .register(NESTED, nested)
         .register(SPAWN_AND_SLEEP, spawn_and_sleep)
         .register(GATE, gate)
+        .register(ECHO_OR_ESCAPE, escape::echo_or_escape)
+        .register(LEAVE_GROUP_AND_SLEEP, escape::leave_group_and_sleep)
 }

@@ -458,3 +458,6 @@ fn check_hello(response: Result<Response<'_>, FrameError>) -> Result<Hello, Star
         Err(e) => Err(StartFailure::NotAWorker(e)),
     }
 }
+
+#[cfg(test)]
+mod tests;

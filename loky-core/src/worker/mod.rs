@@ -22,6 +22,11 @@
 //! started by a cluster's launcher) implements `Transport` for its
 //! connection, and a `Launcher` that starts the worker, builds the transport
 //! and calls [`io::start`]: the supervisor does not change.
+//!
+//! Frames that pass file descriptors (large payloads in sealed shared
+//! memory, sent with `SCM_RIGHTS`) are a capability of a transport, not of
+//! the supervisor: the local transport can offer it next to `write` and
+//! `read`; a TCP transport never does, so such frames never reach it.
 
 use std::sync::Arc;
 

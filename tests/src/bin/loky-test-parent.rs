@@ -5,6 +5,10 @@
 //! - `busy WORKER N [DIR]`: starts N workers of WORKER running 60 s sleeps,
 //!   prints `pids: P1 P2 ...` and waits for the sleeps; with DIR, each task
 //!   also starts a `sleep` process and writes its pid to `DIR/child-I`.
+//! - `escape WORKER FILE`: runs `LEAVE_GROUP_AND_SLEEP (FILE, 60 s)` on a
+//!   worker of WORKER (a task that starts a `sleep`, writes its pid to
+//!   FILE and moves its worker to this program's process group), prints
+//!   `pids: P` (the worker's pid) and waits for the task.
 //! - `discover`: builds an executor with default worker discovery and
 //!   prints the outcome: `found a worker program` and `square of 7: R` (the
 //!   `Result` of running `SQUARE 7` there), or `error: E`, `kind: K` (the
@@ -28,13 +32,14 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("busy") => busy(&args[1..]),
+        Some("escape") => escape(&args[1..]),
         Some("discover") => discover(),
         Some("print") => print(&args[1..]),
         Some("write") => write(&args[1..]),
         _ => {
             eprintln!(
-                "usage: loky-test-parent busy WORKER N | discover | print WORKER LINE \
-                 | write WORKER STREAM BYTES TASKS"
+                "usage: loky-test-parent busy WORKER N | escape WORKER FILE | discover \
+                 | print WORKER LINE | write WORKER STREAM BYTES TASKS"
             );
             std::process::exit(2);
         }
@@ -73,6 +78,24 @@ fn busy(args: &[String]) {
     for fut in futures {
         let _ = fut.result();
     }
+}
+
+fn escape(args: &[String]) {
+    let ex = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .worker_program(WorkerProgram::Path(PathBuf::from(&args[0])))
+        .build()
+        .expect("executor");
+    let task = (args[1].clone(), Duration::from_secs(60));
+    let fut = ex
+        .submit(loky_tests::LEAVE_GROUP_AND_SLEEP, task)
+        .expect("submit");
+    while ex.worker_pids().is_empty() || !fut.running() {
+        std::thread::yield_now();
+    }
+    println!("pids: {}", ex.worker_pids()[0]);
+    std::io::stdout().flush().expect("flush");
+    let _ = fut.result();
 }
 
 fn discover() {

@@ -1,0 +1,258 @@
+//! The reader and writer threads over a fake transport: a peer that never
+//! reads, settings at their extremes, a reader that panics.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use loky_proto::{Hello, PROTOCOL_VERSION, Response};
+
+use super::{Readiness, Transport, start};
+use crate::config::LinkSettings;
+use crate::events::{End, Event, StartFailure};
+use crate::exit::WorkerExit;
+use crate::link::Link;
+use crate::worker::Stop;
+
+/// A worker's end of a transport, in memory.
+#[derive(Default)]
+struct Pipe {
+    /// What the worker sent and the parent did not read yet.
+    incoming: VecDeque<u8>,
+    /// The worker closed its end.
+    closed: bool,
+    disconnected: bool,
+    /// Reads panic once this many reads happened.
+    panic_at_read: Option<usize>,
+    reads: usize,
+}
+
+#[derive(Default)]
+struct FakeTransport {
+    pipe: Mutex<Pipe>,
+    changed: Condvar,
+    /// Writes block until disconnected: a peer that never reads.
+    stuck_peer: bool,
+    reaped: AtomicBool,
+}
+
+impl FakeTransport {
+    fn lock(&self) -> MutexGuard<'_, Pipe> {
+        self.pipe.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn worker_sends(&self, response: &Response<'_>) {
+        let mut frame = Vec::new();
+        loky_proto::encode_frame(response, &mut frame, 1 << 20).expect("encodes");
+        self.lock().incoming.extend(frame);
+        self.changed.notify_all();
+    }
+
+    fn worker_closes(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+}
+
+impl Transport for FakeTransport {
+    fn pid(&self) -> u32 {
+        4242
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut pipe = self.lock();
+        pipe.reads += 1;
+        if pipe.panic_at_read == Some(pipe.reads) {
+            drop(pipe);
+            panic!("a bug in the reader");
+        }
+        while pipe.incoming.is_empty() && !pipe.closed && !pipe.disconnected {
+            pipe = self.changed.wait(pipe).unwrap_or_else(|e| e.into_inner());
+        }
+        let n = buf.len().min(pipe.incoming.len());
+        for (slot, byte) in buf.iter_mut().zip(pipe.incoming.drain(..n)) {
+            *slot = byte;
+        }
+        Ok(n)
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness> {
+        let deadline = timeout.map(|t| Instant::now() + t.min(Duration::from_secs(3600)));
+        let mut pipe = self.lock();
+        loop {
+            if !pipe.incoming.is_empty() || pipe.closed || pipe.disconnected {
+                return Ok(Readiness {
+                    channel: true,
+                    exited: false,
+                });
+            }
+            pipe = match deadline {
+                None => self.changed.wait(pipe).unwrap_or_else(|e| e.into_inner()),
+                Some(at) if at <= Instant::now() => return Ok(Readiness::default()),
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    let waited = self.changed.wait_timeout(pipe, left);
+                    waited.unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+
+    fn try_write(&self, bytes: &[u8]) -> usize {
+        if self.stuck_peer { 0 } else { bytes.len() }
+    }
+
+    fn write(&self, bytes: &[u8]) -> io::Result<usize> {
+        if !self.stuck_peer {
+            return Ok(bytes.len());
+        }
+        let mut pipe = self.lock();
+        while !pipe.disconnected {
+            pipe = self.changed.wait(pipe).unwrap_or_else(|e| e.into_inner());
+        }
+        Err(io::ErrorKind::BrokenPipe.into())
+    }
+
+    fn close_input(&self) {}
+
+    fn disconnect(&self) {
+        self.lock().disconnected = true;
+        self.changed.notify_all();
+    }
+
+    fn stop(&self, _how: Stop) {}
+
+    fn reap(&self) -> io::Result<WorkerExit> {
+        self.reaped.store(true, Ordering::SeqCst);
+        Ok(WorkerExit::Code(0))
+    }
+}
+
+fn settings(start_timeout: Duration) -> LinkSettings {
+    LinkSettings {
+        start_timeout,
+        max_frame: 1 << 20,
+    }
+}
+
+fn hello() -> Response<'static> {
+    Response::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        pid: 4242,
+        program: "fake".to_owned(),
+        tasks: Vec::new(),
+    })
+}
+
+fn next_event(events: &Receiver<Event>) -> Event {
+    events
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the reader reports within 10 s")
+}
+
+#[test]
+fn release_returns_while_a_peer_holding_the_channel_never_reads() {
+    let transport = Arc::new(FakeTransport {
+        stuck_peer: true,
+        ..FakeTransport::default()
+    });
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let link = Arc::new(Link::default());
+    let mut handle = start(
+        1,
+        transport.clone(),
+        link,
+        &settings(Duration::from_secs(5)),
+        events_tx,
+    )
+    .expect("threads start");
+    // Nothing fits: the frame goes to the writer, which blocks in `write`.
+    handle.send(Arc::new(vec![0; 1 << 16]));
+    transport.worker_closes();
+    assert!(matches!(
+        next_event(&events),
+        Event::StartFailed {
+            failure: StartFailure::Died,
+            ..
+        }
+    ));
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        handle.release();
+        let _ = done_tx.send(());
+    });
+    assert!(
+        done.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "release waited for a writer the peer blocks"
+    );
+    assert!(transport.reaped.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_start_timeout_too_long_for_an_instant_means_no_limit() {
+    let transport = Arc::new(FakeTransport::default());
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let link = Arc::new(Link::default());
+    let handle = start(
+        1,
+        transport.clone(),
+        link,
+        &settings(Duration::MAX),
+        events_tx,
+    )
+    .expect("threads start");
+    transport.worker_sends(&hello());
+    assert!(matches!(
+        next_event(&events),
+        Event::Ready { worker: 1, .. }
+    ));
+    transport.worker_closes();
+    assert!(matches!(
+        next_event(&events),
+        Event::Died {
+            end: End::Closed,
+            ..
+        }
+    ));
+    handle.release();
+}
+
+#[test]
+fn a_reader_that_panics_still_reaps_its_worker_and_reports_an_internal_error() {
+    let transport = Arc::new(FakeTransport::default());
+    transport.lock().panic_at_read = Some(2);
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let link = Arc::new(Link::default());
+    let handle = start(
+        1,
+        transport.clone(),
+        link,
+        &settings(Duration::from_secs(5)),
+        events_tx,
+    )
+    .expect("threads start");
+    transport.worker_sends(&hello());
+    assert!(matches!(next_event(&events), Event::Ready { .. }));
+    transport.worker_sends(&hello());
+    match next_event(&events) {
+        Event::Died {
+            end: End::Internal { reason, .. },
+            ..
+        } => {
+            assert!(
+                reason.contains("internal error in the reader thread of worker 4242"),
+                "{reason}"
+            );
+            assert!(reason.contains("a bug in the reader"), "{reason}");
+        }
+        _ => panic!("expected the reader's internal error"),
+    }
+    assert!(
+        transport.reaped.load(Ordering::SeqCst),
+        "reaped after the panic"
+    );
+    handle.release();
+}

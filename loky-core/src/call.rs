@@ -21,11 +21,10 @@ pub(crate) struct WorkItem {
     /// until the reply so the call can be sent again to a replacement
     /// worker.
     pub(crate) frame: Arc<Vec<u8>>,
+    /// One argument, or a `map` chunk of them.
+    pub(crate) kind: CallKind,
     /// Kill the worker if the call runs longer than this.
     pub(crate) timeout: Option<Duration>,
-    /// The future was already set running (the call is being sent again
-    /// after its worker was replaced).
-    pub(crate) resent: bool,
     /// The worker initializer, not a user call.
     pub(crate) initializer: bool,
 }
@@ -57,8 +56,8 @@ impl WorkItem {
             sig,
             id,
             frame: Arc::new(frame),
+            kind,
             timeout: None,
-            resent: false,
             initializer: false,
         })
     }
@@ -101,6 +100,9 @@ pub(crate) fn take_orphans() -> Vec<Arc<FutureState>> {
 pub(crate) struct InFlight {
     pub(crate) item: WorkItem,
     pub(crate) sent: Instant,
+    /// How many calls its worker could hold when it was sent (1: its task
+    /// was not known to be short; nothing may queue behind it).
+    pub(crate) depth: usize,
 }
 
 /// What the reader knows of the worker, to word errors.

@@ -92,6 +92,15 @@ impl FutureState {
         }
     }
 
+    /// Running → pending: the call is back in the pool's queue (its worker
+    /// died before starting it), where it can be cancelled again.
+    pub(crate) fn requeue(&self) {
+        let mut inner = self.lock();
+        if matches!(inner.stage, Stage::Running) {
+            inner.stage = Stage::Pending;
+        }
+    }
+
     /// Settles the future once; later calls do nothing. Runs the callbacks.
     pub(crate) fn settle(&self, result: Settled) -> bool {
         let callbacks = {
@@ -268,7 +277,10 @@ impl<T> Future<T> {
         self.state.is_cancelled()
     }
 
-    /// Whether the task was sent to a worker and has not finished.
+    /// Whether a worker has (or may have) started the task and it has not
+    /// finished: it was sent to a worker, which is only done ahead of time
+    /// for tasks measured short. A call waiting in the pool's queue is not
+    /// running, and can be cancelled.
     pub fn running(&self) -> bool {
         self.state.is_running()
     }

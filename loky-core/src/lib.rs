@@ -21,8 +21,9 @@
 //!
 //! Modules, from the bottom up (each uses only those above it):
 //! `exit`, `deadline`, `pool_thread`, `error`, `config`, `future`, `call`,
-//! `link`, `events`, `os`, `worker` (the seam to the operating system),
-//! `supervisor`, `builder`, `map`, `executor`, `wait`, `reusable`, `cpu`.
+//! `durations`, `link`, `events`, `os`, `worker` (the seam to the operating
+//! system), `supervisor`, `builder`, `map`, `executor`, `wait`, `reusable`,
+//! `cpu`.
 
 #![deny(missing_docs)]
 
@@ -31,6 +32,7 @@ mod call;
 mod config;
 mod cpu;
 mod deadline;
+mod durations;
 mod error;
 mod events;
 mod executor;

@@ -6,18 +6,18 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::call::InFlight;
+use crate::durations::{Durations, TaskKey};
 use crate::future::FutureState;
 
 /// The calls in flight on one worker.
 pub(crate) struct Link {
     calls: Mutex<Calls>,
-    /// Moving average of the time a call takes on this worker, in ns.
-    service_ns: AtomicU64,
+    /// Where the durations of its calls are recorded: the pool's.
+    durations: Arc<Durations>,
 }
 
 struct Calls {
@@ -56,8 +56,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Default for Link {
-    fn default() -> Self {
+impl Link {
+    /// The link of a new worker, recording durations in `durations`.
+    pub(crate) fn new(durations: Arc<Durations>) -> Link {
         let now = Instant::now();
         Link {
             calls: Mutex::new(Calls {
@@ -66,12 +67,10 @@ impl Default for Link {
                 last_reply: None,
                 idle_since: Some(now),
             }),
-            service_ns: AtomicU64::new(0),
+            durations,
         }
     }
-}
 
-impl Link {
     /// Records a call sent to the worker.
     pub(crate) fn push(&self, call: InFlight) {
         let mut calls = lock(&self.calls);
@@ -106,27 +105,9 @@ impl Link {
             calls.idle_since = Some(now);
         }
         drop(calls);
-        self.record_service(now.saturating_duration_since(started));
+        let took = now.saturating_duration_since(started);
+        self.durations.record(TaskKey::of(&call.item), took);
         Ok(call)
-    }
-
-    fn record_service(&self, took: Duration) {
-        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let old = self.service_ns.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            took
-        } else {
-            old - old / 8 + took / 8
-        };
-        self.service_ns.store(new.max(1), Ordering::Relaxed);
-    }
-
-    /// The typical duration of a call on this worker, once one has finished.
-    pub(crate) fn service_time(&self) -> Option<Duration> {
-        match self.service_ns.load(Ordering::Relaxed) {
-            0 => None,
-            ns => Some(Duration::from_nanos(ns)),
-        }
     }
 
     /// How many calls the worker holds now: a reply the caller has seen is
@@ -155,6 +136,13 @@ impl Link {
             .queue
             .front()
             .map(|c| (c.item.future.clone(), c.item.timeout, calls.front_since))
+    }
+
+    /// How many calls the worker could hold when its running call was sent,
+    /// and since when that call runs.
+    pub(crate) fn front_depth(&self) -> Option<(usize, Instant)> {
+        let calls = lock(&self.calls);
+        calls.queue.front().map(|c| (c.depth, calls.front_since))
     }
 
     /// Where `future` is in the queue (0: running).

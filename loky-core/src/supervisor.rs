@@ -20,6 +20,7 @@ use loky_proto::{Hello, RetireReason};
 use crate::call::{self, InFlight, WorkItem};
 use crate::config::{Config, Shutdown};
 use crate::deadline;
+use crate::durations::Durations;
 use crate::error::Error;
 use crate::events::{Event, WorkerId};
 use crate::future::FutureState;
@@ -70,6 +71,8 @@ pub(crate) struct Supervisor {
     leak_warned: bool,
     /// Workers killed before their hello since the last hello.
     start_crashes: usize,
+    /// How long each task's calls take, as the workers' readers measure.
+    durations: Arc<Durations>,
 }
 
 impl Supervisor {
@@ -92,6 +95,7 @@ impl Supervisor {
             broken: None,
             leak_warned: false,
             start_crashes: 0,
+            durations: Arc::default(),
         };
         (supervisor, pool)
     }
@@ -238,7 +242,7 @@ impl Supervisor {
                     tasks,
                     init: future,
                 };
-                slot.send(item);
+                slot.send(item, 1);
             }
             Err(err) => self.break_pool(Error::broken_by("the initializer cannot run", err)),
         }

@@ -5,8 +5,10 @@
 
 pub mod chaos;
 mod escape;
+mod schedule;
 
 pub use escape::{ECHO_OR_ESCAPE, LEAVE_GROUP_AND_SLEEP};
+pub use schedule::{Ran, SLEEP_AND_REPORT, monotonic_ns};
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -251,4 +253,5 @@ pub fn registry() -> Registry {
         .register(GATE, gate)
         .register(ECHO_OR_ESCAPE, escape::echo_or_escape)
         .register(LEAVE_GROUP_AND_SLEEP, escape::leave_group_and_sleep)
+        .register(SLEEP_AND_REPORT, schedule::sleep_and_report)
 }

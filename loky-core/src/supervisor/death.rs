@@ -201,11 +201,11 @@ impl Supervisor {
     /// the queue, in order.
     fn requeue(&mut self, calls: impl DoubleEndedIterator<Item = InFlight>) {
         for call in calls.rev() {
-            let mut item = call.item;
+            let item = call.item;
             if item.initializer || item.future.is_done() {
                 continue;
             }
-            item.resent = true;
+            item.future.requeue();
             self.pending.push_front(item);
         }
     }

@@ -1,15 +1,42 @@
 //! Sending queued calls to workers, and starting workers to send them to.
+//!
+//! The rule (`supervisor.md`, "Calls"): a worker holding nothing takes any
+//! call; a call is sent ahead (queued behind others on a busy worker) only
+//! if its task is measured short, the call running there was itself sent
+//! as short and has not run long, and no worker of the pool is starting.
+//! Among workers with room, the one holding the fewest calls gets it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Supervisor;
 use super::slot::{Retire, Slot};
+use crate::durations::TaskKey;
 use crate::error::Error;
 use crate::link::Link;
 
-/// A call running longer than this gets no other call queued behind it.
+/// Calls of a task whose calls typically take less than this are sent up
+/// to [`SHORT_DEPTH`] ahead: the round trip (some 20-70 µs) would
+/// otherwise dominate them.
+const SHORT: Duration = Duration::from_micros(200);
+const SHORT_DEPTH: usize = 64;
+/// Calls of a task typically taking less than this (and more than
+/// [`SHORT`]) are sent up to [`MEDIUM_DEPTH`] ahead.
+const MEDIUM: Duration = Duration::from_millis(2);
+const MEDIUM_DEPTH: usize = 4;
+/// A call running longer than this gets no other call queued behind it,
+/// whatever its task usually takes.
 const LONG_CALL: Duration = Duration::from_millis(2);
+
+/// How many calls of a task a worker may hold, by the task's typical
+/// duration: one (nothing sent ahead) while it is unknown or long.
+fn depth(typical: Option<Duration>) -> usize {
+    match typical {
+        Some(t) if t < SHORT => SHORT_DEPTH,
+        Some(t) if t < MEDIUM => MEDIUM_DEPTH,
+        _ => 1,
+    }
+}
 
 impl Supervisor {
     pub(super) fn dispatch(&mut self) {
@@ -19,12 +46,21 @@ impl Supervisor {
         if !self.pending.is_empty() {
             self.top_up();
         }
-        while !self.pending.is_empty() {
-            let Some(idx) = self.pick() else {
+        // Durations change only as replies arrive: one look-up per task
+        // and dispatch is enough (a burst is usually of one task).
+        let mut known: Option<(TaskKey, usize)> = None;
+        while let Some(front) = self.pending.front() {
+            let key = TaskKey::of(front);
+            let depth = match known {
+                Some((k, depth)) if k == key => depth,
+                _ => depth(self.durations.typical(key)),
+            };
+            known = Some((key, depth));
+            let Some(idx) = self.pick(depth) else {
                 break;
             };
             let item = self.pending.pop_front().expect("checked non-empty");
-            if !item.resent && !item.future.set_running() {
+            if !item.future.set_running() {
                 continue; // Cancelled while queued.
             }
             let slot = &mut self.slots[idx];
@@ -34,7 +70,7 @@ impl Supervisor {
                 continue;
             }
             slot.calls += 1;
-            slot.send(item);
+            slot.send(item, depth);
         }
         if self.shutdown.is_some() && self.pending.is_empty() {
             for slot in &mut self.slots {
@@ -45,22 +81,23 @@ impl Supervisor {
         }
     }
 
-    /// The serving worker with the fewest calls that has room for one more.
-    /// Fewest as the workers' links count them now: a count kept by the
-    /// supervisor would lag behind replies on their way to it, and a call
-    /// queued behind a busy worker while another one is idle could wait for
-    /// as long as the busy one's call runs.
-    fn pick(&self) -> Option<usize> {
+    /// The serving worker with room for a call of `depth` that holds the
+    /// fewest calls, as the workers' links count them now: a count kept by
+    /// the supervisor would lag behind replies on their way to it, and a
+    /// call could queue behind a busy worker while another one is idle.
+    fn pick(&self, depth: usize) -> Option<usize> {
         let max_calls = self.config.max_tasks_per_child;
         let starting = self.slots.iter().any(Slot::starting);
         (0..self.slots.len())
-            .filter(|&i| {
+            .map(|i| (i, self.slots[i].link.held()))
+            .filter(|&(i, held)| {
                 let slot = &self.slots[i];
                 slot.serving().is_some()
                     && max_calls.is_none_or(|max| slot.calls < max)
-                    && slot.link.held() < capacity(&slot.link, starting)
+                    && has_room(&slot.link, held, depth, starting)
             })
-            .min_by_key(|&i| self.slots[i].link.held())
+            .min_by_key(|&(_, held)| held)
+            .map(|(i, _)| i)
     }
 
     /// Starts workers until `max_workers` are live.
@@ -78,7 +115,7 @@ impl Supervisor {
 
     fn launch(&mut self) -> Result<(), Error> {
         self.next_worker += 1;
-        let link = Arc::new(Link::default());
+        let link = Arc::new(Link::new(self.durations.clone()));
         let handle =
             self.launcher
                 .launch(self.next_worker, link.clone(), self.events_tx.clone())?;
@@ -88,27 +125,17 @@ impl Supervisor {
     }
 }
 
-/// How many calls a worker may hold: one while calls are long (so calls
-/// wait in the pool's queue, where they can still be cancelled and go to
-/// whichever worker frees up first); a deep pipeline when calls are short
-/// and the round trip would dominate.
-///
-/// No pipeline while other workers of the pool are still starting (they
-/// will be free in a moment), nor behind a call that has run for long
-/// already (it may run much longer).
-fn capacity(link: &Link, pool_starting: bool) -> usize {
-    let deep = match link.service_time() {
-        Some(t) if t < Duration::from_micros(200) => 64,
-        Some(t) if t < Duration::from_millis(2) => 4,
-        _ => 1,
-    };
-    if deep == 1 {
-        return deep;
+/// Whether a worker holding `held` calls may take one more of `depth`.
+fn has_room(link: &Link, held: usize, depth: usize, pool_starting: bool) -> bool {
+    if held == 0 {
+        return true;
     }
-    match link.front() {
-        None => deep,
-        Some(_) if pool_starting => 1,
-        Some((_, _, since)) if since.elapsed() > LONG_CALL => 1,
-        Some(_) => deep,
+    // Other workers will be free in a moment; a long call would not be.
+    if held >= depth || pool_starting {
+        return false;
+    }
+    match link.front_depth() {
+        None => true, // Answered meanwhile.
+        Some((front_depth, since)) => front_depth > 1 && since.elapsed() <= LONG_CALL,
     }
 }

@@ -169,13 +169,14 @@ impl Slot {
         }
     }
 
-    /// Hands `item` to the worker.
-    pub(super) fn send(&mut self, item: WorkItem) {
+    /// Hands `item` to the worker; it was given room for `depth` calls.
+    pub(super) fn send(&mut self, item: WorkItem, depth: usize) {
         let frame = item.frame.clone();
         // Recorded first: its reply may come before `send` returns.
         self.link.push(InFlight {
             item,
             sent: Instant::now(),
+            depth,
         });
         self.handle.send(frame);
     }

@@ -289,11 +289,10 @@ fn a_death_while_busy_under_respawn_fails_the_running_call_and_resends_the_rest(
     h.turn();
     assert_eq!(
         h.link(2).ids(),
-        [calls_ids[1]],
+        calls_ids[1..],
         "the others go to the replacement, in order"
     );
     h.reply(2, 10);
-    h.turn();
     h.reply(2, 11);
     h.turn();
     assert_eq!((value_of(&calls[1]), value_of(&calls[2])), (10, 11));
@@ -611,15 +610,22 @@ fn kill_of_a_call_sent_but_not_started_settles_it_at_once() {
 }
 
 #[test]
-fn kill_of_a_call_queued_again_after_a_death_takes_it_out_of_the_queue() {
+fn a_call_queued_again_after_a_death_can_be_cancelled() {
     let mut h = serving(1, |c| c.crash_policy = CrashPolicy::Respawn);
     h.submit(1);
     let requeued = h.submit(2);
     h.turn();
     h.die(1, KILLED, End::Closed);
     h.turn();
-    assert!(requeued.is_running(), "queued again, still running");
-    assert!(requeued.kill());
+    assert!(
+        !requeued.is_running(),
+        "back in the pool's queue, not running"
+    );
+    assert!(requeued.cancel(), "and cancellable again");
+    assert!(
+        requeued.kill(),
+        "killing a cancelled call says it is stopped"
+    );
     h.turn();
     assert!(matches!(error_of(&requeued), Error::Cancelled));
     h.hello(2);
@@ -705,6 +711,72 @@ fn shutdown_with_kill_workers_kills_every_worker_and_fails_their_calls() {
     h.turn();
     assert!(matches!(error_of(&future), Error::ShutdownExecutor(s) if s.workers_killed()));
     assert!(h.is_finished());
+}
+
+// Dispatch: what is sent ahead
+
+#[test]
+fn calls_of_a_task_not_measured_yet_are_not_sent_ahead() {
+    let mut h = serving(1, |_| {});
+    let calls: Vec<_> = (0..3).map(|x| h.submit_sig(OTHER.signature(), x)).collect();
+    h.turn();
+    assert_eq!(h.held(1), 1, "OTHER's duration is unknown");
+    assert!(
+        !calls[1].is_running() && calls[1].cancel(),
+        "a queued call is cancellable"
+    );
+    h.reply(1, 0);
+    h.turn();
+    assert_eq!(h.held(1), 1, "the cancelled call was skipped");
+    assert!(calls[2].is_running());
+}
+
+#[test]
+fn calls_of_a_task_measured_short_are_sent_ahead() {
+    let mut h = serving(1, |_| {});
+    (0..3).for_each(|x| drop(h.submit(x)));
+    h.turn();
+    assert_eq!(h.held(1), 3);
+}
+
+#[test]
+fn calls_of_a_task_measured_long_are_never_sent_ahead() {
+    let mut h = serving(1, |_| {});
+    let probe = h
+        .pool
+        .prepare(TASK.signature(), loky_proto::CallKind::Single, None, enc(0));
+    let key = crate::durations::TaskKey::of(&probe.unwrap());
+    h.sup.durations.record(key, Duration::from_secs(2));
+    (0..3).for_each(|x| drop(h.submit(x)));
+    h.turn();
+    assert_eq!(h.held(1), 1);
+}
+
+#[test]
+fn nothing_is_sent_ahead_behind_a_call_of_a_task_not_known_short() {
+    let mut h = serving(1, |_| {});
+    h.submit_sig(OTHER.signature(), 0);
+    let short = h.submit(1);
+    h.turn();
+    assert_eq!(h.held(1), 1);
+    assert!(
+        !short.is_running(),
+        "a short call does not queue behind an unknown one"
+    );
+}
+
+#[test]
+fn nothing_is_sent_ahead_while_a_worker_of_the_pool_is_starting() {
+    let mut h = serving(1, |_| {});
+    h.sup.handle(Event::Resize(2));
+    h.turn();
+    assert_eq!(h.launched(), [1, 2]);
+    (0..3).for_each(|x| drop(h.submit(x)));
+    h.turn();
+    assert_eq!(h.held(1), 1, "the starting worker will take the others");
+    h.hello(2);
+    h.turn();
+    assert_eq!((h.held(1), h.held(2)), (2, 1), "then spread, fewest first");
 }
 
 // Dispatch

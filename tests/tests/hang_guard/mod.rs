@@ -35,3 +35,28 @@ impl Drop for Guarded {
         }
     }
 }
+
+/// Shuts `ex` down as `how` says, on another thread; false if that took
+/// longer than `timeout` (the executor is then killed so that the test
+/// fails instead of hanging).
+pub fn shutdown_within_with(
+    ex: &ProcessPoolExecutor,
+    how: loky::Shutdown,
+    timeout: std::time::Duration,
+) -> bool {
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let stopping = ex.clone();
+    std::thread::spawn(move || {
+        stopping.shutdown_with(how);
+        let _ = done_tx.send(());
+    });
+    let in_time = done.recv_timeout(timeout).is_ok();
+    if !in_time {
+        ex.shutdown_with(loky::Shutdown {
+            wait: false,
+            kill_workers: true,
+            cancel_futures: true,
+        });
+    }
+    in_time
+}

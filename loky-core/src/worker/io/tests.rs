@@ -160,7 +160,7 @@ fn release_returns_while_a_peer_holding_the_channel_never_reads() {
         ..FakeTransport::default()
     });
     let (events_tx, events) = crossbeam_channel::unbounded();
-    let link = Arc::new(Link::default());
+    let link = Arc::new(Link::new(Arc::default()));
     let mut handle = start(
         1,
         transport.clone(),
@@ -195,7 +195,7 @@ fn release_returns_while_a_peer_holding_the_channel_never_reads() {
 fn a_start_timeout_too_long_for_an_instant_means_no_limit() {
     let transport = Arc::new(FakeTransport::default());
     let (events_tx, events) = crossbeam_channel::unbounded();
-    let link = Arc::new(Link::default());
+    let link = Arc::new(Link::new(Arc::default()));
     let handle = start(
         1,
         transport.clone(),
@@ -225,7 +225,7 @@ fn a_reader_that_panics_still_reaps_its_worker_and_reports_an_internal_error() {
     let transport = Arc::new(FakeTransport::default());
     transport.lock().panic_at_read = Some(2);
     let (events_tx, events) = crossbeam_channel::unbounded();
-    let link = Arc::new(Link::default());
+    let link = Arc::new(Link::new(Arc::default()));
     let handle = start(
         1,
         transport.clone(),

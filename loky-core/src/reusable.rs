@@ -50,23 +50,34 @@ impl ExecutorBuilder {
     /// returns, its workers die with the process, tasks still running
     /// included (Python waits for them at interpreter exit). Call
     /// `shutdown(true)` on it first to wait for them.
+    ///
+    /// The replaced pool's tasks are waited for without holding the
+    /// registry: meanwhile other threads (a done callback of one of those
+    /// tasks included) already get the new pool from this call.
     pub fn get_reusable(mut self) -> Result<ProcessPoolExecutor> {
         if self.idle_timeout.is_none() {
             self.idle_timeout = Some(Some(REUSABLE_IDLE_TIMEOUT));
         }
         let config = self.config()?;
-        let mut current = REUSABLE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ex) = current.as_ref()
-            && !ex.is_broken()
-            && !ex.is_shutdown()
-            && ex.config().same_but_size(&config)
-        {
-            if ex.max_workers() != config.max_workers {
-                ex.resize(config.max_workers);
+        let (ex, old) = {
+            let mut current = REUSABLE.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(ex) = current.as_ref()
+                && !ex.is_broken()
+                && !ex.is_shutdown()
+                && ex.config().same_but_size(&config)
+            {
+                if ex.max_workers() != config.max_workers {
+                    ex.resize(config.max_workers);
+                }
+                return Ok(ex.clone());
             }
-            return Ok(ex.clone());
-        }
-        if let Some(old) = current.take() {
+            let ex = ProcessPoolExecutor::from_config(config)?;
+            (ex.clone(), current.replace(ex))
+        };
+        // The old pool is shut down only once the registry is unlocked:
+        // waiting for its tasks under the lock would deadlock any of them
+        // whose done callback asks for the reusable executor in turn.
+        if let Some(old) = old {
             // A broken pool has nothing left to wait for: its futures are
             // failed and its workers killed; it finishes in the background.
             old.shutdown_with(Shutdown {
@@ -75,8 +86,6 @@ impl ExecutorBuilder {
                 cancel_futures: false,
             });
         }
-        let ex = ProcessPoolExecutor::from_config(config)?;
-        *current = Some(ex.clone());
         Ok(ex)
     }
 }

@@ -188,7 +188,10 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Largest frame accepted from a worker, in bytes; default 2 GiB.
+    /// Largest frame, in bytes, sent to or accepted from a worker; default
+    /// 2 GiB, at most 4 GiB - 1. Workers are told the same limit: an
+    /// argument over it fails at `submit`, and a result over it fails that
+    /// call alone, both with [`Error::Serialization`](crate::Error::Serialization).
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.max_frame = bytes.min(loky_proto::ABSOLUTE_MAX_FRAME);
         self

@@ -131,6 +131,7 @@ impl Config {
         command
             .env(env::DEPTH, self.depth.to_string())
             .env(env::WORKER_PROGRAM, &self.program)
+            .env(env::MAX_FRAME, self.max_frame.to_string())
             .env_remove(env::MEMORY_LIMIT);
         if let Some(limit) = self.memory_limit {
             // With RUST_BACKTRACE set, std prints a backtrace on allocation

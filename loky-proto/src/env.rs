@@ -22,6 +22,11 @@ pub const MEMORY_LIMIT: &str = "LOKY_WORKER_MEMORY_LIMIT";
 /// descriptor frames from its executor). Never set for remote workers.
 pub const SHM_THRESHOLD: &str = "LOKY_WORKER_SHM_THRESHOLD";
 
+/// The largest frame body, in bytes, that the worker may read or send: the
+/// executor's `max_frame_size`, so both sides use the same limit. Unset:
+/// [`DEFAULT_MAX_FRAME`](crate::DEFAULT_MAX_FRAME).
+pub const MAX_FRAME: &str = "LOKY_WORKER_MAX_FRAME";
+
 /// The path of a worker program; read by default worker discovery and set
 /// for workers so that a nested executor finds the same program.
 pub const WORKER_PROGRAM: &str = "LOKY_WORKER";

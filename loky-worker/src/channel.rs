@@ -16,8 +16,8 @@ use std::thread;
 
 use loky_proto::shm::{FrameBuf, LocalFrames};
 use loky_proto::{
-    Attachments, Call, CallError, DEFAULT_MAX_FRAME, FrameError, Outcome, Reply, Request, Response,
-    decode_body, encode_frame, encode_value_reply_frame, exit_code,
+    Attachments, Call, CallError, FrameError, Outcome, Reply, Request, Response, decode_body,
+    encode_frame, encode_value_reply_frame, exit_code,
 };
 
 use crate::{os, panic};
@@ -36,11 +36,11 @@ pub(crate) struct CallReader {
 }
 
 impl CallReader {
-    /// Reads from a clone of `stream`.
-    pub(crate) fn new(stream: &UnixStream) -> io::Result<Self> {
+    /// Reads from a clone of `stream` frames of at most `max_frame` bytes.
+    pub(crate) fn new(stream: &UnixStream, max_frame: usize) -> io::Result<Self> {
         Ok(CallReader {
             stream: stream.try_clone()?,
-            frames: LocalFrames::new(DEFAULT_MAX_FRAME),
+            frames: LocalFrames::new(max_frame),
         })
     }
 
@@ -128,23 +128,27 @@ pub(crate) struct ResponseWriter {
     stream: UnixStream,
     /// Encoded frames not yet written; reused between writes.
     buf: FrameBuf,
+    /// The executor's maximum frame size: a larger reply is never sent.
+    max_frame: usize,
 }
 
 impl ResponseWriter {
     /// A writer that sends replies over `threshold` bytes in shared memory
     /// and attaches shared buffers, if the executor takes descriptor frames
-    /// (it gave a threshold); else one that sends bytes only.
-    pub(crate) fn new(stream: UnixStream, threshold: Option<usize>) -> Self {
+    /// (it gave a threshold), else one that sends bytes only; no frame over
+    /// `max_frame` bytes.
+    pub(crate) fn new(stream: UnixStream, threshold: Option<usize>, max_frame: usize) -> Self {
         ResponseWriter {
             stream,
             buf: threshold.map_or_else(FrameBuf::plain, FrameBuf::local),
+            max_frame,
         }
     }
 
     /// Queues `response`. Only the worker's own messages go through here;
     /// failing to encode one is a bug of the runtime.
     pub(crate) fn push(&mut self, response: &Response<'_>) {
-        if let Err(err) = encode_frame(response, &mut self.buf, DEFAULT_MAX_FRAME) {
+        if let Err(err) = encode_frame(response, &mut self.buf, self.max_frame) {
             fatal(
                 exit_code::INTERNAL_ERROR,
                 &format!("cannot encode a response: {}", chain(&err)),
@@ -161,7 +165,7 @@ impl ResponseWriter {
         task: &str,
         run: impl FnOnce(&mut FrameBuf) -> Result<(), Outcome<'static>>,
     ) {
-        match encode_value_reply_frame(id, &mut self.buf, DEFAULT_MAX_FRAME, run) {
+        match encode_value_reply_frame(id, &mut self.buf, self.max_frame, run) {
             Ok(Ok(())) => {}
             Ok(Err(failure)) => self.push_reply(id, task, failure),
             Err(err) => self.push_encode_failure(id, task, &err),
@@ -172,7 +176,7 @@ impl ResponseWriter {
     /// frame becomes a [`CallError::EncodeOutput`] naming its size.
     fn push_reply(&mut self, id: u64, task: &str, outcome: Outcome<'_>) {
         let reply = Response::Reply(Reply { id, outcome });
-        if let Err(err) = encode_frame(&reply, &mut self.buf, DEFAULT_MAX_FRAME) {
+        if let Err(err) = encode_frame(&reply, &mut self.buf, self.max_frame) {
             self.push_encode_failure(id, task, &err);
         }
     }

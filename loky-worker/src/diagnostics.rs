@@ -16,6 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use loky_proto::{SharedBytes, Task};
+use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::{Registry, os};
@@ -23,9 +24,22 @@ use crate::{Registry, os};
 /// Does nothing: the cost of a call.
 pub const NOOP: Task<(), ()> = Task::new("noop");
 
-/// Returns its argument, any MessagePack value (so any serde type the caller
-/// sends comes back decodable as the same type).
-pub const ECHO: Task<rmpv::Value, rmpv::Value> = Task::new("echo");
+/// Returns its argument, an [`AnyValue`]: any serde value, which comes back
+/// decodable as the same type.
+///
+/// ```
+/// use loky_worker::diagnostics::AnyValue;
+///
+/// let value = AnyValue::new(&("seven", 7))?;
+/// // ... the value of `ex.submit(ECHO, value)?.result()?` ...
+/// assert_eq!(value.decode::<(String, u8)>()?, ("seven".to_owned(), 7));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub const ECHO: Task<AnyValue, AnyValue> = Task::new("echo");
+
+/// Returns a byte string of the given length (every byte `0xa5`): a result
+/// as large as asked for, from a small argument.
+pub const BYTES: Task<u64, ByteBuf> = Task::new("bytes");
 
 /// Returns its argument, a byte string.
 pub const ECHO_BYTES: Task<ByteBuf, ByteBuf> = Task::new("echo_bytes");
@@ -99,6 +113,39 @@ pub const SLEEP_IGNORING_TERM: Task<Duration, ()> = Task::new("sleep_ignoring_te
 /// process group, does not wait for it, and returns its pid.
 pub const SPAWN_SLEEPER: Task<Duration, u32> = Task::new("spawn_sleeper");
 
+/// Any value a serde type can encode, as the argument and result of
+/// [`ECHO`]: made from a value with [`AnyValue::new`], read back as any
+/// type with the same encoding with [`AnyValue::decode`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AnyValue(rmpv::Value);
+
+/// Why a value could not become an [`AnyValue`] or be read back from one.
+#[derive(Debug)]
+pub struct AnyValueError(String);
+
+impl std::fmt::Display for AnyValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AnyValueError {}
+
+impl AnyValue {
+    /// `value`, as its encoding describes it.
+    pub fn new<T: Serialize + ?Sized>(value: &T) -> Result<AnyValue, AnyValueError> {
+        rmpv::ext::to_value(value)
+            .map(AnyValue)
+            .map_err(|e| AnyValueError(e.to_string()))
+    }
+
+    /// The value read as a `T`.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, AnyValueError> {
+        rmpv::ext::from_value(self.0.clone()).map_err(|e| AnyValueError(e.to_string()))
+    }
+}
+
 /// A registry with every task of this module.
 pub fn registry() -> Registry {
     Registry::new()
@@ -106,6 +153,7 @@ pub fn registry() -> Registry {
         .register(ECHO, |value| value)
         .register(ECHO_BYTES, |bytes| bytes)
         .register(ECHO_SHARED, |bytes| bytes)
+        .register(BYTES, |len| ByteBuf::from(touched_with(len, 0xa5)))
         .register(ECHO_I64, |x| x)
         .register(SQUARE, square)
         .register(SLEEP, std::thread::sleep)
@@ -151,8 +199,13 @@ fn square(x: i64) -> i64 {
 
 /// `len` bytes, every one written, so every page is resident.
 fn touched(len: u64) -> Vec<u8> {
+    touched_with(len, 1)
+}
+
+/// `len` bytes, every one `byte`.
+fn touched_with(len: u64, byte: u8) -> Vec<u8> {
     let len = usize::try_from(len).unwrap_or(usize::MAX);
-    std::hint::black_box(vec![1u8; len])
+    std::hint::black_box(vec![byte; len])
 }
 
 fn spin(duration: Duration) -> u64 {
@@ -216,7 +269,7 @@ mod tests {
     #[test]
     fn every_task_is_registered() {
         let names: Vec<_> = registry().tasks().into_iter().map(|t| t.name).collect();
-        assert_eq!(names.len(), 22);
+        assert_eq!(names.len(), 23);
         assert!(names.contains(&SPAWN_SLEEPER.name().to_owned()));
     }
 

@@ -4,7 +4,7 @@ use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use loky_proto::{Hello, PROTOCOL_VERSION, Response, env, exit_code};
+use loky_proto::{DEFAULT_MAX_FRAME, Hello, PROTOCOL_VERSION, Response, env, exit_code};
 
 use crate::channel::{CallReader, ResponseWriter, fatal, spawn_hangup_watcher};
 use crate::memory::LeakCheck;
@@ -137,7 +137,8 @@ fn run(registry: &Registry, fd: RawFd, executor: u32) -> ! {
         )
     });
     install_signal_handlers();
-    let mut calls = CallReader::new(&stream).unwrap_or_else(|err| {
+    let max_frame = max_frame();
+    let mut calls = CallReader::new(&stream, max_frame).unwrap_or_else(|err| {
         fatal(
             exit_code::CHANNEL_ERROR,
             &format!("cannot read the channel: {err}"),
@@ -149,7 +150,7 @@ fn run(registry: &Registry, fd: RawFd, executor: u32) -> ! {
             &format!("cannot start the channel watcher: {err}"),
         );
     }
-    let mut out = ResponseWriter::new(stream, shm_threshold());
+    let mut out = ResponseWriter::new(stream, shm_threshold(), max_frame);
     out.push(&Response::Hello(hello(registry)));
     out.flush();
     let mut worker = Worker {
@@ -186,6 +187,21 @@ fn shm_threshold() -> Option<usize> {
         None => fatal(
             exit_code::PROTOCOL_ERROR,
             &format!("malformed {}: {value:?}", env::SHM_THRESHOLD),
+        ),
+    }
+}
+
+/// The executor's maximum frame size, in bytes. A value that is not a
+/// number ends the worker: the executor speaks another protocol.
+fn max_frame() -> usize {
+    let Some(value) = std::env::var_os(env::MAX_FRAME) else {
+        return DEFAULT_MAX_FRAME;
+    };
+    match value.to_str().and_then(|v| v.parse().ok()) {
+        Some(max) => max,
+        None => fatal(
+            exit_code::PROTOCOL_ERROR,
+            &format!("malformed {}: {value:?}", env::MAX_FRAME),
         ),
     }
 }

@@ -209,7 +209,8 @@ mod tests {
 
     #[test]
     fn cpus_allowed_list() {
-        let status = "Name:\tx\nCpus_allowed:\tff\nCpus_allowed_list:\t0-2,5,7-8\nMems_allowed:\t1\n";
+        let status =
+            "Name:\tx\nCpus_allowed:\tff\nCpus_allowed_list:\t0-2,5,7-8\nMems_allowed:\t1\n";
         let cpus = parse_cpus_allowed(status).unwrap();
         let mut cpus: Vec<_> = cpus.into_iter().collect();
         cpus.sort_unstable();

@@ -39,6 +39,10 @@
 //!   the signal and kills the rest of the group as it reaps the worker.
 //!   That holds for SIGSEGV and SIGBUS too, which Rust's runtime handles to
 //!   report stack overflows (which it still does).
+//! - A worker holds no descriptor of its executor but its channel and
+//!   stdio: any other it inherited (a pipe without close-on-exec, say) is
+//!   closed at spawn or, failing that, first thing in the worker, so a
+//!   pipe's reader sees its end when the executor closes it.
 //! - Malformed input, a failed channel and a panic of the runtime itself end
 //!   the worker with the documented [`loky_proto::exit_code`]s.
 //! - Like loky, a worker whose resident memory grew by more than

@@ -184,6 +184,36 @@ pub(crate) fn exit_with_code(code: i32) -> ! {
     exit_now(code)
 }
 
+/// Closes every descriptor above `channel` that this process inherited
+/// across `exec` (those without close-on-exec: the ones it opened itself
+/// have it, as Rust opens everything so). The executor closes them at
+/// spawn where the C library can; this covers the rest, so that a worker
+/// never keeps a pipe of its executor's open. Where the open descriptors
+/// cannot be listed, nothing is done.
+pub(crate) fn close_inherited_fds(channel: RawFd) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd").or_else(|_| std::fs::read_dir("/dev/fd"))
+    else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > channel)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD only reads a descriptor's flags and fails with
+        // EBADF on a closed one (such as the directory listed above, now
+        // closed). A descriptor without close-on-exec was inherited: no
+        // code of this process owns it, so closing it breaks nothing here.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
 /// Takes ownership of the inherited channel `fd`: marks it close-on-exec
 /// first (so processes tasks spawn do not inherit it, and its EOF comes when
 /// the worker dies), then checks that it is a Unix socket and makes it

@@ -128,6 +128,7 @@ fn run(registry: &Registry, fd: RawFd, executor: u32) -> ! {
             &format!("cannot set the memory limit of {limit} bytes: {err}"),
         );
     }
+    os::close_inherited_fds(fd);
     panic::install_hook();
     panic::set_runtime_thread();
     let stream = os::take_channel(fd).unwrap_or_else(|err| {

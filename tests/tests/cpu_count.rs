@@ -23,7 +23,12 @@ fn report_counts() {
 /// `LOKY_MAX_CPU_COUNT` is `value`.
 fn counts_with(value: &str) -> (usize, usize) {
     let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "report_counts", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "report_counts",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(REPORT, "1")
         .env("LOKY_MAX_CPU_COUNT", value)
         .output()

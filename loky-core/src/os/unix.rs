@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use loky_proto::env;
@@ -126,7 +126,11 @@ fn kill_process_and_group(pid: u32, signal: i32) {
 /// Starts `command` (its program, arguments and environment; nothing else
 /// of it is used) as a worker: its channel end as fd 3, stdin from
 /// `/dev/null`, stdout and stderr inherited, in its own process group, with
-/// default signal dispositions and an empty signal mask.
+/// default signal dispositions and an empty signal mask. No other
+/// descriptor of this process reaches the worker, even one without
+/// close-on-exec (a pipe made by C code, a descriptor inherited from the
+/// shell), where the C library can close them at spawn; elsewhere the
+/// worker closes them itself first thing.
 ///
 /// With `posix_spawn`, which does not copy the parent's page tables nor
 /// leave its memory copy-on-write while the child starts: the cost of a
@@ -290,8 +294,34 @@ unsafe fn configure(
             libc::O_RDONLY,
             0,
         ))?;
+        if let Some(addclosefrom) = addclosefrom_np() {
+            check(addclosefrom(actions, env::CHANNEL_FD_NUMBER + 1))?;
+        }
     }
     Ok(())
+}
+
+/// `posix_spawn_file_actions_addclosefrom_np(actions, lowest)`: close every
+/// descriptor from `lowest` up in the child.
+type AddCloseFrom =
+    unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, libc::c_int) -> libc::c_int;
+
+/// The C library's `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34,
+/// FreeBSD 13.1, Solaris), looked up when first needed rather than linked,
+/// so that a program built here still runs on an older C library; there the
+/// worker closes what it inherited itself.
+fn addclosefrom_np() -> Option<AddCloseFrom> {
+    static FUNCTION: OnceLock<Option<AddCloseFrom>> = OnceLock::new();
+    *FUNCTION.get_or_init(|| {
+        const NAME: &CStr = c"posix_spawn_file_actions_addclosefrom_np";
+        // SAFETY: dlsym takes the default-namespace handle and a
+        // NUL-terminated name, and returns null when there is no such symbol.
+        let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, NAME.as_ptr()) };
+        // SAFETY: every C library that defines this symbol defines it as a
+        // function with the signature of `AddCloseFrom`.
+        (!symbol.is_null())
+            .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, AddCloseFrom>(symbol) })
+    })
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*mut libc::c_char> {

@@ -94,29 +94,11 @@ pub(crate) fn limit_address_space(bytes: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether `fd` is a Unix socket that process `pid` created (the channel
-/// an executor gave its worker) and whose other end is closed. Linux only;
-/// elsewhere false.
-pub(crate) fn is_closed_channel_from(fd: RawFd, pid: u32) -> bool {
-    is_socket_from(fd, pid) && is_hung_up(fd)
-}
-
-fn is_hung_up(fd: RawFd) -> bool {
-    #[cfg(target_os = "linux")]
-    let events = libc::POLLRDHUP;
-    #[cfg(not(target_os = "linux"))]
-    let events = 0;
-    let mut poll_fd = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: poll_fd is one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut poll_fd, 1, 0) };
-    n > 0 && poll_fd.revents & (events | libc::POLLHUP) != 0
-}
-
-fn is_socket_from(fd: RawFd, pid: u32) -> bool {
+/// Whether `fd` is a Unix socket that process `pid` created: the channel
+/// an executor gives its worker, which nothing else puts at that number.
+/// Linux only (the creator's pid comes from `SO_PEERCRED`); elsewhere
+/// false.
+pub(crate) fn is_channel_from(fd: RawFd, pid: u32) -> bool {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: zeroed is a valid ucred; getsockopt writes at most `len`

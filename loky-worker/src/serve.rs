@@ -71,19 +71,21 @@ pub fn is_worker() -> bool {
 
 /// The channel's fd and the executor's pid, if this process is a worker.
 ///
-/// A worker whose executor died while it started (before it armed its
-/// parent-death signal) ends here, quietly: run as the application instead,
-/// it would outlive its executor.
+/// A process that holds its executor's channel but whose parent is no
+/// longer that executor was started as a worker and orphaned before it
+/// could arm its parent-death signal: it ends here, quietly, whether or not
+/// the channel has hung up yet (another process may still hold the
+/// executor's end for a moment, such as a sibling worker being spawned).
+/// Run as the application instead, it would outlive its executor. A process
+/// that a task started inherited the variable but not the channel, and
+/// runs as usual.
 fn worker_channel() -> Option<(RawFd, u32)> {
     let value = std::env::var(env::CHANNEL).ok()?;
     let (fd, executor) = env::parse_channel_value(&value)?;
     if os::parent_pid() == executor {
         return Some((fd, executor));
     }
-    // Another parent: a process a task started (it inherited the variable
-    // but not the channel), or a worker whose executor died (its channel
-    // from the executor is closed at the other end).
-    if os::is_closed_channel_from(fd, executor) {
+    if os::is_channel_from(fd, executor) {
         os::exit_now(0);
     }
     None

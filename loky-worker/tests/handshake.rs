@@ -56,15 +56,30 @@ fn run_by_hand_it_says_what_it_is_and_exits_2() {
 fn a_worker_whose_executor_died_as_it_started_ends_quietly() {
     let (parent, child_end) = UnixStream::pair().unwrap();
     drop(parent);
-    let (status, stdout) = run_under_a_shell(child_end);
+    let (status, stdout) = run_under_a_shell(child_end, "");
     assert_eq!(status.code(), Some(0));
     assert!(stdout.is_empty(), "{stdout}");
 }
 
+/// The same while another process still holds the executor's end of the
+/// channel (as a sibling worker being spawned does for a moment): a
+/// process that holds its executor's channel but has another parent was
+/// started as a worker and orphaned, whether or not the channel hung up.
 #[test]
-fn a_process_that_inherits_the_channel_but_not_the_parent_is_no_worker() {
+fn a_worker_orphaned_while_its_channel_is_still_open_ends_quietly() {
     let (_parent, child_end) = UnixStream::pair().unwrap();
-    let (status, stdout) = run_under_a_shell(child_end);
+    let (status, stdout) = run_under_a_shell(child_end, "");
+    assert_eq!(status.code(), Some(0));
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
+/// A process a task started inherits the worker's environment but not its
+/// channel (close-on-exec): fd 3 is something else there, and the program
+/// runs as itself.
+#[test]
+fn a_process_that_inherits_the_environment_but_not_the_channel_is_no_worker() {
+    let (_parent, child_end) = UnixStream::pair().unwrap();
+    let (status, stdout) = run_under_a_shell(child_end, "exec 3</dev/null;");
     assert_eq!(status.code(), Some(exit_code::NOT_STARTED_BY_EXECUTOR));
     assert!(stdout.contains("run by hand it does nothing"), "{stdout}");
 }
@@ -72,12 +87,12 @@ fn a_process_that_inherits_the_channel_but_not_the_parent_is_no_worker() {
 /// Runs the worker with `channel` as its fd 3 and the test as the process
 /// the channel names, but with a shell as its parent (as if the process
 /// the channel names were gone, or as for a process a task started); `;
-/// exit` keeps the shell from replacing itself with the worker. Returns how
-/// the worker ended and its stdout.
-fn run_under_a_shell(channel: UnixStream) -> (std::process::ExitStatus, String) {
+/// exit` keeps the shell from replacing itself with the worker; `prelude`
+/// runs first in the shell. Returns how the worker ended and its stdout.
+fn run_under_a_shell(channel: UnixStream, prelude: &str) -> (std::process::ExitStatus, String) {
     let mut shell = worker_command("sh", &channel);
     shell
-        .args(["-c", r#""$0"; exit $?"#, WORKER])
+        .args(["-c", &format!(r#"{prelude} "$0"; exit $?"#), WORKER])
         .stdout(Stdio::piped());
     let mut child = shell.spawn().unwrap();
     drop(channel);

@@ -1,18 +1,14 @@
-//! The worker's side of its private channel: the reader of calls, the
-//! writer of responses, and a watcher that ends the worker when the channel
-//! hangs up.
+//! The worker's side of its private channel: the reader of calls and the
+//! writer of responses.
 //!
 //! The executing thread reads its calls itself (no hand-off between
-//! threads on the way in). While it runs a task, the watcher thread waits
-//! for the channel to hang up (the executor closed it or died) and ends the
-//! worker at once; a malformed frame or an I/O error ends it with the
-//! documented exit code.
+//! threads on the way in); a malformed frame or an I/O error ends the
+//! worker with the documented exit code.
 
 use std::error::Error;
 use std::fmt::Write as _;
 use std::io;
 use std::os::unix::net::UnixStream;
-use std::thread;
 
 use loky_proto::shm::{FrameBuf, LocalFrames};
 use loky_proto::{
@@ -20,7 +16,7 @@ use loky_proto::{
     encode_frame, encode_value_reply_frame, exit_code,
 };
 
-use crate::{os, panic};
+use crate::os;
 
 /// Buffers of at most this size are kept for the next frame (reusing them
 /// spares the page faults of fresh memory on every large call); after a
@@ -66,20 +62,6 @@ impl CallReader {
             Err(err) => end_on(err),
         }
     }
-}
-
-/// Starts the thread that ends the worker as soon as the channel hangs up,
-/// even while a task runs.
-pub(crate) fn spawn_hangup_watcher(stream: &UnixStream) -> io::Result<()> {
-    let stream = stream.try_clone()?;
-    thread::Builder::new()
-        .name("loky-worker-watch".into())
-        .spawn(move || {
-            panic::set_runtime_thread();
-            os::wait_for_hangup(&stream);
-            os::terminate(0)
-        })?;
-    Ok(())
 }
 
 /// Ends the worker on a frame error: quietly at the end of the channel,

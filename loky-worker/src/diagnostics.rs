@@ -75,6 +75,11 @@ pub const STACK_OVERFLOW: Task<(), ()> = Task::new("stack_overflow");
 /// Panics with the given message.
 pub const PANIC: Task<String, ()> = Task::new("panic");
 
+/// Panics with a message whose `Display` panics in turn (std then aborts
+/// from inside its panic machinery; the worker survives it and the caller
+/// gets a placeholder message).
+pub const PANIC_UNFORMATTABLE: Task<(), ()> = Task::new("panic_unformattable");
+
 /// Allocates the given number of bytes, touches every page (so they count in
 /// resident memory), frees them and returns the number. Under a memory
 /// limit too small for it, the worker dies.
@@ -164,6 +169,7 @@ pub fn registry() -> Registry {
             recurse(0);
         })
         .register(PANIC, |message| panic!("{message}"))
+        .register(PANIC_UNFORMATTABLE, |()| panic!("{}", Unformattable))
         .register(ALLOCATE, |len| {
             drop(touched(len));
             len
@@ -183,6 +189,15 @@ pub fn registry() -> Registry {
             std::thread::sleep(duration);
         })
         .register(SPAWN_SLEEPER, spawn_sleeper)
+}
+
+/// A value whose `Display` panics.
+struct Unformattable;
+
+impl std::fmt::Display for Unformattable {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("Unformattable refuses to be formatted")
+    }
 }
 
 /// Recursion the optimiser cannot turn into a loop.
@@ -269,7 +284,7 @@ mod tests {
     #[test]
     fn every_task_is_registered() {
         let names: Vec<_> = registry().tasks().into_iter().map(|t| t.name).collect();
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 24);
         assert!(names.contains(&SPAWN_SLEEPER.name().to_owned()));
     }
 

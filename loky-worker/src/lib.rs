@@ -25,7 +25,10 @@
 //! # What the runtime guarantees
 //!
 //! - A task's panic is caught: its caller gets the message, location and
-//!   backtrace, and the worker serves on. The runtime prints nothing on
+//!   backtrace, and the worker serves on. That holds even for a panic whose
+//!   message's `Display` panics, which std turns into an abort: the caller
+//!   then gets a placeholder message, and the lost thread stays parked
+//!   (with whatever locks the task held) while a new one serves on. The runtime prints nothing on
 //!   stdout or stderr (they belong to the tasks) except one line before a
 //!   fatal error.
 //! - The worker ends as soon as its channel reaches end of file or its
@@ -57,6 +60,7 @@
 
 mod channel;
 pub mod diagnostics;
+mod executing;
 mod memory;
 mod os;
 mod panic;

@@ -5,10 +5,10 @@
 //! ([`terminate`], [`exit_now`]) use only async-signal-safe calls.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
 use loky_proto::exit_code;
 
@@ -42,24 +42,160 @@ fn own_group() -> Option<libc::pid_t> {
     }
 }
 
-/// Blocks until the peer of `stream` hangs up (closes or shuts down its
-/// writing side) or the socket fails. Does not consume data.
-pub(crate) fn wait_for_hangup(stream: &UnixStream) {
+/// What woke [`wait_for_hangup_or`].
+pub(crate) enum Woken {
+    /// The peer of the channel hung up (closed or shut down its writing
+    /// side), or the socket failed.
+    HangUp,
+    /// The executing thread was lost and parked: it needs a replacement.
+    Rescue,
+}
+
+/// Blocks until the peer of `stream` hangs up or `rescue` is signalled.
+/// Does not consume data from `stream`.
+pub(crate) fn wait_for_hangup_or(stream: &UnixStream, rescue: &RescuePipe) -> Woken {
     #[cfg(target_os = "linux")]
     let events = libc::POLLRDHUP;
     #[cfg(not(target_os = "linux"))]
     let events = 0;
-    let mut fd = libc::pollfd {
-        fd: stream.as_raw_fd(),
-        events,
-        revents: 0,
-    };
+    let mut fds = [
+        libc::pollfd {
+            fd: stream.as_raw_fd(),
+            events,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: rescue.read.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
     loop {
-        // SAFETY: fd is one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut fd, 1, -1) };
-        if n > 0 && fd.revents != 0 {
-            return;
+        // SAFETY: fds is an array of two valid pollfd for the whole call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n <= 0 {
+            continue;
         }
+        if fds[0].revents != 0 {
+            return Woken::HangUp;
+        }
+        if fds[1].revents != 0 {
+            let mut byte = 0u8;
+            // SAFETY: byte is a valid one-byte buffer for the call.
+            unsafe { libc::read(rescue.read.as_raw_fd(), (&raw mut byte).cast(), 1) };
+            if PARKED.swap(false, Ordering::AcqRel) {
+                return Woken::Rescue;
+            }
+        }
+    }
+}
+
+/// The write end of the [`RescuePipe`], for the SIGABRT handler.
+static RESCUE_WRITE: AtomicI32 = AtomicI32::new(-1);
+
+/// Set (release) by the SIGABRT handler as it parks the executing thread,
+/// taken (acquire) by the watcher: everything the parked thread did happens
+/// before its replacement starts.
+static PARKED: AtomicBool = AtomicBool::new(false);
+
+/// The SIGABRT action in place before ours, for every abort that is not a
+/// lost executing thread.
+static PREVIOUS_ABORT_ACTION: AtomicPtr<libc::sigaction> = AtomicPtr::new(ptr::null_mut());
+
+/// How the SIGABRT handler asks for a new executing thread: a pipe the
+/// watcher polls.
+pub(crate) struct RescuePipe {
+    read: OwnedFd,
+    /// Kept open for the handler, which writes to it by number.
+    _write: OwnedFd,
+}
+
+impl RescuePipe {
+    /// Makes the pipe and installs the SIGABRT handler that parks a lost
+    /// executing thread and writes to it (see [`crate::executing`]); any
+    /// other abort goes to the handler in place before (the memory limit's)
+    /// or kills the process as usual. Call once, after the other signal
+    /// handlers.
+    pub(crate) fn install() -> io::Result<RescuePipe> {
+        let mut fds = [0; 2];
+        // SAFETY: fds is an array of two ints for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors are fresh and owned by nothing else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        RESCUE_WRITE.store(write.as_raw_fd(), Ordering::Release);
+        // SAFETY: both sigaction structs are valid for the call (zeroed is a
+        // valid sigaction); `on_abort` has the SA_SIGINFO signature and only
+        // makes async-signal-safe calls; the old action is leaked into a
+        // static, before the new handler (which reads it) can run.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_abort as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            let old = Box::into_raw(Box::new(std::mem::zeroed::<libc::sigaction>()));
+            PREVIOUS_ABORT_ACTION.store(old, Ordering::Release);
+            if libc::sigaction(libc::SIGABRT, &action, old) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(RescuePipe {
+            read,
+            _write: write,
+        })
+    }
+}
+
+/// SIGABRT: parks a lost executing thread (see [`crate::executing`]) and
+/// asks the watcher for a new one; hands any other abort on.
+extern "C" fn on_abort(
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) {
+    if crate::panic::lost_in_panic_hook() {
+        // SAFETY: sigfillset, pthread_sigmask, write and pause are
+        // async-signal-safe; the mask is a valid local. Blocking every signal
+        // here lets the other threads take the process's signals.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, ptr::null_mut());
+            PARKED.store(true, Ordering::Release);
+            let byte = 1u8;
+            libc::write(
+                RESCUE_WRITE.load(Ordering::Acquire),
+                (&raw const byte).cast(),
+                1,
+            );
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    // SAFETY: the pointer is null or points to the leaked old action, never
+    // freed.
+    let previous = unsafe { PREVIOUS_ABORT_ACTION.load(Ordering::Acquire).as_ref() };
+    let (handler, flags) = previous.map_or((libc::SIG_DFL, 0), |p| (p.sa_sigaction, p.sa_flags));
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        // Blocked while this handler runs: delivered, with the default
+        // action, as it returns.
+        // SAFETY: signal and raise are async-signal-safe and the default
+        // disposition is valid for SIGABRT.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+    } else if flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: an SA_SIGINFO handler has this signature.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(handler) };
+        f(signal, info, context);
+    } else {
+        // SAFETY: a plain handler has this signature.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+        f(signal);
     }
 }
 

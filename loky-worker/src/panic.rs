@@ -39,6 +39,35 @@ pub(crate) enum Role {
 thread_local! {
     static ROLE: Cell<Role> = const { Cell::new(Role::Other) };
     static CAUGHT: Cell<Option<PanicInfo>> = const { Cell::new(None) };
+    /// The hook ran for a panic of the current task.
+    static HOOK_RAN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The message of a task's panic whose own message could not be formatted.
+pub(crate) const UNFORMATTABLE: &str =
+    "<the panic message could not be formatted: its Display implementation panicked>";
+
+/// What the caller of a task gets when the panic's message could not be
+/// formatted (see [`lost_in_panic_hook`]): the message, location and
+/// backtrace are lost with the thread.
+pub(crate) fn unformattable() -> PanicInfo {
+    PanicInfo {
+        message: UNFORMATTABLE.to_owned(),
+        location: None,
+        backtrace: String::new(),
+    }
+}
+
+/// Whether the calling thread, aborting, is the executing thread whose task
+/// panicked and whose panic message could not be formatted: std formats
+/// the message before it calls the hook, and a panic while it does aborts
+/// the process. A panic while unwinding from another one (in a `Drop`)
+/// aborts too, but after the hook ran: that is not this case.
+///
+/// Called from a signal handler: it only reads thread-locals that need no
+/// initialisation.
+pub(crate) fn lost_in_panic_hook() -> bool {
+    ROLE.get() == Role::Task && std::thread::panicking() && !HOOK_RAN.get()
 }
 
 /// Marks the current thread as one of the runtime's.
@@ -53,7 +82,10 @@ pub(crate) fn install_hook() {
     INSTALL.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| match ROLE.get() {
-            Role::Task => CAUGHT.set(Some(capture(info))),
+            Role::Task => {
+                HOOK_RAN.set(true);
+                CAUGHT.set(Some(capture(info)));
+            }
             Role::Runtime => {
                 previous(info);
                 os::exit_with_code(exit_code::INTERNAL_ERROR);
@@ -79,6 +111,7 @@ fn capture(info: &PanicHookInfo<'_>) -> PanicInfo {
 /// call `std::panic::set_hook`), the message is taken from the payload.
 pub(crate) fn run_task<R>(f: impl FnOnce() -> R) -> Result<R, PanicInfo> {
     let role = ROLE.replace(Role::Task);
+    HOOK_RAN.set(false);
     let result = panic::catch_unwind(AssertUnwindSafe(f));
     ROLE.set(role);
     let caught = CAUGHT.take();

@@ -1,13 +1,11 @@
 //! The entry points of a worker program and the worker loop.
 
 use std::os::fd::RawFd;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Instant;
 
 use loky_proto::{DEFAULT_MAX_FRAME, Hello, PROTOCOL_VERSION, Response, env, exit_code};
 
-use crate::channel::{CallReader, ResponseWriter, fatal, spawn_hangup_watcher};
-use crate::memory::LeakCheck;
+use crate::channel::{CallReader, fatal};
+use crate::executing::Executing;
 use crate::{Registry, os, panic};
 
 /// Runs the worker loop if an executor started this process, and never
@@ -141,30 +139,15 @@ fn run(registry: &Registry, fd: RawFd, executor: u32) -> ! {
     });
     install_signal_handlers();
     let max_frame = max_frame();
-    let mut calls = CallReader::new(&stream, max_frame).unwrap_or_else(|err| {
+    let calls = CallReader::new(&stream, max_frame).unwrap_or_else(|err| {
         fatal(
             exit_code::CHANNEL_ERROR,
             &format!("cannot read the channel: {err}"),
         )
     });
-    if let Err(err) = spawn_hangup_watcher(&stream) {
-        fatal(
-            exit_code::INTERNAL_ERROR,
-            &format!("cannot start the channel watcher: {err}"),
-        );
-    }
-    let mut out = ResponseWriter::new(stream, shm_threshold(), max_frame);
-    out.push(&Response::Hello(hello(registry)));
-    out.flush();
-    let mut worker = Worker {
-        registry,
-        out,
-        leak: LeakCheck::from_env(),
-    };
-    // The panic hook ends the worker on a runtime panic; this guard covers
-    // a hook that a task replaced.
-    let _ = catch_unwind(AssertUnwindSafe(|| worker.serve(&mut calls)));
-    fatal(exit_code::INTERNAL_ERROR, "the worker loop stopped")
+    let executing = Executing::new(registry, calls, stream, shm_threshold(), max_frame);
+    executing.say_hello(&Response::Hello(hello(registry)));
+    executing.serve()
 }
 
 /// The memory limit the executor set, in bytes. A value that is not a
@@ -237,38 +220,5 @@ fn hello(registry: &Registry) -> Hello {
         pid: std::process::id(),
         program: program(),
         tasks: registry.tasks(),
-    }
-}
-
-/// The executing side of a worker.
-struct Worker<'a> {
-    registry: &'a Registry,
-    out: ResponseWriter,
-    leak: LeakCheck,
-}
-
-impl Worker<'_> {
-    /// Runs calls one at a time, in order, until the channel ends the
-    /// worker.
-    fn serve(&mut self, calls: &mut CallReader) {
-        loop {
-            let (call, mut attachments) = calls.next_call();
-            // The call's shared buffers are reachable while its arguments
-            // decode; those of the output attach to the reply.
-            attachments.decode(|| {
-                self.out.push_call(call.id, &call.task, |out| {
-                    self.registry.run(&call.task, call.kind, &call.args, out)
-                })
-            });
-            // Unused descriptors close before the reply says the call is
-            // done.
-            drop(attachments);
-            if let Some(reason) = self.leak.after_call(Instant::now(), os::resident_bytes) {
-                self.out.push(&Response::Retiring(reason));
-            }
-            // Every reply goes out before the next task starts: should that
-            // task crash the worker, the results already computed are safe.
-            self.out.flush();
-        }
     }
 }

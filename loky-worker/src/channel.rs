@@ -171,6 +171,12 @@ impl ResponseWriter {
         self.push(&Response::Reply(Reply { id, outcome }));
     }
 
+    /// The frames queued and not yet written (fuzz targets check them).
+    #[cfg(fuzzing)]
+    pub(crate) fn queued(&self) -> &[u8] {
+        self.buf.slice(0..self.buf.len())
+    }
+
     /// Writes everything queued. If the executor is gone, the worker ends
     /// as at the end of the channel.
     pub(crate) fn flush(&mut self) {

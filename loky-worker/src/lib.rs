@@ -61,6 +61,8 @@
 mod channel;
 pub mod diagnostics;
 mod executing;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod memory;
 mod os;
 mod panic;

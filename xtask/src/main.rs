@@ -4,11 +4,14 @@
 //!   stopping at the first failure, then a summary table (see [`test`](mod@test)).
 //! - `cargo xtask bench [args...]`: the benchmark binary of `loky-tests`
 //!   (see [`bench`](mod@bench)).
+//! - `cargo xtask fuzz [--seconds N] [--seed] [--merge] [TARGET]`: the fuzz
+//!   targets of the decoders under libFuzzer (see [`fuzz`](mod@fuzz)).
 //!
 //! Only the standard library is used, so the first `cargo xtask` on a clean
 //! checkout builds in seconds.
 
 mod bench;
+mod fuzz;
 mod runner;
 mod test;
 
@@ -30,6 +33,12 @@ commands:
   bench [--peers] [args...]
       run the loky-bench binary of loky-tests (release build); every argument,
       --peers included, is passed through to it.
+  fuzz [--seconds N] [--seed] [--merge] [TARGET]
+      build the fuzz targets of the decoders (fuzz/) with libFuzzer's
+      instrumentation and run each (or TARGET: worker_reads_requests,
+      parent_reads_responses) for N seconds (default 600) on its committed
+      corpus; prints the inputs run. --seed rewrites the seed inputs first;
+      --merge folds new coverage into the committed corpus.
   help
       print this text.";
 
@@ -48,6 +57,10 @@ fn main() -> ExitCode {
             Err(message) => usage_error(&message),
         },
         "bench" => bench::run(&Workspace::locate(), rest),
+        "fuzz" => match fuzz::Options::parse(rest) {
+            Ok(options) => fuzz::run(&Workspace::locate(), &options),
+            Err(message) => usage_error(&message),
+        },
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

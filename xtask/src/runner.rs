@@ -22,6 +22,11 @@ impl Workspace {
         Workspace { root, cargo }
     }
 
+    /// Directory of the root `Cargo.toml`.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// A `cargo` command with `args`, run from the workspace root with stdin
     /// closed, so nothing can wait for input on an unattended machine.
     pub(crate) fn cargo(&self, args: &[&str]) -> Command {

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: every check, in order, stopping at the first failure.
 //!
-//! The steps are fmt, clippy, doc, test, doctest, chaos and one step per
-//! entry of [`EXAMPLES`]. A summary table of every step with its status and
+//! The steps are fmt, clippy, doc, test, doctest, chaos, one step per
+//! entry of [`EXAMPLES`], and a short run of each fuzz target. A summary table of every step with its status and
 //! wall time ends the run, failed or not.
 
 use std::fmt;
@@ -273,6 +273,7 @@ fn plan(workspace: &Workspace, options: Options) -> Vec<Step> {
     ));
     steps.push(chaos_step(workspace, options));
     steps.extend(example_steps(workspace));
+    steps.push(Step::run("fuzz", crate::fuzz::ci_command(workspace)));
     steps
 }
 

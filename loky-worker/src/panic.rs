@@ -101,8 +101,107 @@ fn capture(info: &PanicHookInfo<'_>) -> PanicInfo {
         location: info
             .location()
             .map(|at| format!("{}:{}:{}", at.file(), at.line(), at.column())),
-        backtrace: Backtrace::force_capture().to_string(),
+        backtrace: task_frames(&Backtrace::force_capture().to_string()),
     }
+}
+
+/// One frame of a rendered backtrace: its `N: symbol` line and the lines
+/// after it (`at file:line:column`).
+struct Frame<'a> {
+    symbol: &'a str,
+    lines: Vec<&'a str>,
+}
+
+/// The frames of `backtrace` (as `Backtrace`'s `Display` renders it) that
+/// belong to the task: without the panic machinery above the task's code
+/// (std's, and this hook's) and without the runtime below it (the worker's
+/// registry and loop, std's `catch_unwind` and start-up), renumbered from
+/// 0, so the first frame is the task's own code. A backtrace in which no
+/// such frame is found is returned whole.
+pub(crate) fn task_frames(backtrace: &str) -> String {
+    let frames = parse_frames(backtrace);
+    let mut start = frames
+        .iter()
+        .position(|f| f.symbol.contains("__rust_end_short_backtrace"))
+        .map_or(0, |marker| marker + 1);
+    while start < frames.len() && is_machinery(frames[start].symbol) {
+        start += 1;
+    }
+    let mut end = frames[start..]
+        .iter()
+        .position(|f| is_runtime_boundary(f.symbol))
+        .map_or(frames.len(), |at| start + at);
+    while end > start && is_glue(frames[end - 1].symbol) {
+        end -= 1;
+    }
+    if start >= end {
+        return backtrace.to_owned();
+    }
+    let mut out = String::new();
+    for (n, frame) in frames[start..end].iter().enumerate() {
+        out.push_str(&format!("{n:>4}: {}\n", frame.symbol));
+        for line in &frame.lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn parse_frames(backtrace: &str) -> Vec<Frame<'_>> {
+    let mut frames: Vec<Frame<'_>> = Vec::new();
+    for line in backtrace.lines() {
+        let head = line
+            .trim_start()
+            .split_once(": ")
+            .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        match (head, frames.last_mut()) {
+            (Some((_, symbol)), _) => frames.push(Frame {
+                symbol,
+                lines: Vec::new(),
+            }),
+            (None, Some(frame)) => frame.lines.push(line),
+            (None, None) => {}
+        }
+    }
+    frames
+}
+
+/// `symbol` without the `<`, `&` and `dyn ` of a trait-impl frame.
+fn bare(symbol: &str) -> &str {
+    symbol
+        .trim_start_matches(['<', '&'])
+        .trim_start_matches("dyn ")
+}
+
+/// std's own frames (and the C runtime's): how a panic is raised and a
+/// program started, never the task's code.
+fn is_std(symbol: &str) -> bool {
+    let bare = bare(symbol);
+    ["std::", "core::", "alloc::", "__rust", "rust_begin_unwind"]
+        .iter()
+        .any(|prefix| bare.starts_with(prefix))
+}
+
+/// Frames above the task's code: std's panic machinery and this hook.
+fn is_machinery(symbol: &str) -> bool {
+    let bare = bare(symbol);
+    is_std(symbol)
+        || bare.starts_with("loky_worker::panic::install_hook")
+        || bare.starts_with("loky_worker::panic::capture")
+}
+
+/// The first frame of the worker's runtime below the task.
+fn is_runtime_boundary(symbol: &str) -> bool {
+    symbol.contains("loky_worker::registry::")
+        || symbol.contains("loky_worker::panic::run_task")
+        || symbol.contains("__rust_begin_short_backtrace")
+}
+
+/// Frames between the task's code and the runtime: closure calls and
+/// std's `catch_unwind`, the payload codec.
+fn is_glue(symbol: &str) -> bool {
+    is_std(symbol) || bare(symbol).starts_with("loky_proto::")
 }
 
 /// Runs `f` as a task: a panic is caught and returned as a [`PanicInfo`].
@@ -149,6 +248,57 @@ mod tests {
         assert!(err.location.unwrap().contains("panic.rs"));
         assert!(!err.backtrace.is_empty());
         assert_eq!(ROLE.get(), Role::Other);
+    }
+
+    #[test]
+    fn the_backtrace_starts_at_the_task_and_ends_before_the_runtime() {
+        install_hook();
+        let err = run_task(|| {
+            let _ = std::hint::black_box(0);
+            panic!("boom")
+        })
+        .unwrap_err();
+        let first = err.backtrace.lines().next().unwrap();
+        assert!(
+            first.starts_with("   0: loky_worker::panic::tests::"),
+            "{}",
+            err.backtrace
+        );
+        assert!(!err.backtrace.contains("run_task"), "{}", err.backtrace);
+        assert!(!err.backtrace.contains("catch_unwind"), "{}", err.backtrace);
+    }
+
+    #[test]
+    fn backtraces_are_cut_at_the_machinery_and_the_runtime() {
+        let raw = "   0: loky_worker::panic::install_hook::{{closure}}
+             at src/panic.rs:1:1
+   1: <alloc::boxed::Box<F,A> as core::ops::function::Fn<Args>>::call
+   2: std::panicking::panic_with_hook
+   3: std::sys::backtrace::__rust_end_short_backtrace
+   4: core::panicking::panic_fmt
+   5: core::option::unwrap_failed
+   6: my_app::parse
+             at src/main.rs:3:9
+   7: my_app::main::{{closure}}
+             at src/main.rs:9:5
+   8: core::ops::function::Fn::call
+   9: loky_worker::registry::Typed<I,O,F>::apply::{{closure}}
+  10: std::panicking::catch_unwind
+  11: loky_worker::panic::run_task
+  12: main
+";
+        assert_eq!(
+            task_frames(raw),
+            "   0: my_app::parse
+             at src/main.rs:3:9
+   1: my_app::main::{{closure}}
+             at src/main.rs:9:5
+"
+        );
+        // Nothing of the task's own: kept whole.
+        let only_std = "   0: std::panicking::begin_panic\n   1: loky_worker::panic::run_task\n";
+        assert_eq!(task_frames(only_std), only_std);
+        assert_eq!(task_frames(""), "");
     }
 
     #[test]

@@ -464,8 +464,15 @@ extern "C" fn on_fault_signal(
     }
 }
 
-/// Under a memory limit, turns the abort of a failed allocation into the
-/// documented exit code [`exit_code::MEMORY_LIMIT`].
+/// Under a memory limit of `limit` bytes, turns the abort of a failed
+/// allocation into the documented exit code [`exit_code::MEMORY_LIMIT`],
+/// after one line on stderr that names the limit.
+///
+/// std prints `memory allocation of N bytes failed` and a note about
+/// `RUST_BACKTRACE` before it aborts, and nothing stable lets a program
+/// replace that (the allocation-error hook and handler are unstable; a
+/// global allocator would be forced on every worker program); the line
+/// printed here says what happened and that the note does not apply.
 ///
 /// Rust's allocation-failure path prints a line and calls `abort()` right
 /// after `malloc`/`mmap` failed with `ENOMEM`, so `errno` is `ENOMEM` when
@@ -477,13 +484,22 @@ extern "C" fn on_fault_signal(
 /// which clobbers `errno`, so the worker dies of SIGABRT; the same happens
 /// when the failure message cannot be written (stderr closed). And an
 /// `abort()` while a stale `ENOMEM` sits in `errno` is taken for the limit.
-pub(crate) fn install_memory_limit_handler() -> io::Result<()> {
-    // SAFETY: the action only reads errno (signal-hook saved it on entry and
-    // nothing ran since), then calls _exit, or signal and raise: all
-    // async-signal-safe.
+pub(crate) fn install_memory_limit_handler(limit: u64) -> io::Result<()> {
+    let line: &'static [u8] = format!(
+        "loky-worker: an allocation failed: the worker reached its memory limit of {limit} \
+         bytes and exits with code {} (the note above does not apply)\n",
+        exit_code::MEMORY_LIMIT
+    )
+    .into_bytes()
+    .leak();
+    // SAFETY: the action first reads errno (signal-hook saved it on entry
+    // and nothing ran since), then calls only async-signal-safe functions
+    // (poll and write in write_stderr, on a buffer made beforehand; _exit;
+    // signal and raise).
     unsafe {
-        signal_hook::low_level::register(libc::SIGABRT, || {
+        signal_hook::low_level::register(libc::SIGABRT, move || {
             if io::Error::last_os_error().raw_os_error() == Some(libc::ENOMEM) {
+                write_stderr(line);
                 exit_now(exit_code::MEMORY_LIMIT);
             }
             libc::signal(libc::SIGABRT, libc::SIG_DFL);

@@ -205,8 +205,7 @@ fn install_signal_handlers() {
             &format!("cannot handle the parent-death signal: {err}"),
         );
     }
-    let limited = std::env::var_os(env::MEMORY_LIMIT).is_some();
-    if let Err(err) = limited.then(os::install_memory_limit_handler).transpose() {
+    if let Some(Err(err)) = memory_limit().map(os::install_memory_limit_handler) {
         fatal(
             exit_code::INTERNAL_ERROR,
             &format!("cannot handle SIGABRT: {err}"),

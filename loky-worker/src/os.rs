@@ -118,28 +118,17 @@ impl RescuePipe {
     /// handlers.
     pub(crate) fn install() -> io::Result<RescuePipe> {
         let mut fds = [0; 2];
-        // SAFETY: fds is an array of two ints for pipe2 to fill.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        // SAFETY: fds is an array of two ints for pipe to fill.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: both descriptors are fresh and owned by nothing else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // pipe2 is not on every Unix; no process is started meanwhile.
+        set_cloexec(read.as_raw_fd())?;
+        set_cloexec(write.as_raw_fd())?;
         RESCUE_WRITE.store(write.as_raw_fd(), Ordering::Release);
-        // SAFETY: both sigaction structs are valid for the call (zeroed is a
-        // valid sigaction); `on_abort` has the SA_SIGINFO signature and only
-        // makes async-signal-safe calls; the old action is leaked into a
-        // static, before the new handler (which reads it) can run.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_abort as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            libc::sigemptyset(&mut action.sa_mask);
-            let old = Box::into_raw(Box::new(std::mem::zeroed::<libc::sigaction>()));
-            PREVIOUS_ABORT_ACTION.store(old, Ordering::Release);
-            if libc::sigaction(libc::SIGABRT, &action, old) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
+        install_chained(libc::SIGABRT, on_abort, &PREVIOUS_ABORT_ACTION)?;
         Ok(RescuePipe {
             read,
             _write: write,
@@ -174,28 +163,8 @@ extern "C" fn on_abort(
             }
         }
     }
-    // SAFETY: the pointer is null or points to the leaked old action, never
-    // freed.
-    let previous = unsafe { PREVIOUS_ABORT_ACTION.load(Ordering::Acquire).as_ref() };
-    let (handler, flags) = previous.map_or((libc::SIG_DFL, 0), |p| (p.sa_sigaction, p.sa_flags));
-    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
-        // Blocked while this handler runs: delivered, with the default
-        // action, as it returns.
-        // SAFETY: signal and raise are async-signal-safe and the default
-        // disposition is valid for SIGABRT.
-        unsafe {
-            libc::signal(signal, libc::SIG_DFL);
-            libc::raise(signal);
-        }
-    } else if flags & libc::SA_SIGINFO != 0 {
-        // SAFETY: an SA_SIGINFO handler has this signature.
-        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-            unsafe { std::mem::transmute(handler) };
-        f(signal, info, context);
-    } else {
-        // SAFETY: a plain handler has this signature.
-        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
-        f(signal);
+    if !call_previous(&PREVIOUS_ABORT_ACTION, signal, info, context) {
+        die_of_on_return(signal);
     }
 }
 
@@ -398,24 +367,78 @@ const FAULT_SIGNALS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
 /// handler.
 pub(crate) fn install_sent_fault_handlers() -> io::Result<()> {
     for (signal, previous) in FAULT_SIGNALS.into_iter().zip(&PREVIOUS_FAULT_ACTIONS) {
-        // SAFETY: both sigaction structs are valid for the call (zeroed is a
-        // valid sigaction); `on_fault_signal` has the SA_SIGINFO signature
-        // and is async-signal-safe; the old action is leaked into a static
-        // that lives as long as the process, before the new handler (which
-        // reads it) can run.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_fault_signal as *const () as usize;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-            libc::sigemptyset(&mut action.sa_mask);
-            let old = Box::into_raw(Box::new(std::mem::zeroed::<libc::sigaction>()));
-            previous.store(old, Ordering::Release);
-            if libc::sigaction(signal, &action, old) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+        install_chained(signal, on_fault_signal, previous)?;
+    }
+    Ok(())
+}
+
+/// An `SA_SIGINFO` signal handler.
+type SigInfoHandler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Installs `handler` for `signal`, keeping the action in place before in
+/// `previous` (leaked, so that it lives as long as the process) for
+/// [`call_previous`]. `handler` must be async-signal-safe.
+fn install_chained(
+    signal: libc::c_int,
+    handler: SigInfoHandler,
+    previous: &AtomicPtr<libc::sigaction>,
+) -> io::Result<()> {
+    // SAFETY: both sigaction structs are valid for the call (zeroed is a
+    // valid sigaction); `handler` has the SA_SIGINFO signature; the old
+    // action is stored before the new handler (which reads it) can run.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut action.sa_mask);
+        let old = Box::into_raw(Box::new(std::mem::zeroed::<libc::sigaction>()));
+        previous.store(old, Ordering::Release);
+        if libc::sigaction(signal, &action, old) != 0 {
+            return Err(io::Error::last_os_error());
         }
     }
     Ok(())
+}
+
+/// Calls the handler of the action in `previous` (see [`install_chained`]);
+/// false, doing nothing, when that action is the default or to ignore.
+/// Async-signal-safe.
+fn call_previous(
+    previous: &AtomicPtr<libc::sigaction>,
+    signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    context: *mut libc::c_void,
+) -> bool {
+    // SAFETY: the pointer is null or points to the leaked old action, never
+    // freed.
+    let Some(previous) = (unsafe { previous.load(Ordering::Acquire).as_ref() }) else {
+        return false;
+    };
+    let handler = previous.sa_sigaction;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        return false;
+    }
+    if previous.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: an SA_SIGINFO handler has this signature.
+        let f: SigInfoHandler = unsafe { std::mem::transmute(handler) };
+        f(signal, info, context);
+    } else {
+        // SAFETY: a plain handler has this signature.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+        f(signal);
+    }
+    true
+}
+
+/// Dies of `signal` with its default action once the current handler
+/// returns (the signal is blocked until then). Async-signal-safe.
+fn die_of_on_return(signal: libc::c_int) {
+    // SAFETY: signal and raise are async-signal-safe and the default
+    // disposition is valid for every signal handled here.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
 }
 
 /// Dies of a fault signal another process sent; hands a real fault to the
@@ -428,39 +451,15 @@ extern "C" fn on_fault_signal(
     // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
     let sent = unsafe { (*info).si_code } <= 0; // SI_USER, SI_QUEUE, SI_TKILL
     let slot = FAULT_SIGNALS.iter().position(|&s| s == signal);
-    let previous = slot.map(|i| PREVIOUS_FAULT_ACTIONS[i].load(Ordering::Acquire));
-    match previous {
-        Some(previous) if !sent && !previous.is_null() => {
-            // SAFETY: `previous` points to the leaked old action, never freed.
-            let previous = unsafe { &*previous };
-            let handler = previous.sa_sigaction;
-            if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
-                if previous.sa_flags & libc::SA_SIGINFO != 0 {
-                    // SAFETY: an SA_SIGINFO handler has this signature.
-                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                        unsafe { std::mem::transmute(handler) };
-                    f(signal, info, context);
-                } else {
-                    // SAFETY: a plain handler has this signature.
-                    let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
-                    f(signal);
-                }
-                return;
-            }
-            // The faulting instruction runs again and kills the process.
-            // SAFETY: the default disposition is valid for this signal.
-            unsafe { libc::signal(signal, libc::SIG_DFL) };
-        }
-        _ => {
-            // Blocked while this handler runs: delivered, with the default
-            // action, as it returns.
-            // SAFETY: signal and raise are async-signal-safe and the default
-            // disposition is valid for this signal.
-            unsafe {
-                libc::signal(signal, libc::SIG_DFL);
-                libc::raise(signal);
+    match slot {
+        Some(i) if !sent => {
+            if !call_previous(&PREVIOUS_FAULT_ACTIONS[i], signal, info, context) {
+                // The faulting instruction runs again and kills the process.
+                // SAFETY: the default disposition is valid for this signal.
+                unsafe { libc::signal(signal, libc::SIG_DFL) };
             }
         }
+        _ => die_of_on_return(signal),
     }
 }
 

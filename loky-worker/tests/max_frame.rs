@@ -18,5 +18,8 @@ fn a_malformed_max_frame_ends_the_worker_with_the_protocol_error_code() {
     assert_eq!(status.code(), Some(exit_code::PROTOCOL_ERROR), "{status:?}");
     let mut text = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
-    assert!(text.contains(env::MAX_FRAME) && text.contains("big"), "{text}");
+    assert!(
+        text.contains(env::MAX_FRAME) && text.contains("big"),
+        "{text}"
+    );
 }

@@ -112,6 +112,12 @@ impl Supervisor {
                 slot.handle.stop(Stop::Kill);
                 fail_all(slot.link.take_all(), &err);
             }
+            // Reaped before the pool reports finished, so that a shutdown
+            // that returns leaves no zombie: each reader sees its worker's
+            // end at once (killed, its channel disconnected) and reaps it.
+            for slot in self.slots.drain(..) {
+                slot.handle.release();
+            }
         }
         self.finish();
     }

@@ -131,9 +131,10 @@ impl ExecutorBuilder {
     /// it fails the pool is broken with a message naming it.
     pub fn initializer<I: Serialize>(mut self, task: Task<I, ()>, args: I) -> Self {
         let sig = task.signature();
+        let mut encoded = Vec::new();
         self.initializer = Some(
-            loky_proto::encode_payload(&args)
-                .map(|args| Initializer { sig, args })
+            crate::codec::encode_into(&args, &mut encoded)
+                .map(|()| Initializer { sig, args: encoded })
                 .map_err(|e| {
                     Error::Serialization(SerializationError::new(
                         sig.name,

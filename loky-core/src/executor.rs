@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -10,10 +9,12 @@ use serde::de::DeserializeOwned;
 use loky_proto::Task;
 
 use crate::builder::ExecutorBuilder;
+use crate::codec;
 use crate::config::{Config, Shutdown};
 use crate::error::Result;
 use crate::future::Future;
-use crate::map::Map;
+use crate::map::{Map, MapUnordered};
+use crate::options::CallOptions;
 use crate::supervisor::{self, Pool, PoolHandle};
 
 /// A pool of worker processes running tasks, as Python's
@@ -36,6 +37,28 @@ use crate::supervisor::{self, Pool, PoolHandle};
 /// ex.shutdown(true);
 /// # Ok::<(), loky_core::Error>(())
 /// ```
+///
+/// # From async code
+///
+/// Futures, `map` and `map_unordered` have async forms that park no thread
+/// (`.await` on a [`Future`], [`Map::into_stream`],
+/// [`MapUnordered::into_stream`], [`as_completed_stream`](crate::as_completed_stream),
+/// [`shutdown_async`](Self::shutdown_async)); any runtime can drive them.
+/// These calls block the calling thread, so on an async runtime wrap them
+/// (tokio: `spawn_blocking`) or make them outside it:
+///
+/// - building an executor (`new`, `build`, `get_reusable`): at most the
+///   time to check the worker program, not to start workers;
+/// - [`shutdown`](Self::shutdown)`(true)` and [`shutdown_with`](Self::shutdown_with)
+///   with `wait`, and dropping the last handle (which shuts down waiting
+///   for every task): use [`shutdown_async`](Self::shutdown_async) first;
+/// - [`Future::result`] and the other waits of a future, [`wait`](crate::wait),
+///   [`as_completed`](crate::as_completed), and iterating a [`Map`] or a
+///   [`MapUnordered`] (their `next` waits for a result).
+///
+/// `submit`, `map`/`map_unordered` themselves (inputs are taken at the
+/// first result asked for), `cancel`, `kill` and `add_done_callback` never
+/// wait for a worker.
 #[derive(Clone)]
 pub struct ProcessPoolExecutor {
     handle: Arc<PoolHandle>,
@@ -48,42 +71,6 @@ impl fmt::Debug for ProcessPoolExecutor {
             .field("program", &self.handle.config.program)
             .field("worker_pids", &self.worker_pids())
             .finish()
-    }
-}
-
-/// Per-call settings for [`ProcessPoolExecutor::submit_with`].
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use loky_core::{CallOptions, Error, ProcessPoolExecutor, Task};
-///
-/// const SLEEP: Task<Duration, ()> = Task::new("sleep");
-///
-/// let ex = ProcessPoolExecutor::new(2)?;
-/// let options = CallOptions::new().timeout(Duration::from_millis(300));
-/// let fut = ex.submit_with(SLEEP, Duration::from_secs(60), options)?;
-/// assert!(matches!(fut.result(), Err(Error::DeadlineExceeded(_))));
-/// assert!(!ex.is_broken()); // the worker was replaced
-/// # Ok::<(), Error>(())
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[must_use]
-pub struct CallOptions {
-    timeout: Option<Duration>,
-}
-
-impl CallOptions {
-    /// Default options: the executor's settings apply.
-    pub fn new() -> Self {
-        CallOptions::default()
-    }
-
-    /// Kills the task (and its worker, which is replaced) if it runs longer
-    /// than `timeout`; overrides the executor's `task_timeout`.
-    /// `Duration::MAX` means no limit.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
     }
 }
 
@@ -142,21 +129,53 @@ impl ProcessPoolExecutor {
         let future = self
             .pool()
             .submit_call(task.signature(), options.timeout, |frame| {
-                loky_proto::encode_payload_into(&args, frame)
+                codec::encode_into(&args, frame)
             })?;
         Ok(Future::from_state(future))
     }
 
     /// Runs `task` on every item of `inputs`, yielding results in input
-    /// order. Set `.chunksize(n)` to send items `n` at a time and
-    /// `.timeout(d)` to stop waiting `d` after this call. The inputs are
-    /// encoded now; the work is submitted at the first `next()`.
-    pub fn map<I, O>(&self, task: Task<I, O>, inputs: impl IntoIterator<Item = I>) -> Map<O>
+    /// order. Set `.chunksize(n)` to send items `n` at a time,
+    /// `.timeout(d)` to stop waiting `d` after this call, `.buffersize(n)`
+    /// to take inputs only `n` chunks ahead of the results consumed. The
+    /// inputs are taken, encoded and submitted from the first `next()`.
+    ///
+    /// With [`CrashPolicy::Respawn`](crate::CrashPolicy::Respawn), an item
+    /// whose worker dies fails alone, and a deadline bounds each item,
+    /// never a whole chunk (see [`Map`]).
+    pub fn map<'a, I, O, It>(&self, task: Task<I, O>, inputs: It) -> Map<'a, O>
     where
         I: Serialize,
         O: DeserializeOwned,
+        It: IntoIterator<Item = I>,
+        It::IntoIter: Send + 'a,
     {
-        Map::new(self.handle.clone(), task, inputs)
+        Map::new(self.handle.clone(), task.signature(), inputs)
+    }
+
+    /// Runs `task` on every item of `inputs`, yielding each input's index
+    /// with its result as results arrive: faster items first. The same
+    /// settings as [`map`](Self::map) (chunk size, timeout, buffer size).
+    ///
+    /// ```no_run
+    /// # use loky_core::{ProcessPoolExecutor, Task};
+    /// # const SQUARE: Task<i64, i64> = Task::new("square");
+    /// let ex = ProcessPoolExecutor::new(2)?;
+    /// let mut squares = vec![0; 100];
+    /// for (i, square) in ex.map_unordered(SQUARE, 0..100).chunksize(10) {
+    ///     squares[i] = square?;
+    /// }
+    /// assert_eq!(squares[9], 81);
+    /// # Ok::<(), loky_core::Error>(())
+    /// ```
+    pub fn map_unordered<'a, I, O, It>(&self, task: Task<I, O>, inputs: It) -> MapUnordered<'a, O>
+    where
+        I: Serialize,
+        O: DeserializeOwned,
+        It: IntoIterator<Item = I>,
+        It::IntoIter: Send + 'a,
+    {
+        MapUnordered::new(self.handle.clone(), task.signature(), inputs)
     }
 
     /// Shuts down: no more submits; with `wait`, blocks until every
@@ -173,6 +192,34 @@ impl ProcessPoolExecutor {
     /// Shuts down with every option of [`Shutdown`].
     pub fn shutdown_with(&self, how: Shutdown) {
         self.handle.shutdown(how);
+    }
+
+    /// Shuts down as [`shutdown_with`](Self::shutdown_with), and, if
+    /// `how.wait`, resolves once every task ran and every worker exited
+    /// and was reaped, without blocking a thread: what async code calls
+    /// instead of `shutdown(true)`. Without `wait`, it resolves at once.
+    /// Dropping it before then leaves the shutdown going on.
+    ///
+    /// ```no_run
+    /// # use loky_core::{ProcessPoolExecutor, Shutdown};
+    /// # async fn run(ex: ProcessPoolExecutor) {
+    /// ex.shutdown_async(Shutdown::default()).await;
+    /// assert!(ex.worker_pids().is_empty());
+    /// # }
+    /// ```
+    pub fn shutdown_async(
+        &self,
+        how: Shutdown,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let pool = self.pool().clone();
+        pool.start_shutdown(how);
+        std::future::poll_fn(move |cx| {
+            if how.wait {
+                pool.poll_finished(cx)
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
     }
 
     /// The number of workers the pool keeps.

@@ -2,20 +2,29 @@
 //!
 //! A [`FutureState`] is the shared, untyped state of one call: its stage
 //! (pending → running → finished, or pending → cancelled), its raw output
-//! bytes, and its done callbacks. [`Future<T>`] is the typed handle users
-//! hold; it decodes the output on the caller's thread.
+//! bytes, its done callbacks and the wakers of those awaiting it.
+//! [`Future<T>`] is the typed handle users hold; it decodes the output on
+//! the caller's thread.
+//!
+//! Whoever settles a future (a worker's reader, the supervisor, a caller
+//! cancelling) wakes its wakers and then runs its callbacks, both after
+//! releasing its lock. Wakers only schedule (they never block); callbacks
+//! are the application's code, and on a pool's own thread they are handed
+//! to runner threads (see `callbacks.rs`) so that one that blocks never
+//! keeps a result from being settled.
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use crate::callbacks::{self, Callback};
+use crate::codec;
 use crate::deadline;
 use crate::error::{Error, Result, SerializationError};
-use crate::pool_thread;
 
 /// What a finished call carries, still encoded: the output, or for a `map`
 /// chunk the outputs of its items.
@@ -30,8 +39,6 @@ pub(crate) enum RawOutput {
 /// How a call ended, as the future holds it.
 pub(crate) type Settled = Result<Arc<RawOutput>>;
 
-type Callback = Box<dyn FnOnce() + Send>;
-
 enum Stage {
     Pending,
     Running,
@@ -42,6 +49,67 @@ enum Stage {
 struct Inner {
     stage: Stage,
     callbacks: Vec<Callback>,
+    wakers: Wakers,
+}
+
+/// The wakers of those awaiting a future, each under a key so that a
+/// waiter that goes away (an `.await` dropped by a timeout) takes its own
+/// waker back instead of leaving it until the future settles.
+#[derive(Default)]
+struct Wakers {
+    next_key: u64,
+    list: Vec<(u64, Waker)>,
+}
+
+impl Wakers {
+    /// Keeps `waker` under `key`, or under a new key written to `key`.
+    fn set(&mut self, key: &mut Option<u64>, waker: &Waker) {
+        if let Some(k) = *key
+            && let Some((_, old)) = self.list.iter_mut().find(|(at, _)| *at == k)
+        {
+            if !old.will_wake(waker) {
+                old.clone_from(waker);
+            }
+            return;
+        }
+        let k = self.next_key;
+        self.next_key += 1;
+        self.list.push((k, waker.clone()));
+        *key = Some(k);
+    }
+
+    fn remove(&mut self, key: u64) {
+        if let Some(at) = self.list.iter().position(|(k, _)| *k == key) {
+            self.list.swap_remove(at);
+        }
+    }
+
+    fn take(&mut self) -> Vec<(u64, Waker)> {
+        std::mem::take(&mut self.list)
+    }
+}
+
+/// What a settled future's waiters get: wake them, then run the callbacks.
+struct Done {
+    wakers: Vec<(u64, Waker)>,
+    callbacks: Vec<Callback>,
+}
+
+impl Done {
+    fn take(inner: &mut Inner) -> Done {
+        Done {
+            wakers: inner.wakers.take(),
+            callbacks: std::mem::take(&mut inner.callbacks),
+        }
+    }
+
+    /// Outside the future's lock: a waker or callback may look at it.
+    fn notify(self) {
+        for (_, waker) in self.wakers {
+            waker.wake();
+        }
+        callbacks::run(self.callbacks);
+    }
 }
 
 /// Asks the pool to stop the task of a running future.
@@ -66,6 +134,7 @@ impl FutureState {
             inner: Mutex::new(Inner {
                 stage: Stage::Pending,
                 callbacks: Vec::new(),
+                wakers: Wakers::default(),
             }),
             cond: Condvar::new(),
             task,
@@ -101,9 +170,10 @@ impl FutureState {
         }
     }
 
-    /// Settles the future once; later calls do nothing. Runs the callbacks.
+    /// Settles the future once; later calls do nothing. Wakes its waiters
+    /// and runs its callbacks.
     pub(crate) fn settle(&self, result: Settled) -> bool {
-        let callbacks = {
+        let done = {
             let mut inner = self.lock();
             match inner.stage {
                 Stage::Pending | Stage::Running => {}
@@ -111,15 +181,15 @@ impl FutureState {
             }
             inner.stage = Stage::Finished(result);
             self.cond.notify_all();
-            std::mem::take(&mut inner.callbacks)
+            Done::take(&mut inner)
         };
-        run_callbacks(callbacks);
+        done.notify();
         true
     }
 
     /// Pending → cancelled. True if cancelled now or before.
     pub(crate) fn cancel(&self) -> bool {
-        let callbacks = {
+        let done = {
             let mut inner = self.lock();
             match inner.stage {
                 Stage::Cancelled => return true,
@@ -128,9 +198,9 @@ impl FutureState {
             }
             inner.stage = Stage::Cancelled;
             self.cond.notify_all();
-            std::mem::take(&mut inner.callbacks)
+            Done::take(&mut inner)
         };
-        run_callbacks(callbacks);
+        done.notify();
         true
     }
 
@@ -185,7 +255,51 @@ impl FutureState {
                 return;
             }
         }
-        run_callbacks(vec![callback]);
+        callbacks::run(vec![callback]);
+    }
+
+    /// The result if settled; otherwise keeps `cx`'s waker (under `key`,
+    /// which a first call sets) to be woken when it is.
+    pub(crate) fn poll_settled(
+        &self,
+        cx: &mut Context<'_>,
+        key: &mut Option<u64>,
+    ) -> Poll<Settled> {
+        let mut inner = self.lock();
+        match &inner.stage {
+            Stage::Finished(result) => Poll::Ready(result.clone()),
+            Stage::Cancelled => Poll::Ready(Err(Error::Cancelled)),
+            Stage::Pending | Stage::Running => {
+                inner.wakers.set(key, cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Wakes `waker` once when the future is done (at once if it is): a
+    /// notification that runs on the settling thread and must not block.
+    /// The key takes it back with [`FutureState::forget_waker`].
+    pub(crate) fn wake_when_done(&self, waker: &Waker) -> Option<u64> {
+        let mut inner = self.lock();
+        if matches!(inner.stage, Stage::Pending | Stage::Running) {
+            let mut key = None;
+            inner.wakers.set(&mut key, waker);
+            return key;
+        }
+        drop(inner);
+        waker.wake_by_ref();
+        None
+    }
+
+    /// Takes back the waker kept under `key`, if it is still there.
+    pub(crate) fn forget_waker(&self, key: u64) {
+        self.lock().wakers.remove(key);
+    }
+
+    /// How many wakers wait for this future.
+    #[cfg(test)]
+    pub(crate) fn waker_count(&self) -> usize {
+        self.lock().wakers.list.len()
     }
 
     pub(crate) fn kill(self: &Arc<Self>) -> bool {
@@ -205,17 +319,6 @@ impl FutureState {
     }
 }
 
-fn run_callbacks(callbacks: Vec<Callback>) {
-    for callback in callbacks {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(callback)) {
-            log::error!(
-                "a done callback of a future panicked: {}",
-                pool_thread::panic_message(&*panic)
-            );
-        }
-    }
-}
-
 /// The eventual result of a task, as in `concurrent.futures.Future`.
 ///
 /// A cheap `Clone` handle: clones share one state. The result is decoded on
@@ -230,6 +333,32 @@ fn run_callbacks(callbacks: Vec<Callback>) {
 /// fut.add_done_callback(|f| println!("done: {:?}", f.result()));
 /// assert_eq!(fut.result()?, 49);
 /// # Ok::<(), loky_core::Error>(())
+/// ```
+///
+/// # Awaiting
+///
+/// A future can also be awaited, from any async runtime (tokio, smol,
+/// async-std, a plain `block_on`): awaiting parks no thread, and the
+/// result and errors are those of [`result`](Future::result). `.await`
+/// takes the handle; [`wait_async`](Future::wait_async) keeps it.
+///
+/// Dropping an `.await` (a `select!` that took another branch, a timeout)
+/// *detaches*: the task goes on, and the handle, or any clone of it, still
+/// gets its result. To stop the task, [`cancel`](Future::cancel) or
+/// [`kill`](Future::kill) it, as with tokio's `JoinHandle::abort`.
+///
+/// ```no_run
+/// # use loky_core::{ProcessPoolExecutor, Task};
+/// # const SQUARE: Task<i64, i64> = Task::new("square");
+/// # async fn run(ex: ProcessPoolExecutor) -> loky_core::Result<()> {
+/// let square = ex.submit(SQUARE, 7)?.await?;
+/// assert_eq!(square, 49);
+///
+/// let fut = ex.submit(SQUARE, 8)?;
+/// assert_eq!(fut.wait_async().await?, 64);
+/// assert!(fut.done());
+/// # Ok(())
+/// # }
 /// ```
 pub struct Future<T> {
     pub(crate) state: Arc<FutureState>,
@@ -299,9 +428,18 @@ impl<T> Future<T> {
     }
 
     /// Runs `callback` once when the future is done (finished or
-    /// cancelled), at once on this thread if it already is; otherwise on the
-    /// pool thread that completes it. A panicking callback is logged and the
-    /// next one still runs. A callback may submit new work.
+    /// cancelled).
+    ///
+    /// If the future is already done, it runs at once on this thread; if
+    /// the application completes it (with [`cancel`](Future::cancel)), on
+    /// that thread too. When the pool completes it (a result arrived, the
+    /// task failed, the pool broke or shut down), the callback runs on a
+    /// thread of loky's set aside for callbacks, never on a thread that
+    /// settles results: a callback may block, wait for another future of
+    /// the same pool, submit new work and wait for its result, without ever
+    /// keeping a result from arriving. Callbacks of one future run in the
+    /// order they were added. A panicking callback is logged and the next
+    /// one still runs.
     pub fn add_done_callback<F>(&self, callback: F)
     where
         F: FnOnce(&Future<T>) + Send + 'static,
@@ -314,6 +452,16 @@ impl<T> Future<T> {
     /// The task name this future runs.
     pub fn task_name(&self) -> &'static str {
         self.state.task
+    }
+
+    /// A future that resolves to this one's result, keeping this handle:
+    /// as `.await` on a clone. Dropping it before it resolves detaches
+    /// (see [Awaiting](Future#awaiting)).
+    pub fn wait_async(&self) -> WaitAsync<T> {
+        WaitAsync {
+            future: self.clone(),
+            key: None,
+        }
     }
 }
 
@@ -351,7 +499,164 @@ impl<T: DeserializeOwned> Future<T> {
     }
 }
 
+/// Decodes a task's output; a `Deserialize` that fails or panics is this
+/// result's error.
 pub(crate) fn decode_output<T: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<T> {
-    loky_proto::decode_payload(bytes)
+    codec::decode(bytes)
         .map_err(|e| Error::Serialization(SerializationError::new(task, "decode the result", e)))
+}
+
+/// Awaiting a [`Future`] gives its result, as [`Future::result`] does,
+/// without blocking a thread.
+impl<T: DeserializeOwned> IntoFuture for Future<T> {
+    type Output = Result<T>;
+    type IntoFuture = WaitAsync<T>;
+
+    fn into_future(self) -> WaitAsync<T> {
+        WaitAsync {
+            future: self,
+            key: None,
+        }
+    }
+}
+
+/// The result of a [`Future`], as a `std::future::Future`: what `.await`
+/// on a `Future` and [`Future::wait_async`] return.
+///
+/// Dropping it before it resolves detaches: the task goes on, and the
+/// waker it left is taken back at once.
+#[must_use = "a future does nothing unless awaited"]
+pub struct WaitAsync<T> {
+    future: Future<T>,
+    /// Under which key the state keeps our waker, once it keeps one.
+    key: Option<u64>,
+}
+
+impl<T> fmt::Debug for WaitAsync<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitAsync")
+            .field("future", &self.future)
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned> std::future::Future for WaitAsync<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let this = &mut *self;
+        match this.future.state.poll_settled(cx, &mut this.key) {
+            Poll::Ready(settled) => {
+                // Settling took every waker away: nothing to forget.
+                this.key = None;
+                Poll::Ready(this.future.decode(settled))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> Drop for WaitAsync<T> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.future.state.forget_waker(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use super::*;
+
+    /// Counts its wakes; its `Arc` counts the clones kept anywhere.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn value(n: u64) -> Settled {
+        Ok(Arc::new(RawOutput::Value(
+            loky_proto::encode_payload(&n).unwrap(),
+        )))
+    }
+
+    #[test]
+    fn an_await_keeps_one_waker_and_a_dropped_one_leaves_none() {
+        let state = FutureState::new("t", None);
+        let fut = Future::<u64>::from_state(state.clone());
+        let counting = Arc::new(Counting::default());
+        let waker = Waker::from(counting.clone());
+        let mut cx = Context::from_waker(&waker);
+        {
+            let mut waiting = pin!(fut.wait_async());
+            for _ in 0..3 {
+                assert!(waiting.as_mut().poll(&mut cx).is_pending());
+            }
+            assert_eq!(
+                state.waker_count(),
+                1,
+                "one waker per waiter, however often polled"
+            );
+            let other = Arc::new(Counting::default());
+            let other_waker = Waker::from(other.clone());
+            assert!(
+                waiting
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&other_waker))
+                    .is_pending()
+            );
+            assert_eq!(state.waker_count(), 1, "the newer waker replaces the older");
+        }
+        assert_eq!(
+            state.waker_count(),
+            0,
+            "a dropped await takes its waker back"
+        );
+        assert_eq!(Arc::strong_count(&counting), 2, "only `waker` holds it");
+        // The handle is still usable, and a new await is woken once.
+        let mut waiting = pin!(fut.clone().into_future());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert!(state.settle(value(7)));
+        assert_eq!(counting.0.load(Ordering::SeqCst), 1);
+        assert_eq!(state.waker_count(), 0);
+        match waiting.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(7)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fut.result().unwrap(), 7);
+    }
+
+    #[test]
+    fn a_cancelled_future_wakes_its_waiters_with_cancelled() {
+        let state = FutureState::new("t", None);
+        let fut = Future::<u64>::from_state(state.clone());
+        let counting = Arc::new(Counting::default());
+        let waker = Waker::from(counting.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut waiting = pin!(fut.wait_async());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert!(fut.cancel());
+        assert_eq!(counting.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            waiting.as_mut().poll(&mut cx),
+            Poll::Ready(Err(Error::Cancelled))
+        ));
+    }
+
+    #[test]
+    fn a_notification_for_a_future_already_done_wakes_at_once() {
+        let state = FutureState::new("t", None);
+        state.settle(value(1));
+        let counting = Arc::new(Counting::default());
+        assert_eq!(state.wake_when_done(&Waker::from(counting.clone())), None);
+        assert_eq!(counting.0.load(Ordering::SeqCst), 1);
+    }
 }

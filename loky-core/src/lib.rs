@@ -11,6 +11,9 @@
 //!
 //! - [`ProcessPoolExecutor`] and [`ExecutorBuilder`]: submit, map, shutdown.
 //! - [`Future`], [`wait`], [`as_completed`]: results, as in `concurrent.futures`.
+//! - Async: `.await` on a [`Future`], [`Map::into_stream`],
+//!   [`MapUnordered`], [`as_completed_stream`],
+//!   [`ProcessPoolExecutor::shutdown_async`]; no runtime required.
 //! - [`Error`]: one error type, variants as loky's exception classes.
 //! - [`get_reusable_executor`]: loky's process-wide shared executor.
 //! - [`cpu_count`], [`cpu_count_physical`]: usable CPUs.
@@ -20,7 +23,8 @@
 //! reaping) and a writer thread (frames out). See `supervisor.md`.
 //!
 //! Modules, from the bottom up (each uses only those above it):
-//! `exit`, `deadline`, `pool_thread`, `error`, `config`, `future`, `call`,
+//! `exit`, `deadline`, `pool_thread`, `error`, `config`, `options`,
+//! `callbacks`, `codec`, `future`, `completions`, `timer`, `call`,
 //! `durations`, `link`, `events`, `os`, `worker` (the seam to the operating
 //! system), `supervisor`, `builder`, `map`, `executor`, `wait`, `reusable`,
 //! `cpu`.
@@ -29,6 +33,9 @@
 
 mod builder;
 mod call;
+mod callbacks;
+mod codec;
+mod completions;
 mod config;
 mod cpu;
 mod deadline;
@@ -40,10 +47,12 @@ mod exit;
 mod future;
 mod link;
 mod map;
+mod options;
 mod os;
 mod pool_thread;
 mod reusable;
 mod supervisor;
+mod timer;
 mod wait;
 mod worker;
 
@@ -57,10 +66,14 @@ pub use error::{
     BrokenProcessPool, DeadlineExceeded, Error, RemoteError, Result, SerializationError,
     ShutdownError, SpawnError, TaskMismatch, TerminatedWorker, UnknownTask, WorkerNotFound,
 };
-pub use executor::{CallOptions, ProcessPoolExecutor};
+pub use executor::ProcessPoolExecutor;
 pub use exit::WorkerExit;
-pub use future::Future;
+pub use future::{Future, WaitAsync};
 pub use loky_proto::Task;
-pub use map::Map;
+pub use map::{Map, MapStream, MapUnordered, MapUnorderedStream};
+pub use options::CallOptions;
 pub use reusable::get_reusable_executor;
-pub use wait::{AsCompleted, DoneAndNotDone, ReturnWhen, as_completed, wait};
+pub use wait::{
+    AsCompleted, AsCompletedStream, DoneAndNotDone, ReturnWhen, as_completed, as_completed_stream,
+    wait,
+};

@@ -1,27 +1,43 @@
-//! `ProcessPoolExecutor::map`: ordered results of one task over many inputs,
-//! sent in chunks.
+//! `ProcessPoolExecutor::map`: ordered results of one task over many
+//! inputs, sent in chunks, as an iterator or a stream.
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_core::Stream;
+use loky_proto::Signature;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use loky_proto::{CallKind, Signature, Task};
-
-use crate::deadline;
-use crate::error::{Error, Result, SerializationError};
-use crate::future::{FutureState, RawOutput, decode_output};
+use crate::completions::Completions;
+use crate::error::{Error, Result};
+use crate::future::{FutureState, Settled};
+use crate::options::CallOptions;
 use crate::supervisor::PoolHandle;
+use crate::timer::Alarm;
+
+mod chunks;
+mod unordered;
+
+use chunks::{Chunk, Feeder, Ready, Settings, cancel_all, results_of};
+pub use unordered::{MapUnordered, MapUnorderedStream};
 
 /// The iterator returned by
 /// [`ProcessPoolExecutor::map`](crate::ProcessPoolExecutor::map): results in
 /// input order, an error at the position of each item that failed.
 ///
-/// Dropping it (or reaching its timeout) cancels the chunks that have not
-/// started.
+/// The inputs are taken (and encoded) at the first `next()`: all of them,
+/// or, with [`buffersize`](Map::buffersize), a few chunks ahead of the
+/// results consumed, so that an endless iterator works. Dropping the map
+/// (or reaching its timeout) cancels the chunks that have not started.
+///
+/// [`done`](Map::done) and [`in_flight`](Map::in_flight) tell how far it
+/// got, for a progress bar; [`into_stream`](Map::into_stream) gives the
+/// same results to async code.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -43,217 +59,213 @@ use crate::supervisor::PoolHandle;
 /// # Ok::<(), loky_core::Error>(())
 /// ```
 #[must_use = "a map does nothing until iterated"]
-pub struct Map<O> {
-    /// Keeps the pool open until the map is done.
-    pool: Arc<PoolHandle>,
-    sig: Signature,
-    /// Every input, encoded back to back.
-    encoded: Vec<u8>,
-    /// End offset in `encoded` of each input (failed ones are empty).
-    ends: Vec<usize>,
-    /// Inputs that could not be encoded, by index.
-    failed: VecDeque<(usize, Error)>,
-    chunksize: usize,
-    timeout: Option<Duration>,
-    called: Instant,
-    state: State<O>,
+pub struct Map<'a, O> {
+    feeder: Feeder<'a>,
+    settings: Settings,
+    state: State,
+    /// Chunks submitted and not yet yielded, in input order.
+    chunks: VecDeque<(usize, Chunk)>,
+    /// The results of the chunk being yielded.
+    ready: Ready<O>,
+    /// Counts the items of the chunks done.
+    watch: Completions,
+    /// Chunks made so far (each one's number in `watch`).
+    made: usize,
+    /// Items that failed before they could be sent.
+    unsent_done: usize,
+    /// Items sent.
+    sent: usize,
 }
 
-enum State<O> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
     Prepared,
-    Running {
-        chunks: VecDeque<Chunk>,
-        ready: Ready<O>,
-        deadline: Option<Instant>,
-    },
+    Running,
     Done,
 }
 
-/// Consecutive inputs sent as one call.
-struct Chunk {
-    /// `None` when no input of the chunk could be encoded.
-    future: Option<Arc<FutureState>>,
-    /// Encoding failures, by position within the chunk.
-    failed: Vec<(usize, Error)>,
-    len: usize,
-}
-
-impl<O> fmt::Debug for Map<O> {
+impl<O> fmt::Debug for Map<'_, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Map")
-            .field("task", &self.sig.name)
-            .field("inputs", &self.ends.len())
-            .field("chunksize", &self.chunksize)
-            .field("timeout", &self.timeout)
+            .field("task", &self.feeder.task())
+            .field("chunksize", &self.settings.chunksize)
+            .field("timeout", &self.settings.timeout)
+            .field("buffersize", &self.settings.buffersize)
+            .field("done", &self.done())
+            .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
 }
 
-impl<O: DeserializeOwned> Map<O> {
-    pub(crate) fn new<I: Serialize>(
-        pool: Arc<PoolHandle>,
-        task: Task<I, O>,
-        inputs: impl IntoIterator<Item = I>,
-    ) -> Map<O> {
-        let called = Instant::now();
-        let mut encoded = Vec::new();
-        let mut ends = Vec::new();
-        let mut failed = VecDeque::new();
-        for (i, input) in inputs.into_iter().enumerate() {
-            let start = encoded.len();
-            if let Err(e) = loky_proto::encode_payload_into(&input, &mut encoded) {
-                encoded.truncate(start);
-                failed.push_back((
-                    i,
-                    Error::Serialization(SerializationError::new(
-                        task.name(),
-                        "encode the arguments",
-                        e,
-                    )),
-                ));
-            }
-            ends.push(encoded.len());
+/// How [`Map::poll_step`] waits for a chunk's call: blocking, or as a
+/// stream's poll.
+trait Waiter {
+    /// The call's result; `Ready(None)` at `deadline`.
+    fn wait(
+        &mut self,
+        future: &Arc<FutureState>,
+        deadline: Option<Instant>,
+    ) -> Poll<Option<Settled>>;
+}
+
+/// Blocks the calling thread.
+struct Blocking;
+
+impl Waiter for Blocking {
+    fn wait(
+        &mut self,
+        future: &Arc<FutureState>,
+        deadline: Option<Instant>,
+    ) -> Poll<Option<Settled>> {
+        match future.wait(deadline) {
+            Err(Error::Timeout) => Poll::Ready(None),
+            settled => Poll::Ready(Some(settled)),
         }
+    }
+}
+
+impl<'a, O: DeserializeOwned> Map<'a, O> {
+    pub(crate) fn new<I, It>(pool: Arc<PoolHandle>, sig: Signature, inputs: It) -> Map<'a, O>
+    where
+        I: Serialize,
+        It: IntoIterator<Item = I>,
+        It::IntoIter: Send + 'a,
+    {
         Map {
-            pool,
-            sig: task.signature(),
-            encoded,
-            ends,
-            failed,
-            chunksize: 1,
-            timeout: None,
-            called,
+            settings: Settings::new(),
+            feeder: Feeder::new(pool, sig, inputs),
             state: State::Prepared,
+            chunks: VecDeque::new(),
+            ready: Ready::empty(),
+            watch: Completions::counting(),
+            made: 0,
+            unsent_done: 0,
+            sent: 0,
         }
     }
 
     /// Sends the inputs `n` at a time (default 1); zero is an error.
     pub fn chunksize(mut self, n: usize) -> Self {
-        self.chunksize = n;
+        self.settings.chunksize = n;
         self
     }
 
     /// Stops waiting `timeout` after the `map` call: the next result is then
     /// `Err(Error::Timeout)` and iteration ends.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.settings.timeout = Some(timeout);
         self
     }
 
-    /// Submits every chunk.
-    fn start(&mut self) -> State<O> {
-        let deadline = self.timeout.and_then(|t| deadline::after(self.called, t));
-        if self.chunksize == 0 {
-            return State::Running {
-                chunks: VecDeque::new(),
-                ready: Ready::Results(
-                    vec![Err(Error::InvalidArgument(
-                        "chunksize must be greater than 0".to_owned(),
-                    ))]
-                    .into_iter(),
-                ),
-                deadline,
-            };
-        }
-        match self.submit_chunks() {
-            Ok(chunks) => State::Running {
-                chunks,
-                ready: Ready::Values(Vec::new().into_iter()),
-                deadline,
-            },
-            Err(err) => State::Running {
-                chunks: VecDeque::new(),
-                ready: Ready::Results(
-                    self.ends
-                        .iter()
-                        .map(|_| Err(err.clone()))
-                        .collect::<Vec<_>>()
-                        .into_iter(),
-                ),
-                deadline,
-            },
+    /// Submits at most `n` chunks ahead of the results consumed (as
+    /// CPython's `Executor.map(..., buffersize=n)`): one more each time a
+    /// chunk's results start being yielded. Inputs are then taken only as
+    /// they are needed, so an endless iterator works, in bounded memory.
+    /// Without it, every input is taken and submitted at the first
+    /// `next()`. Zero is an error.
+    pub fn buffersize(mut self, n: usize) -> Self {
+        self.settings.buffersize = Some(n);
+        self
+    }
+
+    /// Per-item options, as for
+    /// [`submit_with`](crate::ProcessPoolExecutor::submit_with): a timeout
+    /// bounds each item, never a whole chunk.
+    pub fn options(mut self, options: CallOptions) -> Self {
+        self.settings.options = options;
+        self
+    }
+
+    /// The same results as a [`Stream`], for async code: awaiting them
+    /// parks no thread. Input order, timeout, buffer size and
+    /// cancellation on drop are as for the iterator.
+    pub fn into_stream(self) -> MapStream<'a, O> {
+        MapStream {
+            map: self,
+            key: None,
+            alarm: None,
         }
     }
 
-    fn submit_chunks(&mut self) -> Result<VecDeque<Chunk>> {
-        let pool = self.pool.pool().clone();
-        pool.check_open()?;
-        let mut chunks = VecDeque::new();
-        let mut items = Vec::new();
-        let count = self.ends.len();
-        for first in (0..count).step_by(self.chunksize) {
-            let last = (first + self.chunksize).min(count);
-            let mut failed = Vec::new();
-            while self.failed.front().is_some_and(|(i, _)| *i < last) {
-                let (i, err) = self.failed.pop_front().expect("checked");
-                failed.push((i - first, err));
-            }
-            let len = last - first;
-            let ok = len - failed.len();
-            let future = if ok == 0 {
-                None
-            } else {
-                let start = if first == 0 { 0 } else { self.ends[first - 1] };
-                let inputs = &self.encoded[start..self.ends[last - 1]];
-                let item = pool.prepare(self.sig, CallKind::Chunk, None, |frame| {
-                    loky_proto::encode_array_header(ok, frame);
-                    frame.extend_from_slice(inputs);
-                    Ok::<_, std::convert::Infallible>(())
-                })?;
-                let future = item.future.clone();
-                items.push(item);
-                Some(future)
-            };
-            chunks.push_back(Chunk {
-                future,
-                failed,
-                len,
-            });
+    /// Submits chunks: all at first, or up to the buffer size.
+    fn feed(&mut self) {
+        let room = self.settings.batch().saturating_sub(self.chunks.len());
+        if room == 0 || self.feeder.finished() {
+            return;
         }
-        self.encoded = Vec::new();
-        pool.submit(items)?;
-        Ok(chunks)
+        for chunk in self.feeder.feed(room, &self.settings) {
+            let number = self.made;
+            self.made += 1;
+            if let Some(future) = &chunk.future {
+                self.sent += chunk.sent();
+                self.watch.watch(number, chunk.sent(), future);
+            }
+            self.unsent_done += chunk.len - chunk.sent();
+            self.chunks.push_back((number, chunk));
+        }
+    }
+
+    /// The next result, waiting with `waiter`.
+    fn poll_step(&mut self, waiter: &mut impl Waiter) -> Poll<Option<Result<O>>> {
+        loop {
+            match self.state {
+                State::Done => return Poll::Ready(None),
+                State::Prepared => {
+                    self.state = State::Running;
+                    if let Err(err) = self.settings.check() {
+                        self.state = State::Done;
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                    self.feed();
+                }
+                State::Running => {}
+            }
+            if let Some(result) = self.ready.next() {
+                return Poll::Ready(Some(result));
+            }
+            let Some((_, chunk)) = self.chunks.front() else {
+                self.state = State::Done;
+                return Poll::Ready(None);
+            };
+            let settled = match &chunk.future {
+                None => Err(Error::Cancelled),
+                Some(future) => match waiter.wait(future, self.settings.deadline()) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(settled)) => settled,
+                    Poll::Ready(None) => return Poll::Ready(Some(Err(self.time_out()))),
+                },
+            };
+            let (number, chunk) = self.chunks.pop_front().expect("front checked above");
+            self.watch.finished(number);
+            self.ready = results_of(self.feeder.task(), &chunk, settled);
+            self.feed();
+        }
+    }
+
+    /// Ends the map at its timeout.
+    fn time_out(&mut self) -> Error {
+        cancel_all(self.chunks.iter().map(|(_, chunk)| chunk));
+        self.chunks.clear();
+        self.state = State::Done;
+        Error::Timeout
     }
 }
 
-impl<O: DeserializeOwned> Iterator for Map<O> {
+impl<O: DeserializeOwned> Iterator for Map<'_, O> {
     type Item = Result<O>;
 
     fn next(&mut self) -> Option<Result<O>> {
-        loop {
-            match &mut self.state {
-                State::Prepared => self.state = self.start(),
-                State::Done => return None,
-                State::Running {
-                    chunks,
-                    ready,
-                    deadline,
-                } => {
-                    if let Some(result) = ready.next() {
-                        return Some(result);
-                    }
-                    let Some(chunk) = chunks.pop_front() else {
-                        self.state = State::Done;
-                        return None;
-                    };
-                    match results_of(self.sig.name, &chunk, *deadline) {
-                        Ok(results) => *ready = results,
-                        Err(_timeout) => {
-                            cancel_all(std::iter::once(&chunk).chain(chunks.iter()));
-                            self.state = State::Done;
-                            return Some(Err(Error::Timeout));
-                        }
-                    }
-                }
-            }
+        match self.poll_step(&mut Blocking) {
+            Poll::Ready(result) => result,
+            Poll::Pending => unreachable!("a blocking wait is always ready"),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match &self.state {
-            State::Prepared => (self.ends.len(), Some(self.ends.len())),
-            State::Running { chunks, ready, .. } => {
-                let n = ready.len() + chunks.iter().map(|c| c.len).sum::<usize>();
+        match self.state {
+            State::Prepared | State::Running if !self.feeder.finished() => (0, None),
+            State::Prepared | State::Running => {
+                let n = self.ready.len() + self.chunks.iter().map(|(_, c)| c.len).sum::<usize>();
                 (0, Some(n.max(1)))
             }
             State::Done => (0, Some(0)),
@@ -261,111 +273,143 @@ impl<O: DeserializeOwned> Iterator for Map<O> {
     }
 }
 
-/// The results of one chunk, yielded in order: in the common case its
-/// decoded outputs as they are, with no per-item wrapping or copying.
-enum Ready<O> {
-    /// Every item succeeded.
-    Values(std::vec::IntoIter<O>),
-    /// One result per item.
-    Results(std::vec::IntoIter<Result<O>>),
-}
+impl<O> Map<'_, O> {
+    /// How many items have their result: done in a worker (successfully
+    /// or not), or failed before they could be sent. Includes results not
+    /// yielded yet. A cheap read of a counter.
+    pub fn done(&self) -> usize {
+        self.unsent_done + self.watch.done()
+    }
 
-impl<O> Ready<O> {
-    fn len(&self) -> usize {
-        match self {
-            Ready::Values(values) => values.len(),
-            Ready::Results(results) => results.len(),
-        }
+    /// How many items were sent to the pool and have no result yet.
+    pub fn in_flight(&self) -> usize {
+        self.sent - self.watch.done()
     }
 }
 
-impl<O> Iterator for Ready<O> {
+impl<O> Drop for Map<'_, O> {
+    fn drop(&mut self) {
+        cancel_all(self.chunks.iter().map(|(_, chunk)| chunk));
+    }
+}
+
+/// The results of a [`Map`] as a [`Stream`], in input order: what
+/// [`Map::into_stream`] returns.
+///
+/// Its timeout needs no runtime: a thread of loky's wakes the stream at the
+/// deadline. Dropping it cancels the chunks that have not started.
+///
+/// ```no_run
+/// # use loky_core::{ProcessPoolExecutor, Task};
+/// # const SQUARE: Task<i64, i64> = Task::new("square");
+/// # async fn run(ex: ProcessPoolExecutor) -> loky_core::Result<()> {
+/// let mut squares = ex.map(SQUARE, 0..1000).chunksize(100).into_stream();
+/// let mut i = 0;
+/// while let Some(square) = squares.next().await {
+///     assert_eq!(square?, i * i);
+///     i += 1;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a stream does nothing unless polled"]
+pub struct MapStream<'a, O> {
+    map: Map<'a, O>,
+    /// The key of our waker in the front chunk's future.
+    key: Option<u64>,
+    alarm: Option<Alarm>,
+}
+
+// Nothing in it is ever pinned: the stream polls through `&mut`.
+impl<O> Unpin for MapStream<'_, O> {}
+
+impl<O> fmt::Debug for MapStream<'_, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapStream").field("map", &self.map).finish()
+    }
+}
+
+impl<O: DeserializeOwned> MapStream<'_, O> {
+    /// The next result: as `StreamExt::next`, without needing the trait.
+    pub async fn next(&mut self) -> Option<Result<O>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// See [`Map::done`].
+    pub fn done(&self) -> usize {
+        self.map.done()
+    }
+
+    /// See [`Map::in_flight`].
+    pub fn in_flight(&self) -> usize {
+        self.map.in_flight()
+    }
+}
+
+/// Polls, waking the stream's task when the call settles or the deadline
+/// passes.
+struct Polling<'s, 'c, 'w> {
+    cx: &'s mut Context<'w>,
+    key: &'c mut Option<u64>,
+    alarm: &'c mut Option<Alarm>,
+}
+
+impl Waiter for Polling<'_, '_, '_> {
+    fn wait(
+        &mut self,
+        future: &Arc<FutureState>,
+        deadline: Option<Instant>,
+    ) -> Poll<Option<Settled>> {
+        if let Poll::Ready(settled) = future.poll_settled(self.cx, self.key) {
+            // Settling took our waker away.
+            *self.key = None;
+            return Poll::Ready(Some(settled));
+        }
+        let Some(deadline) = deadline else {
+            return Poll::Pending;
+        };
+        if Instant::now() >= deadline {
+            if let Some(key) = self.key.take() {
+                future.forget_waker(key);
+            }
+            return Poll::Ready(None);
+        }
+        match self.alarm {
+            Some(alarm) => alarm.update(self.cx.waker()),
+            None => *self.alarm = Some(Alarm::new(deadline, self.cx.waker())),
+        }
+        Poll::Pending
+    }
+}
+
+impl<O: DeserializeOwned> Stream for MapStream<'_, O> {
     type Item = Result<O>;
 
-    fn next(&mut self) -> Option<Result<O>> {
-        match self {
-            Ready::Values(values) => values.next().map(Ok),
-            Ready::Results(results) => results.next(),
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<O>>> {
+        let this = self.get_mut();
+        let mut waiter = Polling {
+            cx,
+            key: &mut this.key,
+            alarm: &mut this.alarm,
+        };
+        let next = this.map.poll_step(&mut waiter);
+        if next.is_ready() && this.map.state == State::Done {
+            this.alarm = None;
         }
+        next
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.map.size_hint()
     }
 }
 
-/// Waits for `chunk` and returns one result per input. `Err(())` at the
-/// deadline.
-fn results_of<O: DeserializeOwned>(
-    task: &str,
-    chunk: &Chunk,
-    deadline: Option<Instant>,
-) -> std::result::Result<Ready<O>, ()> {
-    let outputs: Vec<Result<O>> = match &chunk.future {
-        None => Vec::new(),
-        Some(future) => match future.wait(deadline) {
-            Err(Error::Timeout) => return Err(()),
-            Err(err) => (0..chunk.len - chunk.failed.len())
-                .map(|_| Err(err.clone()))
-                .collect(),
-            Ok(payload) => match decode_chunk(task, &payload, chunk.len - chunk.failed.len()) {
-                values @ Ready::Values(_) if chunk.failed.is_empty() => return Ok(values),
-                results => results.collect(),
-            },
-        },
-    };
-    let mut outputs = outputs.into_iter();
-    let mut failed = chunk.failed.iter().peekable();
-    let results: Vec<Result<O>> = (0..chunk.len)
-        .map(|i| match failed.next_if(|(pos, _)| *pos == i) {
-            Some((_, err)) => Err(err.clone()),
-            None => outputs.next().unwrap_or_else(|| Err(short_reply(task))),
-        })
-        .collect();
-    Ok(Ready::Results(results.into_iter()))
-}
-
-fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &RawOutput, len: usize) -> Ready<O> {
-    let results: Vec<Result<O>> = match payload {
-        RawOutput::Value(bytes) => match decode_output::<Vec<O>>(task, bytes) {
-            Ok(values) if values.len() == len => return Ready::Values(values.into_iter()),
-            Ok(_) => (0..len).map(|_| Err(short_reply(task))).collect(),
-            // Some output does not decode: decode them one by one, so that
-            // it fails alone.
-            Err(err) => match loky_proto::split_array(bytes) {
-                Some(items) if items.len() == len => items
-                    .into_iter()
-                    .map(|item| decode_output(task, item))
-                    .collect(),
-                _ => (0..len).map(|_| Err(err.clone())).collect(),
-            },
-        },
-        RawOutput::Items(items) => items
-            .iter()
-            .map(|item| match item {
-                Ok(bytes) => decode_output(task, bytes),
-                Err(err) => Err(err.clone()),
-            })
-            .collect(),
-    };
-    Ready::Results(results.into_iter())
-}
-
-fn short_reply(task: &str) -> Error {
-    Error::Serialization(SerializationError::described(
-        task,
-        "decode the result",
-        "the worker returned another number of outputs than inputs",
-    ))
-}
-
-/// Cancels the chunks that have not started.
-fn cancel_all<'a>(chunks: impl Iterator<Item = &'a Chunk>) {
-    for future in chunks.filter_map(|chunk| chunk.future.as_ref()) {
-        future.cancel();
-    }
-}
-
-impl<O> Drop for Map<O> {
+impl<O> Drop for MapStream<'_, O> {
     fn drop(&mut self) {
-        if let State::Running { chunks, .. } = &self.state {
-            cancel_all(chunks.iter());
+        if let (Some(key), Some((_, chunk))) = (self.key, self.map.chunks.front())
+            && let Some(future) = &chunk.future
+        {
+            future.forget_waker(key);
         }
     }
 }

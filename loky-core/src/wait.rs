@@ -1,14 +1,19 @@
-//! `wait` and `as_completed`, as in `concurrent.futures`.
+//! `wait` and `as_completed`, as in `concurrent.futures`, and
+//! `as_completed_stream` for async code.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
+use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use futures_core::Stream;
 
+use crate::completions::{Completions, TimedOut};
 use crate::deadline;
 use crate::error::{Error, Result};
-use crate::future::{Future, FutureState};
+use crate::future::Future;
 
 /// When [`wait`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,11 +70,16 @@ pub fn wait<T>(
         }
     };
     if !satisfied(&futures) {
-        let events = notify_on_done(futures.iter().map(|f| &f.state));
+        let mut watch = Completions::counting();
+        for (i, future) in futures.iter().enumerate() {
+            watch.watch(i, 1, &future.state);
+        }
+        let mut seen = 0;
         while !satisfied(&futures) {
-            if !wait_event(&events, deadline) {
+            if !watch.wait_change(seen, deadline) {
                 break;
             }
+            seen = watch.done();
         }
     }
     let (done, not_done) = futures.into_iter().partition(|f| f.state.is_done());
@@ -95,26 +105,27 @@ pub fn as_completed<T>(
     futures: impl IntoIterator<Item = Future<T>>,
     timeout: Option<Duration>,
 ) -> AsCompleted<T> {
-    let deadline = timeout.and_then(deadline::from_now);
-    let futures = dedup(futures);
-    let (ready, waiting): (Vec<_>, Vec<_>) = futures.into_iter().partition(|f| f.state.is_done());
-    let events = notify_on_done(waiting.iter().map(|f| &f.state));
     AsCompleted {
-        ready: ready.into(),
-        waiting,
-        events,
-        deadline,
+        watch: Watched::new(futures),
+        deadline: timeout.and_then(deadline::from_now),
         finished: false,
     }
 }
 
 /// The iterator returned by [`as_completed`].
 pub struct AsCompleted<T> {
-    ready: VecDeque<Future<T>>,
-    waiting: Vec<Future<T>>,
-    events: Receiver<()>,
+    watch: Watched<T>,
     deadline: Option<Instant>,
     finished: bool,
+}
+
+impl<T> fmt::Debug for AsCompleted<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsCompleted")
+            .field("left", &self.watch.left())
+            .field("deadline", &self.deadline)
+            .finish()
+    }
 }
 
 impl<T> Iterator for AsCompleted<T> {
@@ -124,24 +135,112 @@ impl<T> Iterator for AsCompleted<T> {
         if self.finished {
             return None;
         }
-        loop {
-            if let Some(fut) = self.ready.pop_front() {
-                return Some(Ok(fut));
-            }
-            if self.waiting.is_empty() {
+        match self.watch.wait_next(self.deadline) {
+            Ok(Some(fut)) => Some(Ok(fut)),
+            Ok(None) => {
                 self.finished = true;
-                return None;
+                None
             }
-            let (done, waiting) = std::mem::take(&mut self.waiting)
-                .into_iter()
-                .partition::<Vec<_>, _>(|f| f.state.is_done());
-            self.waiting = waiting;
-            self.ready.extend(done);
-            if self.ready.is_empty() && !wait_event(&self.events, self.deadline) {
+            Err(TimedOut) => {
                 self.finished = true;
-                return Some(Err(Error::Timeout));
+                Some(Err(Error::Timeout))
             }
         }
+    }
+}
+
+/// The futures as they complete, as a [`Stream`]: those already done
+/// first (in the order given), then each as it finishes. Duplicates are
+/// yielded once. Awaiting it parks no thread; for a deadline, wrap it in
+/// your runtime's timeout (dropping the stream takes its wakers back from
+/// the futures, which go on).
+///
+/// ```no_run
+/// # use loky_core::{ProcessPoolExecutor, Task};
+/// # const SQUARE: Task<i64, i64> = Task::new("square");
+/// # async fn run(ex: ProcessPoolExecutor) -> loky_core::Result<()> {
+/// use futures_core::Stream;
+/// use std::pin::pin;
+///
+/// let futures: Vec<_> = (0..4).map(|i| ex.submit(SQUARE, i)).collect::<Result<_, _>>()?;
+/// let mut done = pin!(loky_core::as_completed_stream(futures));
+/// while let Some(fut) = std::future::poll_fn(|cx| done.as_mut().poll_next(cx)).await {
+///     println!("{}", fut.wait_async().await?);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub fn as_completed_stream<T>(
+    futures: impl IntoIterator<Item = Future<T>>,
+) -> AsCompletedStream<T> {
+    AsCompletedStream {
+        watch: Watched::new(futures),
+    }
+}
+
+/// The stream returned by [`as_completed_stream`].
+#[must_use = "a stream does nothing unless polled"]
+pub struct AsCompletedStream<T> {
+    watch: Watched<T>,
+}
+
+impl<T> fmt::Debug for AsCompletedStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsCompletedStream")
+            .field("left", &self.watch.left())
+            .finish()
+    }
+}
+
+impl<T> Stream for AsCompletedStream<T> {
+    type Item = Future<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Future<T>>> {
+        self.get_mut().watch.poll_next(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.watch.left();
+        (left, Some(left))
+    }
+}
+
+/// Futures, each given back once, as it completes.
+struct Watched<T> {
+    futures: Vec<Option<Future<T>>>,
+    watch: Completions,
+}
+
+impl<T> Watched<T> {
+    fn new(futures: impl IntoIterator<Item = Future<T>>) -> Watched<T> {
+        let futures = dedup(futures);
+        let mut watch = Completions::in_completion_order();
+        // Those already done are queued at once, in the order given.
+        for (i, future) in futures.iter().enumerate() {
+            watch.watch(i, 1, &future.state);
+        }
+        Watched {
+            futures: futures.into_iter().map(Some).collect(),
+            watch,
+        }
+    }
+
+    fn left(&self) -> usize {
+        self.watch.pending()
+    }
+
+    fn take(&mut self, index: usize) -> Future<T> {
+        self.futures[index]
+            .take()
+            .expect("each future completes once")
+    }
+
+    fn wait_next(&mut self, deadline: Option<Instant>) -> Result<Option<Future<T>>, TimedOut> {
+        Ok(self.watch.wait_next(deadline)?.map(|i| self.take(i)))
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Future<T>>> {
+        self.watch.poll_next(cx).map(|i| i.map(|i| self.take(i)))
     }
 }
 
@@ -151,33 +250,4 @@ fn dedup<T>(futures: impl IntoIterator<Item = Future<T>>) -> Vec<Future<T>> {
         .into_iter()
         .filter(|f| seen.insert(Arc::as_ptr(&f.state)))
         .collect()
-}
-
-/// A channel that gets a message each time one of `cores` is done.
-fn notify_on_done<'a>(states: impl Iterator<Item = &'a Arc<FutureState>>) -> Receiver<()> {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    for state in states {
-        let tx = tx.clone();
-        state.on_done(Box::new(move || {
-            // The waiter may be gone; then nobody needs the news.
-            let _ = tx.send(());
-        }));
-    }
-    rx
-}
-
-/// Waits for one event; false at the deadline.
-fn wait_event(events: &Receiver<()>, deadline: Option<Instant>) -> bool {
-    match deadline {
-        None => {
-            // Disconnected means every watched future already reported.
-            let _ = events.recv();
-            true
-        }
-        Some(deadline) => match events.recv_deadline(deadline) {
-            Ok(()) => true,
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => true,
-        },
-    }
 }

@@ -95,12 +95,17 @@ pub use loky_worker::diagnostics;
 
 // The executor.
 pub use loky_core::{
-    CallOptions, CrashPolicy, DEFAULT_MAX_DEPTH, ExecutorBuilder, Map, ProcessPoolExecutor,
-    Shutdown, WorkerProgram, get_reusable_executor,
+    CallOptions, CrashPolicy, DEFAULT_MAX_DEPTH, ExecutorBuilder, Map, MapUnordered,
+    ProcessPoolExecutor, Shutdown, WorkerProgram, get_reusable_executor,
 };
 
 // Futures.
 pub use loky_core::{AsCompleted, DoneAndNotDone, Future, ReturnWhen, as_completed, wait};
+
+// Async.
+pub use loky_core::{
+    AsCompletedStream, MapStream, MapUnorderedStream, WaitAsync, as_completed_stream,
+};
 
 // Errors.
 pub use loky_core::{

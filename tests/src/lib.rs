@@ -9,6 +9,7 @@ mod schedule;
 
 pub use escape::{ECHO_OR_ESCAPE, LEAVE_GROUP_AND_SLEEP};
 pub use schedule::{Ran, SLEEP_AND_REPORT, monotonic_ns};
+pub mod map_tasks;
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -234,7 +235,7 @@ impl Drop for Gate {
 /// The registry of `loky-test-worker`: the stock diagnostic tasks and the
 /// tasks above.
 pub fn registry() -> Registry {
-    loky::diagnostics::registry()
+    map_tasks::register(loky::diagnostics::registry())
         .register(FLAKY, |x: i64| match x % 10 {
             3 => panic!("flaky task failed on {x}"),
             7 => Err(format!("{x} ends in 7")),

@@ -6,6 +6,7 @@
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -35,6 +36,8 @@ pub(super) struct Status {
     pub(super) finished: bool,
     pub(super) pids: Vec<u32>,
     pub(super) max_workers: usize,
+    /// Async waiters for the end of the pool (`shutdown_async`).
+    finish_wakers: Vec<Waker>,
 }
 
 impl Pool {
@@ -139,12 +142,35 @@ impl Pool {
         }
     }
 
+    /// Starts a shutdown without waiting: [`Pool::poll_finished`] then
+    /// tells when it is over.
+    pub(crate) fn start_shutdown(&self, how: Shutdown) {
+        self.shutdown(Shutdown { wait: false, ..how });
+    }
+
+    /// Ready once the pool finished (every worker exited and was reaped);
+    /// until then `cx` is woken when it does.
+    pub(crate) fn poll_finished(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut status = self.lock();
+        if status.finished {
+            return Poll::Ready(());
+        }
+        if !status.finish_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            status.finish_wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
     /// Marks the pool finished and wakes whoever waits for it.
     pub(super) fn mark_finished(&self) {
-        let mut status = self.lock();
-        status.finished = true;
-        status.pids.clear();
-        self.finished.notify_all();
+        let wakers = {
+            let mut status = self.lock();
+            status.finished = true;
+            status.pids.clear();
+            self.finished.notify_all();
+            std::mem::take(&mut status.finish_wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Changes the number of workers.

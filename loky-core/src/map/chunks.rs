@@ -1,0 +1,334 @@
+//! What `map` and `map_unordered` share: their settings, the inputs
+//! encoded one at a time as chunks are made, the chunks submitted (all at
+//! once, or a few ahead of the consumer with a buffer size), and the
+//! results of a chunk decoded item by item.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use loky_proto::{CallKind, Signature};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec;
+use crate::deadline;
+use crate::error::{Error, Result, SerializationError};
+use crate::future::{FutureState, RawOutput, Settled, decode_output};
+use crate::options::CallOptions;
+use crate::supervisor::PoolHandle;
+
+/// The settings of a map, as its builder methods set them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) chunksize: usize,
+    /// From the `map` call to the last result.
+    pub(crate) timeout: Option<Duration>,
+    /// Chunks submitted ahead of the consumer; all of them if `None`.
+    pub(crate) buffersize: Option<usize>,
+    /// Per item, as for `submit_with`.
+    pub(crate) options: CallOptions,
+    pub(crate) called: Instant,
+}
+
+impl Settings {
+    pub(crate) fn new() -> Settings {
+        Settings {
+            chunksize: 1,
+            timeout: None,
+            buffersize: None,
+            options: CallOptions::new(),
+            called: Instant::now(),
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.timeout.and_then(|t| deadline::after(self.called, t))
+    }
+
+    /// The error every map yields first if a setting is out of range.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.chunksize == 0 {
+            return Err(Error::InvalidArgument(
+                "chunksize must be greater than 0".to_owned(),
+            ));
+        }
+        if self.buffersize == Some(0) {
+            return Err(Error::InvalidArgument(
+                "buffersize must be greater than 0".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// How many chunks to submit at once.
+    pub(crate) fn batch(&self) -> usize {
+        self.buffersize.unwrap_or(usize::MAX)
+    }
+}
+
+/// Encodes the next input into a buffer: `None` at the end, an error
+/// (and the buffer as it was) when it cannot be encoded.
+type EncodeNext<'a> = Box<dyn FnMut(&mut Vec<u8>) -> Option<Result<()>> + Send + 'a>;
+
+/// Consecutive inputs sent as one call.
+pub(crate) struct Chunk {
+    /// The index of its first input among all inputs.
+    pub(crate) first: usize,
+    pub(crate) len: usize,
+    /// `None` when no input of the chunk could be sent.
+    pub(crate) future: Option<Arc<FutureState>>,
+    /// Inputs that failed before any call, by position within the chunk.
+    pub(crate) failed: Vec<(usize, Error)>,
+}
+
+impl Chunk {
+    /// How many of its items were sent.
+    pub(crate) fn sent(&self) -> usize {
+        if self.future.is_some() {
+            self.len - self.failed.len()
+        } else {
+            0
+        }
+    }
+}
+
+/// Takes the inputs and makes chunks of them, submitted to the pool.
+pub(crate) struct Feeder<'a> {
+    pool: Arc<PoolHandle>,
+    sig: Signature,
+    encode_next: EncodeNext<'a>,
+    /// How many inputs were taken.
+    taken: usize,
+    /// No input is left, or the pool refused work: no more chunks.
+    finished: bool,
+    /// The encoded inputs of the chunk being made.
+    scratch: Vec<u8>,
+}
+
+impl<'a> Feeder<'a> {
+    pub(crate) fn new<I, It>(pool: Arc<PoolHandle>, sig: Signature, inputs: It) -> Feeder<'a>
+    where
+        I: Serialize,
+        It: IntoIterator<Item = I>,
+        It::IntoIter: Send + 'a,
+    {
+        let mut inputs = inputs.into_iter();
+        let task = sig.name;
+        let encode_next: EncodeNext<'a> = Box::new(move |out: &mut Vec<u8>| {
+            let input = inputs.next()?;
+            Some(codec::encode_into(&input, out).map_err(|e| {
+                Error::Serialization(SerializationError::new(task, "encode the arguments", e))
+            }))
+        });
+        Feeder {
+            pool,
+            sig,
+            encode_next,
+            taken: 0,
+            finished: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub(crate) fn task(&self) -> &'static str {
+        self.sig.name
+    }
+
+    /// Whether more chunks may come.
+    pub(crate) fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Makes up to `max` chunks of `settings.chunksize` inputs and submits
+    /// them in one batch. If the pool refuses them, every item of the batch
+    /// fails with its error and no input is taken after them.
+    pub(crate) fn feed(&mut self, max: usize, settings: &Settings) -> Vec<Chunk> {
+        let mut chunks = Vec::new();
+        let mut items = Vec::new();
+        let open = self.pool.check_open();
+        while chunks.len() < max && !self.finished {
+            match self.make_chunk(settings, open.is_ok()) {
+                Some((chunk, item)) => {
+                    items.extend(item);
+                    chunks.push(chunk);
+                }
+                None => self.finished = true,
+            }
+        }
+        let submitted = match open {
+            Ok(()) if items.is_empty() => Ok(()),
+            Ok(()) => self.pool.submit(items),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = submitted {
+            self.finished = true;
+            for chunk in &mut chunks {
+                chunk.future = None;
+                chunk.failed = (0..chunk.len).map(|i| (i, err.clone())).collect();
+            }
+        }
+        chunks
+    }
+
+    /// The next chunk and its call (none when no input could be encoded,
+    /// or `prepare` is false); `None` when no input is left.
+    fn make_chunk(
+        &mut self,
+        settings: &Settings,
+        prepare: bool,
+    ) -> Option<(Chunk, Option<crate::call::WorkItem>)> {
+        let first = self.taken;
+        self.scratch.clear();
+        let mut failed = Vec::new();
+        let mut len = 0;
+        while len < settings.chunksize {
+            match (self.encode_next)(&mut self.scratch) {
+                None => break,
+                Some(Ok(())) => {}
+                Some(Err(err)) => failed.push((len, err)),
+            }
+            len += 1;
+        }
+        if len == 0 {
+            return None;
+        }
+        self.taken += len;
+        let mut chunk = Chunk {
+            first,
+            len,
+            future: None,
+            failed,
+        };
+        let ok = len - chunk.failed.len();
+        if ok == 0 || !prepare {
+            return Some((chunk, None));
+        }
+        let inputs = &self.scratch;
+        let prepared = self.pool.pool().prepare(
+            self.sig,
+            CallKind::Chunk,
+            settings.options.timeout,
+            |frame| {
+                loky_proto::encode_array_header(ok, frame);
+                frame.extend_from_slice(inputs);
+                Ok::<_, std::convert::Infallible>(())
+            },
+        );
+        match prepared {
+            Ok(item) => {
+                chunk.future = Some(item.future.clone());
+                Some((chunk, Some(item)))
+            }
+            Err(err) => {
+                // Too large a frame: each item of the chunk fails with it.
+                let mut failed: Vec<_> = (0..len).map(|i| (i, err.clone())).collect();
+                for (i, own) in chunk.failed.drain(..) {
+                    failed[i].1 = own;
+                }
+                chunk.failed = failed;
+                Some((chunk, None))
+            }
+        }
+    }
+}
+
+/// Cancels the chunks that have not started.
+pub(crate) fn cancel_all<'c>(chunks: impl Iterator<Item = &'c Chunk>) {
+    for future in chunks.filter_map(|chunk| chunk.future.as_ref()) {
+        future.cancel();
+    }
+}
+
+/// The results of one chunk, yielded in order: in the common case its
+/// decoded outputs as they are, with no per-item wrapping or copying.
+pub(crate) enum Ready<O> {
+    /// Every item succeeded.
+    Values(std::vec::IntoIter<O>),
+    /// One result per item.
+    Results(std::vec::IntoIter<Result<O>>),
+}
+
+impl<O> Ready<O> {
+    pub(crate) fn empty() -> Ready<O> {
+        Ready::Values(Vec::new().into_iter())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Ready::Values(values) => values.len(),
+            Ready::Results(results) => results.len(),
+        }
+    }
+}
+
+impl<O> Iterator for Ready<O> {
+    type Item = Result<O>;
+
+    fn next(&mut self) -> Option<Result<O>> {
+        match self {
+            Ready::Values(values) => values.next().map(Ok),
+            Ready::Results(results) => results.next(),
+        }
+    }
+}
+
+/// One result per input of `chunk`, from how its call was `settled`
+/// (anything if it has no call).
+pub(crate) fn results_of<O: DeserializeOwned>(
+    task: &str,
+    chunk: &Chunk,
+    settled: Settled,
+) -> Ready<O> {
+    let sent = chunk.sent();
+    let outputs: Vec<Result<O>> = match (&chunk.future, settled) {
+        (None, _) => Vec::new(),
+        (Some(_), Err(err)) => (0..sent).map(|_| Err(err.clone())).collect(),
+        (Some(_), Ok(payload)) => match decode_chunk(task, &payload, sent) {
+            values @ Ready::Values(_) if chunk.failed.is_empty() => return values,
+            results => results.collect(),
+        },
+    };
+    let mut outputs = outputs.into_iter();
+    let mut failed = chunk.failed.iter().peekable();
+    let results: Vec<Result<O>> = (0..chunk.len)
+        .map(|i| match failed.next_if(|(pos, _)| *pos == i) {
+            Some((_, err)) => Err(err.clone()),
+            None => outputs.next().unwrap_or_else(|| Err(short_reply(task))),
+        })
+        .collect();
+    Ready::Results(results.into_iter())
+}
+
+fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &RawOutput, len: usize) -> Ready<O> {
+    let results: Vec<Result<O>> = match payload {
+        RawOutput::Value(bytes) => match decode_output::<Vec<O>>(task, bytes) {
+            Ok(values) if values.len() == len => return Ready::Values(values.into_iter()),
+            Ok(_) => (0..len).map(|_| Err(short_reply(task))).collect(),
+            // Some output does not decode: decode them one by one, so that
+            // it fails alone.
+            Err(err) => match loky_proto::split_array(bytes) {
+                Some(items) if items.len() == len => items
+                    .into_iter()
+                    .map(|item| decode_output(task, item))
+                    .collect(),
+                _ => (0..len).map(|_| Err(err.clone())).collect(),
+            },
+        },
+        RawOutput::Items(items) => items
+            .iter()
+            .map(|item| match item {
+                Ok(bytes) => decode_output(task, bytes),
+                Err(err) => Err(err.clone()),
+            })
+            .collect(),
+    };
+    Ready::Results(results.into_iter())
+}
+
+fn short_reply(task: &str) -> Error {
+    Error::Serialization(SerializationError::described(
+        task,
+        "decode the result",
+        "the worker returned another number of outputs than inputs",
+    ))
+}

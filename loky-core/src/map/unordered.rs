@@ -1,0 +1,343 @@
+//! `ProcessPoolExecutor::map_unordered`: each input's index with its
+//! result, in the order results arrive, as an iterator or a stream.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_core::Stream;
+use loky_proto::Signature;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::chunks::{Chunk, Feeder, Ready, Settings, cancel_all, results_of};
+use crate::completions::{Completions, TimedOut};
+use crate::error::{Error, Result};
+use crate::options::CallOptions;
+use crate::supervisor::PoolHandle;
+use crate::timer::Alarm;
+
+/// The iterator returned by
+/// [`ProcessPoolExecutor::map_unordered`](crate::ProcessPoolExecutor::map_unordered):
+/// `(input index, result)` pairs in the order the results arrive, each
+/// index exactly once; the items of one chunk arrive together, in input
+/// order.
+///
+/// Settings and behaviour are those of [`Map`](crate::Map): chunk size,
+/// timeout (then one `(i, Err(Error::Timeout))`, `i` the first input
+/// without a result, and the end), buffer size, per-item options,
+/// counters, cancellation of the chunks not started on drop, and
+/// [`into_stream`](MapUnordered::into_stream) for async code.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use loky_core::{ProcessPoolExecutor, Task};
+///
+/// const SLEEP_MS: Task<u64, u64> = Task::new("sleep_ms");
+///
+/// let ex = ProcessPoolExecutor::new(2)?;
+/// for (i, result) in ex.map_unordered(SLEEP_MS, [300, 10, 20]) {
+///     println!("input {i}: {:?}", result); // 1 and 2 first, then 0
+/// }
+/// # Ok::<(), loky_core::Error>(())
+/// ```
+#[must_use = "a map does nothing until iterated"]
+pub struct MapUnordered<'a, O> {
+    feeder: Feeder<'a>,
+    settings: Settings,
+    started: bool,
+    finished: bool,
+    /// Chunks submitted and not yet done, by number.
+    chunks: HashMap<usize, Chunk>,
+    /// Results to yield: each chunk's first index and its results.
+    ready: VecDeque<(usize, Ready<O>)>,
+    /// The chunks' calls, in completion order.
+    watch: Completions,
+    /// Chunks made so far.
+    made: usize,
+    unsent_done: usize,
+    sent: usize,
+}
+
+impl<O> fmt::Debug for MapUnordered<'_, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapUnordered")
+            .field("task", &self.feeder.task())
+            .field("chunksize", &self.settings.chunksize)
+            .field("timeout", &self.settings.timeout)
+            .field("buffersize", &self.settings.buffersize)
+            .field("done", &self.done())
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, O: DeserializeOwned> MapUnordered<'a, O> {
+    pub(crate) fn new<I, It>(
+        pool: Arc<PoolHandle>,
+        sig: Signature,
+        inputs: It,
+    ) -> MapUnordered<'a, O>
+    where
+        I: Serialize,
+        It: IntoIterator<Item = I>,
+        It::IntoIter: Send + 'a,
+    {
+        MapUnordered {
+            settings: Settings::new(),
+            feeder: Feeder::new(pool, sig, inputs),
+            started: false,
+            finished: false,
+            chunks: HashMap::new(),
+            ready: VecDeque::new(),
+            watch: Completions::in_completion_order(),
+            made: 0,
+            unsent_done: 0,
+            sent: 0,
+        }
+    }
+
+    /// As [`Map::chunksize`](crate::Map::chunksize).
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.settings.chunksize = n;
+        self
+    }
+
+    /// As [`Map::timeout`](crate::Map::timeout): past it, one
+    /// `(i, Err(Error::Timeout))` with `i` the first input without a
+    /// result, then the end.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = Some(timeout);
+        self
+    }
+
+    /// As [`Map::buffersize`](crate::Map::buffersize): at most `n` chunks
+    /// submitted whose results were not yielded yet.
+    pub fn buffersize(mut self, n: usize) -> Self {
+        self.settings.buffersize = Some(n);
+        self
+    }
+
+    /// As [`Map::options`](crate::Map::options).
+    pub fn options(mut self, options: CallOptions) -> Self {
+        self.settings.options = options;
+        self
+    }
+
+    /// The same results as a [`Stream`], for async code.
+    pub fn into_stream(self) -> MapUnorderedStream<'a, O> {
+        MapUnorderedStream {
+            map: self,
+            alarm: None,
+        }
+    }
+
+    fn feed(&mut self) {
+        let waiting = self.chunks.len() + self.ready.len();
+        let room = self.settings.batch().saturating_sub(waiting);
+        if room == 0 || self.feeder.finished() {
+            return;
+        }
+        for chunk in self.feeder.feed(room, &self.settings) {
+            self.unsent_done += chunk.len - chunk.sent();
+            match &chunk.future {
+                Some(future) => {
+                    let number = self.made;
+                    self.made += 1;
+                    self.sent += chunk.sent();
+                    self.watch.watch(number, chunk.sent(), future);
+                    self.chunks.insert(number, chunk);
+                }
+                None => {
+                    let results = results_of(self.feeder.task(), &chunk, Err(Error::Cancelled));
+                    self.ready.push_back((chunk.first, results));
+                }
+            }
+        }
+    }
+
+    /// Takes the chunk `number`, done, into the results to yield.
+    fn collect(&mut self, number: usize) {
+        let chunk = self
+            .chunks
+            .remove(&number)
+            .expect("each chunk is done once");
+        let settled = match &chunk.future {
+            Some(future) => future.wait(None),
+            None => Err(Error::Cancelled),
+        };
+        let results = results_of(self.feeder.task(), &chunk, settled);
+        self.ready.push_back((chunk.first, results));
+    }
+
+    /// The next ready result, if any.
+    fn pop_ready(&mut self) -> Option<(usize, Result<O>)> {
+        loop {
+            let (first, results) = self.ready.front_mut()?;
+            if let Some(result) = results.next() {
+                let index = *first;
+                *first += 1;
+                return Some((index, result));
+            }
+            self.ready.pop_front();
+            self.feed();
+        }
+    }
+
+    /// The next pair, waiting for a chunk with `wait` (blocking or
+    /// polling).
+    fn poll_step(
+        &mut self,
+        mut wait: impl FnMut(&mut Completions, Option<Instant>) -> Poll<Result<Option<usize>, TimedOut>>,
+    ) -> Poll<Option<(usize, Result<O>)>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        if !self.started {
+            self.started = true;
+            if let Err(err) = self.settings.check() {
+                self.finished = true;
+                return Poll::Ready(Some((0, Err(err))));
+            }
+            self.feed();
+        }
+        loop {
+            if let Some(next) = self.pop_ready() {
+                return Poll::Ready(Some(next));
+            }
+            if self.chunks.is_empty() {
+                self.feed();
+                if self.chunks.is_empty() && self.ready.is_empty() {
+                    self.finished = true;
+                    return Poll::Ready(None);
+                }
+                continue;
+            }
+            match wait(&mut self.watch, self.settings.deadline()) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(Some(number))) => self.collect(number),
+                Poll::Ready(Ok(None)) => unreachable!("chunks in flight are watched"),
+                Poll::Ready(Err(TimedOut)) => return Poll::Ready(Some(self.time_out())),
+            }
+        }
+    }
+
+    /// Ends the map at its timeout, with the first input without a result.
+    fn time_out(&mut self) -> (usize, Result<O>) {
+        let first = self.chunks.values().map(|c| c.first).min().unwrap_or(0);
+        cancel_all(self.chunks.values());
+        self.chunks.clear();
+        self.finished = true;
+        (first, Err(Error::Timeout))
+    }
+}
+
+impl<O: DeserializeOwned> Iterator for MapUnordered<'_, O> {
+    type Item = (usize, Result<O>);
+
+    fn next(&mut self) -> Option<(usize, Result<O>)> {
+        let step = self.poll_step(|watch, deadline| Poll::Ready(watch.wait_next(deadline)));
+        match step {
+            Poll::Ready(next) => next,
+            Poll::Pending => unreachable!("a blocking wait is always ready"),
+        }
+    }
+}
+
+impl<O> MapUnordered<'_, O> {
+    /// As [`Map::done`](crate::Map::done).
+    pub fn done(&self) -> usize {
+        self.unsent_done + self.watch.done()
+    }
+
+    /// As [`Map::in_flight`](crate::Map::in_flight).
+    pub fn in_flight(&self) -> usize {
+        self.sent - self.watch.done()
+    }
+}
+
+impl<O> Drop for MapUnordered<'_, O> {
+    fn drop(&mut self) {
+        cancel_all(self.chunks.values());
+    }
+}
+
+/// The results of a [`MapUnordered`] as a [`Stream`]: what
+/// [`MapUnordered::into_stream`] returns.
+///
+/// ```no_run
+/// # use loky_core::{ProcessPoolExecutor, Task};
+/// # const SQUARE: Task<i64, i64> = Task::new("square");
+/// # async fn run(ex: ProcessPoolExecutor) -> loky_core::Result<()> {
+/// let mut squares = ex.map_unordered(SQUARE, 0..1000).chunksize(10).into_stream();
+/// while let Some((i, square)) = squares.next().await {
+///     assert_eq!(square?, (i * i) as i64);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a stream does nothing unless polled"]
+pub struct MapUnorderedStream<'a, O> {
+    map: MapUnordered<'a, O>,
+    alarm: Option<Alarm>,
+}
+
+// Nothing in it is ever pinned: the stream polls through `&mut`.
+impl<O> Unpin for MapUnorderedStream<'_, O> {}
+
+impl<O> fmt::Debug for MapUnorderedStream<'_, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapUnorderedStream")
+            .field("map", &self.map)
+            .finish()
+    }
+}
+
+impl<O: DeserializeOwned> MapUnorderedStream<'_, O> {
+    /// The next pair: as `StreamExt::next`, without needing the trait.
+    pub async fn next(&mut self) -> Option<(usize, Result<O>)> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// See [`Map::done`](crate::Map::done).
+    pub fn done(&self) -> usize {
+        self.map.done()
+    }
+
+    /// See [`Map::in_flight`](crate::Map::in_flight).
+    pub fn in_flight(&self) -> usize {
+        self.map.in_flight()
+    }
+}
+
+impl<O: DeserializeOwned> Stream for MapUnorderedStream<'_, O> {
+    type Item = (usize, Result<O>);
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let alarm = &mut this.alarm;
+        let next = this.map.poll_step(|watch, deadline| {
+            if let Poll::Ready(next) = watch.poll_next(cx) {
+                return Poll::Ready(Ok(next));
+            }
+            let Some(deadline) = deadline else {
+                return Poll::Pending;
+            };
+            if Instant::now() >= deadline {
+                return Poll::Ready(Err(TimedOut));
+            }
+            match alarm {
+                Some(alarm) => alarm.update(cx.waker()),
+                None => *alarm = Some(Alarm::new(deadline, cx.waker())),
+            }
+            Poll::Pending
+        });
+        if next.is_ready() && this.map.finished {
+            this.alarm = None;
+        }
+        next
+    }
+}

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-/// Per-call settings for [`ProcessPoolExecutor::submit_with`].
+/// Per-call settings for [`ProcessPoolExecutor::submit_with`](crate::ProcessPoolExecutor::submit_with)
+/// and, per item, for [`Map::options`](crate::Map::options).
 ///
 /// ```no_run
 /// use std::time::Duration;

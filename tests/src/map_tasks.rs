@@ -48,7 +48,11 @@ pub struct EncodePanics(pub u64);
 
 impl Serialize for EncodePanics {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        assert!(self.0.is_multiple_of(2), "EncodePanics refuses odd {}", self.0);
+        assert!(
+            self.0.is_multiple_of(2),
+            "EncodePanics refuses odd {}",
+            self.0
+        );
         self.0.serialize(s)
     }
 }

@@ -30,6 +30,23 @@ struct Example {
 /// CPUs, no durations), so the check is stable on a 2-core CI machine.
 const EXAMPLES: &[Example] = &[
     Example {
+        name: "async_service",
+        args: &[],
+        expect: &[
+            "200 requests: 188 answered, 4 crashed their worker, 4 past their deadline, \
+             4 rejected by the handler\n",
+            "the pool is not broken: true\n",
+            "batch of 50: 50 results streamed, sum = 122650\n",
+            "a request whose client gave up after 1 ms: its task still finished: Ok(99)\n",
+            "shut down: true, workers left: 0\n",
+        ],
+    },
+    Example {
+        name: "progress",
+        args: &[],
+        expect: &["2000 items mapped, 0 failed, sum = 7996000\n"],
+    },
+    Example {
         name: "tour",
         args: &[],
         expect: &[

@@ -33,6 +33,7 @@ const BUSY: Duration = Duration::from_secs(4);
 pub(crate) mod key {
     pub(crate) const COLD_START: &str = "cold_start_ms";
     pub(crate) const SUBMIT: &str = "submit_per_sec";
+    pub(crate) const AWAIT: &str = "await_per_sec";
     pub(crate) const ROUND_TRIP: &str = "round_trip_us";
     pub(crate) const MAP: &str = "map_per_sec";
     pub(crate) const ECHO: &str = "echo_mib_per_sec";
@@ -67,9 +68,10 @@ type Measure = fn(&Bench) -> Samples;
 impl Bench {
     /// Measures every case.
     pub(crate) fn measure(&self, wants: &dyn Fn(&str) -> bool) -> Results {
-        let cases: [(&str, Measure); 14] = [
+        let cases: [(&str, Measure); 15] = [
             (key::COLD_START, Bench::cold_start),
             (key::SUBMIT, Bench::submit_throughput),
+            (key::AWAIT, Bench::await_throughput),
             (key::ROUND_TRIP, Bench::round_trip),
             (key::MAP, Bench::map_throughput),
             (key::ECHO, Bench::echo_payload),
@@ -138,6 +140,27 @@ impl Bench {
                 future.result()?;
             }
             Ok(stats::rate(SUBMITS, start.elapsed()))
+        })
+    }
+
+    /// Case 2b: Case 2 with every result awaited on a current-thread tokio
+    /// runtime instead of waited for by `result()`.
+    fn await_throughput(&self) -> Samples {
+        let ex = self.warm_pool(POOL).map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| e.to_string())?;
+        stats::repeat(self.runs, || -> Run {
+            runtime.block_on(async {
+                let start = Instant::now();
+                let futures = (0..SUBMITS)
+                    .map(|_| ex.submit(diagnostics::NOOP, ()))
+                    .collect::<Run<Vec<_>>>()?;
+                for future in futures {
+                    future.await?;
+                }
+                Ok(stats::rate(SUBMITS, start.elapsed()))
+            })
         })
     }
 

@@ -18,6 +18,9 @@ pub(crate) enum Target {
     AtMostTimesRaw(f64),
     /// At least this multiple of the row's raw figure.
     AtLeastTimesRaw(f64),
+    /// At least this multiple of another loky-rs row measured in the same
+    /// run (by its key).
+    AtLeastTimesRow(&'static str, f64),
     /// No target: a figure shown to explain another.
     Info,
 }
@@ -37,7 +40,7 @@ pub(crate) struct Row {
 }
 
 /// The rows, in DESIGN.md's order.
-pub(crate) const ROWS: [Row; 14] = [
+pub(crate) const ROWS: [Row; 15] = [
     Row {
         id: "1",
         label: "cold: create pool of 2 → first result",
@@ -55,6 +58,15 @@ pub(crate) const ROWS: [Row; 14] = [
         target: Target::AtLeast(1e6),
         raw: Some(raw::key::PIPELINED),
         headline: true,
+    },
+    Row {
+        id: "2b",
+        label: "20 000 no-op submits, then all awaited (current-thread tokio)",
+        key: key::AWAIT,
+        unit: Unit::PerSec,
+        target: Target::AtLeastTimesRow(key::SUBMIT, 0.8),
+        raw: None,
+        headline: false,
     },
     Row {
         id: "3",
@@ -219,6 +231,9 @@ impl Report {
         match row.target {
             Target::AtMost(x) | Target::AtLeast(x) => Some(x),
             Target::AtMostTimesRaw(f) | Target::AtLeastTimesRaw(f) => raw().map(|r| r * f),
+            Target::AtLeastTimesRow(key, f) => {
+                Self::summary(&self.loky, key).ok().map(|s| s.median * f)
+            }
             Target::Info => None,
         }
     }
@@ -257,6 +272,13 @@ impl Report {
             (Target::AtLeast(x), _) => format!("≥ {}", unit.format(x)),
             (Target::AtMostTimesRaw(f), bound) => relative("≤", f, bound, unit),
             (Target::AtLeastTimesRaw(f), bound) => relative("≥", f, bound, unit),
+            (Target::AtLeastTimesRow(key, f), bound) => {
+                let id = ROWS.iter().find(|r| r.key == key).map_or(key, |r| r.id);
+                match bound {
+                    Some(b) => format!("≥ {f}× row {id} = {}", unit.format(b)),
+                    None => format!("≥ {f}× row {id}"),
+                }
+            }
             (Target::Info, _) => "(info)".to_owned(),
         };
         let met = match self.verdict(row) {
@@ -548,16 +570,34 @@ mod tests {
             ]),
             peers: Vec::new(),
         };
-        let round_trip = &ROWS[2];
-        assert_eq!(report.verdict(round_trip), Verdict::Missed(80.0 / 44.0));
-        assert_eq!(report.verdict(&ROWS[4]), Verdict::Missed(1.2));
-        assert_eq!(report.verdict(&ROWS[12]), Verdict::Unknown);
+        let row = |key: &str| ROWS.iter().find(|r| r.key == key).unwrap();
+        assert_eq!(
+            report.verdict(row(key::ROUND_TRIP)),
+            Verdict::Missed(80.0 / 44.0)
+        );
+        assert_eq!(report.verdict(row(key::ECHO)), Verdict::Missed(1.2));
+        assert_eq!(report.verdict(row(key::IDLE_RSS)), Verdict::Unknown);
         assert!(report.markdown_table().contains("error: boom"));
         assert_eq!(
             report.verdicts(),
             "Targets met: 0 of 3. Not met: 3 (1.8× off), 5 (1.2× off), 9 (unknown)."
         );
         assert!(report.text_table().contains("—"));
+    }
+
+    #[test]
+    fn a_target_relative_to_another_row_uses_its_figure_of_the_same_run() {
+        let report = Report {
+            loky: results(&[
+                (key::SUBMIT, Ok(vec![200.0])),
+                (key::AWAIT, Ok(vec![150.0])),
+            ]),
+            raw: Results::new(),
+            peers: Vec::new(),
+        };
+        let awaited = ROWS.iter().find(|r| r.key == key::AWAIT).unwrap();
+        assert_eq!(report.verdict(awaited), Verdict::Missed(160.0 / 150.0));
+        assert!(report.markdown_table().contains("≥ 0.8× row 2 ="));
     }
 
     #[test]

@@ -120,22 +120,29 @@ pub(crate) fn settle_outcome(
 ) -> Settled {
     match outcome {
         Outcome::Value(bytes) => Ok(Arc::new(RawOutput::Value(bytes.into_owned()))),
-        Outcome::Items(items) => Ok(Arc::new(RawOutput::Items(
-            items
-                .into_iter()
-                .map(|item_outcome| match item_outcome {
-                    Outcome::Value(bytes) => Ok(bytes.into_owned()),
-                    Outcome::Items(_) => {
-                        Err(protocol_error(item, "a nested chunk in a chunk reply"))
-                    }
-                    Outcome::Panic(info) => Err(panicked(item, info, worker)),
-                    Outcome::Failed(err) => Err(failed(item, err, worker)),
-                })
-                .collect(),
-        ))),
+        Outcome::Items(items) => Ok(Arc::new(RawOutput::Items(item_results(
+            item, items, worker,
+        )))),
         Outcome::Panic(info) => Err(panicked(item, info, worker)),
         Outcome::Failed(err) => Err(failed(item, err, worker)),
     }
+}
+
+/// The results of the items of the chunk call `item`.
+pub(crate) fn item_results(
+    item: &WorkItem,
+    items: Vec<Outcome<'_>>,
+    worker: &WorkerInfo,
+) -> Vec<Result<Vec<u8>, Error>> {
+    items
+        .into_iter()
+        .map(|item_outcome| match item_outcome {
+            Outcome::Value(bytes) => Ok(bytes.into_owned()),
+            Outcome::Items(_) => Err(protocol_error(item, "a nested chunk in a chunk reply")),
+            Outcome::Panic(info) => Err(panicked(item, info, worker)),
+            Outcome::Failed(err) => Err(failed(item, err, worker)),
+        })
+        .collect()
 }
 
 fn panicked(item: &WorkItem, info: PanicInfo, worker: &WorkerInfo) -> Error {

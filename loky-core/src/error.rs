@@ -190,6 +190,39 @@ pub struct TerminatedWorker {
     pub(crate) task: Option<String>,
     pub(crate) exit_codes: Vec<WorkerExit>,
     pub(crate) memory_limit: Option<u64>,
+    /// For a `map` chunk: which of its items was running.
+    pub(crate) item: Option<ChunkItem>,
+}
+
+/// Which item of a `map` chunk a worker was running when it died: the
+/// first one it had not reported done. Exact when it was the chunk's last
+/// one without a result; otherwise one of the items from it to the end of
+/// the chunk (items too fast to be reported one by one may have finished
+/// after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChunkItem {
+    /// Items of the chunk reported done.
+    pub(crate) finished: usize,
+    pub(crate) len: usize,
+    /// The index of the chunk's first input among the map's, once the map
+    /// knows it.
+    pub(crate) first_input: Option<usize>,
+}
+
+impl ChunkItem {
+    pub(crate) fn new(finished: usize, len: usize) -> ChunkItem {
+        ChunkItem {
+            finished,
+            len,
+            first_input: None,
+        }
+    }
+
+    /// The map's inputs among which the running one was.
+    fn inputs(&self) -> std::ops::Range<usize> {
+        let first = self.first_input.unwrap_or(0);
+        first + self.finished..first + self.len
+    }
 }
 
 impl TerminatedWorker {
@@ -222,6 +255,32 @@ impl TerminatedWorker {
     pub fn memory_limit_exceeded(&self) -> Option<u64> {
         self.memory_limit
     }
+
+    /// For an item of a `map`: the indices of the inputs among which the
+    /// one that was running when the worker died is, a single index when
+    /// it is known exactly.
+    pub fn map_inputs(&self) -> Option<std::ops::Range<usize>> {
+        self.item
+            .filter(|item| item.first_input.is_some())
+            .map(|item| item.inputs())
+    }
+
+    /// Says which input of a map this is about: the chunk starting at input
+    /// `first`; `at` is the item's position in it when the error is the
+    /// item's own (it ran alone).
+    pub(crate) fn in_map(&mut self, first: usize, at: Option<usize>) {
+        match (&mut self.item, at) {
+            (Some(item), _) => item.first_input = Some(first),
+            (None, Some(at)) => {
+                self.item = Some(ChunkItem {
+                    finished: at,
+                    len: at + 1,
+                    first_input: Some(first),
+                });
+            }
+            (None, None) => {}
+        }
+    }
 }
 
 impl fmt::Display for TerminatedWorker {
@@ -250,10 +309,35 @@ impl fmt::Display for TerminatedWorker {
         match &self.task {
             Some(task) => write!(
                 f,
-                "\n\nThe worker (pid {}) was running task `{task}`.",
+                "\n\nThe worker (pid {}) was running task `{task}`",
                 self.pid
-            ),
-            None => write!(f, "\n\nThe worker had pid {}.", self.pid),
+            )?,
+            None => return write!(f, "\n\nThe worker had pid {}.", self.pid),
+        }
+        let Some(item) = self.item else {
+            return f.write_str(".");
+        };
+        let inputs = item.inputs();
+        let whose = if item.first_input.is_some() {
+            "input"
+        } else {
+            "item"
+        };
+        let of = if item.first_input.is_some() {
+            "of the map"
+        } else {
+            "of its chunk"
+        };
+        if inputs.len() == 1 {
+            write!(f, " on {whose} {} {of}.", inputs.start)
+        } else {
+            write!(
+                f,
+                " on one of {whose}s {} to {} {of} (those before {} had finished).",
+                inputs.start,
+                inputs.end - 1,
+                inputs.start
+            )
         }
     }
 }

@@ -50,6 +50,9 @@ struct Inner {
     stage: Stage,
     callbacks: Vec<Callback>,
     wakers: Wakers,
+    /// For a chunk call that runs: the results of its first items, as its
+    /// worker reported them.
+    partial: Vec<Result<Vec<u8>>>,
 }
 
 /// The wakers of those awaiting a future, each under a key so that a
@@ -135,6 +138,7 @@ impl FutureState {
                 stage: Stage::Pending,
                 callbacks: Vec::new(),
                 wakers: Wakers::default(),
+                partial: Vec::new(),
             }),
             cond: Condvar::new(),
             task,
@@ -180,6 +184,7 @@ impl FutureState {
                 Stage::Finished(_) | Stage::Cancelled => return false,
             }
             inner.stage = Stage::Finished(result);
+            inner.partial = Vec::new();
             self.cond.notify_all();
             Done::take(&mut inner)
         };
@@ -244,6 +249,19 @@ impl FutureState {
                 }
             };
         }
+    }
+
+    /// Keeps the results of the next items of a running chunk call.
+    pub(crate) fn add_partial(&self, items: impl IntoIterator<Item = Result<Vec<u8>>>) {
+        let mut inner = self.lock();
+        if matches!(inner.stage, Stage::Running) {
+            inner.partial.extend(items);
+        }
+    }
+
+    /// The results of the first items of a chunk call, as reported.
+    pub(crate) fn take_partial(&self) -> Vec<Result<Vec<u8>>> {
+        std::mem::take(&mut self.lock().partial)
     }
 
     /// Runs `callback` once when the future is done, at once if it is.

@@ -50,6 +50,7 @@ mod map;
 mod options;
 mod os;
 mod pool_thread;
+mod rerun;
 mod reusable;
 mod supervisor;
 mod timer;

@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::call::InFlight;
+use crate::call::{InFlight, WorkItem};
 use crate::durations::{Durations, TaskKey};
 use crate::future::FutureState;
 
@@ -24,6 +24,9 @@ struct Calls {
     queue: VecDeque<InFlight>,
     /// When the call at the front of the queue started running.
     front_since: Instant,
+    /// When its deadline started: as `front_since`, or later for a chunk,
+    /// from its last progress report (its deadline bounds each item).
+    deadline_since: Instant,
     /// When the previous reply arrived.
     last_reply: Option<Instant>,
     /// Since when the worker holds no call (`None` while it holds some).
@@ -64,6 +67,7 @@ impl Link {
             calls: Mutex::new(Calls {
                 queue: VecDeque::new(),
                 front_since: now,
+                deadline_since: now,
                 last_reply: None,
                 idle_since: Some(now),
             }),
@@ -76,6 +80,7 @@ impl Link {
         let mut calls = lock(&self.calls);
         if calls.queue.is_empty() {
             calls.front_since = call.sent;
+            calls.deadline_since = call.sent;
         }
         calls.idle_since = None;
         calls.queue.push_back(call);
@@ -101,6 +106,7 @@ impl Link {
         };
         calls.last_reply = Some(now);
         calls.front_since = now;
+        calls.deadline_since = now;
         if calls.queue.is_empty() {
             calls.idle_since = Some(now);
         }
@@ -108,6 +114,27 @@ impl Link {
         let took = now.saturating_duration_since(started);
         self.durations.record(TaskKey::of(&call.item), took);
         Ok(call)
+    }
+
+    /// The running call `id` (a chunk) reported items done: `report` gets
+    /// it, and the running item's deadline counts from now.
+    pub(crate) fn progress(
+        &self,
+        id: u64,
+        report: impl FnOnce(&WorkItem),
+    ) -> Result<(), UnexpectedReply> {
+        let mut calls = lock(&self.calls);
+        match calls.queue.front() {
+            Some(front) if front.item.id == id => report(&front.item),
+            front => {
+                return Err(UnexpectedReply {
+                    id,
+                    expected: front.map(|c| c.item.id),
+                });
+            }
+        }
+        calls.deadline_since = Instant::now();
+        Ok(())
     }
 
     /// How many calls the worker holds now: a reply the caller has seen is
@@ -135,7 +162,7 @@ impl Link {
         calls
             .queue
             .front()
-            .map(|c| (c.item.future.clone(), c.item.timeout, calls.front_since))
+            .map(|c| (c.item.future.clone(), c.item.timeout, calls.deadline_since))
     }
 
     /// How many calls the worker could hold when its running call was sent,

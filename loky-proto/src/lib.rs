@@ -43,8 +43,8 @@ pub use frame::{
 };
 pub use inplace::{encode_call_frame, encode_value_reply_frame};
 pub use message::{
-    Call, CallError, CallKind, Hello, Outcome, PROTOCOL_VERSION, PanicInfo, Reply, Request,
-    Response, RetireReason, TaskInfo,
+    Call, CallError, CallKind, Hello, Outcome, PROTOCOL_VERSION, PanicInfo, Progress, Reply,
+    Request, Response, RetireReason, TaskInfo,
 };
 pub use shared::{Attachments, SHARE_FROM, SharedBytes, outside_frames};
 pub use task::{Payload, Signature, Task};

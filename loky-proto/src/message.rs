@@ -13,7 +13,8 @@ use crate::task::Signature;
 
 /// Version of this protocol; a worker speaking another one is refused.
 /// Version 2 added descriptor frames on local channels.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3 added progress reports of long chunks.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first message of every worker: who it is and what it can run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +98,11 @@ pub enum Response<'a> {
     /// The outcome of a call. Replies come in the order of the calls.
     #[serde(borrow)]
     Reply(Reply<'a>),
+    /// Items of the running chunk call done so far, sent while it runs
+    /// long, before its [`Reply`] (which still carries every item): should
+    /// the worker die before the reply, these results are kept.
+    #[serde(borrow)]
+    Progress(Progress<'a>),
     /// The worker wants to leave on purpose once its calls are answered: the
     /// parent stops sending it work and closes the channel, and the worker
     /// exit that follows is not a crash.
@@ -111,6 +117,17 @@ pub struct Reply<'a> {
     /// What became of it.
     #[serde(borrow)]
     pub outcome: Outcome<'a>,
+}
+
+/// Items of the chunk call `id` done since its previous [`Progress`]
+/// (from its first item, for the first one), in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress<'a> {
+    /// The id of the [`Call`], which is running.
+    pub id: u64,
+    /// One outcome per item, as in [`Outcome::Items`].
+    #[serde(borrow)]
+    pub items: Vec<Outcome<'a>>,
 }
 
 /// What became of a call, or of one item of a chunk.

@@ -24,7 +24,7 @@ use loky_proto::{Outcome, Reply, Response, exit_code};
 
 use crate::channel::{CallReader, ResponseWriter, fatal};
 use crate::memory::LeakCheck;
-use crate::{Registry, os, panic};
+use crate::{Registry, os, panic, progress};
 
 /// Stack of a replacement executing thread: what the main thread usually
 /// gets, as tasks may rely on it.
@@ -163,6 +163,9 @@ impl<'a> Executing<'a> {
         // (see `impl Sync for Executing`).
         let calls = unsafe { &mut *self.calls.get() };
         let mut leak = LeakCheck::from_env();
+        // Progress reports of long chunks go out on this thread's own clone
+        // of the channel.
+        progress::set_channel(writer_stream(&self.stream));
         // The panic hook ends the worker on a runtime panic; this guard
         // covers a hook that a task replaced.
         let _ = catch_unwind(AssertUnwindSafe(|| {
@@ -177,6 +180,7 @@ impl<'a> Executing<'a> {
     fn run_one(&self, calls: &mut CallReader, out: &mut ResponseWriter, leak: &mut LeakCheck) {
         let (call, mut attachments) = calls.next_call();
         *lock(&self.running) = Some(call.id);
+        progress::begin(call.id);
         // The call's shared buffers are reachable while its arguments
         // decode; those of the output attach to the reply.
         attachments.decode(|| {
@@ -184,6 +188,7 @@ impl<'a> Executing<'a> {
                 self.registry.run(&call.task, call.kind, &call.args, buf)
             })
         });
+        progress::end();
         *lock(&self.running) = None;
         // Unused descriptors close before the reply says the call is done.
         drop(attachments);

@@ -66,6 +66,7 @@ pub mod fuzzing;
 mod memory;
 mod os;
 mod panic;
+mod progress;
 mod registry;
 mod serve;
 

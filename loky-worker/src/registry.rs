@@ -9,6 +9,7 @@ use loky_proto::shm::FrameBuf;
 use loky_proto::{CallError, CallKind, Outcome, Payload, Signature, Task, TaskInfo};
 
 use crate::panic::run_task;
+use crate::progress;
 
 /// The tasks a worker program can run: each [`Task`] name bound to a
 /// function.
@@ -197,6 +198,7 @@ where
         loky_proto::encode_array_header(inputs.len(), out);
         let mut ends = Vec::with_capacity(inputs.len());
         let mut failures = Vec::new();
+        let header = out.len() - first;
         for (i, input) in inputs.into_iter().enumerate() {
             let start = out.len();
             if let Err(failure) = input.and_then(|input| self.apply(task, input, out)) {
@@ -204,6 +206,16 @@ where
                 failures.push((i, failure));
             }
             ends.push(out.len() - first);
+            let joined = out.slice(first..out.len());
+            progress::after_item(i + 1, |j| {
+                match failures.binary_search_by_key(&j, |(at, _)| *at) {
+                    Ok(at) => failures[at].1.clone(),
+                    Err(_) => {
+                        let from = if j == 0 { header } else { ends[j - 1] };
+                        Outcome::Value(joined[from..ends[j]].into())
+                    }
+                }
+            });
         }
         if failures.is_empty() {
             return Ok(());

@@ -91,6 +91,14 @@ impl Local {
                     }),
                     Response::Hello(hello) => Response::Hello(hello),
                     Response::Retiring(reason) => Response::Retiring(reason),
+                    Response::Progress(progress) => Response::Progress(loky_proto::Progress {
+                        id: progress.id,
+                        items: progress
+                            .items
+                            .into_iter()
+                            .map(loky_proto::Outcome::into_owned)
+                            .collect(),
+                    }),
                 };
                 return (response, frame.attachments, frame.body_in_shared_memory);
             }

@@ -282,7 +282,10 @@ pub(crate) fn results_of<O: DeserializeOwned>(
     let sent = chunk.sent();
     let outputs: Vec<Result<O>> = match (&chunk.future, settled) {
         (None, _) => Vec::new(),
-        (Some(_), Err(err)) => (0..sent).map(|_| Err(err.clone())).collect(),
+        (Some(_), Err(err)) => {
+            let err = in_map(err, chunk, None);
+            (0..sent).map(|_| Err(err.clone())).collect()
+        }
         (Some(_), Ok(payload)) => match decode_chunk(task, &payload, sent) {
             values @ Ready::Values(_) if chunk.failed.is_empty() => return values,
             results => results.collect(),
@@ -293,10 +296,26 @@ pub(crate) fn results_of<O: DeserializeOwned>(
     let results: Vec<Result<O>> = (0..chunk.len)
         .map(|i| match failed.next_if(|(pos, _)| *pos == i) {
             Some((_, err)) => Err(err.clone()),
-            None => outputs.next().unwrap_or_else(|| Err(short_reply(task))),
+            None => match outputs.next() {
+                Some(Err(err)) => Err(in_map(err, chunk, Some(i))),
+                Some(ok) => ok,
+                None => Err(short_reply(task)),
+            },
         })
         .collect();
     Ready::Results(results.into_iter())
+}
+
+/// `err` of the item at `at` of `chunk` (or of the whole chunk), saying
+/// which input of the map it is about when a worker died.
+fn in_map(err: Error, chunk: &Chunk, at: Option<usize>) -> Error {
+    match err {
+        Error::TerminatedWorker(mut dead) => {
+            dead.in_map(chunk.first, at);
+            Error::TerminatedWorker(dead)
+        }
+        other => other,
+    }
 }
 
 fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &RawOutput, len: usize) -> Ready<O> {

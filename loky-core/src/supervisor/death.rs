@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use super::{Supervisor, fail_all, fail_futures};
-use crate::call::InFlight;
+use crate::call::{InFlight, WorkItem};
 use crate::config::CrashPolicy;
 use crate::error::{DeadlineExceeded, Error, TerminatedWorker};
 use crate::events::{End, StartFailure, WorkerId};
 use crate::exit::WorkerExit;
 use crate::future::FutureState;
+use crate::rerun::{self, AfterDeath};
 
 use super::slot::{KillReason, Slot, SlotState};
 
@@ -61,6 +62,7 @@ impl Supervisor {
                 task: None,
                 exit_codes: vec![exit],
                 memory_limit: None,
+                item: None,
             });
             return self.crashed(Vec::new(), err);
         }
@@ -128,6 +130,7 @@ impl Supervisor {
                 .config
                 .memory_limit
                 .filter(|_| exit == WorkerExit::Code(loky_proto::exit_code::MEMORY_LIMIT)),
+            item: None,
         });
         self.crashed(calls, err);
     }
@@ -170,14 +173,20 @@ impl Supervisor {
                 // Broken first, so that whoever sees a failed future and
                 // submits again gets the broken error.
                 self.break_pool(err.clone());
-                fail_all(calls, &err);
+                let mut calls = calls.into_iter();
+                if let Some(first) = calls.next() {
+                    let named = rerun::name_running_item(&first.item, err.clone());
+                    first.item.future.settle(Err(named));
+                }
+                fail_all(calls.collect(), &err);
             }
             CrashPolicy::Respawn => {
                 let mut calls = calls.into_iter();
-                if let Some(first) = calls.next() {
-                    first.item.future.settle(Err(err));
-                }
+                let running = calls.next();
                 self.requeue(calls);
+                if let Some(running) = running {
+                    self.after_running_call_died(running.item, err);
+                }
                 self.top_up();
             }
         }
@@ -192,9 +201,22 @@ impl Supervisor {
         let (hit, rest): (Vec<_>, Vec<_>) = calls
             .into_iter()
             .partition(|c| Arc::ptr_eq(&c.item.future, target));
-        fail_all(hit, &err);
         self.requeue(rest.into_iter());
+        for call in hit {
+            self.after_running_call_died(call.item, err.clone());
+        }
         self.top_up();
+    }
+
+    /// The call `item` was running when its worker died of `err`: it
+    /// fails, or, for a `map` chunk, its items without a result run again
+    /// one call each, queued first (see `rerun.rs`).
+    fn after_running_call_died(&mut self, item: WorkItem, err: Error) {
+        if let AfterDeath::Rerun(items) = rerun::after_death(&self.pool, item, err) {
+            for item in items.into_iter().rev() {
+                self.pending.push_front(item);
+            }
+        }
     }
 
     /// Puts calls that a dead worker held but never ran back at the front of

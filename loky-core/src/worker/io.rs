@@ -435,6 +435,16 @@ impl Reader {
                 call.item.future.settle(settled);
                 Ok(true)
             }
+            Response::Progress(progress) => {
+                let info = self.info.as_ref().expect("the hello came first");
+                self.link
+                    .progress(progress.id, |item| {
+                        item.future
+                            .add_partial(call::item_results(item, progress.items, info));
+                    })
+                    .map_err(LinkError::Reply)?;
+                Ok(false)
+            }
             Response::Retiring(reason) => {
                 let _ = self.events.send(Event::Retiring {
                     worker: self.id,

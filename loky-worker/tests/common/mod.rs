@@ -10,8 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use loky_proto::{
-    CallKind, DEFAULT_MAX_FRAME, FrameError, Hello, Outcome, Reply, Request, Response, Task,
-    decode_body, decode_payload, encode_frame, encode_payload, read_frame,
+    CallKind, DEFAULT_MAX_FRAME, FrameError, Hello, Outcome, Progress, Reply, Request, Response,
+    Task, decode_body, decode_payload, encode_frame, encode_payload, read_frame,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -150,6 +150,10 @@ impl Worker {
             Response::Reply(Reply { id, outcome }) => Response::Reply(Reply {
                 id,
                 outcome: outcome.into_owned(),
+            }),
+            Response::Progress(Progress { id, items }) => Response::Progress(Progress {
+                id,
+                items: items.into_iter().map(Outcome::into_owned).collect(),
             }),
             Response::Retiring(reason) => Response::Retiring(reason),
         }

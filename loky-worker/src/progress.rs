@@ -1,0 +1,118 @@
+//! Reports of a long chunk's items as they are done: should the worker die
+//! (or be killed for an item's deadline) before the chunk's reply, the
+//! executor keeps these results, and each report restarts the running
+//! item's deadline.
+//!
+//! A chunk of fast items sends none: the clock is read after items 1, 2, 4,
+//! 8... since the last report, and a report goes out only once [`PERIOD`]
+//! has passed since the previous one (or since the chunk started). A chunk
+//! of slow items reports each item as it is done.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use loky_proto::{Outcome, Progress, Response, encode_frame};
+
+/// At most one report per period.
+const PERIOD: Duration = Duration::from_millis(1);
+
+/// A report larger than this is not sent (its items are in the reply, and
+/// would only be run again should the worker die before it): large outputs
+/// are not written twice, and never inline past the shared-memory
+/// threshold.
+const MAX_REPORT: usize = 256 << 10;
+
+struct Reporter {
+    /// The channel to the executor (a clone of the writer's socket).
+    channel: UnixStream,
+    /// The running chunk call, if one runs.
+    call: Option<u64>,
+    /// When the chunk started or last reported.
+    since: Instant,
+    /// Items reported so far.
+    reported: usize,
+    /// Items done when the clock is next read.
+    next_check: usize,
+    /// Items between two reads of the clock: doubles while the period runs.
+    gap: usize,
+    buf: Vec<u8>,
+}
+
+thread_local! {
+    static REPORTER: RefCell<Option<Reporter>> = const { RefCell::new(None) };
+}
+
+/// Reports go through `channel` from now on.
+pub(crate) fn set_channel(channel: UnixStream) {
+    REPORTER.with(|r| {
+        *r.borrow_mut() = Some(Reporter {
+            channel,
+            call: None,
+            since: Instant::now(),
+            reported: 0,
+            next_check: 1,
+            gap: 1,
+            buf: Vec::new(),
+        });
+    });
+}
+
+/// Call `id` starts (whatever its kind).
+pub(crate) fn begin(id: u64) {
+    REPORTER.with(|r| {
+        if let Some(reporter) = r.borrow_mut().as_mut() {
+            reporter.call = Some(id);
+            reporter.since = Instant::now();
+            reporter.reported = 0;
+            reporter.next_check = 1;
+            reporter.gap = 1;
+        }
+    });
+}
+
+/// The running call ended (its reply is queued).
+pub(crate) fn end() {
+    REPORTER.with(|r| {
+        if let Some(reporter) = r.borrow_mut().as_mut() {
+            reporter.call = None;
+        }
+    });
+}
+
+/// `done` items of the running chunk are done; `outcome(i)` is item `i`'s
+/// outcome, asked for only when a report goes out.
+pub(crate) fn after_item<'o>(done: usize, outcome: impl Fn(usize) -> Outcome<'o>) {
+    REPORTER.with(|r| {
+        let mut reporter = r.borrow_mut();
+        let Some(reporter) = reporter.as_mut() else {
+            return;
+        };
+        if done < reporter.next_check {
+            return;
+        }
+        let Some(id) = reporter.call else { return };
+        let now = Instant::now();
+        if now.duration_since(reporter.since) < PERIOD {
+            reporter.gap = reporter.gap.saturating_mul(2);
+            reporter.next_check = done.saturating_add(reporter.gap);
+            return;
+        }
+        let items: Vec<Outcome<'_>> = (reporter.reported..done).map(&outcome).collect();
+        reporter.buf.clear();
+        let report = Response::Progress(Progress { id, items });
+        let sent = encode_frame(&report, &mut reporter.buf, MAX_REPORT).is_ok()
+            && (&reporter.channel).write_all(&reporter.buf).is_ok();
+        if !sent {
+            // Reports must follow each other without a gap: none more for
+            // this chunk (a failed write is found again by the reply's).
+            reporter.call = None;
+            return;
+        }
+        reporter.reported = done;
+        reporter.since = now;
+        reporter.gap = 1;
+        reporter.next_check = done + 1;
+    });
+}

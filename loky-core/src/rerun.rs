@@ -16,7 +16,6 @@ use loky_proto::{CallKind, HEADER_LEN, Request, decode_body, split_array};
 use crate::call::WorkItem;
 use crate::error::{ChunkItem, Error, Result};
 use crate::future::{FutureState, RawOutput};
-use crate::supervisor::Pool;
 
 /// What became of the running call of a dead worker.
 pub(crate) enum AfterDeath {
@@ -28,8 +27,13 @@ pub(crate) enum AfterDeath {
 
 /// The running call `item` of a dead worker failed with `err`: a single
 /// call fails; a chunk keeps the results reported and runs the other items
-/// again (or fails its one unfinished item).
-pub(crate) fn after_death(pool: &Arc<Pool>, item: WorkItem, err: Error) -> AfterDeath {
+/// again, each a call that `single` makes of the item's encoded input (or
+/// fails its one unfinished item).
+pub(crate) fn after_death(
+    item: WorkItem,
+    err: Error,
+    mut single: impl FnMut(&WorkItem, &[u8]) -> Result<WorkItem>,
+) -> AfterDeath {
     let Some(inputs) = chunk_inputs(&item.frame) else {
         item.future.settle(Err(err));
         return AfterDeath::Settled;
@@ -47,11 +51,7 @@ pub(crate) fn after_death(pool: &Arc<Pool>, item: WorkItem, err: Error) -> After
     }
     let mut calls = Vec::with_capacity(left);
     for input in &inputs[results.len()..] {
-        let prepared = pool.prepare(item.sig, CallKind::Single, item.timeout, |frame| {
-            frame.extend_from_slice(input);
-            Ok::<_, std::convert::Infallible>(())
-        });
-        match prepared {
+        match single(&item, input) {
             Ok(call) => calls.push(call),
             Err(e) => {
                 // It fitted in the chunk's frame: it fits in its own.

@@ -9,6 +9,7 @@ mod schedule;
 
 pub use escape::{ECHO_OR_ESCAPE, LEAVE_GROUP_AND_SLEEP};
 pub use schedule::{Ran, SLEEP_AND_REPORT, monotonic_ns};
+pub mod map_chaos;
 pub mod map_tasks;
 
 use std::io::{Read, Write};

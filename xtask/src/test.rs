@@ -289,6 +289,7 @@ fn plan(workspace: &Workspace, options: Options) -> Vec<Step> {
         workspace.cargo(&["test", "--workspace", "--doc"]),
     ));
     steps.push(chaos_step(workspace, options));
+    steps.push(map_chaos_step(workspace, options));
     steps.extend(example_steps(workspace));
     steps.push(Step::run("fuzz", crate::fuzz::ci_command(workspace)));
     steps
@@ -328,6 +329,33 @@ fn chaos_step(workspace: &Workspace, options: Options) -> Step {
     ]);
     command.args(CHAOS_ARGS);
     Step::run("chaos", command)
+}
+
+/// Binary of `loky-tests` that runs the map scenario of the chaos suite.
+const MAP_CHAOS_BIN: &str = "loky-map-chaos";
+
+/// Its rounds: maps whose items crash, hang or panic at random.
+const MAP_CHAOS_ARGS: &[&str] = &["--rounds", "400"];
+
+/// The map chaos run, with the chaos step.
+fn map_chaos_step(workspace: &Workspace, options: Options) -> Step {
+    if !options.chaos {
+        return Step::skip("map-chaos", "--no-chaos");
+    }
+    if !workspace.has_test_bin(MAP_CHAOS_BIN) {
+        return Step::skip("map-chaos", "no loky-map-chaos binary");
+    }
+    let mut command = workspace.cargo(&[
+        "run",
+        "--release",
+        "-p",
+        "loky-tests",
+        "--bin",
+        MAP_CHAOS_BIN,
+        "--",
+    ]);
+    command.args(MAP_CHAOS_ARGS);
+    Step::run("map-chaos", command)
 }
 
 /// One step per entry of [`EXAMPLES`], or a skipped row when there is none.

@@ -11,6 +11,7 @@ use crate::events::{End, StartFailure, WorkerId};
 use crate::exit::WorkerExit;
 use crate::future::FutureState;
 use crate::rerun::{self, AfterDeath};
+use loky_proto::CallKind;
 
 use super::slot::{KillReason, Slot, SlotState};
 
@@ -212,7 +213,14 @@ impl Supervisor {
     /// fails, or, for a `map` chunk, its items without a result run again
     /// one call each, queued first (see `rerun.rs`).
     fn after_running_call_died(&mut self, item: WorkItem, err: Error) {
-        if let AfterDeath::Rerun(items) = rerun::after_death(&self.pool, item, err) {
+        let pool = &self.pool;
+        let single = |chunk: &WorkItem, input: &[u8]| {
+            pool.prepare(chunk.sig, CallKind::Single, chunk.timeout, |frame| {
+                frame.extend_from_slice(input);
+                Ok::<_, std::convert::Infallible>(())
+            })
+        };
+        if let AfterDeath::Rerun(items) = rerun::after_death(item, err, single) {
             for item in items.into_iter().rev() {
                 self.pending.push_front(item);
             }

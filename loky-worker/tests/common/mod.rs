@@ -177,11 +177,15 @@ impl Worker {
         }
     }
 
-    /// Reads the next message, which must be the reply to call `id`.
+    /// Reads the reply to call `id`, past the progress reports of a chunk
+    /// that ran long.
     pub(crate) fn reply(&mut self, id: u64) -> Outcome<'static> {
-        match self.recv() {
-            Response::Reply(reply) if reply.id == id => reply.outcome,
-            other => panic!("expected the reply to call {id}, got {other:?}"),
+        loop {
+            match self.recv() {
+                Response::Reply(reply) if reply.id == id => return reply.outcome,
+                Response::Progress(progress) if progress.id == id => {}
+                other => panic!("expected the reply to call {id}, got {other:?}"),
+            }
         }
     }
 

@@ -261,12 +261,20 @@ impl<O: DeserializeOwned> Iterator for Map<'_, O> {
         }
     }
 
+    /// Once started: the results of the chunks submitted (all of them
+    /// without a buffer size), so that `collect` allocates once; with a
+    /// timeout, which can end the map early, at least one.
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self.state {
-            State::Prepared | State::Running if !self.feeder.finished() => (0, None),
-            State::Prepared | State::Running => {
-                let n = self.ready.len() + self.chunks.iter().map(|(_, c)| c.len).sum::<usize>();
-                (0, Some(n.max(1)))
+            State::Prepared => (0, None),
+            State::Running => {
+                let known =
+                    self.ready.len() + self.chunks.iter().map(|(_, c)| c.len).sum::<usize>();
+                let upper = self.feeder.finished().then_some(known.max(1));
+                match self.settings.timeout {
+                    Some(_) => (known.min(1), upper),
+                    None => (known, upper),
+                }
             }
             State::Done => (0, Some(0)),
         }

@@ -81,38 +81,57 @@ pub(crate) fn end() {
     });
 }
 
+/// How many items of the running chunk must be done before
+/// [`after_item`] is called next: the chunk's loop compares its count with
+/// it, and calls nothing for the items in between.
+pub(crate) fn next_check() -> usize {
+    REPORTER.with(|r| r.borrow().as_ref().map_or(usize::MAX, |r| r.next_check))
+}
+
 /// `done` items of the running chunk are done; `outcome(i)` is item `i`'s
-/// outcome, asked for only when a report goes out.
-pub(crate) fn after_item<'o>(done: usize, outcome: impl Fn(usize) -> Outcome<'o>) {
+/// outcome, asked for only when a report goes out. Returns when to call
+/// again (see [`next_check`]).
+pub(crate) fn after_item<'o>(done: usize, outcome: impl Fn(usize) -> Outcome<'o>) -> usize {
     REPORTER.with(|r| {
         let mut reporter = r.borrow_mut();
         let Some(reporter) = reporter.as_mut() else {
+            return usize::MAX;
+        };
+        reporter.report(done, outcome);
+        reporter.next_check
+    })
+}
+
+impl Reporter {
+    fn report<'o>(&mut self, done: usize, outcome: impl Fn(usize) -> Outcome<'o>) {
+        if done < self.next_check {
+            return;
+        }
+        let Some(id) = self.call else {
+            self.next_check = usize::MAX;
             return;
         };
-        if done < reporter.next_check {
-            return;
-        }
-        let Some(id) = reporter.call else { return };
         let now = Instant::now();
-        if now.duration_since(reporter.since) < PERIOD {
-            reporter.gap = reporter.gap.saturating_mul(2);
-            reporter.next_check = done.saturating_add(reporter.gap);
+        if now.duration_since(self.since) < PERIOD {
+            self.gap = self.gap.saturating_mul(2);
+            self.next_check = done.saturating_add(self.gap);
             return;
         }
-        let items: Vec<Outcome<'_>> = (reporter.reported..done).map(&outcome).collect();
-        reporter.buf.clear();
+        let items: Vec<Outcome<'_>> = (self.reported..done).map(&outcome).collect();
+        self.buf.clear();
         let report = Response::Progress(Progress { id, items });
-        let sent = encode_frame(&report, &mut reporter.buf, MAX_REPORT).is_ok()
-            && (&reporter.channel).write_all(&reporter.buf).is_ok();
+        let sent = encode_frame(&report, &mut self.buf, MAX_REPORT).is_ok()
+            && (&self.channel).write_all(&self.buf).is_ok();
         if !sent {
             // Reports must follow each other without a gap: none more for
             // this chunk (a failed write is found again by the reply's).
-            reporter.call = None;
+            self.call = None;
+            self.next_check = usize::MAX;
             return;
         }
-        reporter.reported = done;
-        reporter.since = now;
-        reporter.gap = 1;
-        reporter.next_check = done + 1;
-    });
+        self.reported = done;
+        self.since = now;
+        self.gap = 1;
+        self.next_check = done + 1;
+    }
 }

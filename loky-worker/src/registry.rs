@@ -199,6 +199,7 @@ where
         let mut ends = Vec::with_capacity(inputs.len());
         let mut failures = Vec::new();
         let header = out.len() - first;
+        let mut next_check = progress::next_check();
         for (i, input) in inputs.into_iter().enumerate() {
             let start = out.len();
             if let Err(failure) = input.and_then(|input| self.apply(task, input, out)) {
@@ -206,8 +207,11 @@ where
                 failures.push((i, failure));
             }
             ends.push(out.len() - first);
+            if i + 1 < next_check {
+                continue;
+            }
             let joined = out.slice(first..out.len());
-            progress::after_item(i + 1, |j| {
+            next_check = progress::after_item(i + 1, |j| {
                 match failures.binary_search_by_key(&j, |(at, _)| *at) {
                     Ok(at) => failures[at].1.clone(),
                     Err(_) => {

@@ -66,9 +66,12 @@ impl Settings {
     }
 }
 
-/// Encodes the next input into a buffer: `None` at the end, an error
-/// (and the buffer as it was) when it cannot be encoded.
-type EncodeNext<'a> = Box<dyn FnMut(&mut Vec<u8>) -> Option<Result<()>> + Send + 'a>;
+/// Encodes up to `n` next inputs into a buffer, back to back; how many it
+/// took, and those that could not be encoded (by position, not in the
+/// buffer). One call per chunk: the inputs' type is erased once per chunk,
+/// not once per input.
+type EncodeChunk<'a> =
+    Box<dyn FnMut(&mut Vec<u8>, usize, &mut Vec<(usize, Error)>) -> usize + Send + 'a>;
 
 /// Consecutive inputs sent as one call.
 pub(crate) struct Chunk {
@@ -96,7 +99,7 @@ impl Chunk {
 pub(crate) struct Feeder<'a> {
     pool: Arc<PoolHandle>,
     sig: Signature,
-    encode_next: EncodeNext<'a>,
+    encode_chunk: EncodeChunk<'a>,
     /// How many inputs were taken.
     taken: usize,
     /// No input is left, or the pool refused work: no more chunks.
@@ -114,16 +117,21 @@ impl<'a> Feeder<'a> {
     {
         let mut inputs = inputs.into_iter();
         let task = sig.name;
-        let encode_next: EncodeNext<'a> = Box::new(move |out: &mut Vec<u8>| {
-            let input = inputs.next()?;
-            Some(codec::encode_into(&input, out).map_err(|e| {
-                Error::Serialization(SerializationError::new(task, "encode the arguments", e))
-            }))
+        let encode_chunk: EncodeChunk<'a> = Box::new(move |out, n, failed| {
+            let mut taken = 0;
+            for input in inputs.by_ref().take(n) {
+                if let Err(e) = codec::encode_into(&input, out) {
+                    let err = SerializationError::new(task, "encode the arguments", e);
+                    failed.push((taken, Error::Serialization(err)));
+                }
+                taken += 1;
+            }
+            taken
         });
         Feeder {
             pool,
             sig,
-            encode_next,
+            encode_chunk,
             taken: 0,
             finished: false,
             scratch: Vec::new(),
@@ -180,15 +188,7 @@ impl<'a> Feeder<'a> {
         let first = self.taken;
         self.scratch.clear();
         let mut failed = Vec::new();
-        let mut len = 0;
-        while len < settings.chunksize {
-            match (self.encode_next)(&mut self.scratch) {
-                None => break,
-                Some(Ok(())) => {}
-                Some(Err(err)) => failed.push((len, err)),
-            }
-            len += 1;
-        }
+        let len = (self.encode_chunk)(&mut self.scratch, settings.chunksize, &mut failed);
         if len == 0 {
             return None;
         }

@@ -9,6 +9,9 @@
 //! This crate also holds the typed [`Task`] handle shared by applications and
 //! worker programs, the environment variables an executor sets for its
 //! workers ([`env`](mod@env)) and the documented worker exit codes ([`exit_code`]).
+//! With the feature `remote`, [`remote`](mod@remote) holds what an executor and
+//! its workers on other machines share: launch tickets, the per-executor
+//! certificate authority and the relay of a TLS link with heartbeats.
 //!
 //! ```
 //! use loky_proto::{decode_body, encode_frame, Call, CallKind, Request, HEADER_LEN};
@@ -35,6 +38,8 @@ mod message;
 mod shared;
 #[cfg(unix)]
 pub mod shm;
+#[cfg(feature = "remote")]
+pub mod remote;
 mod task;
 
 pub use frame::{

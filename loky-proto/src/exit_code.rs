@@ -13,6 +13,11 @@ pub const INTERNAL_ERROR: i32 = 70;
 /// The worker's channel failed with an I/O error other than end of file.
 pub const CHANNEL_ERROR: i32 = 74;
 
+/// A connect-back worker (one a launcher started on another machine) got no
+/// usable launch ticket, could not reach or authenticate its executor, or
+/// lost it.
+pub const NO_EXECUTOR: i32 = 75;
+
 /// The worker received a frame it could not read: garbage, an oversized or
 /// truncated frame, or a message of another protocol.
 pub const PROTOCOL_ERROR: i32 = 76;
@@ -26,6 +31,7 @@ pub fn describe(code: i32) -> Option<&'static str> {
         NOT_STARTED_BY_EXECUTOR => Some("the worker was not started by an executor"),
         INTERNAL_ERROR => Some("the worker runtime failed"),
         CHANNEL_ERROR => Some("the worker's channel failed"),
+        NO_EXECUTOR => Some("the connect-back worker could not reach its executor, or lost it"),
         PROTOCOL_ERROR => Some("the worker received a malformed frame"),
         MEMORY_LIMIT => Some("the worker exceeded its memory limit"),
         _ => None,

@@ -36,6 +36,7 @@ fn ticket(authority: &Authority, executor: SocketAddr, liveness: Liveness) -> Ti
         liveness,
         connect_timeout: Duration::from_secs(10),
         env: Vec::new(),
+        env_remove: Vec::new(),
     }
 }
 
@@ -117,7 +118,7 @@ fn link_with(liveness: Liveness, via: Option<&Proxy>) -> Link {
     )
     .unwrap();
     let (tx, agent_end) = mpsc::channel();
-    thread::spawn(move || tx.send(relay.run()));
+    thread::spawn(move || tx.send(relay.run().0));
     for socket in [&channel, &worker] {
         socket.set_read_timeout(Some(WAIT)).unwrap();
     }

@@ -52,6 +52,20 @@
 //!   [`loky_proto::env::MAX_MEMORY_LEAK_SIZE`] since its first call asks to
 //!   retire.
 //!
+//! # Workers on other machines (feature `remote`)
+//!
+//! Started by an executor's launcher (`srun`, `ssh`, any command) with the
+//! argument `--loky-connect-back`, a worker program reads its credentials on
+//! standard input, connects back to its executor over TCP with mutual TLS,
+//! and serves through that link: [`serve`](fn@serve) and [`serve_if_worker`]
+//! do it without any change to the program. The process started by the
+//! launcher stays as the worker's agent on that machine: it starts the
+//! worker as a local worker of its own (so the memory limit, the process
+//! group and the task's output work as above), reports how it ended, and
+//! kills it and exits when it loses its executor (connection lost, or no
+//! heartbeat for the timeout), since a parent-death signal does not cross
+//! machines.
+//!
 //! # Platform support
 //!
 //! Unix. Resident memory (for leak recycling) is measured on Linux only.
@@ -68,6 +82,8 @@ mod os;
 mod panic;
 mod progress;
 mod registry;
+#[cfg(feature = "remote")]
+mod remote;
 mod serve;
 
 pub use registry::Registry;

@@ -26,6 +26,8 @@ use crate::{Registry, os, panic};
 /// }
 /// ```
 pub fn serve(registry: Registry) -> ! {
+    #[cfg(feature = "remote")]
+    crate::remote::serve_if_requested();
     match worker_channel() {
         Some((fd, executor)) => run(&registry, fd, executor),
         None => introduce(&registry),
@@ -51,6 +53,8 @@ pub fn serve(registry: Registry) -> ! {
 /// }
 /// ```
 pub fn serve_if_worker(registry: &Registry) {
+    #[cfg(feature = "remote")]
+    crate::remote::serve_if_requested();
     if let Some((fd, executor)) = worker_channel() {
         run(registry, fd, executor)
     }
@@ -64,6 +68,10 @@ pub fn serve_if_worker(registry: &Registry) {
 /// A worker whose executor died while it started ends here at once (with
 /// status 0), as in [`serve`] and [`serve_if_worker`].
 pub fn is_worker() -> bool {
+    #[cfg(feature = "remote")]
+    if crate::remote::requested() {
+        return true;
+    }
     worker_channel().is_some()
 }
 

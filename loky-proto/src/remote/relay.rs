@@ -50,6 +50,14 @@ pub trait Endpoint: Send + 'static {
     /// The local side has ended (no more bytes will come from it); returns
     /// the worker's exit status to report to the peer, if this end knows it.
     fn local_closed(&mut self) -> Option<WorkerStatus>;
+
+    /// How long the link may stay open once this side has closed its
+    /// direction, waiting for the peer to close its own; `None`: until it
+    /// does. An agent whose worker has exited has nothing more to wait for,
+    /// and should not wait long on an executor that is slow to let go.
+    fn linger(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// The executor's end: it never takes signals and has no status to report.
@@ -250,6 +258,8 @@ pub struct Relay<E: Endpoint> {
     tcp_writable: bool,
     /// The peer's `close_notify` arrived.
     peer_closed: bool,
+    /// Once our direction is closed: when to stop waiting for the peer's.
+    linger_until: Option<Instant>,
 }
 
 impl<E: Endpoint> std::fmt::Debug for Relay<E> {
@@ -302,6 +312,7 @@ impl<E: Endpoint> Relay<E> {
             close_sent: false,
             tcp_writable: true,
             peer_closed: false,
+            linger_until: None,
         })
     }
 
@@ -319,7 +330,7 @@ impl<E: Endpoint> Relay<E> {
         let shared = self.shared.clone();
         let thread = thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || self.run())?;
+            .spawn(move || self.run().0)?;
         Ok(RelayHandle {
             shared,
             thread: Some(thread),
@@ -327,8 +338,9 @@ impl<E: Endpoint> Relay<E> {
     }
 
     /// Relays until the link ends in both directions, or fails; returns how
-    /// it ended. Both sockets are shut down when it returns.
-    pub fn run(mut self) -> LinkEnd {
+    /// it ended, and the endpoint. Both sockets are shut down when it
+    /// returns.
+    pub fn run(mut self) -> (LinkEnd, E) {
         let reason = match self.pump() {
             Ok(()) => EndReason::Closed,
             Err(reason) => reason,
@@ -359,12 +371,15 @@ impl<E: Endpoint> Relay<E> {
         }
     }
 
-    /// Both directions are over.
+    /// Both directions are over, or ours is and lingering is over.
     fn done(&self) -> bool {
-        let inbound_over = lock(&self.shared).inbound.is_some();
         let outbound_over = !self.reading_local
             && self.close_sent
             && (!self.tcp_writable || !self.conn.wants_write());
+        let inbound_over = lock(&self.shared).inbound.is_some()
+            || self
+                .linger_until
+                .is_some_and(|until| Instant::now() >= until);
         inbound_over && outbound_over
     }
 
@@ -414,10 +429,14 @@ impl<E: Endpoint> Relay<E> {
         })
     }
 
-    /// Time until the next heartbeat is due or the silence check fires.
+    /// Time until the next heartbeat is due, the silence check fires, or
+    /// lingering ends.
     fn next_timer(&self) -> Duration {
         let now = Instant::now();
         let beat = (self.last_tx + self.liveness.interval).saturating_duration_since(now);
+        if let Some(until) = self.linger_until {
+            return until.saturating_duration_since(now);
+        }
         if self.peer_closed {
             return beat;
         }
@@ -428,7 +447,8 @@ impl<E: Endpoint> Relay<E> {
     fn timers(&mut self) -> Result<(), EndReason> {
         let now = Instant::now();
         let silent = now.saturating_duration_since(self.last_rx);
-        if !self.peer_closed && silent >= self.liveness.timeout {
+        let waiting = !self.peer_closed && self.linger_until.is_none();
+        if waiting && silent >= self.liveness.timeout {
             return Err(EndReason::HeartbeatsStopped(silent));
         }
         if !self.close_sent && now.saturating_duration_since(self.last_tx) >= self.liveness.interval
@@ -587,6 +607,7 @@ impl<E: Endpoint> Relay<E> {
             self.conn.send_close_notify();
             self.close_sent = true;
         }
+        self.linger_until = self.endpoint.linger().map(|linger| Instant::now() + linger);
     }
 
     /// Hands TLS's output to the kernel, as far as it takes it.
@@ -645,7 +666,7 @@ impl<E: Endpoint> Relay<E> {
     }
 
     /// Shuts everything down and records the end.
-    fn finish(self, reason: EndReason) -> LinkEnd {
+    fn finish(self, reason: EndReason) -> (LinkEnd, E) {
         let end = LinkEnd {
             reason,
             status: self.status,
@@ -660,7 +681,7 @@ impl<E: Endpoint> Relay<E> {
         self.shared.changed.notify_all();
         let _ = self.local.shutdown(Shutdown::Both);
         let _ = self.tcp.shutdown(Shutdown::Both);
-        end
+        (end, self.endpoint)
     }
 }
 

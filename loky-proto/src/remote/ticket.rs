@@ -46,6 +46,9 @@ pub struct Ticket {
     /// Environment variables for the worker process (the executor's
     /// settings for its workers: never secrets).
     pub env: Vec<(String, String)>,
+    /// Environment variables to remove from the worker's environment
+    /// (before `env` is applied).
+    pub env_remove: Vec<String>,
 }
 
 impl fmt::Debug for Ticket {
@@ -58,6 +61,7 @@ impl fmt::Debug for Ticket {
             .field("liveness", &self.liveness)
             .field("connect_timeout", &self.connect_timeout)
             .field("env", &self.env)
+            .field("env_remove", &self.env_remove)
             .finish()
     }
 }
@@ -198,6 +202,7 @@ mod tests {
             liveness: Liveness::default(),
             connect_timeout: Duration::from_secs(30),
             env: vec![("LOKY_DEPTH".into(), "1".into())],
+            env_remove: vec!["RUST_BACKTRACE".into()],
         }
     }
 

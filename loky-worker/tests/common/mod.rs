@@ -81,6 +81,17 @@ impl Worker {
         }
     }
 
+    /// A worker started some other way, with the parent's end of its
+    /// channel.
+    pub(crate) fn from_parts(child: Child, channel: UnixStream) -> Worker {
+        channel.set_read_timeout(Some(DEADLINE)).unwrap();
+        Worker {
+            child,
+            channel: Some(channel),
+            body: Vec::new(),
+        }
+    }
+
     /// Starts the stock worker and reads its hello.
     pub(crate) fn ready() -> Worker {
         let mut worker = Worker::start();

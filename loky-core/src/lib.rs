@@ -50,6 +50,8 @@ mod map;
 mod options;
 mod os;
 mod pool_thread;
+#[cfg(feature = "remote")]
+mod remote;
 mod rerun;
 mod reusable;
 mod supervisor;
@@ -73,6 +75,8 @@ pub use future::{Future, WaitAsync};
 pub use loky_proto::Task;
 pub use map::{Map, MapStream, MapUnordered, MapUnorderedStream};
 pub use options::CallOptions;
+#[cfg(feature = "remote")]
+pub use remote::{Launcher, LauncherError};
 pub use reusable::get_reusable_executor;
 pub use wait::{
     AsCompleted, AsCompletedStream, DoneAndNotDone, ReturnWhen, as_completed, as_completed_stream,

@@ -76,6 +76,12 @@
 //! - `loky-core`: the executor, futures and supervision.
 //! - `loky` (this crate): the public API, re-exported from those three.
 //!
+//! ## Cargo features
+//!
+//! - `remote` (off by default): workers on other machines, started by a
+//!   `Launcher` such as `srun` or `ssh` and connecting back to the executor
+//!   over TCP with mutual TLS. Without it, none of that is compiled.
+//!
 //! ## Platform support
 //!
 //! Linux first (pidfd, `PR_SET_PDEATHSIG`, cgroups); other Unixes work
@@ -113,6 +119,10 @@ pub use loky_core::{
     ShutdownError, SpawnError, TaskMismatch, TerminatedWorker, UnknownTask, WorkerExit,
     WorkerNotFound,
 };
+
+// Workers on other machines.
+#[cfg(feature = "remote")]
+pub use loky_core::{Launcher, LauncherError};
 
 // Utilities.
 pub use loky_core::{cpu_count, cpu_count_physical};

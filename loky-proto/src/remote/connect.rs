@@ -163,8 +163,24 @@ fn attempt(
 }
 
 /// Sorts a failure into worth retrying or final. `handshaken`: the TLS
-/// handshake had completed, so the executor knew who we were.
+/// handshake had completed, so the executor knew who we were and took the
+/// ticket's one admission: whatever fails after that is final.
 fn classify(peer: SocketAddr, err: HandshakeError, handshaken: bool) -> Attempt {
+    if handshaken
+        && !matches!(
+            err,
+            HandshakeError::Tls(rustls::Error::InvalidCertificate(_))
+        )
+    {
+        let reason = match err {
+            HandshakeError::Tls(rustls::Error::AlertReceived(alert)) => {
+                format!("TLS alert {alert:?}")
+            }
+            HandshakeError::Closed => "it closed the connection".into(),
+            other => chain(&other),
+        };
+        return Attempt::Fatal(ConnectError::Refused { peer, reason });
+    }
     match err {
         HandshakeError::Tls(source @ rustls::Error::InvalidCertificate(_)) => {
             Attempt::Fatal(ConnectError::WrongExecutor { peer, source })
@@ -175,10 +191,6 @@ fn classify(peer: SocketAddr, err: HandshakeError, handshaken: bool) -> Attempt 
                 reason: format!("TLS alert {alert:?}"),
             })
         }
-        HandshakeError::Closed if handshaken => Attempt::Fatal(ConnectError::Refused {
-            peer,
-            reason: "it closed the connection".into(),
-        }),
         HandshakeError::Protocol(what) => {
             Attempt::Fatal(ConnectError::Refused { peer, reason: what })
         }

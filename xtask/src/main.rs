@@ -6,6 +6,8 @@
 //!   (see [`bench`](mod@bench)).
 //! - `cargo xtask fuzz [--seconds N] [--seed] [--merge] [TARGET]`: the fuzz
 //!   targets of the decoders under libFuzzer (see [`fuzz`](mod@fuzz)).
+//! - `cargo xtask slurm -- COMMAND...`: COMMAND against a single-node Slurm
+//!   cluster on this machine (see [`slurm`](mod@slurm)).
 //!
 //! Only the standard library is used, so the first `cargo xtask` on a clean
 //! checkout builds in seconds.
@@ -13,6 +15,7 @@
 mod bench;
 mod fuzz;
 mod runner;
+mod slurm;
 mod test;
 
 use std::process::ExitCode;
@@ -24,12 +27,15 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  test [--quick] [--no-chaos]
+  test [--quick] [--no-chaos] [--slurm]
       fmt check, clippy (-D warnings), docs (-D warnings), tests (nextest when
-      installed, else cargo test), doctests, the chaos run and the examples;
-      stops at the first failure and prints a summary.
+      installed, else cargo test), doctests, the feature `remote` (its clippy,
+      docs and tests; the network-namespace tests as root), the chaos run and
+      the examples; stops at the first failure and prints a summary.
       --quick     skip fmt, clippy and doc
       --no-chaos  skip the chaos run
+      --slurm     also run the Slurm tests on a single-node cluster (root:
+                  installs Slurm from Debian's packages if missing)
   bench [--peers] [args...]
       run the loky-bench binary of loky-tests (release build); every argument,
       --peers included, is passed through to it.
@@ -39,6 +45,9 @@ commands:
       parent_reads_responses) for N seconds (default 600) on its committed
       corpus; prints the inputs run. --seed rewrites the seed inputs first;
       --merge folds new coverage into the committed corpus.
+  slurm -- COMMAND [ARGS...]
+      run COMMAND with SLURM_CONF set, against a single-node Slurm cluster
+      started for it (root: installs it if missing) and stopped after it.
   help
       print this text.";
 
@@ -61,6 +70,7 @@ fn main() -> ExitCode {
             Ok(options) => fuzz::run(&Workspace::locate(), &options),
             Err(message) => usage_error(&message),
         },
+        "slurm" => slurm::run(&Workspace::locate(), rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -38,6 +38,14 @@ impl Workspace {
         command
     }
 
+    /// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/`).
+    pub(crate) fn target_dir(&self) -> PathBuf {
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|dir| self.root.join(dir))
+            .unwrap_or_else(|| self.root.join("target"))
+    }
+
     /// Whether package `loky-tests` has the binary `name` at one of cargo's
     /// conventional paths (`tests/src/bin/NAME.rs`, `tests/src/bin/NAME/main.rs`).
     pub(crate) fn has_test_bin(&self, name: &str) -> bool {

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use crate::runner::{self, Workspace};
 
+mod remote;
+
 /// An example of the `loky` package that `cargo xtask test` runs and checks.
 struct Example {
     /// Example name (`loky/examples/NAME.rs`).
@@ -158,6 +160,8 @@ pub(crate) struct Options {
     quick: bool,
     /// Run the chaos step (cleared by `--no-chaos`).
     chaos: bool,
+    /// Run the Slurm tests (`--slurm`).
+    slurm: bool,
 }
 
 impl Options {
@@ -166,11 +170,13 @@ impl Options {
         let mut options = Options {
             quick: false,
             chaos: true,
+            slurm: false,
         };
         for arg in args {
             match arg.as_str() {
                 "--quick" => options.quick = true,
                 "--no-chaos" => options.chaos = false,
+                "--slurm" => options.slurm = true,
                 other => return Err(format!("unknown option `{other}` for `test`")),
             }
         }
@@ -288,6 +294,7 @@ fn plan(workspace: &Workspace, options: Options) -> Vec<Step> {
         "doctest",
         workspace.cargo(&["test", "--workspace", "--doc"]),
     ));
+    steps.extend(remote::steps(workspace, options));
     steps.push(chaos_step(workspace, options));
     steps.push(map_chaos_step(workspace, options));
     steps.extend(example_steps(workspace));
@@ -492,14 +499,16 @@ mod tests {
             parse(&[]),
             Ok(Options {
                 quick: false,
-                chaos: true
+                chaos: true,
+                slurm: false,
             })
         );
         assert_eq!(
-            parse(&["--quick", "--no-chaos"]),
+            parse(&["--quick", "--no-chaos", "--slurm"]),
             Ok(Options {
                 quick: true,
-                chaos: false
+                chaos: false,
+                slurm: true,
             })
         );
         assert!(parse(&["--fast"]).is_err());

@@ -14,7 +14,7 @@ use loky_proto::remote::{
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustls::{Connection, ServerConnection};
 
-use crate::common::{DEADLINE, WORKER, Worker};
+use crate::common::{DEADLINE, WORKER, Worker, kill_group};
 
 /// Heartbeats fast enough for tests to see a loss quickly, and a timeout
 /// long enough for a loaded machine.
@@ -37,6 +37,8 @@ pub(crate) struct Remote {
     pub(crate) worker: Worker,
     pub(crate) relay: RelayHandle,
     pub(crate) agent: Control,
+    /// Where the worker's connection came from.
+    pub(crate) peer: SocketAddr,
 }
 
 impl TestExecutor {
@@ -114,14 +116,24 @@ impl TestExecutor {
     }
 
     /// Takes the next connection (of `child`'s worker): authenticates it,
-    /// welcomes the agent and starts the relay.
-    pub(crate) fn accept(&self, child: Child) -> Remote {
-        let (conn, tcp, agent) = self.welcome().unwrap();
+    /// welcomes the agent and starts the relay. Should none come, kills
+    /// `child`'s group before failing the test.
+    pub(crate) fn accept(&self, mut child: Child) -> Remote {
+        let (conn, tcp, agent) = match self.welcome() {
+            Ok(welcomed) => welcomed,
+            Err(err) => {
+                kill_group(child.id());
+                let _ = child.wait();
+                panic!("{err}; launcher stderr: {}", stderr_of(&mut child));
+            }
+        };
+        let peer = tcp.peer_addr().unwrap();
         let (channel, relay) = spawn_executor_relay(conn, tcp, LIVENESS).unwrap();
         Remote {
             worker: Worker::from_parts(child, channel),
             relay,
             agent,
+            peer,
         }
     }
 

@@ -8,6 +8,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod executor;
+mod netns;
+mod slurm;
 
 use std::net::{Shutdown, TcpListener};
 use std::time::{Duration, Instant};
@@ -23,7 +25,7 @@ use executor::{LIVENESS, TestExecutor, stderr_of};
 
 /// How long a worker may take to notice the loss of its executor: the
 /// heartbeat timeout, and room for a loaded machine.
-const NOTICE: Duration = Duration::from_secs(15);
+pub(crate) const NOTICE: Duration = Duration::from_secs(15);
 
 #[test]
 fn a_launched_worker_connects_back_and_serves() {

@@ -1,0 +1,164 @@
+//! The steps of `cargo xtask test` for the feature `remote` (workers on
+//! other machines), which the default build leaves out.
+//!
+//! - `remote clippy`, `remote doc`: the workspace with the feature on.
+//! - `remote test`: the feature's tests (the loopback ones).
+//! - `netns`: a worker in another network namespace, a link taken down;
+//!   needs root and iproute2 (`ip`), skipped otherwise.
+//! - `slurm` (with `--slurm`): the Slurm tests, against a single-node
+//!   cluster that `cargo xtask slurm` starts and stops.
+
+use std::process::{Command, Stdio};
+
+use super::{Action, Options, Step, test_command};
+use crate::runner::Workspace;
+
+/// Turns the feature on in every crate of the workspace.
+const FEATURES: &str = "loky/remote";
+
+/// The feature's tests: its test binaries and its unit tests.
+const FILTER: &str = "binary(connect_back) | binary(remote_link) | test(/^remote::/)";
+
+/// Where the tests that need root or Slurm live, marked `#[ignore]`.
+const IGNORED_TESTS: &[&str] = &[
+    "-p",
+    "loky-worker",
+    "--features",
+    "remote",
+    "--test",
+    "connect_back",
+];
+
+/// The feature's steps.
+pub(super) fn steps(workspace: &Workspace, options: Options) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if options.quick {
+        for name in ["remote clippy", "remote doc"] {
+            steps.push(Step::skip(name, "--quick"));
+        }
+    } else {
+        let clippy = [
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--features",
+            FEATURES,
+            "--",
+            "-D",
+            "warnings",
+        ];
+        steps.push(Step::run("remote clippy", workspace.cargo(&clippy)));
+        let mut doc = workspace.cargo(&["doc", "--workspace", "--no-deps", "--features", FEATURES]);
+        doc.env("RUSTDOCFLAGS", "-D warnings");
+        steps.push(Step::run("remote doc", doc));
+    }
+    let mut test = test_command(workspace);
+    test.args(["--features", FEATURES]);
+    if uses_nextest(&test) {
+        test.args(["-E", FILTER]);
+    }
+    steps.push(Step::run("remote test", test));
+    steps.push(netns_step(workspace));
+    steps.push(slurm_step(workspace, options));
+    steps
+}
+
+fn uses_nextest(command: &Command) -> bool {
+    command.get_args().any(|arg| arg == "nextest")
+}
+
+/// The ignored tests whose names contain `name`.
+fn ignored_tests(workspace: &Workspace, name: &str) -> Command {
+    let probe = test_command(workspace);
+    if uses_nextest(&probe) {
+        let mut command = workspace.cargo(&["nextest", "run"]);
+        command
+            .args(IGNORED_TESTS)
+            .args(["--run-ignored", "only", "--no-fail-fast", "-E"])
+            .arg(format!("test(/{name}/)"));
+        command
+    } else {
+        let mut command = workspace.cargo(&["test"]);
+        command.args(IGNORED_TESTS).args(["--", "--ignored", name]);
+        command
+    }
+}
+
+fn netns_step(workspace: &Workspace) -> Step {
+    if !is_root() {
+        return Step::skip("netns", "needs root");
+    }
+    let ip = Command::new("ip")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !ip {
+        return Step::skip("netns", "needs iproute2 (ip)");
+    }
+    Step::run("netns", ignored_tests(workspace, "netns"))
+}
+
+fn slurm_step(workspace: &Workspace, options: Options) -> Step {
+    if !options.slurm {
+        return Step::skip("slurm", "needs --slurm");
+    }
+    let tests = ignored_tests(workspace, "slurm");
+    let xtask = std::env::current_exe().unwrap_or_else(|_| "cargo-xtask".into());
+    let mut command = Command::new(xtask);
+    command
+        .args(["slurm", "--"])
+        .arg(tests.get_program())
+        .args(tests.get_args())
+        .stdin(Stdio::null());
+    if let Some(dir) = tests.get_current_dir() {
+        command.current_dir(dir);
+    }
+    Step {
+        name: "slurm".into(),
+        action: Action::Run(command),
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(steps: &[Step]) -> Vec<&str> {
+        steps.iter().map(|step| step.name.as_str()).collect()
+    }
+
+    #[test]
+    fn the_feature_gets_its_own_checks_and_slurm_waits_for_its_flag() {
+        let workspace = Workspace::locate();
+        let options = Options::parse(&[]).unwrap();
+        let steps = steps(&workspace, options);
+        assert_eq!(
+            names(&steps),
+            [
+                "remote clippy",
+                "remote doc",
+                "remote test",
+                "netns",
+                "slurm"
+            ]
+        );
+        assert!(matches!(&steps[4].action, Action::Skip(reason) if reason == "needs --slurm"));
+        let slurm = Options::parse(&["--slurm".into()]).unwrap();
+        let steps = super::steps(&workspace, slurm);
+        let Action::Run(command) = &steps[4].action else {
+            panic!("the slurm step runs with --slurm");
+        };
+        let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy()).collect();
+        assert_eq!(args[..2], ["slurm", "--"]);
+        assert!(args.iter().any(|a| a.contains("slurm")), "{args:?}");
+    }
+}

@@ -229,7 +229,7 @@ fn signals_reach_the_agent() {
 fn an_idle_link_lives_on_heartbeats() {
     let liveness = Liveness {
         interval: Duration::from_millis(50),
-        timeout: Duration::from_millis(800),
+        timeout: Duration::from_millis(1500),
     };
     let link = link_with(liveness, None);
     // Idle for twice the timeout: only heartbeats cross. This wait is the

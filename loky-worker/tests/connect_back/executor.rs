@@ -19,8 +19,8 @@ use crate::common::{DEADLINE, WORKER, Worker, kill_group};
 /// Heartbeats fast enough for tests to see a loss quickly, and a timeout
 /// long enough for a loaded machine.
 pub(crate) const LIVENESS: Liveness = Liveness {
-    interval: Duration::from_millis(200),
-    timeout: Duration::from_secs(2),
+    interval: Duration::from_millis(250),
+    timeout: Duration::from_secs(4),
 };
 
 /// An executor's authority and listener.

@@ -128,6 +128,9 @@ fn start_worker(ticket: &Ticket, channel: UnixStream) -> Result<WorkerProcess, S
     fcntl_setfd(&channel, FdFlags::empty())
         .map_err(|err| format!("cannot pass the channel to the worker: {err}"))?;
     let mut command = Command::new(&program);
+    // The relay carries bytes only, never descriptors: no shared-memory
+    // frames, whatever this process inherited.
+    command.env_remove(env::SHM_THRESHOLD);
     for key in &ticket.env_remove {
         command.env_remove(key);
     }

@@ -35,11 +35,11 @@ pub mod exit_code;
 mod frame;
 mod inplace;
 mod message;
+#[cfg(feature = "remote")]
+pub mod remote;
 mod shared;
 #[cfg(unix)]
 pub mod shm;
-#[cfg(feature = "remote")]
-pub mod remote;
 mod task;
 
 pub use frame::{

@@ -9,7 +9,7 @@
 //! This crate also holds the typed [`Task`] handle shared by applications and
 //! worker programs, the environment variables an executor sets for its
 //! workers ([`env`](mod@env)) and the documented worker exit codes ([`exit_code`]).
-//! With the feature `remote`, [`remote`](mod@remote) holds what an executor and
+//! With the feature `remote`, the module `remote` holds what an executor and
 //! its workers on other machines share: launch tickets, the per-executor
 //! certificate authority and the relay of a TLS link with heartbeats.
 //!

@@ -148,17 +148,16 @@ fn install() -> Result<(), String> {
     runner::run(&mut install)
 }
 
-/// The short host name, which Slurm expects as the node's name.
+/// The short host name (as `hostname -s` prints it), which Slurm expects
+/// as the node's name.
 fn short_host_name() -> Result<String, String> {
-    let out = Command::new("hostname")
-        .arg("-s")
-        .output()
-        .map_err(|e| format!("cannot run hostname: {e}"))?;
-    let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if name.is_empty() {
-        return Err("hostname -s printed nothing".into());
+    let name = fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_err(|e| format!("cannot read the host name: {e}"))?;
+    let short = name.trim().split('.').next().unwrap_or_default();
+    if short.is_empty() {
+        return Err("the host has no name".into());
     }
-    Ok(name)
+    Ok(short.to_owned())
 }
 
 /// Writes the cluster's configuration under `dir`; returns its path.

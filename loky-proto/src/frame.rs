@@ -280,7 +280,7 @@ pub fn read_frame<R: Read + ?Sized>(
     max: usize,
 ) -> Result<(), FrameError> {
     let mut header = [0u8; HEADER_LEN];
-    let got = read_full(r, &mut header)?;
+    let got = read_full(r, &mut header).map_err(FrameError::Io)?;
     if got == 0 {
         return Err(FrameError::Closed);
     }
@@ -311,14 +311,14 @@ fn check_len(header: [u8; HEADER_LEN], max: usize) -> Result<usize, FrameError> 
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read.
-fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<usize, FrameError> {
+pub(crate) fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(FrameError::Io(err)),
+            Err(err) => return Err(err),
         }
     }
     Ok(got)

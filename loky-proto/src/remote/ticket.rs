@@ -177,16 +177,7 @@ impl Ticket {
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
 fn read_up_to<R: Read + ?Sized>(input: &mut R, buf: &mut [u8]) -> Result<usize, TicketError> {
-    let mut got = 0;
-    while got < buf.len() {
-        match input.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(TicketError::Io(err)),
-        }
-    }
-    Ok(got)
+    crate::frame::read_full(input, buf).map_err(TicketError::Io)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use loky_proto::remote::EndReason;
 use loky_worker::diagnostics::{ECHO_I64, SLEEP};
 
 use crate::NOTICE;
-use crate::executor::{LIVENESS, TestExecutor};
+use crate::executor::{LIVENESS, Remote, TestExecutor};
 
 /// A network namespace joined to this one by a veth pair, each end with an
 /// address of a /30 of its own. Dropping it deletes both.
@@ -94,15 +94,22 @@ impl Drop for Namespace {
     }
 }
 
-#[test]
-#[ignore = "needs root and iproute2: cargo xtask test runs it as root"]
-fn netns_a_worker_whose_link_goes_down_is_declared_dead_and_exits() {
+/// A worker started in a namespace of its own, connected to an executor
+/// listening on this side of the link, past its hello.
+fn start_in_namespace() -> (Namespace, Remote) {
     let namespace = Namespace::create();
     let executor = TestExecutor::bind(SocketAddr::new(namespace.host_addr.into(), 0));
     let ticket = executor.ticket(&[]).encode().unwrap();
     let child = TestExecutor::launch_with(&["ip", "netns", "exec", &namespace.name], &ticket);
     let mut remote = executor.accept(child);
     remote.worker.hello();
+    (namespace, remote)
+}
+
+#[test]
+#[ignore = "needs root and iproute2: cargo xtask test runs it as root"]
+fn netns_a_worker_whose_link_goes_down_is_declared_dead_and_exits() {
+    let (namespace, mut remote) = start_in_namespace();
     assert_eq!(remote.worker.call(1, ECHO_I64, &5), 5);
     remote
         .worker
@@ -132,12 +139,7 @@ fn netns_a_worker_whose_link_goes_down_is_declared_dead_and_exits() {
 #[test]
 #[ignore = "needs root and iproute2: cargo xtask test runs it as root"]
 fn netns_a_worker_in_another_namespace_serves() {
-    let namespace = Namespace::create();
-    let executor = TestExecutor::bind(SocketAddr::new(namespace.host_addr.into(), 0));
-    let ticket = executor.ticket(&[]).encode().unwrap();
-    let child = TestExecutor::launch_with(&["ip", "netns", "exec", &namespace.name], &ticket);
-    let mut remote = executor.accept(child);
-    remote.worker.hello();
+    let (namespace, mut remote) = start_in_namespace();
     for i in 0..100 {
         assert_eq!(remote.worker.call(i, ECHO_I64, &(i as i64)), i as i64);
     }

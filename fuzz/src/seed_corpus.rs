@@ -5,9 +5,10 @@
 use std::borrow::Cow;
 use std::path::Path;
 
+use loky_proto::program::ProgramId;
 use loky_proto::{
-    Call, CallError, CallKind, DEFAULT_MAX_FRAME, Hello, Outcome, PanicInfo, Reply, Request,
-    Response, RetireReason, TaskInfo, encode_frame, encode_payload,
+    Call, CallError, CallKind, DEFAULT_MAX_FRAME, FnCall, FnRef, Hello, Outcome, PanicInfo, Reply,
+    Request, Response, RetireReason, TaskInfo, encode_frame, encode_payload,
 };
 use serde_bytes::ByteBuf;
 
@@ -55,6 +56,13 @@ fn requests() -> Vec<Vec<u8>> {
         call(9, "string", chunk, payload(&("a", 2, "c"))),
         call(10, "no_such_task", single, payload(&())),
         call(11, "i64", single, payload("not a number")),
+        // A function: the worker decodes it and refuses it (another build).
+        frame(&Request::CallFn(FnCall {
+            id: 12,
+            function: FnRef::new(|x: i64| x + 1).expect("a function of this program"),
+            kind: single,
+            args: payload(&1i64).into(),
+        })),
     ]
 }
 
@@ -63,6 +71,7 @@ fn responses() -> Vec<Vec<u8>> {
         protocol: loky_proto::PROTOCOL_VERSION,
         pid: 42,
         program: "/bin/worker".into(),
+        identity: ProgramId::current().clone(),
         tasks: vec![TaskInfo {
             name: "square".into(),
             input: "i64".into(),

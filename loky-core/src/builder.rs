@@ -16,6 +16,11 @@ use loky_proto::{Task, env};
 pub const DEFAULT_MAX_DEPTH: u32 = 10;
 
 /// Which program the workers run.
+///
+/// The default is [`CurrentExe`](WorkerProgram::CurrentExe) in a program
+/// that called [`loky::init()`](https://docs.rs/loky/latest/loky/fn.init.html)
+/// (or `serve_if_worker`) before building the executor, and
+/// [`Discover`](WorkerProgram::Discover) otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum WorkerProgram {
@@ -28,9 +33,19 @@ pub enum WorkerProgram {
     /// The program at this path.
     Path(PathBuf),
     /// The current executable, which calls
-    /// [`serve_if_worker`](https://docs.rs/loky/latest/loky/fn.serve_if_worker.html)
-    /// first thing in `main`.
+    /// [`loky::init()`](https://docs.rs/loky/latest/loky/fn.init.html) (or
+    /// `serve_if_worker`) first thing in `main`. The only worker program
+    /// that can run functions sent with
+    /// [`submit_fn`](crate::ProcessPoolExecutor::submit_fn): they must run in the
+    /// very same program build.
     CurrentExe,
+    /// A program of this name (`.exe` added on Windows), found as
+    /// [`Discover`](WorkerProgram::Discover) finds `loky-worker`: in the
+    /// directory of the current executable, its parent directory, then on
+    /// `PATH` (`LOKY_WORKER` is not consulted). Lets each application ship
+    /// a worker binary of its own name, so that two applications installed
+    /// side by side do not share one `loky-worker`.
+    Named(String),
 }
 
 /// Builds a [`ProcessPoolExecutor`](crate::ProcessPoolExecutor); from
@@ -53,7 +68,8 @@ pub enum WorkerProgram {
 #[must_use]
 pub struct ExecutorBuilder {
     pub(crate) max_workers: Option<usize>,
-    program: WorkerProgram,
+    /// `None`: the default of [`WorkerProgram`] at `build`.
+    program: Option<WorkerProgram>,
     env: Vec<(OsString, OsString)>,
     pub(crate) idle_timeout: Option<Option<Duration>>,
     initializer: Option<std::result::Result<Initializer, Error>>,
@@ -81,7 +97,7 @@ impl Default for ExecutorBuilder {
     fn default() -> Self {
         ExecutorBuilder {
             max_workers: None,
-            program: WorkerProgram::Discover,
+            program: None,
             env: Vec::new(),
             idle_timeout: None,
             initializer: None,
@@ -105,9 +121,11 @@ impl ExecutorBuilder {
         self
     }
 
-    /// The worker program; default [`WorkerProgram::Discover`].
+    /// The worker program; by default this program after
+    /// [`loky::init()`](https://docs.rs/loky/latest/loky/fn.init.html),
+    /// else [`WorkerProgram::Discover`] (see [`WorkerProgram`]).
     pub fn worker_program(mut self, program: WorkerProgram) -> Self {
-        self.program = program;
+        self.program = Some(program);
         self
     }
 
@@ -206,6 +224,9 @@ impl ExecutorBuilder {
     }
 
     pub(crate) fn config(&self) -> Result<Config> {
+        // A worker whose `main` builds an executor before `loky::init()`
+        // ends here rather than start workers of its own.
+        crate::program::exit_if_worker_without_init();
         let max_workers = self.max_workers.unwrap_or_else(crate::cpu::cpu_count);
         if max_workers == 0 {
             return Err(Error::InvalidArgument(
@@ -213,11 +234,12 @@ impl ExecutorBuilder {
             ));
         }
         let depth = nesting_depth()? + 1;
-        let program = match &self.program {
+        let program = match self.program.clone().unwrap_or_else(default_program) {
             WorkerProgram::Discover => discover()?,
-            WorkerProgram::Path(path) => checked_program(path)?,
+            WorkerProgram::Path(path) => checked_program(&path)?,
             WorkerProgram::CurrentExe => std::env::current_exe()
                 .map_err(|e| spawn_error(Path::new("<current executable>"), e))?,
+            WorkerProgram::Named(name) => find_named(&name)?,
         };
         let initializer = self.initializer.clone().transpose()?;
         Ok(Config {
@@ -298,9 +320,18 @@ fn is_program(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && is_executable(&m))
 }
 
+/// The worker program of a builder that names none: this program if it
+/// called `loky::init()`, else discovery.
+fn default_program() -> WorkerProgram {
+    if loky_proto::program::is_own_worker() {
+        WorkerProgram::CurrentExe
+    } else {
+        WorkerProgram::Discover
+    }
+}
+
 /// Default worker discovery; the error lists every place looked at.
 fn discover() -> Result<PathBuf> {
-    let name = format!("loky-worker{}", std::env::consts::EXE_SUFFIX);
     let mut searched = Vec::new();
     if let Some(path) = std::env::var_os(env::WORKER_PROGRAM) {
         // An explicit setting that is wrong is an error, not a hint: no
@@ -312,11 +343,40 @@ fn discover() -> Result<PathBuf> {
                 env::WORKER_PROGRAM,
                 path.display()
             ));
-            return Err(Error::WorkerNotFound(WorkerNotFound { searched }));
+            return Err(Error::WorkerNotFound(WorkerNotFound {
+                name: None,
+                searched,
+            }));
         }
         return checked_program(path);
     }
     searched.push(format!("${} (not set)", env::WORKER_PROGRAM));
+    search("loky-worker", &mut searched).ok_or(Error::WorkerNotFound(WorkerNotFound {
+        name: None,
+        searched,
+    }))
+}
+
+/// The program called `name`, as [`WorkerProgram::Named`] finds it.
+fn find_named(name: &str) -> Result<PathBuf> {
+    let mut searched = Vec::new();
+    search(name, &mut searched).ok_or_else(|| {
+        Error::WorkerNotFound(WorkerNotFound {
+            name: Some(name.to_owned()),
+            searched,
+        })
+    })
+}
+
+/// The program `name` in the directory of the current executable, its
+/// parent, or on `PATH`; adds each place looked at to `searched`.
+fn search(name: &str, searched: &mut Vec<String>) -> Option<PathBuf> {
+    let suffix = std::env::consts::EXE_SUFFIX;
+    let name = if name.ends_with(suffix) {
+        name.to_owned()
+    } else {
+        format!("{name}{suffix}")
+    };
     if let Ok(exe) = std::env::current_exe() {
         let dirs = exe
             .parent()
@@ -325,7 +385,7 @@ fn discover() -> Result<PathBuf> {
         for dir in dirs {
             let candidate = dir.join(&name);
             if is_program(&candidate) {
-                return Ok(candidate);
+                return Some(candidate);
             }
             searched.push(candidate.display().to_string());
         }
@@ -334,10 +394,10 @@ fn discover() -> Result<PathBuf> {
         for dir in std::env::split_paths(&paths) {
             let candidate = dir.join(&name);
             if is_program(&candidate) {
-                return Ok(candidate);
+                return Some(candidate);
             }
         }
         searched.push(format!("{name} on $PATH"));
     }
-    Err(Error::WorkerNotFound(WorkerNotFound { searched }))
+    None
 }

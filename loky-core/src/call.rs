@@ -1,20 +1,66 @@
 //! One call on its way through the pool: queued as a [`WorkItem`], then
-//! [`InFlight`] on a worker until its reply settles the future.
+//! [`InFlight`] on a worker until its reply settles the future. A call runs
+//! a [`Target`]: a task named in the worker, or a function of this program.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loky_proto::{CallError, CallKind, Outcome, PanicInfo, Signature};
+use loky_proto::{CallError, CallKind, FnRef, FrameError, Hello, Outcome, PanicInfo, Signature};
 
 use crate::error::{Error, RemoteError, SerializationError, UnknownTask};
 use crate::future::{FutureState, RawOutput, Settled};
 use crate::pool_thread;
+use crate::program::stale_note;
+
+/// What a call runs: a task registered by name in the worker, or a function
+/// of this program (sent only to workers of this very program build).
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Task(Signature),
+    Function {
+        /// Named by its type, `fn(I) -> O`, with `I` and `O`.
+        sig: Signature,
+        /// Shared by the calls of one `map`.
+        function: Arc<FnRef>,
+    },
+}
+
+impl Target {
+    /// The name (the task's, or the function's type) and the types.
+    pub(crate) fn signature(&self) -> Signature {
+        match self {
+            Target::Task(sig) | Target::Function { sig, .. } => *sig,
+        }
+    }
+
+    /// Appends the frame of call `id` to `out`, its arguments written by
+    /// `encode_args`.
+    fn encode_frame<E>(
+        &self,
+        id: u64,
+        kind: CallKind,
+        out: &mut Vec<u8>,
+        max: usize,
+        encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Result<(), E>, FrameError> {
+        match self {
+            Target::Task(sig) => {
+                loky_proto::encode_call_frame(id, sig.name, kind, out, max, encode_args)
+            }
+            Target::Function { function, .. } => {
+                loky_proto::encode_fn_call_frame(id, function, kind, out, max, encode_args)
+            }
+        }
+    }
+}
 
 /// A submitted call waiting for a worker.
 pub(crate) struct WorkItem {
     pub(crate) future: Arc<FutureState>,
     pub(crate) sig: Signature,
+    /// The function of this program it runs, if it is not a named task.
+    pub(crate) function: Option<Arc<FnRef>>,
     /// Unique within the pool; echoed by the worker's reply.
     pub(crate) id: u64,
     /// The whole frame of the call, encoded on the submitting thread; kept
@@ -30,19 +76,19 @@ pub(crate) struct WorkItem {
 }
 
 impl WorkItem {
-    /// A call of `sig` numbered `id` whose arguments `encode_args` writes
+    /// A call of `target` numbered `id` whose arguments `encode_args` writes
     /// straight into the call's frame (large arguments are never copied).
     pub(crate) fn new<E: std::error::Error + Send + Sync + 'static>(
         future: Arc<FutureState>,
-        sig: Signature,
+        target: &Target,
         kind: CallKind,
         id: u64,
         max_frame: usize,
         encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<WorkItem, Error> {
+        let sig = target.signature();
         let mut frame = Vec::new();
-        let encoded =
-            loky_proto::encode_call_frame(id, sig.name, kind, &mut frame, max_frame, encode_args);
+        let encoded = target.encode_frame(id, kind, &mut frame, max_frame, encode_args);
         let failed = match encoded {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(SerializationError::new(sig.name, "encode the arguments", e)),
@@ -54,12 +100,29 @@ impl WorkItem {
         Ok(WorkItem {
             future,
             sig,
+            function: match target {
+                Target::Task(_) => None,
+                Target::Function { function, .. } => Some(function.clone()),
+            },
             id,
             frame: Arc::new(frame),
             kind,
             timeout: None,
             initializer: false,
         })
+    }
+}
+
+impl WorkItem {
+    /// What this call runs, to make another call of it.
+    pub(crate) fn target(&self) -> Target {
+        match &self.function {
+            None => Target::Task(self.sig),
+            Some(function) => Target::Function {
+                sig: self.sig,
+                function: function.clone(),
+            },
+        }
     }
 }
 
@@ -110,6 +173,21 @@ pub(crate) struct WorkerInfo {
     pub(crate) pid: u32,
     pub(crate) program: String,
     pub(crate) tasks: Vec<String>,
+    /// Said of a value that fails to decode: the worker runs another build
+    /// of the program, which may be out of date.
+    pub(crate) stale_note: Option<Arc<str>>,
+}
+
+impl WorkerInfo {
+    /// What the hello of worker `pid` tells.
+    pub(crate) fn new(pid: u32, hello: &Hello) -> WorkerInfo {
+        WorkerInfo {
+            pid,
+            program: hello.program.clone(),
+            tasks: hello.tasks.iter().map(|t| t.name.clone()).collect(),
+            stale_note: stale_note(&hello.identity, &hello.program).map(Arc::from),
+        }
+    }
 }
 
 /// Turns a worker's outcome for `item` into the future's result.
@@ -163,6 +241,13 @@ fn failed(item: &WorkItem, err: CallError, worker: &WorkerInfo) -> Error {
             known: worker.tasks.clone(),
         }),
         err @ CallError::DecodeArgs { .. } => {
+            let mut error = SerializationError::new(item.sig.name, "run the call", err);
+            if let Some(note) = &worker.stale_note {
+                error.message = format!("{}; {note}", error.message);
+            }
+            Error::Serialization(error)
+        }
+        err @ CallError::Function { .. } => {
             Error::Serialization(SerializationError::new(item.sig.name, "run the call", err))
         }
         err @ CallError::EncodeOutput { .. } => Error::Serialization(SerializationError::new(

@@ -14,11 +14,13 @@ use loky_proto::CallKind;
 
 use crate::call::WorkItem;
 
-/// What durations are kept by: a task, and whether the call is a `map`
-/// chunk (a chunk of many items takes longer than one item).
+/// What durations are kept by: a task (for a function, which one: functions
+/// of one type share a name), and whether the call is a `map` chunk (a
+/// chunk of many items takes longer than one item).
 #[derive(Debug, Clone, Copy, Eq)]
 pub(crate) struct TaskKey {
     task: &'static str,
+    function: Option<i64>,
     chunk: bool,
 }
 
@@ -26,6 +28,7 @@ pub(crate) struct TaskKey {
 impl PartialEq for TaskKey {
     fn eq(&self, other: &TaskKey) -> bool {
         self.chunk == other.chunk
+            && self.function == other.function
             && (std::ptr::eq(self.task, other.task) || self.task == other.task)
     }
 }
@@ -34,6 +37,7 @@ impl TaskKey {
     pub(crate) fn of(item: &WorkItem) -> TaskKey {
         TaskKey {
             task: item.sig.name,
+            function: item.function.as_ref().map(|f| f.function_id()),
             chunk: item.kind == CallKind::Chunk,
         }
     }
@@ -77,7 +81,11 @@ mod tests {
     use super::*;
 
     fn key(task: &'static str) -> TaskKey {
-        TaskKey { task, chunk: false }
+        TaskKey {
+            task,
+            function: None,
+            chunk: false,
+        }
     }
 
     #[test]
@@ -88,9 +96,27 @@ mod tests {
         assert_eq!(durations.typical(key("a")), Some(Duration::from_micros(50)));
         let chunk = TaskKey {
             task: "a",
+            function: None,
             chunk: true,
         };
         assert_eq!(durations.typical(chunk), None);
+    }
+
+    #[test]
+    fn functions_of_one_type_are_measured_apart() {
+        let durations = Durations::default();
+        let function = |id| TaskKey {
+            task: "fn(i64) -> i64",
+            function: Some(id),
+            chunk: false,
+        };
+        durations.record(function(1), Duration::from_micros(50));
+        assert_eq!(durations.typical(function(2)), None);
+        assert_eq!(durations.typical(key("fn(i64) -> i64")), None);
+        assert_eq!(
+            durations.typical(function(1)),
+            Some(Duration::from_micros(50))
+        );
     }
 
     #[test]

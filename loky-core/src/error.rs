@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use crate::exit::WorkerExit;
 
+mod program;
+
+pub use program::{MissingInit, ProgramMismatch};
+
 /// `Result` with [`Error`] as its error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -81,17 +85,27 @@ pub enum Error {
     #[error(transparent)]
     DeadlineExceeded(DeadlineExceeded),
     /// An argument of an executor call is out of range (`max_workers == 0`,
-    /// `chunksize == 0`, nesting too deep).
+    /// `chunksize == 0`, nesting too deep), or a function cannot be sent
+    /// (it is not in this program's code).
     #[error("{0}")]
     InvalidArgument(String),
+    /// A function was not sent to a worker because the worker runs another
+    /// program build; the pool is not broken.
+    #[error(transparent)]
+    ProgramMismatch(ProgramMismatch),
+    /// The worker program's `main` builds an executor before calling
+    /// `loky::init()`: its workers end at once and the pool is broken.
+    #[error(transparent)]
+    MissingInit(MissingInit),
 }
 
 impl Error {
-    /// True for [`Error::BrokenProcessPool`] and [`Error::TerminatedWorker`].
+    /// True for [`Error::BrokenProcessPool`] and [`Error::TerminatedWorker`]
+    /// (and [`Error::MissingInit`], which breaks the pool too).
     pub fn is_broken_pool(&self) -> bool {
         matches!(
             self,
-            Error::BrokenProcessPool(_) | Error::TerminatedWorker(_)
+            Error::BrokenProcessPool(_) | Error::TerminatedWorker(_) | Error::MissingInit(_)
         )
     }
 
@@ -512,16 +526,35 @@ impl TaskMismatch {
     }
 }
 
-/// No worker program was found by default discovery.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "no loky worker program found (looked in: {}); ship a `loky-worker` binary beside the \
-     application, set LOKY_WORKER, or choose one with `worker_program`",
-    .searched.join("; ")
-)]
+/// No worker program was found by discovery.
+#[derive(Debug, Clone)]
 pub struct WorkerNotFound {
+    /// The program name looked for, for `WorkerProgram::Named`.
+    pub(crate) name: Option<String>,
     pub(crate) searched: Vec<String>,
 }
+
+impl fmt::Display for WorkerNotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let searched = self.searched.join("; ");
+        match &self.name {
+            Some(name) => write!(
+                f,
+                "worker program `{name}` not found (looked in: {searched}); install it beside \
+                 the application or on PATH, or choose one with `worker_program`"
+            ),
+            None => write!(
+                f,
+                "no loky worker program found (looked in: {searched}); call `loky::init()` \
+                 first in `main` to make this program its own worker, ship a `loky-worker` \
+                 binary beside the application, set LOKY_WORKER, or choose one with \
+                 `worker_program`"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WorkerNotFound {}
 
 impl WorkerNotFound {
     /// Every place that was looked at, in order.

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use loky_proto::Task;
 
 use crate::builder::ExecutorBuilder;
+use crate::call::Target;
 use crate::codec;
 use crate::config::{Config, Shutdown};
 use crate::error::Result;
@@ -97,8 +98,13 @@ impl ProcessPoolExecutor {
         &self.handle.config
     }
 
-    fn pool(&self) -> &Arc<Pool> {
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
         self.handle.pool()
+    }
+
+    /// A handle that keeps the pool open (for a `map` still running).
+    pub(crate) fn pool_handle(&self) -> Arc<PoolHandle> {
+        self.handle.clone()
     }
 
     /// Schedules `task(args)` and returns its future at once.
@@ -126,11 +132,11 @@ impl ProcessPoolExecutor {
         I: Serialize,
         O: DeserializeOwned,
     {
-        let future = self
-            .pool()
-            .submit_call(task.signature(), options.timeout, |frame| {
-                codec::encode_into(&args, frame)
-            })?;
+        let future =
+            self.pool()
+                .submit_call(&Target::Task(task.signature()), options.timeout, |frame| {
+                    codec::encode_into(&args, frame)
+                })?;
         Ok(Future::from_state(future))
     }
 
@@ -150,7 +156,7 @@ impl ProcessPoolExecutor {
         It: IntoIterator<Item = I>,
         It::IntoIter: Send + 'a,
     {
-        Map::new(self.handle.clone(), task.signature(), inputs)
+        Map::new(self.handle.clone(), Target::Task(task.signature()), inputs)
     }
 
     /// Runs `task` on every item of `inputs`, yielding each input's index
@@ -175,7 +181,7 @@ impl ProcessPoolExecutor {
         It: IntoIterator<Item = I>,
         It::IntoIter: Send + 'a,
     {
-        MapUnordered::new(self.handle.clone(), task.signature(), inputs)
+        MapUnordered::new(self.handle.clone(), Target::Task(task.signature()), inputs)
     }
 
     /// Shuts down: no more submits; with `wait`, blocks until every

@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,9 @@ pub(crate) struct FutureState {
     cond: Condvar,
     pub(crate) task: &'static str,
     killer: Option<std::sync::Weak<dyn Killer>>,
+    /// Set when the worker that answered runs another build of the program:
+    /// said if the output fails to decode.
+    stale_worker: OnceLock<Arc<str>>,
 }
 
 impl FutureState {
@@ -143,7 +146,14 @@ impl FutureState {
             cond: Condvar::new(),
             task,
             killer,
+            stale_worker: OnceLock::new(),
         })
+    }
+
+    /// Records, before settling, that the worker that answered runs another
+    /// build of the program (`note` says so).
+    pub(crate) fn note_stale_worker(&self, note: &Arc<str>) {
+        let _ = self.stale_worker.set(note.clone());
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -507,7 +517,7 @@ impl<T: DeserializeOwned> Future<T> {
 
     fn decode(&self, settled: Settled) -> Result<T> {
         match &*settled? {
-            RawOutput::Value(bytes) => decode_output(self.state.task, bytes),
+            RawOutput::Value(bytes) => decode_output(&self.state, bytes),
             RawOutput::Items(_) => Err(Error::Serialization(SerializationError::described(
                 self.state.task,
                 "decode the result",
@@ -517,11 +527,17 @@ impl<T: DeserializeOwned> Future<T> {
     }
 }
 
-/// Decodes a task's output; a `Deserialize` that fails or panics is this
-/// result's error.
-pub(crate) fn decode_output<T: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<T> {
-    codec::decode(bytes)
-        .map_err(|e| Error::Serialization(SerializationError::new(task, "decode the result", e)))
+/// Decodes the output of the call of `state`; a `Deserialize` that fails
+/// or panics is this result's error, which says whether the worker that
+/// answered may be out of date.
+pub(crate) fn decode_output<T: DeserializeOwned>(state: &FutureState, bytes: &[u8]) -> Result<T> {
+    codec::decode(bytes).map_err(|e| {
+        let mut error = SerializationError::new(state.task, "decode the result", e);
+        if let Some(note) = state.stale_worker.get() {
+            error.message = format!("{}; {note}", error.message);
+        }
+        Error::Serialization(error)
+    })
 }
 
 /// Awaiting a [`Future`] gives its result, as [`Future::result`] does,

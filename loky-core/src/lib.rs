@@ -9,7 +9,9 @@
 //!
 //! # Layout
 //!
-//! - [`ProcessPoolExecutor`] and [`ExecutorBuilder`]: submit, map, shutdown.
+//! - [`ProcessPoolExecutor`] and [`ExecutorBuilder`]: submit, map, shutdown;
+//!   `submit_fn`, `submit_fn_with`, `map_fn` and `map_unordered_fn` for
+//!   functions of this program, sent only to workers of this very build.
 //! - [`Future`], [`wait`], [`as_completed`]: results, as in `concurrent.futures`.
 //! - Async: `.await` on a [`Future`], [`Map::into_stream`],
 //!   [`MapUnordered`], [`as_completed_stream`],
@@ -23,10 +25,11 @@
 //! reaping) and a writer thread (frames out). See `supervisor.md`.
 //!
 //! Modules, from the bottom up (each uses only those above it):
-//! `exit`, `deadline`, `pool_thread`, `error`, `config`, `options`,
-//! `callbacks`, `codec`, `future`, `completions`, `timer`, `call`,
-//! `durations`, `link`, `events`, `os`, `worker` (the seam to the operating
-//! system), `supervisor`, `builder`, `map`, `executor`, `wait`, `reusable`,
+//! `exit`, `deadline`, `pool_thread`, `error`, `program` (which workers may
+//! receive functions), `config`, `options`, `callbacks`, `codec`, `future`,
+//! `completions`, `timer`, `call`, `durations`, `link`, `events`, `os`,
+//! `worker` (the seam to the operating system), `supervisor`, `builder`,
+//! `map`, `executor`, `function` (`submit_fn` and kin), `wait`, `reusable`,
 //! `cpu`.
 
 #![deny(missing_docs)]
@@ -44,12 +47,14 @@ mod error;
 mod events;
 mod executor;
 mod exit;
+mod function;
 mod future;
 mod link;
 mod map;
 mod options;
 mod os;
 mod pool_thread;
+mod program;
 #[cfg(feature = "remote")]
 mod remote;
 mod rerun;
@@ -66,13 +71,15 @@ pub use builder::{DEFAULT_MAX_DEPTH, ExecutorBuilder, WorkerProgram};
 pub use config::{CrashPolicy, Shutdown};
 pub use cpu::{cpu_count, cpu_count_physical};
 pub use error::{
-    BrokenProcessPool, DeadlineExceeded, Error, RemoteError, Result, SerializationError,
-    ShutdownError, SpawnError, TaskMismatch, TerminatedWorker, UnknownTask, WorkerNotFound,
+    BrokenProcessPool, DeadlineExceeded, Error, MissingInit, ProgramMismatch, RemoteError, Result,
+    SerializationError, ShutdownError, SpawnError, TaskMismatch, TerminatedWorker, UnknownTask,
+    WorkerNotFound,
 };
 pub use executor::ProcessPoolExecutor;
 pub use exit::WorkerExit;
 pub use future::{Future, WaitAsync};
 pub use loky_proto::Task;
+pub use loky_proto::program::ProgramId;
 pub use map::{Map, MapStream, MapUnordered, MapUnorderedStream};
 pub use options::CallOptions;
 #[cfg(feature = "remote")]

@@ -9,10 +9,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
-use loky_proto::Signature;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::call::Target;
 use crate::completions::Completions;
 use crate::error::{Error, Result};
 use crate::future::{FutureState, Settled};
@@ -125,7 +125,7 @@ impl Waiter for Blocking {
 }
 
 impl<'a, O: DeserializeOwned> Map<'a, O> {
-    pub(crate) fn new<I, It>(pool: Arc<PoolHandle>, sig: Signature, inputs: It) -> Map<'a, O>
+    pub(crate) fn new<I, It>(pool: Arc<PoolHandle>, target: Target, inputs: It) -> Map<'a, O>
     where
         I: Serialize,
         It: IntoIterator<Item = I>,
@@ -133,7 +133,7 @@ impl<'a, O: DeserializeOwned> Map<'a, O> {
     {
         Map {
             settings: Settings::new(),
-            feeder: Feeder::new(pool, sig, inputs),
+            feeder: Feeder::new(pool, target, inputs),
             state: State::Prepared,
             chunks: VecDeque::new(),
             ready: Ready::empty(),
@@ -142,6 +142,13 @@ impl<'a, O: DeserializeOwned> Map<'a, O> {
             unsent_done: 0,
             sent: 0,
         }
+    }
+
+    /// This map with every item failing with `err` (its function cannot
+    /// be sent), nothing being sent.
+    pub(crate) fn refused(mut self, err: Error) -> Self {
+        self.feeder.refuse(err);
+        self
     }
 
     /// Sends the inputs `n` at a time (default 1); zero is an error.

@@ -84,13 +84,14 @@ pub(crate) fn after_death(
 /// The encoded inputs of `frame`'s call if it is a chunk of several.
 fn chunk_inputs(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
     let body = frame.get(HEADER_LEN..)?;
-    let Ok(Request::Call(call)) = decode_body::<Request<'_>>(body) else {
-        return None;
+    let (kind, args) = match decode_body::<Request<'_>>(body).ok()? {
+        Request::Call(call) => (call.kind, call.args),
+        Request::CallFn(call) => (call.kind, call.args),
     };
-    if call.kind != CallKind::Chunk {
+    if kind != CallKind::Chunk {
         return None;
     }
-    let items = split_array(&call.args)?;
+    let items = split_array(&args)?;
     (items.len() > 1).then(|| items.into_iter().map(<[u8]>::to_vec).collect())
 }
 

@@ -17,7 +17,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use loky_proto::{Hello, RetireReason};
 
-use crate::call::{self, InFlight, WorkItem};
+use crate::call::{self, InFlight, Target, WorkItem};
 use crate::config::{Config, Shutdown};
 use crate::deadline;
 use crate::durations::Durations;
@@ -36,6 +36,8 @@ mod timers;
 
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod program_tests;
 #[cfg(test)]
 mod tests;
 
@@ -230,7 +232,7 @@ impl Supervisor {
         let item = tasks.check(&init.sig).and_then(|()| {
             WorkItem::new(
                 future.clone(),
-                init.sig,
+                &Target::Task(init.sig),
                 loky_proto::CallKind::Single,
                 call_id,
                 max_frame,

@@ -52,3 +52,13 @@ pub fn parse_channel_value(value: &str) -> Option<(i32, u32)> {
     let (fd, pid) = value.split_once(':')?;
     Some((fd.parse().ok()?, pid.parse().ok()?))
 }
+
+/// The channel fd and executor pid of [`CHANNEL`] if an executor started
+/// this process as a worker: the variable is set and names this process's
+/// parent. A process that a task starts inherits the variable but has
+/// another parent, so it is never taken for a worker.
+pub fn executor_channel() -> Option<(i32, u32)> {
+    let value = std::env::var(CHANNEL).ok()?;
+    let (fd, executor) = parse_channel_value(&value)?;
+    (std::os::unix::process::parent_id() == executor).then_some((fd, executor))
+}

@@ -25,6 +25,13 @@ pub const PROTOCOL_ERROR: i32 = 76;
 /// The worker ran out of memory under its memory limit.
 pub const MEMORY_LIMIT: i32 = 77;
 
+/// An executor started this program as a worker, and its `main` built an
+/// executor (or submitted work) before calling `loky::init()` (or
+/// `loky::serve_if_worker`): the worker leaves at once rather than start
+/// workers of its own, which would do the same without end. The parent
+/// reports that `main` must call `loky::init()` first.
+pub const NOT_INITIALIZED: i32 = 78;
+
 /// A short description of a documented exit code, if `code` is one.
 pub fn describe(code: i32) -> Option<&'static str> {
     match code {
@@ -34,6 +41,9 @@ pub fn describe(code: i32) -> Option<&'static str> {
         NO_EXECUTOR => Some("the connect-back worker could not reach its executor, or lost it"),
         PROTOCOL_ERROR => Some("the worker received a malformed frame"),
         MEMORY_LIMIT => Some("the worker exceeded its memory limit"),
+        NOT_INITIALIZED => {
+            Some("the worker program built an executor before calling `loky::init()`")
+        }
         _ => None,
     }
 }

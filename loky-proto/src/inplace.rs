@@ -13,7 +13,8 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use crate::frame::{ABSOLUTE_MAX_FRAME, FrameError, FrameSink, HEADER_LEN, in_frame_context};
-use crate::message::{Call, CallKind, Outcome, Reply, Request, Response};
+use crate::function::FnRef;
+use crate::message::{Call, CallKind, FnCall, Outcome, Reply, Request, Response};
 
 /// MessagePack's marker of a `bin 8` value, and of a `bin 32` one.
 const BIN8: u8 = 0xc4;
@@ -36,6 +37,27 @@ pub fn encode_call_frame<O: FrameSink, E>(
     let envelope = Request::Call(Call {
         id,
         task: Cow::Borrowed(task),
+        kind,
+        args: Cow::Borrowed(&[]),
+    });
+    encode_around(&envelope, out, max, encode_args)
+}
+
+/// Appends a [`Request::CallFn`] frame to `out`, its arguments written by
+/// `encode_args` directly after the envelope.
+///
+/// Errors as [`encode_call_frame`].
+pub fn encode_fn_call_frame<O: FrameSink, E>(
+    id: u64,
+    function: &FnRef,
+    kind: CallKind,
+    out: &mut O,
+    max: usize,
+    encode_args: impl FnOnce(&mut O) -> Result<(), E>,
+) -> Result<Result<(), E>, FrameError> {
+    let envelope = Request::CallFn(FnCall {
+        id,
+        function: function.clone(),
         kind,
         args: Cow::Borrowed(&[]),
     });
@@ -157,6 +179,31 @@ mod tests {
             });
             assert_eq!(call, expected);
         }
+    }
+
+    #[test]
+    fn a_function_call_frame_decodes_as_the_call() {
+        let function = FnRef::new(|x: i64| x + 1).unwrap();
+        let args = crate::encode_payload(&41i64).unwrap();
+        let mut out = Vec::new();
+        encode_fn_call_frame(
+            3,
+            &function,
+            CallKind::Single,
+            &mut out,
+            DEFAULT_MAX_FRAME,
+            encode_bytes(&args),
+        )
+        .unwrap()
+        .unwrap();
+        let call: Request<'_> = decode_body(&out[HEADER_LEN..]).unwrap();
+        let expected = Request::CallFn(FnCall {
+            id: 3,
+            function,
+            kind: CallKind::Single,
+            args: args.as_slice().into(),
+        });
+        assert_eq!(call, expected);
     }
 
     #[test]

@@ -3,12 +3,16 @@
 //! A parent process and each of its worker processes talk over a private
 //! channel (any `Read + Write` stream) in frames: a little-endian `u32` body
 //! length followed by one MessagePack message. The worker speaks first with a
-//! [`Hello`] naming its protocol version, pid and task table; then the parent
-//! sends [`Call`]s and the worker answers each with a [`Reply`], in order.
+//! [`Hello`] naming its protocol version, pid, program identity and task
+//! table; then the parent sends [`Call`]s (of named tasks) and [`FnCall`]s
+//! (of functions, as [`FnRef`]s) and the worker answers each with a
+//! [`Reply`], in order.
 //!
 //! This crate also holds the typed [`Task`] handle shared by applications and
-//! worker programs, the environment variables an executor sets for its
-//! workers ([`env`](mod@env)) and the documented worker exit codes ([`exit_code`]).
+//! worker programs, the code both sides run for a call ([`invoke()`]), the
+//! identity and role of this program ([`program`]), the environment
+//! variables an executor sets for its workers ([`env`](mod@env)) and the
+//! documented worker exit codes ([`exit_code`]).
 //! With the feature `remote`, the module `remote` holds what an executor and
 //! its workers on other machines share: launch tickets, the per-executor
 //! certificate authority and the relay of a TLS link with heartbeats.
@@ -33,26 +37,34 @@
 pub mod env;
 pub mod exit_code;
 mod frame;
+mod function;
 mod inplace;
+mod invoke;
 mod message;
+mod os;
+pub mod program;
 #[cfg(feature = "remote")]
 pub mod remote;
 mod shared;
 #[cfg(unix)]
 pub mod shm;
 mod task;
+mod typename;
 
 pub use frame::{
     ABSOLUTE_MAX_FRAME, DEFAULT_MAX_FRAME, FrameBuffer, FrameError, FrameSink, HEADER_LEN,
     decode_body, encode_frame, read_frame, split_array, write_frame,
 };
-pub use inplace::{encode_call_frame, encode_value_reply_frame};
+pub use function::{FnRef, FnRefError};
+pub use inplace::{encode_call_frame, encode_fn_call_frame, encode_value_reply_frame};
+pub use invoke::{Runtime, invoke};
 pub use message::{
-    Call, CallError, CallKind, Hello, Outcome, PROTOCOL_VERSION, PanicInfo, Progress, Reply,
-    Request, Response, RetireReason, TaskInfo,
+    Call, CallError, CallKind, FnCall, Hello, Outcome, PROTOCOL_VERSION, PanicInfo, Progress,
+    Reply, Request, Response, RetireReason, TaskInfo,
 };
 pub use shared::{Attachments, SHARE_FROM, SharedBytes, outside_frames};
 pub use task::{Payload, Signature, Task};
+pub use typename::{same_type_name, short_type_name, without_crate_names};
 
 /// Encodes a task argument or output (MessagePack with field names, so any
 /// serde type round-trips).

@@ -9,12 +9,16 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::function::FnRef;
+use crate::program::ProgramId;
 use crate::task::Signature;
+use crate::typename::same_type_name;
 
 /// Version of this protocol; a worker speaking another one is refused.
-/// Version 2 added descriptor frames on local channels.
-/// Version 3 added progress reports of long chunks.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Version 2 added descriptor frames on local channels; version 3,
+/// progress reports of long chunks; version 4, the program identity in the
+/// hello and calls of functions.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The first message of every worker: who it is and what it can run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +29,9 @@ pub struct Hello {
     pub pid: u32,
     /// The worker program, as the worker sees itself (for messages).
     pub program: String,
+    /// The identity of the worker's program build: the parent sends
+    /// functions only to workers of its own identity.
+    pub identity: ProgramId,
     /// Every task the worker has registered.
     pub tasks: Vec<TaskInfo>,
 }
@@ -51,9 +58,14 @@ impl From<Signature> for TaskInfo {
 }
 
 impl TaskInfo {
-    /// Whether `sig` names this task with the same argument and output types.
+    /// Whether `sig` names this task with the same argument and output
+    /// types. Type names are compared without the crate name that starts
+    /// each path (see [`without_crate_names`](crate::without_crate_names)),
+    /// so that a task module compiled into two binaries matches itself.
     pub fn matches(&self, sig: &Signature) -> bool {
-        self.name == sig.name && self.input == sig.input && self.output == sig.output
+        self.name == sig.name
+            && same_type_name(&self.input, sig.input)
+            && same_type_name(&self.output, sig.output)
     }
 }
 
@@ -63,6 +75,9 @@ pub enum Request<'a> {
     /// Run a task.
     #[serde(borrow)]
     Call(Call<'a>),
+    /// Run a function of the worker's program (which is the parent's).
+    #[serde(borrow)]
+    CallFn(FnCall<'a>),
 }
 
 /// How a call's argument bytes are to be read.
@@ -83,6 +98,20 @@ pub struct Call<'a> {
     /// The registered task name.
     #[serde(borrow)]
     pub task: Cow<'a, str>,
+    /// One argument or a chunk of them.
+    pub kind: CallKind,
+    /// The MessagePack-encoded argument(s).
+    #[serde(with = "serde_bytes", borrow)]
+    pub args: Cow<'a, [u8]>,
+}
+
+/// Run the function `function` on `args`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FnCall<'a> {
+    /// Chosen by the parent; echoed in the [`Reply`].
+    pub id: u64,
+    /// The function, as the parent's program names it.
+    pub function: FnRef,
     /// One argument or a chunk of them.
     pub kind: CallKind,
     /// The MessagePack-encoded argument(s).
@@ -195,6 +224,13 @@ pub enum CallError {
         /// The task name.
         task: String,
         /// The encoder's message.
+        message: String,
+    },
+    /// The worker refused a function reference (not made by its own
+    /// program, or not pointing into its code); nothing was called.
+    #[error("the worker refused to run the function: {message}")]
+    Function {
+        /// Why.
         message: String,
     },
 }

@@ -8,10 +8,11 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::io::{self, Cursor, Read};
 
+use loky_proto::program::{IdKind, ProgramId};
 use loky_proto::{
-    Call, CallError, CallKind, DEFAULT_MAX_FRAME, FrameBuffer, FrameError, HEADER_LEN, Hello,
-    Outcome, PanicInfo, Reply, Request, Response, RetireReason, TaskInfo, decode_body,
-    encode_frame, read_frame,
+    Call, CallError, CallKind, DEFAULT_MAX_FRAME, FnCall, FnRef, FrameBuffer, FrameError,
+    HEADER_LEN, Hello, Outcome, PanicInfo, Reply, Request, Response, RetireReason, TaskInfo,
+    decode_body, encode_frame, read_frame,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -100,6 +101,7 @@ fn call_error() -> impl Strategy<Value = CallError> {
             message
         }),
         (text(), text()).prop_map(|(task, message)| CallError::EncodeOutput { task, message }),
+        text().prop_map(|message| CallError::Function { message }),
     ]
 }
 
@@ -126,15 +128,43 @@ fn kind() -> impl Strategy<Value = CallKind> {
     prop_oneof![Just(CallKind::Single), Just(CallKind::Chunk)]
 }
 
+/// References to a few functions of this program.
+fn function() -> impl Strategy<Value = FnRef> {
+    prop_oneof![
+        Just(FnRef::new(|x: i64| x + 1).unwrap()),
+        Just(FnRef::new(|s: String| s.len()).unwrap()),
+        Just(FnRef::new(|(a, b): (Vec<u8>, bool)| (b, a)).unwrap()),
+    ]
+}
+
 fn request() -> impl Strategy<Value = Request<'static>> {
-    (any::<u64>(), text(), kind(), bytes()).prop_map(|(id, task, kind, args)| {
-        Request::Call(Call {
-            id,
-            task: task.into(),
-            kind,
-            args: args.into(),
-        })
-    })
+    prop_oneof![
+        (any::<u64>(), text(), kind(), bytes()).prop_map(|(id, task, kind, args)| {
+            Request::Call(Call {
+                id,
+                task: task.into(),
+                kind,
+                args: args.into(),
+            })
+        }),
+        (any::<u64>(), function(), kind(), bytes()).prop_map(|(id, function, kind, args)| {
+            Request::CallFn(FnCall {
+                id,
+                function,
+                kind,
+                args: args.into(),
+            })
+        }),
+    ]
+}
+
+fn identity() -> impl Strategy<Value = ProgramId> {
+    let kind = prop_oneof![
+        Just(IdKind::BuildId),
+        Just(IdKind::FileId),
+        Just(IdKind::Unknown)
+    ];
+    (kind, vec(any::<u8>(), 0..32)).prop_map(|(kind, bytes)| ProgramId { kind, bytes })
 }
 
 fn task_info() -> impl Strategy<Value = TaskInfo> {
@@ -147,14 +177,22 @@ fn task_info() -> impl Strategy<Value = TaskInfo> {
 
 fn response() -> impl Strategy<Value = Response<'static>> {
     prop_oneof![
-        (any::<u32>(), any::<u32>(), text(), vec(task_info(), 0..4)).prop_map(
-            |(protocol, pid, program, tasks)| Response::Hello(Hello {
-                protocol,
-                pid,
-                program,
-                tasks
-            })
-        ),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            text(),
+            identity(),
+            vec(task_info(), 0..4)
+        )
+            .prop_map(|(protocol, pid, program, identity, tasks)| {
+                Response::Hello(Hello {
+                    protocol,
+                    pid,
+                    program,
+                    identity,
+                    tasks,
+                })
+            }),
         (any::<u64>(), outcome()).prop_map(|(id, outcome)| Response::Reply(Reply { id, outcome })),
         (any::<u64>(), any::<u64>()).prop_map(|(baseline, current)| Response::Retiring(
             RetireReason::MemoryLeak { baseline, current }
@@ -434,7 +472,9 @@ fn decoded_payloads_borrow_from_the_frame() {
         args: vec![1, 2, 3].into(),
     });
     let stream = frames_of(&[call]);
-    let Request::Call(call) = decode_body(&stream[HEADER_LEN..]).unwrap();
+    let Request::Call(call) = decode_body(&stream[HEADER_LEN..]).unwrap() else {
+        panic!("expected a call");
+    };
     assert!(matches!(call.task, Cow::Borrowed("echo")));
     assert!(matches!(call.args, Cow::Borrowed([1, 2, 3])));
 
@@ -459,6 +499,7 @@ fn decoding_a_body_that_announces_a_huge_array_allocates_at_most_serde_s_cap() {
         protocol: 1,
         pid: 2,
         program: "p".into(),
+        identity: ProgramId::current().clone(),
         tasks: Vec::new(),
     });
     let stream = frames_of(&[hello]);

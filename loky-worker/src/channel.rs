@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 
 use loky_proto::shm::{FrameBuf, LocalFrames};
 use loky_proto::{
-    Attachments, Call, CallError, FrameError, Outcome, Reply, Request, Response, decode_body,
+    Attachments, CallError, FrameError, Outcome, Reply, Request, Response, decode_body,
     encode_frame, encode_value_reply_frame, exit_code,
 };
 
@@ -40,10 +40,10 @@ impl CallReader {
         })
     }
 
-    /// Blocks until the next call, borrowed from the frame, with the
+    /// Blocks until the next request, borrowed from the frame, with the
     /// shared buffers that came with it. Ends the worker at the end of the
     /// channel or on a bad frame.
-    pub(crate) fn next_call(&mut self) -> (Call<'_>, Attachments) {
+    pub(crate) fn next_request(&mut self) -> (Request<'_>, Attachments) {
         while !self.frames.has_frame() {
             match self.frames.fill_from(&self.stream) {
                 Ok(0) => end_on(self.frames.end_of_stream()),
@@ -58,7 +58,7 @@ impl CallReader {
             Err(err) => end_on(err),
         };
         match decode_body::<Request<'_>>(frame.body) {
-            Ok(Request::Call(call)) => (call, frame.attachments),
+            Ok(request) => (request, frame.attachments),
             Err(err) => end_on(err),
         }
     }

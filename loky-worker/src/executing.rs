@@ -24,7 +24,7 @@ use loky_proto::{Outcome, Reply, Response, exit_code};
 
 use crate::channel::{CallReader, ResponseWriter, fatal};
 use crate::memory::LeakCheck;
-use crate::{Registry, os, panic, progress};
+use crate::{Registry, call, os, panic, progress};
 
 /// Stack of a replacement executing thread: what the main thread usually
 /// gets, as tasks may rely on it.
@@ -178,16 +178,14 @@ impl<'a> Executing<'a> {
 
     /// Reads, runs and answers one call.
     fn run_one(&self, calls: &mut CallReader, out: &mut ResponseWriter, leak: &mut LeakCheck) {
-        let (call, mut attachments) = calls.next_call();
-        *lock(&self.running) = Some(call.id);
-        progress::begin(call.id);
+        let (request, mut attachments) = calls.next_request();
+        let (id, name) = call::describe(&request);
+        *lock(&self.running) = Some(id);
+        progress::begin(id);
         // The call's shared buffers are reachable while its arguments
         // decode; those of the output attach to the reply.
-        attachments.decode(|| {
-            out.push_call(call.id, &call.task, |buf| {
-                self.registry.run(&call.task, call.kind, &call.args, buf)
-            })
-        });
+        attachments
+            .decode(|| out.push_call(id, name, |buf| call::run(self.registry, &request, buf)));
         progress::end();
         *lock(&self.running) = None;
         // Unused descriptors close before the reply says the call is done.

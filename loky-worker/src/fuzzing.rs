@@ -6,14 +6,17 @@
 //! frame size, the message decoder, then the registry's decoding of each
 //! call's arguments (one value, or a chunk, item by item when the whole
 //! does not decode) and the worker's encoding of its reply; but it returns
-//! an error where a worker ends itself.
+//! an error where a worker ends itself. Calls of functions are decoded and
+//! refused without being run: a worker trusts a reference that carries its
+//! own program identity (only its executor writes to its channel), and a
+//! fuzzer can learn that identity from the comparison.
 
 use std::io::Write;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 
 use loky_proto::shm::LocalFrames;
-use loky_proto::{FrameError, Request, Task, decode_body};
+use loky_proto::{CallError, FrameError, Outcome, Request, Task, decode_body};
 use serde_bytes::ByteBuf;
 
 use crate::Registry;
@@ -68,11 +71,15 @@ pub fn read_requests(
         let Some(frame) = frames.next_frame()? else {
             unreachable!("a whole frame has arrived");
         };
-        let Request::Call(call) = decode_body::<Request<'_>>(frame.body)?;
+        let request = decode_body::<Request<'_>>(frame.body)?;
+        let (id, name) = crate::call::describe(&request);
         let mut attachments = frame.attachments;
         attachments.decode(|| {
-            out.push_call(call.id, &call.task, |buf| {
-                registry.run(&call.task, call.kind, &call.args, buf)
+            out.push_call(id, name, |buf| match &request {
+                Request::Call(_) => crate::call::run(registry, &request, buf),
+                Request::CallFn(_) => Err(Outcome::Failed(CallError::Function {
+                    message: "functions are not run while fuzzing".to_owned(),
+                })),
             })
         });
     }

@@ -72,6 +72,8 @@
 
 #![deny(missing_docs)]
 
+mod before_main;
+mod call;
 mod channel;
 pub mod diagnostics;
 mod executing;
@@ -87,4 +89,4 @@ mod remote;
 mod serve;
 
 pub use registry::Registry;
-pub use serve::{is_worker, serve, serve_if_worker};
+pub use serve::{init, is_worker, serve, serve_if_worker};

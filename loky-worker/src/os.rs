@@ -528,6 +528,14 @@ pub(crate) fn ignore_sigterm() {
     unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
 }
 
+/// Makes writes to a closed channel fail with `EPIPE` instead of killing
+/// the worker, as std arranges before `main`; a worker started before
+/// `main` (from a constructor, see `init_before_main!`) must do it itself.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: SIG_IGN is a valid disposition for SIGPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 /// This process's resident memory in bytes, where the platform tells it.
 #[cfg(target_os = "linux")]
 pub(crate) fn resident_bytes() -> Option<u64> {

@@ -2,11 +2,42 @@
 
 use std::os::fd::RawFd;
 
+use loky_proto::program::{self, ProgramId};
 use loky_proto::{DEFAULT_MAX_FRAME, Hello, PROTOCOL_VERSION, Response, env, exit_code};
 
 use crate::channel::{CallReader, fatal};
 use crate::executing::Executing;
 use crate::{Registry, os, panic};
+
+/// Makes this program its own worker program: the first line of `main`.
+///
+/// Started by an executor as a worker, the program serves here (any
+/// function of the program that the executor sends it) and never returns.
+/// Run any other way, it returns at once, and every executor built
+/// afterwards without an explicit worker program starts this very
+/// executable as its workers (`WorkerProgram::CurrentExe`), so that
+/// `submit_fn` and `map_fn` can send it any `fn` or non-capturing closure.
+///
+/// Call it before anything else in `main`: a worker runs `main` from the
+/// start, and whatever comes before this call runs in every worker. A
+/// program started as a worker that builds an executor without having
+/// called it exits at once with [`exit_code::NOT_INITIALIZED`], and its
+/// parent's error says that `main` must call `loky::init()` first. To also
+/// serve named tasks, call [`serve_if_worker`] instead; for `#[test]`s,
+/// see [`init_before_main!`](crate::init_before_main).
+///
+/// ```no_run
+/// fn main() {
+///     loky_worker::init();
+///     // Only the application gets here.
+///     run_the_application();
+/// }
+///
+/// fn run_the_application() { /* build executors, submit functions... */ }
+/// ```
+pub fn init() {
+    serve_if_worker(&Registry::new());
+}
 
 /// Runs the worker loop if an executor started this process, and never
 /// returns.
@@ -35,11 +66,13 @@ pub fn serve(registry: Registry) -> ! {
 }
 
 /// Returns at once unless an executor started this process as a worker;
-/// then serves and never returns.
+/// then serves the registry's tasks (and, as [`init`], any function of the
+/// program) and never returns.
 ///
 /// Call it first in `main` to let an application binary be its own worker
-/// program (its executors then run `WorkerProgram::CurrentExe`). Run any
-/// other way, the program goes on as usual.
+/// program: as after [`init`], executors built afterwards without an
+/// explicit worker program run `WorkerProgram::CurrentExe`. Run any other
+/// way, the program goes on as usual.
 ///
 /// ```no_run
 /// use loky_proto::Task;
@@ -53,6 +86,7 @@ pub fn serve(registry: Registry) -> ! {
 /// }
 /// ```
 pub fn serve_if_worker(registry: &Registry) {
+    program::set_own_worker();
     #[cfg(feature = "remote")]
     crate::remote::serve_if_requested();
     if let Some((fd, executor)) = worker_channel() {
@@ -105,6 +139,7 @@ fn introduce(registry: &Registry) -> ! {
     );
     println!("protocol: {PROTOCOL_VERSION}");
     println!("program: {}", program());
+    println!("identity: {}", ProgramId::current());
     println!("tasks:");
     for signature in registry.signatures() {
         println!("  {signature}");
@@ -122,6 +157,9 @@ fn program() -> String {
 /// The worker: set up, say hello, serve calls until the channel ends the
 /// process.
 fn run(registry: &Registry, fd: RawFd, executor: u32) -> ! {
+    // From now on, tasks may build executors of their own (nesting).
+    program::set_serving();
+    os::ignore_sigpipe();
     if let Err(err) = os::die_with_parent(executor) {
         fatal(
             exit_code::INTERNAL_ERROR,
@@ -226,6 +264,7 @@ fn hello(registry: &Registry) -> Hello {
         protocol: PROTOCOL_VERSION,
         pid: std::process::id(),
         program: program(),
+        identity: ProgramId::current().clone(),
         tasks: registry.tasks(),
     }
 }

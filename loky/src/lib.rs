@@ -8,36 +8,63 @@
 //!
 //! ## Quick start
 //!
-//! A task is a typed name that the application and its worker program share:
+//! Call [`init()`] first in `main`: the program becomes its own worker
+//! program, and any function or non-capturing closure of it can be sent to
+//! its workers as it is.
 //!
 //! ```standalone_crate
-//! use loky::{ProcessPoolExecutor, Registry, Task, WorkerProgram};
+//! use loky::ProcessPoolExecutor;
 //!
-//! pub const SQUARE: Task<i64, i64> = Task::new("square");
+//! fn square(x: i64) -> i64 {
+//!     x * x
+//! }
 //!
 //! fn main() -> loky::Result<()> {
-//!     // This binary is also its own worker program.
-//!     loky::serve_if_worker(&Registry::new().register(SQUARE, |x: i64| x * x));
+//!     loky::init(); // started as a worker, this program serves here
 //!
-//!     let ex = ProcessPoolExecutor::builder()
-//!         .max_workers(2)
-//!         .worker_program(WorkerProgram::CurrentExe)
-//!         .build()?;
-//!     assert_eq!(ex.submit(SQUARE, 7)?.result()?, 49);
-//!     let squares: Vec<i64> = ex.map(SQUARE, 0..1000).chunksize(100).collect::<loky::Result<_>>()?;
+//!     let ex = ProcessPoolExecutor::new(2)?; // its workers run this program
+//!     assert_eq!(ex.submit_fn(square, 7)?.result()?, 49);
+//!     let k = 3; // what a closure would capture travels as its argument
+//!     assert_eq!(ex.submit_fn(|(k, x): (i64, i64)| k * x, (k, 7))?.result()?, 21);
+//!     let squares: Vec<i64> = ex.map_fn(square, 0..1000).chunksize(100).collect::<loky::Result<_>>()?;
 //!     assert_eq!(squares[999], 998_001);
 //!     Ok(())
 //! }
 //! ```
 //!
-//! A worker can also be a separate binary shipped beside the application
-//! (found by default as `loky-worker` next to the executable, or through
-//! `LOKY_WORKER`):
+//! A function is only ever sent to a worker running the very same program
+//! build (see [`ProcessPoolExecutor::submit_fn`]); the test binaries of the
+//! libtest harness become their own workers with [`init_before_main!`].
+//!
+//! ## Named tasks and separate worker programs
+//!
+//! A task can also be a typed name that the application and a worker
+//! program share, for workers that are not the application itself:
+//!
+//! ```standalone_crate
+//! use loky::{ProcessPoolExecutor, Registry, Task};
+//!
+//! pub const SQUARE: Task<i64, i64> = Task::new("square");
+//!
+//! fn main() -> loky::Result<()> {
+//!     // This binary serves the named task too (as a separate worker
+//!     // binary would with `loky::serve`).
+//!     loky::serve_if_worker(&Registry::new().register(SQUARE, |x: i64| x * x));
+//!
+//!     let ex = ProcessPoolExecutor::new(2)?;
+//!     assert_eq!(ex.submit(SQUARE, 7)?.result()?, 49);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A separate worker binary shipped beside the application is found by
+//! name with [`WorkerProgram::Named`], or as `loky-worker` by default
+//! discovery ([`WorkerProgram::Discover`]):
 //!
 //! ```no_run
 //! # use loky::Task;
 //! # pub const SQUARE: Task<i64, i64> = Task::new("square");
-//! // src/bin/loky-worker.rs
+//! // src/bin/my-app-worker.rs
 //! fn main() {
 //!     loky::serve(loky::Registry::new().register(SQUARE, |x: i64| x * x))
 //! }
@@ -50,7 +77,7 @@
 //! its output next to Python's in its doc comment: `crash_recovery`,
 //! `worker_termination`, `shutdown_error`, `timeouts`, `cancellation` and
 //! `retries` (`cargo run --example NAME`). Every example is its own worker
-//! program, as in the quick start.
+//! program and submits plain functions, as in the quick start.
 //!
 //! ## Crash semantics
 //!
@@ -70,7 +97,8 @@
 //!
 //! ## Crate layout
 //!
-//! - `loky-proto`: the wire protocol and the [`Task`] handle.
+//! - `loky-proto`: the wire protocol, the [`Task`] handle, function
+//!   references and program identity.
 //! - `loky-worker`: the worker runtime ([`Registry`], [`serve`]) and the
 //!   stock `loky-worker` binary with [`diagnostics`] tasks.
 //! - `loky-core`: the executor, futures and supervision.
@@ -89,7 +117,11 @@
 
 #![deny(missing_docs)]
 
+// The application as its own worker.
+pub use loky_worker::{init, init_before_main};
+
 // Tasks and the worker side.
+pub use loky_proto::program::ProgramId;
 pub use loky_proto::{Signature, Task, TaskInfo};
 
 // Large payloads.
@@ -115,9 +147,9 @@ pub use loky_core::{
 
 // Errors.
 pub use loky_core::{
-    BrokenProcessPool, DeadlineExceeded, Error, RemoteError, Result, SerializationError,
-    ShutdownError, SpawnError, TaskMismatch, TerminatedWorker, UnknownTask, WorkerExit,
-    WorkerNotFound,
+    BrokenProcessPool, DeadlineExceeded, Error, MissingInit, ProgramMismatch, RemoteError, Result,
+    SerializationError, ShutdownError, SpawnError, TaskMismatch, TerminatedWorker, UnknownTask,
+    WorkerExit, WorkerNotFound,
 };
 
 // Workers on other machines.

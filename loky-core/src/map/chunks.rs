@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loky_proto::{CallKind, Signature};
+use loky_proto::CallKind;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::call::Target;
 use crate::codec;
 use crate::deadline;
 use crate::error::{Error, Result, SerializationError};
@@ -98,7 +99,11 @@ impl Chunk {
 /// Takes the inputs and makes chunks of them, submitted to the pool.
 pub(crate) struct Feeder<'a> {
     pool: Arc<PoolHandle>,
-    sig: Signature,
+    /// The task or function to run.
+    target: Target,
+    /// Every item fails with this instead of being sent (the function
+    /// cannot be sent).
+    refused: Option<Error>,
     encode_chunk: EncodeChunk<'a>,
     /// How many inputs were taken.
     taken: usize,
@@ -109,14 +114,14 @@ pub(crate) struct Feeder<'a> {
 }
 
 impl<'a> Feeder<'a> {
-    pub(crate) fn new<I, It>(pool: Arc<PoolHandle>, sig: Signature, inputs: It) -> Feeder<'a>
+    pub(crate) fn new<I, It>(pool: Arc<PoolHandle>, target: Target, inputs: It) -> Feeder<'a>
     where
         I: Serialize,
         It: IntoIterator<Item = I>,
         It::IntoIter: Send + 'a,
     {
         let mut inputs = inputs.into_iter();
-        let task = sig.name;
+        let task = target.signature().name;
         let encode_chunk: EncodeChunk<'a> = Box::new(move |out, n, failed| {
             let mut taken = 0;
             for input in inputs.by_ref().take(n) {
@@ -130,7 +135,8 @@ impl<'a> Feeder<'a> {
         });
         Feeder {
             pool,
-            sig,
+            target,
+            refused: None,
             encode_chunk,
             taken: 0,
             finished: false,
@@ -139,7 +145,12 @@ impl<'a> Feeder<'a> {
     }
 
     pub(crate) fn task(&self) -> &'static str {
-        self.sig.name
+        self.target.signature().name
+    }
+
+    /// Makes every item fail with `err`, nothing being sent.
+    pub(crate) fn refuse(&mut self, err: Error) {
+        self.refused = Some(err);
     }
 
     /// Whether more chunks may come.
@@ -153,7 +164,10 @@ impl<'a> Feeder<'a> {
     pub(crate) fn feed(&mut self, max: usize, settings: &Settings) -> Vec<Chunk> {
         let mut chunks = Vec::new();
         let mut items = Vec::new();
-        let open = self.pool.check_open();
+        let open = match &self.refused {
+            Some(err) => Err(err.clone()),
+            None => self.pool.check_open(),
+        };
         while chunks.len() < max && !self.finished {
             match self.make_chunk(settings, open.is_ok()) {
                 Some((chunk, item)) => {
@@ -205,7 +219,7 @@ impl<'a> Feeder<'a> {
         }
         let inputs = &self.scratch;
         let prepared = self.pool.pool().prepare(
-            self.sig,
+            &self.target,
             CallKind::Chunk,
             settings.options.timeout,
             |frame| {
@@ -286,7 +300,7 @@ pub(crate) fn results_of<O: DeserializeOwned>(
             let err = in_map(err, chunk, None);
             (0..sent).map(|_| Err(err.clone())).collect()
         }
-        (Some(_), Ok(payload)) => match decode_chunk(task, &payload, sent) {
+        (Some(future), Ok(payload)) => match decode_chunk(future, &payload, sent) {
             values @ Ready::Values(_) if chunk.failed.is_empty() => return values,
             results => results.collect(),
         },
@@ -318,9 +332,14 @@ fn in_map(err: Error, chunk: &Chunk, at: Option<usize>) -> Error {
     }
 }
 
-fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &RawOutput, len: usize) -> Ready<O> {
+fn decode_chunk<O: DeserializeOwned>(
+    future: &FutureState,
+    payload: &RawOutput,
+    len: usize,
+) -> Ready<O> {
+    let task = future.task;
     let results: Vec<Result<O>> = match payload {
-        RawOutput::Value(bytes) => match decode_output::<Vec<O>>(task, bytes) {
+        RawOutput::Value(bytes) => match decode_output::<Vec<O>>(future, bytes) {
             Ok(values) if values.len() == len => return Ready::Values(values.into_iter()),
             Ok(_) => (0..len).map(|_| Err(short_reply(task))).collect(),
             // Some output does not decode: decode them one by one, so that
@@ -328,7 +347,7 @@ fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &RawOutput, len: usize
             Err(err) => match loky_proto::split_array(bytes) {
                 Some(items) if items.len() == len => items
                     .into_iter()
-                    .map(|item| decode_output(task, item))
+                    .map(|item| decode_output(future, item))
                     .collect(),
                 _ => (0..len).map(|_| Err(err.clone())).collect(),
             },
@@ -336,7 +355,7 @@ fn decode_chunk<O: DeserializeOwned>(task: &str, payload: &RawOutput, len: usize
         RawOutput::Items(items) => items
             .iter()
             .map(|item| match item {
-                Ok(bytes) => decode_output(task, bytes),
+                Ok(bytes) => decode_output(future, bytes),
                 Err(err) => Err(err.clone()),
             })
             .collect(),

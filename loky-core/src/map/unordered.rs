@@ -9,11 +9,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
-use loky_proto::Signature;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::chunks::{Chunk, Feeder, Ready, Settings, cancel_all, results_of};
+use crate::call::Target;
 use crate::completions::{Completions, TimedOut};
 use crate::error::{Error, Result};
 use crate::options::CallOptions;
@@ -78,7 +78,7 @@ impl<O> fmt::Debug for MapUnordered<'_, O> {
 impl<'a, O: DeserializeOwned> MapUnordered<'a, O> {
     pub(crate) fn new<I, It>(
         pool: Arc<PoolHandle>,
-        sig: Signature,
+        target: Target,
         inputs: It,
     ) -> MapUnordered<'a, O>
     where
@@ -88,7 +88,7 @@ impl<'a, O: DeserializeOwned> MapUnordered<'a, O> {
     {
         MapUnordered {
             settings: Settings::new(),
-            feeder: Feeder::new(pool, sig, inputs),
+            feeder: Feeder::new(pool, target, inputs),
             started: false,
             finished: false,
             chunks: HashMap::new(),
@@ -98,6 +98,13 @@ impl<'a, O: DeserializeOwned> MapUnordered<'a, O> {
             unsent_done: 0,
             sent: 0,
         }
+    }
+
+    /// This map with every item failing with `err` (its function cannot
+    /// be sent), nothing being sent.
+    pub(crate) fn refused(mut self, err: Error) -> Self {
+        self.feeder.refuse(err);
+        self
     }
 
     /// As [`Map::chunksize`](crate::Map::chunksize).

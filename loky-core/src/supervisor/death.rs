@@ -51,6 +51,11 @@ impl Supervisor {
         if let StartFailure::Internal(reason) = failure {
             return self.break_pool(Error::broken(reason));
         }
+        // Its `main` built an executor before `loky::init()`: every
+        // replacement would do the same, whatever the crash policy.
+        if let Some(err) = crate::program::missing_init(exit, &self.config.program, pid) {
+            return self.break_pool(err);
+        }
         // Killed by a signal before its hello (from outside, or the OOM
         // killer): a crash like any other, unless starts keep failing, which
         // a program that cannot start would do forever.
@@ -215,7 +220,7 @@ impl Supervisor {
     fn after_running_call_died(&mut self, item: WorkItem, err: Error) {
         let pool = &self.pool;
         let single = |chunk: &WorkItem, input: &[u8]| {
-            pool.prepare(chunk.sig, CallKind::Single, chunk.timeout, |frame| {
+            pool.prepare(&chunk.target(), CallKind::Single, chunk.timeout, |frame| {
                 frame.extend_from_slice(input);
                 Ok::<_, std::convert::Infallible>(())
             })

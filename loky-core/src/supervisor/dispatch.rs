@@ -65,7 +65,7 @@ impl Supervisor {
             }
             let slot = &mut self.slots[idx];
             let tasks = slot.serving().expect("only serving workers get calls");
-            if let Err(err) = tasks.check(&item.sig) {
+            if let Err(err) = tasks.check_item(&item, slot.pid) {
                 item.future.settle(Err(err));
                 continue;
             }

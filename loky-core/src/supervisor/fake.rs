@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
+use loky_proto::program::ProgramId;
 use loky_proto::{CallKind, Hello, PROTOCOL_VERSION, RetireReason, Signature, Task, TaskInfo};
 
 use super::{Pool, Supervisor};
+use crate::call::Target;
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::{End, Event, StartFailure, WorkerId};
@@ -157,9 +159,14 @@ impl Harness {
     }
 
     pub(super) fn submit_sig(&mut self, sig: Signature, x: u32) -> Arc<FutureState> {
+        self.submit_target(&Target::Task(sig), x)
+    }
+
+    /// Submits a call of `target` on `x`.
+    pub(super) fn submit_target(&mut self, target: &Target, x: u32) -> Arc<FutureState> {
         let item = self
             .pool
-            .prepare(sig, CallKind::Single, None, |frame| {
+            .prepare(target, CallKind::Single, None, |frame| {
                 loky_proto::encode_payload_into(&x, frame)
             })
             .expect("encodes");
@@ -212,12 +219,19 @@ impl Harness {
         events.send(event).expect("the supervisor listens");
     }
 
-    /// Worker `worker` says hello; it runs `TASK` and `OTHER`.
+    /// Worker `worker` says hello; it runs `TASK` and `OTHER`, and this
+    /// very program.
     pub(super) fn hello(&self, worker: WorkerId) {
+        self.hello_as(worker, ProgramId::current().clone());
+    }
+
+    /// Worker `worker` says hello as a program of build `identity`.
+    pub(super) fn hello_as(&self, worker: WorkerId, identity: ProgramId) {
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
             pid: 1000 + worker as u32,
             program: "fake-worker".to_owned(),
+            identity,
             tasks: vec![
                 TaskInfo::from(TASK.signature()),
                 TaskInfo::from(OTHER.signature()),

@@ -10,9 +10,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use loky_proto::{CallKind, Signature};
+use loky_proto::CallKind;
 
-use crate::call::WorkItem;
+use crate::call::{Target, WorkItem};
 use crate::config::{Config, Shutdown};
 use crate::error::Error;
 use crate::events::Event;
@@ -79,20 +79,21 @@ impl Pool {
         Ok(())
     }
 
-    /// A call of `sig` with a fresh future, its arguments written by
+    /// A call of `target` with a fresh future, its arguments written by
     /// `encode_args` straight into its frame on the caller's thread;
     /// `timeout` overrides the pool's task timeout.
     pub(crate) fn prepare<E: std::error::Error + Send + Sync + 'static>(
         self: &Arc<Self>,
-        sig: Signature,
+        target: &Target,
         kind: CallKind,
         timeout: Option<Duration>,
         encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<WorkItem, Error> {
         let killer: Weak<dyn Killer> = Arc::downgrade(self) as Weak<Pool>;
-        let future = FutureState::new(sig.name, Some(killer));
+        let future = FutureState::new(target.signature().name, Some(killer));
         let id = self.next_call_id();
-        let mut item = WorkItem::new(future, sig, kind, id, self.config.max_frame, encode_args)?;
+        let max_frame = self.config.max_frame;
+        let mut item = WorkItem::new(future, target, kind, id, max_frame, encode_args)?;
         item.timeout = timeout.or(self.config.task_timeout);
         Ok(item)
     }
@@ -110,12 +111,12 @@ impl Pool {
     /// run a task. Fails before encoding anything if the pool is closed.
     pub(crate) fn submit_call<E: std::error::Error + Send + Sync + 'static>(
         self: &Arc<Self>,
-        sig: Signature,
+        target: &Target,
         timeout: Option<Duration>,
         encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<Arc<FutureState>, Error> {
         self.check_open()?;
-        let item = self.prepare(sig, CallKind::Single, timeout, encode_args)?;
+        let item = self.prepare(target, CallKind::Single, timeout, encode_args)?;
         let future = item.future.clone();
         self.submit(vec![item])?;
         Ok(future)

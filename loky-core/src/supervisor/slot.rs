@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use loky_proto::program::ProgramId;
 use loky_proto::{Hello, Signature, TaskInfo};
 
 use crate::call::{InFlight, WorkItem};
@@ -14,6 +15,7 @@ use crate::error::{Error, TaskMismatch, UnknownTask};
 use crate::events::WorkerId;
 use crate::future::FutureState;
 use crate::link::Link;
+use crate::program::check_function_worker;
 use crate::worker::{Stop, WorkerHandle};
 
 /// Where a worker is in its life. See `supervisor.md` for the transitions.
@@ -71,9 +73,10 @@ pub(super) enum KillReason {
     Broken,
 }
 
-/// A worker's task table, from its hello.
+/// A worker's task table and program identity, from its hello.
 pub(super) struct TaskTable {
     program: String,
+    identity: ProgramId,
     tasks: HashMap<String, TaskInfo>,
 }
 
@@ -81,12 +84,22 @@ impl TaskTable {
     pub(super) fn new(hello: Hello) -> TaskTable {
         TaskTable {
             program: hello.program,
+            identity: hello.identity,
             tasks: hello
                 .tasks
                 .into_iter()
                 .map(|t| (t.name.clone(), t))
                 .collect(),
         }
+    }
+
+    /// Whether worker `pid` can run `item`: a named task it registers with
+    /// the same types, or a function of this very program build.
+    pub(super) fn check_item(&self, item: &WorkItem, pid: u32) -> Result<(), Error> {
+        if item.function.is_some() {
+            return check_function_worker(item.sig.name, &self.identity, &self.program, pid);
+        }
+        self.check(&item.sig)
     }
 
     /// Whether the worker runs `sig` with the same types.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::fake::{Action, Harness, OTHER, TASK};
+use crate::call::Target;
 use crate::config::{Config, CrashPolicy, Initializer, Shutdown};
 use crate::error::Error;
 use crate::events::{End, Event, LinkError, StartFailure};
@@ -99,7 +100,11 @@ fn a_launch_failure_breaks_the_pool_with_its_cause() {
     let err = error_of(&future);
     assert!(err.is_broken_pool(), "{err}");
     assert!(err.to_string().contains("no processes left"), "{err}");
-    assert!(h.pool.submit_call(TASK.signature(), None, enc(1)).is_err());
+    assert!(
+        h.pool
+            .submit_call(&Target::Task(TASK.signature()), None, enc(1))
+            .is_err()
+    );
     assert!(h.is_finished());
 }
 
@@ -742,9 +747,12 @@ fn calls_of_a_task_measured_short_are_sent_ahead() {
 #[test]
 fn calls_of_a_task_measured_long_are_never_sent_ahead() {
     let mut h = serving(1, |_| {});
-    let probe = h
-        .pool
-        .prepare(TASK.signature(), loky_proto::CallKind::Single, None, enc(0));
+    let probe = h.pool.prepare(
+        &Target::Task(TASK.signature()),
+        loky_proto::CallKind::Single,
+        None,
+        enc(0),
+    );
     let key = crate::durations::TaskKey::of(&probe.unwrap());
     h.sup.durations.record(key, Duration::from_secs(2));
     (0..3).for_each(|x| drop(h.submit(x)));

@@ -285,11 +285,7 @@ impl Reader {
             .unwrap_or_else(|message| Err(StartFailure::Internal(self.internal(&message))));
         match hello {
             Ok(hello) => {
-                self.info = Some(WorkerInfo {
-                    pid: self.transport.pid(),
-                    program: hello.program.clone(),
-                    tasks: hello.tasks.iter().map(|t| t.name.clone()).collect(),
-                });
+                self.info = Some(WorkerInfo::new(self.transport.pid(), &hello));
                 let _ = self.events.send(Event::Ready {
                     worker: self.id,
                     hello,
@@ -432,6 +428,9 @@ impl Reader {
                 let call = self.link.pop(reply.id).map_err(LinkError::Reply)?;
                 let info = self.info.as_ref().expect("the hello came first");
                 let settled = settle_outcome(&call.item, reply.outcome, info);
+                if let Some(note) = &info.stale_note {
+                    call.item.future.note_stale_worker(note);
+                }
                 call.item.future.settle(settled);
                 Ok(true)
             }

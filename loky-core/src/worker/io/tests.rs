@@ -143,6 +143,7 @@ fn hello() -> Response<'static> {
         protocol: PROTOCOL_VERSION,
         pid: 4242,
         program: "fake".to_owned(),
+        identity: loky_proto::program::ProgramId::current().clone(),
         tasks: Vec::new(),
     })
 }

@@ -1,0 +1,293 @@
+//! Functions sent to a worker without registration.
+//!
+//! A function travels as a [`FnRef`]: two offsets from an anchor function
+//! of this crate, one to the user's `fn(I) -> O` and one to a trampoline
+//! monomorphized for `I` and `O` that decodes the argument, calls the
+//! function and encodes its output. Offsets, not addresses: the worker runs
+//! the same executable loaded elsewhere (ASLR), and offsets within one
+//! loaded object do not change. Only `fn` pointers travel, never a closure
+//! value made from nothing.
+//!
+//! Before calling anything, the worker checks that the reference was made
+//! by a program whose identity equals its own, and that both addresses lie
+//! in its own executable code. The parent checks the identity of each
+//! worker before sending it a function; the worker's check is the second
+//! line of defence.
+
+use std::any::type_name;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::FrameSink;
+use crate::invoke::{Runtime, invoke};
+use crate::message::{CallError, CallKind, Outcome};
+use crate::os;
+use crate::program::{self, ProgramId};
+use crate::task::Payload;
+
+/// A function of this program, as it travels to a worker: offsets from the
+/// program's anchor to a trampoline and to the function, and the identity
+/// of the program that made them.
+///
+/// ```
+/// use loky_proto::FnRef;
+///
+/// fn square(x: i64) -> i64 {
+///     x * x
+/// }
+///
+/// let f = FnRef::new(square as fn(i64) -> i64)?;
+/// assert_eq!(FnRef::new(|x: i64| x * x)?.program(), f.program());
+/// # Ok::<(), loky_proto::FnRefError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FnRef {
+    /// Offset of the trampoline from the anchor.
+    trampoline: i64,
+    /// Offset of the function from the anchor.
+    function: i64,
+    /// The program whose code these offsets are into.
+    program: ProgramId,
+}
+
+/// Why a function cannot be sent, or cannot be run where it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FnRefError {
+    /// This program's identity could not be found, so no worker can be
+    /// proven to run the same code.
+    #[error(
+        "the identity of this program could not be found (no build id in the object that \
+         holds its code, and no executable file to identify), so its functions cannot be sent \
+         to workers"
+    )]
+    UnknownProgram,
+    /// An address lies outside this program's executable code (in a shared
+    /// library, for instance, whose load address differs between
+    /// processes).
+    #[error(
+        "the {what} at {address:#x} is not in the executable code of this program; only \
+         functions of the program itself can be sent to its workers"
+    )]
+    OutsideProgram {
+        /// `function` or `trampoline`.
+        what: &'static str,
+        /// The address.
+        address: usize,
+    },
+    /// The reference was made by another program build.
+    #[error("the function was sent by another program ({sender}); this worker is {this}")]
+    OtherProgram {
+        /// The identity in the reference.
+        sender: ProgramId,
+        /// This program's identity.
+        this: ProgramId,
+    },
+}
+
+impl FnRef {
+    /// The reference to `f`, a function (or non-capturing closure) of this
+    /// program.
+    ///
+    /// Fails if this program has no known identity, or if `f` is not in
+    /// this program's executable code.
+    pub fn new<I: Payload, O: Payload>(f: fn(I) -> O) -> Result<FnRef, FnRefError> {
+        let this = ProgramId::current();
+        if !this.is_known() {
+            return Err(FnRefError::UnknownProgram);
+        }
+        let trampoline = os::trampoline_address(trampoline::<I, O>);
+        let function = os::code_address(f);
+        Ok(FnRef {
+            trampoline: offset("trampoline", trampoline)?,
+            function: offset("function", function)?,
+            program: this.clone(),
+        })
+    }
+
+    /// The identity of the program that made the reference.
+    pub fn program(&self) -> &ProgramId {
+        &self.program
+    }
+
+    /// What tells this function from the other functions of its program
+    /// (its offset in the program's code).
+    pub fn function_id(&self) -> i64 {
+        self.function
+    }
+
+    /// Runs the function on a call's encoded argument(s), as
+    /// [`invoke`](crate::invoke()) runs a registered one, after checking
+    /// that the reference was made by this very program and points into its
+    /// executable code. A reference that fails the checks is
+    /// [`CallError::Function`], and nothing is called.
+    pub fn run(
+        &self,
+        kind: CallKind,
+        args: &[u8],
+        out: &mut dyn FrameSink,
+        unwind: &dyn Runtime,
+    ) -> Result<(), Outcome<'static>> {
+        let refused = |err: FnRefError| {
+            Outcome::Failed(CallError::Function {
+                message: err.to_string(),
+            })
+        };
+        let this = ProgramId::current();
+        if !self.program.same_program(this) {
+            return Err(refused(FnRefError::OtherProgram {
+                sender: self.program.clone(),
+                this: this.clone(),
+            }));
+        }
+        let trampoline = address("trampoline", self.trampoline).map_err(refused)?;
+        let function = address("function", self.function).map_err(refused)?;
+        // SAFETY: this program made the reference (equal build identity),
+        // so the offsets, taken from the anchor of this very code, are those
+        // `FnRef::new` computed: `trampoline` is `trampoline::<I, O>` and
+        // `function` a `fn(I) -> O` with the same `I` and `O`. Both were
+        // checked to lie in this program's executable code.
+        unsafe { os::call_trampoline(trampoline, function, kind, args, out, unwind) }
+    }
+}
+
+impl fmt::Display for FnRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "function at anchor{:+#x} of {}",
+            self.function, self.program
+        )
+    }
+}
+
+/// The offset of `address` from the anchor, once it is checked to lie in
+/// this program's code.
+fn offset(what: &'static str, address: usize) -> Result<i64, FnRefError> {
+    if !program::is_program_code(address) {
+        return Err(FnRefError::OutsideProgram { what, address });
+    }
+    Ok(address.wrapping_sub(program::anchor_address()) as isize as i64)
+}
+
+/// The address at `offset` from the anchor, if it lies in this program's
+/// code.
+fn address(what: &'static str, offset: i64) -> Result<usize, FnRefError> {
+    let address = program::anchor_address().wrapping_add(offset as isize as usize);
+    if !program::is_program_code(address) {
+        return Err(FnRefError::OutsideProgram { what, address });
+    }
+    Ok(address)
+}
+
+/// Runs the `fn(I) -> O` at address `function`.
+///
+/// # Safety
+///
+/// `function` must be the address of a `fn(I) -> O` of this program.
+unsafe fn trampoline<I: Payload, O: Payload>(
+    function: usize,
+    kind: CallKind,
+    args: &[u8],
+    out: &mut dyn FrameSink,
+    unwind: &dyn Runtime,
+) -> Result<(), Outcome<'static>> {
+    // SAFETY: the caller guarantees that `function` is a `fn(I) -> O`.
+    let f = unsafe { os::function_at::<I, O>(function) };
+    invoke(&f, type_name::<fn(I) -> O>(), kind, args, out, unwind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invoke::tests::CatchUnwind;
+    use crate::{decode_payload, encode_payload};
+
+    fn run(f: &FnRef, arg: &impl Serialize) -> Outcome<'static> {
+        let mut out = Vec::new();
+        match f.run(
+            CallKind::Single,
+            &encode_payload(arg).unwrap(),
+            &mut out,
+            &CatchUnwind,
+        ) {
+            Ok(()) => Outcome::Value(out.into()),
+            Err(failure) => failure,
+        }
+    }
+
+    fn value<T: Payload>(outcome: Outcome<'_>) -> T {
+        match outcome {
+            Outcome::Value(bytes) => decode_payload(&bytes).unwrap(),
+            other => panic!("not a value: {other:?}"),
+        }
+    }
+
+    fn concat((s, n): (String, u32)) -> String {
+        s.repeat(n as usize)
+    }
+
+    #[test]
+    fn functions_and_closures_run_through_their_reference() {
+        let f = FnRef::new(concat).unwrap();
+        assert_eq!(value::<String>(run(&f, &("ab", 3))), "ababab");
+        let k = FnRef::new(|(k, x): (i64, i64)| k * x).unwrap();
+        assert_eq!(value::<i64>(run(&k, &(3, 7))), 21);
+        let p = FnRef::new(|x: u8| -> u8 { panic!("no {x}") }).unwrap();
+        assert!(matches!(run(&p, &4u8), Outcome::Panic(p) if p.message == "no 4"));
+    }
+
+    #[test]
+    fn a_reference_survives_the_wire() {
+        let f = FnRef::new(concat).unwrap();
+        let back: FnRef = decode_payload(&encode_payload(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(value::<String>(run(&back, &("x", 2))), "xx");
+    }
+
+    #[test]
+    fn a_reference_from_another_program_is_refused() {
+        let mut f = FnRef::new(concat).unwrap();
+        f.program.bytes[0] ^= 1;
+        let outcome = run(&f, &("x", 2));
+        assert!(
+            matches!(&outcome, Outcome::Failed(CallError::Function { message })
+                if message.contains("another program")),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn offsets_outside_the_code_are_refused_before_any_call() {
+        for bad in [i64::MAX / 2, -(1 << 40), 1 << 40] {
+            let mut f = FnRef::new(concat).unwrap();
+            f.function = bad;
+            let outcome = run(&f, &("x", 2));
+            assert!(
+                matches!(&outcome, Outcome::Failed(CallError::Function { message })
+                    if message.contains("not in the executable code")),
+                "{outcome:?}"
+            );
+            let mut f = FnRef::new(concat).unwrap();
+            f.trampoline = bad;
+            assert!(matches!(
+                run(&f, &("x", 2)),
+                Outcome::Failed(CallError::Function { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn data_is_not_code() {
+        static DATA: u64 = 7;
+        let err = offset("function", &raw const DATA as usize).unwrap_err();
+        assert!(matches!(
+            err,
+            FnRefError::OutsideProgram {
+                what: "function",
+                ..
+            }
+        ));
+    }
+}

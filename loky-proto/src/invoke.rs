@@ -1,0 +1,314 @@
+//! Running one call of a typed function on encoded arguments: the code a
+//! worker runs for named tasks and for functions alike.
+//!
+//! It lives in this crate, not in the worker runtime, because the
+//! trampoline of a function sent without registration is instantiated by
+//! the executor's generic `submit_fn` (which must not depend on the worker
+//! runtime) and runs in the worker. The worker lends its panic capture and
+//! its progress reports through [`Runtime`].
+
+use std::any::type_name;
+
+use crate::frame::FrameSink;
+use crate::message::{CallError, CallKind, Outcome, PanicInfo};
+use crate::task::Payload;
+
+/// What the worker's runtime lends to the code that runs a call.
+pub trait Runtime {
+    /// Runs `f`, catching its panic: the panic is described for the caller
+    /// and the worker lives on.
+    fn catch(&self, f: &mut dyn FnMut()) -> Result<(), PanicInfo>;
+
+    /// How many items of the running chunk must be done before
+    /// [`after_item`](Runtime::after_item) is called next; never, by
+    /// default.
+    fn next_check(&self) -> usize {
+        usize::MAX
+    }
+
+    /// `done` items of the running chunk are done; `outcome(i)` is item
+    /// `i`'s outcome, for a progress report. Returns when to call again.
+    fn after_item(&self, done: usize, outcome: &dyn Fn(usize) -> Outcome<'static>) -> usize {
+        let _ = (done, outcome);
+        usize::MAX
+    }
+}
+
+/// Runs `f` under `unwind`, giving back its value or its panic.
+fn caught<R>(unwind: &dyn Runtime, f: impl FnOnce() -> R) -> Result<R, PanicInfo> {
+    let mut f = Some(f);
+    let mut value = None;
+    unwind.catch(&mut || {
+        if let Some(f) = f.take() {
+            value = Some(f());
+        }
+    })?;
+    Ok(value.expect("`Runtime::catch` ran the function or gave its panic"))
+}
+
+/// Runs `f` on a call's encoded argument (`CallKind::Single`) or sequence
+/// of arguments (`CallKind::Chunk`), appending the encoded output (or
+/// sequence of outputs) to `out`. A call that fails gives its outcome
+/// instead and may leave partial bytes in `out`: one outcome per item for a
+/// chunk in which some item failed. Decoding, the function and encoding
+/// all run under `unwind` (a `Deserialize` or `Serialize` impl may panic
+/// too); the function itself runs outside the frames (see
+/// [`outside_frames`](crate::outside_frames)). `task` names the function
+/// in errors.
+pub fn invoke<I, O, F, S>(
+    f: &F,
+    task: &str,
+    kind: CallKind,
+    args: &[u8],
+    out: &mut S,
+    unwind: &dyn Runtime,
+) -> Result<(), Outcome<'static>>
+where
+    I: Payload,
+    O: Payload,
+    F: Fn(I) -> O,
+    S: FrameSink + ?Sized,
+{
+    let call = Typed { f, task, unwind };
+    match kind {
+        CallKind::Single => call.apply(call.decode::<I>(args)?, out),
+        CallKind::Chunk => call.chunk(args, out),
+    }
+}
+
+struct Typed<'a, F> {
+    f: &'a F,
+    task: &'a str,
+    unwind: &'a dyn Runtime,
+}
+
+impl<F> Typed<'_, F> {
+    /// Runs the function on `input` and encodes its output into `out`.
+    fn apply<I, O, S>(&self, input: I, out: &mut S) -> Result<(), Outcome<'static>>
+    where
+        O: Payload,
+        F: Fn(I) -> O,
+        S: FrameSink + ?Sized,
+    {
+        // The function's own code runs outside the frames: what it sends to
+        // an executor of its own attaches nothing to this reply.
+        let run = || crate::outside_frames(|| (self.f)(input));
+        match caught(self.unwind, || crate::encode_payload_into(&run(), out)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(Outcome::Failed(CallError::EncodeOutput {
+                task: self.task.to_owned(),
+                message: err.to_string(),
+            })),
+            Err(panic) => Err(Outcome::Panic(panic)),
+        }
+    }
+
+    fn decode<T: Payload>(&self, args: &[u8]) -> Result<T, Outcome<'static>> {
+        match caught(self.unwind, || crate::decode_payload::<T>(args)) {
+            Ok(Ok(input)) => Ok(input),
+            Ok(Err(err)) => Err(Outcome::Failed(CallError::DecodeArgs {
+                task: self.task.to_owned(),
+                expected: type_name::<T>().to_owned(),
+                message: err.to_string(),
+            })),
+            Err(panic) => Err(Outcome::Panic(panic)),
+        }
+    }
+
+    fn chunk<I, O, S>(&self, args: &[u8], out: &mut S) -> Result<(), Outcome<'static>>
+    where
+        I: Payload,
+        O: Payload,
+        F: Fn(I) -> O,
+        S: FrameSink + ?Sized,
+    {
+        let inputs: Vec<Result<I, Outcome<'static>>> = match self.decode::<Vec<I>>(args) {
+            Ok(inputs) => inputs.into_iter().map(Ok).collect(),
+            // Some argument does not decode: decode them one by one, so
+            // that it fails alone.
+            Err(outcome) => match crate::split_array(args) {
+                Some(items) => items
+                    .into_iter()
+                    .map(|item| self.decode::<I>(item))
+                    .collect(),
+                None => return Err(outcome),
+            },
+        };
+        // Outputs are encoded straight into `out`: a MessagePack array is
+        // its length followed by its elements, so this is exactly
+        // `encode_payload(&Vec<O>)`, with no allocation per item.
+        let first = out.len();
+        crate::encode_array_header(inputs.len(), out);
+        let header = out.len() - first;
+        let mut ends = Vec::with_capacity(inputs.len());
+        let mut failures: Vec<(usize, Outcome<'static>)> = Vec::new();
+        // The runtime reports the items done while a chunk runs long; the
+        // loop compares its count with the next check and calls nothing in
+        // between.
+        let mut next_check = self.unwind.next_check();
+        for (i, input) in inputs.into_iter().enumerate() {
+            let start = out.len();
+            if let Err(failure) = input.and_then(|input| self.apply(input, out)) {
+                out.truncate(start);
+                failures.push((i, failure));
+            }
+            ends.push(out.len() - first);
+            if i + 1 < next_check {
+                continue;
+            }
+            let joined = out.bytes_at(first..out.len());
+            next_check = self.unwind.after_item(i + 1, &|j| match failures
+                .binary_search_by_key(&j, |(at, _)| *at)
+            {
+                Ok(at) => failures[at].1.clone(),
+                Err(_) => {
+                    let from = if j == 0 { header } else { ends[j - 1] };
+                    Outcome::Value(joined[from..ends[j]].to_vec().into())
+                }
+            });
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        Err(split_items(out.bytes_at(first..out.len()), &ends, failures))
+    }
+}
+
+/// One outcome per item of a chunk in which some item failed: the encoded
+/// outputs of the others are cut out of `joined` at `ends`.
+fn split_items(
+    joined: &[u8],
+    ends: &[usize],
+    failures: Vec<(usize, Outcome<'static>)>,
+) -> Outcome<'static> {
+    let mut failures = failures.into_iter().peekable();
+    let mut start = header_len(joined);
+    let mut items = Vec::with_capacity(ends.len());
+    for (i, &end) in ends.iter().enumerate() {
+        match failures.next_if(|(at, _)| *at == i) {
+            Some((_, failure)) => items.push(failure),
+            None => items.push(Outcome::Value(joined[start..end].to_vec().into())),
+        }
+        start = end;
+    }
+    Outcome::Items(items)
+}
+
+/// Length of the array header at the start of `joined`.
+fn header_len(joined: &[u8]) -> usize {
+    match joined.first() {
+        Some(0xdc) => 3,
+        Some(0xdd) => 5,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use super::*;
+    use crate::{decode_payload, encode_payload};
+
+    /// Panic capture without the worker's hook: the payload's message.
+    pub(crate) struct CatchUnwind;
+
+    impl Runtime for CatchUnwind {
+        fn catch(&self, f: &mut dyn FnMut()) -> Result<(), PanicInfo> {
+            catch_unwind(AssertUnwindSafe(f)).map_err(|payload| PanicInfo {
+                message: payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default(),
+                location: None,
+                backtrace: String::new(),
+            })
+        }
+    }
+
+    fn square(x: i64) -> i64 {
+        assert!(x >= 0, "negative");
+        x * x
+    }
+
+    /// The outcome of a call, a value as the reply would carry it.
+    fn run(kind: CallKind, args: &[u8]) -> Outcome<'static> {
+        let mut out = vec![0xff];
+        match invoke(&square, "square", kind, args, &mut out, &CatchUnwind) {
+            Ok(()) => Outcome::Value(out[1..].to_vec().into()),
+            Err(failure) => failure,
+        }
+    }
+
+    fn value<T: Payload>(outcome: Outcome<'_>) -> T {
+        match outcome {
+            Outcome::Value(bytes) => decode_payload(&bytes).unwrap(),
+            other => panic!("not a value: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_single_call_runs_the_function() {
+        let args = encode_payload(&7i64).unwrap();
+        assert_eq!(value::<i64>(run(CallKind::Single, &args)), 49);
+    }
+
+    #[test]
+    fn bad_arguments_fail_with_the_expected_type() {
+        let args = encode_payload("seven").unwrap();
+        match run(CallKind::Single, &args) {
+            Outcome::Failed(CallError::DecodeArgs { task, expected, .. }) => {
+                assert_eq!((task.as_str(), expected.as_str()), ("square", "i64"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_chunk_of_successes_is_one_encoded_vector() {
+        for len in [0usize, 3, 15, 16, 70_000] {
+            let inputs: Vec<i64> = (0..len as i64).collect();
+            let args = encode_payload(&inputs).unwrap();
+            let expected: Vec<i64> = inputs.iter().map(|x| x * x).collect();
+            assert_eq!(
+                run(CallKind::Chunk, &args),
+                Outcome::Value(encode_payload(&expected).unwrap().into())
+            );
+        }
+    }
+
+    #[test]
+    fn a_chunk_with_a_panic_gives_one_outcome_per_item() {
+        let args = encode_payload(&[2i64, -1, 3]).unwrap();
+        let Outcome::Items(items) = run(CallKind::Chunk, &args) else {
+            panic!("expected items");
+        };
+        assert_eq!(items.len(), 3);
+        assert_eq!(value::<i64>(items[0].clone()), 4);
+        assert!(matches!(&items[1], Outcome::Panic(p) if p.message == "negative"));
+        assert_eq!(value::<i64>(items[2].clone()), 9);
+    }
+
+    #[test]
+    fn a_chunk_with_an_undecodable_item_fails_that_item_alone() {
+        let mut args = Vec::new();
+        crate::encode_array_header(3, &mut args);
+        for item in [
+            encode_payload(&2i64),
+            encode_payload("x"),
+            encode_payload(&4i64),
+        ] {
+            args.extend(item.unwrap());
+        }
+        let Outcome::Items(items) = run(CallKind::Chunk, &args) else {
+            panic!("expected items");
+        };
+        assert_eq!(value::<i64>(items[0].clone()), 4);
+        assert!(matches!(
+            &items[1],
+            Outcome::Failed(CallError::DecodeArgs { .. })
+        ));
+        assert_eq!(value::<i64>(items[2].clone()), 16);
+    }
+}

@@ -55,6 +55,9 @@ const ROUND_TRIPS: usize = 2_000;
 const QUICK_ROUND_TRIPS: usize = 500;
 
 fn main() -> ExitCode {
+    // The worker program of the `submit_fn` case is this one (with the
+    // diagnostic tasks, for the warm-up).
+    loky::serve_if_worker(&loky::diagnostics::registry());
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(raw::ECHO_SUBCOMMAND) {
         return match raw::serve_echo() {

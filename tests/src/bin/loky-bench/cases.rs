@@ -1,5 +1,6 @@
 //! The cases of DESIGN.md's performance table, on loky-rs with the stock
-//! `loky-worker` program.
+//! `loky-worker` program, and variants (3f: the round trip of a function
+//! sent with `submit_fn`, with this program as worker).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,6 +36,7 @@ pub(crate) mod key {
     pub(crate) const SUBMIT: &str = "submit_per_sec";
     pub(crate) const AWAIT: &str = "await_per_sec";
     pub(crate) const ROUND_TRIP: &str = "round_trip_us";
+    pub(crate) const ROUND_TRIP_FN: &str = "round_trip_fn_us";
     pub(crate) const MAP: &str = "map_per_sec";
     pub(crate) const ECHO: &str = "echo_mib_per_sec";
     pub(crate) const ECHO_SHARED: &str = "echo_shared_mib_per_sec";
@@ -68,11 +70,12 @@ type Measure = fn(&Bench) -> Samples;
 impl Bench {
     /// Measures every case.
     pub(crate) fn measure(&self, wants: &dyn Fn(&str) -> bool) -> Results {
-        let cases: [(&str, Measure); 15] = [
+        let cases: [(&str, Measure); 16] = [
             (key::COLD_START, Bench::cold_start),
             (key::SUBMIT, Bench::submit_throughput),
             (key::AWAIT, Bench::await_throughput),
             (key::ROUND_TRIP, Bench::round_trip),
+            (key::ROUND_TRIP_FN, Bench::round_trip_fn),
             (key::MAP, Bench::map_throughput),
             (key::ECHO, Bench::echo_payload),
             (key::ECHO_SHARED, Bench::echo_shared),
@@ -168,13 +171,32 @@ impl Bench {
     /// pool of 1.
     fn round_trip(&self) -> Samples {
         let ex = self.warm_pool(1).map_err(|e| e.to_string())?;
+        self.latency(|i| ex.submit(diagnostics::ECHO_I64, i))
+    }
+
+    /// Case 3f: case 3 with a closure sent by `submit_fn` to a warm pool of
+    /// 1 worker running this program (which serves the diagnostic tasks
+    /// too, for the warm-up).
+    fn round_trip_fn(&self) -> Samples {
+        let ex = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .worker_program(WorkerProgram::CurrentExe)
+            .build()
+            .map_err(|e| e.to_string())?;
+        warm(&ex, 1).map_err(|e| e.to_string())?;
+        self.latency(|i| ex.submit_fn(|x: i64| x, i))
+    }
+
+    /// The median time of sequential `call(i)` → result round trips, each
+    /// to answer `i`.
+    fn latency(&self, call: impl Fn(i64) -> Run<loky::Future<i64>>) -> Samples {
         stats::repeat(self.runs, || -> Run {
             let mut times = Vec::with_capacity(self.round_trips);
             for i in 0..self.round_trips as i64 {
                 let start = Instant::now();
-                let value = ex.submit(diagnostics::ECHO_I64, i)?.result()?;
+                let value = call(i)?.result()?;
                 times.push(stats::us(start.elapsed()));
-                check(value == i, "ECHO_I64 answered another value")?;
+                check(value == i, "the echo answered another value")?;
             }
             Ok(stats::median(&mut times))
         })

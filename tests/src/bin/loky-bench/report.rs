@@ -21,6 +21,9 @@ pub(crate) enum Target {
     /// At least this multiple of another loky-rs row measured in the same
     /// run (by its key).
     AtLeastTimesRow(&'static str, f64),
+    /// At most this multiple of another loky-rs row measured in the same
+    /// run (by its key).
+    AtMostTimesRow(&'static str, f64),
     /// No target: a figure shown to explain another.
     Info,
 }
@@ -40,7 +43,7 @@ pub(crate) struct Row {
 }
 
 /// The rows, in DESIGN.md's order.
-pub(crate) const ROWS: [Row; 15] = [
+pub(crate) const ROWS: [Row; 16] = [
     Row {
         id: "1",
         label: "cold: create pool of 2 → first result",
@@ -76,6 +79,15 @@ pub(crate) const ROWS: [Row; 15] = [
         target: Target::AtMostTimesRaw(1.1),
         raw: Some(raw::key::LATENCY),
         headline: true,
+    },
+    Row {
+        id: "3f",
+        label: "the same with `submit_fn` (a closure; this program as worker)",
+        key: key::ROUND_TRIP_FN,
+        unit: Unit::Micros,
+        target: Target::AtMostTimesRow(key::ROUND_TRIP, 1.05),
+        raw: Some(raw::key::LATENCY),
+        headline: false,
     },
     Row {
         id: "4",
@@ -231,7 +243,7 @@ impl Report {
         match row.target {
             Target::AtMost(x) | Target::AtLeast(x) => Some(x),
             Target::AtMostTimesRaw(f) | Target::AtLeastTimesRaw(f) => raw().map(|r| r * f),
-            Target::AtLeastTimesRow(key, f) => {
+            Target::AtLeastTimesRow(key, f) | Target::AtMostTimesRow(key, f) => {
                 Self::summary(&self.loky, key).ok().map(|s| s.median * f)
             }
             Target::Info => None,
@@ -272,13 +284,8 @@ impl Report {
             (Target::AtLeast(x), _) => format!("≥ {}", unit.format(x)),
             (Target::AtMostTimesRaw(f), bound) => relative("≤", f, bound, unit),
             (Target::AtLeastTimesRaw(f), bound) => relative("≥", f, bound, unit),
-            (Target::AtLeastTimesRow(key, f), bound) => {
-                let id = ROWS.iter().find(|r| r.key == key).map_or(key, |r| r.id);
-                match bound {
-                    Some(b) => format!("≥ {f}× row {id} = {}", unit.format(b)),
-                    None => format!("≥ {f}× row {id}"),
-                }
-            }
+            (Target::AtLeastTimesRow(key, f), bound) => relative_to_row("≥", key, f, bound, unit),
+            (Target::AtMostTimesRow(key, f), bound) => relative_to_row("≤", key, f, bound, unit),
             (Target::Info, _) => "(info)".to_owned(),
         };
         let met = match self.verdict(row) {
@@ -486,6 +493,15 @@ fn factor(by: f64) -> String {
     }
 }
 
+/// `≥ 0.8× row 2 = 160 k/s`: a target relative to the row of `key`.
+fn relative_to_row(op: &str, key: &str, factor: f64, bound: Option<f64>, unit: Unit) -> String {
+    let id = ROWS.iter().find(|r| r.key == key).map_or(key, |r| r.id);
+    match bound {
+        Some(b) => format!("{op} {factor}× row {id} = {}", unit.format(b)),
+        None => format!("{op} {factor}× row {id}"),
+    }
+}
+
 fn relative(op: &str, factor: f64, bound: Option<f64>, unit: Unit) -> String {
     match bound {
         Some(b) => format!("{op} {factor}× raw = {}", unit.format(b)),
@@ -598,6 +614,32 @@ mod tests {
         let awaited = ROWS.iter().find(|r| r.key == key::AWAIT).unwrap();
         assert_eq!(report.verdict(awaited), Verdict::Missed(160.0 / 150.0));
         assert!(report.markdown_table().contains("≥ 0.8× row 2 ="));
+    }
+
+    #[test]
+    fn a_target_at_most_a_multiple_of_another_row_uses_its_median() {
+        let report = Report {
+            loky: results(&[
+                (key::ROUND_TRIP, Ok(vec![60.0, 70.0, 80.0])),
+                (key::ROUND_TRIP_FN, Ok(vec![72.0])),
+            ]),
+            raw: Results::new(),
+            peers: Vec::new(),
+        };
+        let function = ROWS.iter().find(|r| r.key == key::ROUND_TRIP_FN).unwrap();
+        assert_eq!(report.verdict(function), Verdict::Met);
+        assert!(report.markdown_table().contains("≤ 1.05× row 3 = 73.5 µs"));
+        let slower = Report {
+            loky: results(&[
+                (key::ROUND_TRIP, Ok(vec![70.0])),
+                (key::ROUND_TRIP_FN, Ok(vec![77.0])),
+            ]),
+            raw: Results::new(),
+            peers: Vec::new(),
+        };
+        assert!(
+            matches!(slower.verdict(function), Verdict::Missed(m) if (m - 1.1 / 1.05).abs() < 1e-9)
+        );
     }
 
     #[test]

@@ -57,11 +57,9 @@
 
 use std::time::Duration;
 
-use loky::{Error, ProcessPoolExecutor, Registry, Task, WorkerProgram};
+use loky::Error;
 
 /// Prints when it starts and ends, sleeping in between.
-const CANCELLABLE_TASK: Task<(u32, Duration), String> = Task::new("cancellable_task");
-
 fn cancellable_task((task_id, duration): (u32, Duration)) -> String {
     println!(
         "Task {task_id} starting (duration: {}s)",
@@ -73,16 +71,11 @@ fn cancellable_task((task_id, duration): (u32, Duration)) -> String {
 }
 
 fn handle_cancellation(duration: Duration) -> loky::Result<()> {
-    // Python's `get_reusable_executor(max_workers=2)`, with this binary as
-    // the worker program.
-    let executor = ProcessPoolExecutor::builder()
-        .max_workers(2)
-        .worker_program(WorkerProgram::CurrentExe)
-        .get_reusable()?;
+    let executor = loky::get_reusable_executor(2)?;
 
     // Submit several tasks.
     let futures = (0..4)
-        .map(|i| executor.submit(CANCELLABLE_TASK, (i, duration)))
+        .map(|i| executor.submit_fn(cancellable_task, (i, duration)))
         .collect::<loky::Result<Vec<_>>>()?;
 
     // Cancel some tasks after a short delay.
@@ -114,8 +107,7 @@ fn handle_cancellation(duration: Duration) -> loky::Result<()> {
 }
 
 fn main() -> loky::Result<()> {
-    let registry = Registry::new().register(CANCELLABLE_TASK, cancellable_task);
-    loky::serve_if_worker(&registry);
+    loky::init();
 
     let quick = std::env::args().any(|arg| arg == "--quick");
     handle_cancellation(Duration::from_secs(if quick { 1 } else { 3 }))

@@ -20,12 +20,12 @@
 //!
 //! The exit codes of the workers are {EXIT(1)}
 //!
-//! The worker (pid 48113) was running task `problematic_task`.
+//! The worker (pid 48113) was running task `fn(i64) -> i64`.
 //! Task 4 failed: A worker process managed by the executor was unexpectedly terminated. [...]
 //!
 //! The exit codes of the workers are {EXIT(1)}
 //!
-//! The worker (pid 48113) was running task `problematic_task`.
+//! The worker (pid 48113) was running task `fn(i64) -> i64`.
 //! New executor created successfully
 //! New executor: problematic_task(4) = 8
 //! ```
@@ -48,7 +48,7 @@
 //! Differences:
 //!
 //! - The message is loky's, plus the pid of the dead worker and the task
-//!   it was running.
+//!   it was running (a function is named by its type).
 //! - In both, whether tasks 0, 1, 2 and 4 succeed or fail depends on
 //!   whether their result arrived before the crash: a result that arrived
 //!   first stays a success; every unfinished task fails.
@@ -58,14 +58,15 @@
 //!   port reads the last three statements as following the `try` block, so
 //!   the recovery always runs.)
 //! - The last line is an addition: it shows that the new pool runs tasks.
+//! - As in Python, `problematic_task` is an ordinary function of the
+//!   program, submitted as it is: `loky::init()` first in `main` makes the
+//!   program its own worker.
 
 use std::time::Duration;
 
-use loky::{ExecutorBuilder, ProcessPoolExecutor, Registry, Task, WorkerProgram};
+use loky::ProcessPoolExecutor;
 
 /// Doubles `x`, but kills its worker when `x == 3`.
-const PROBLEMATIC_TASK: Task<i64, i64> = Task::new("problematic_task");
-
 fn problematic_task(x: i64) -> i64 {
     if x == 3 {
         // Simulate a worker crash: force process termination.
@@ -74,20 +75,12 @@ fn problematic_task(x: i64) -> i64 {
     x * 2
 }
 
-/// The settings of Python's `get_reusable_executor(max_workers=2)`, with
-/// this binary as the worker program.
-fn reusable_executor() -> ExecutorBuilder {
-    ProcessPoolExecutor::builder()
-        .max_workers(2)
-        .worker_program(WorkerProgram::CurrentExe)
-}
-
 /// The body of the Python `try` block.
 fn run_tasks() -> loky::Result<()> {
-    let executor = reusable_executor().get_reusable()?;
+    let executor = loky::get_reusable_executor(2)?;
     // Submit tasks that include a problematic one.
     let futures = (0..5)
-        .map(|i| executor.submit(PROBLEMATIC_TASK, i))
+        .map(|i| executor.submit_fn(problematic_task, i))
         .collect::<loky::Result<Vec<_>>>()?;
     let mut results = Vec::new();
     for (i, future) in futures.iter().enumerate() {
@@ -103,8 +96,7 @@ fn run_tasks() -> loky::Result<()> {
 }
 
 fn main() -> loky::Result<()> {
-    let registry = Registry::new().register(PROBLEMATIC_TASK, problematic_task);
-    loky::serve_if_worker(&registry);
+    loky::init();
 
     match run_tasks() {
         Ok(()) => {}
@@ -116,9 +108,12 @@ fn main() -> loky::Result<()> {
     }
 
     // Create a new executor after the broken pool.
-    let executor = reusable_executor().kill_workers(true).get_reusable()?;
+    let executor = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .kill_workers(true)
+        .get_reusable()?;
     println!("New executor created successfully");
-    let result = executor.submit(PROBLEMATIC_TASK, 4)?.result()?;
+    let result = executor.submit_fn(problematic_task, 4)?.result()?;
     println!("New executor: problematic_task(4) = {result}");
     Ok(())
 }

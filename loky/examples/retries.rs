@@ -20,7 +20,7 @@
 //!
 //! The exit codes of the workers are {EXIT(1)}
 //!
-//! The worker (pid 61230) was running task `unreliable_task`.)
+//! The worker (pid 61230) was running task `fn((u32, u64, Duration)) -> Result<String, String>`.)
 //! ✗ Task 1: Timeout (retry 2)
 //! ✗ Task 1: Timeout (retry 3)
 //! ✗ Task 1: Gave up after 2 retries
@@ -84,21 +84,18 @@
 //!   worker free for the next attempt, and the run takes seconds rather
 //!   than half a minute.
 //! - The `Pool broken` message also names the pid of the dead worker and
-//!   its task.
+//!   its task (a function is named by its type).
 
 use std::time::Duration;
 
-use loky::{Error, ProcessPoolExecutor, Registry, Task, WorkerProgram};
-
-/// `(task id, seed, how long a slow attempt sleeps)`: succeeds, returns an
-/// error, crashes its worker or is slow, as drawn from the seed.
-const UNRELIABLE_TASK: Task<(u32, u64, Duration), Result<String, String>> =
-    Task::new("unreliable_task");
+use loky::{Error, ProcessPoolExecutor};
 
 /// The seed of the parent's generator (Python's `random.seed(42)`).
 const SEED: u64 = 42;
 
-/// A task that randomly fails in different ways.
+/// A task that randomly fails in different ways: given `(task id, seed,
+/// how long a slow attempt sleeps)`, it succeeds, returns an error, crashes
+/// its worker or is slow, as drawn from the seed.
 fn unreliable_task((task_id, seed, slow): (u32, u64, Duration)) -> Result<String, String> {
     let failure_type = SplitMix64(seed).choice(&["success", "error", "crash", "slow"]);
     match failure_type {
@@ -163,24 +160,17 @@ fn robust_task_execution(
         let mut retries = 0;
         let mut success = false;
         while !success && retries <= max_retries {
-            // Ensure we have a working executor: Python's
-            // `get_reusable_executor(max_workers=2)`, with this binary as the
-            // worker program. A broken pool is replaced by a fresh one.
+            // Ensure we have a working executor; a broken pool is replaced
+            // by a fresh one.
             let ex = match &executor {
                 Some(ex) => ex.clone(),
-                None => {
-                    let ex = ProcessPoolExecutor::builder()
-                        .max_workers(2)
-                        .worker_program(WorkerProgram::CurrentExe)
-                        .get_reusable()?;
-                    executor.insert(ex).clone()
-                }
+                None => executor.insert(loky::get_reusable_executor(2)?).clone(),
             };
 
             // Submit the task and wait for it with a timeout.
             let args = (task_id, rng.next_u64(), timing.slow);
             let outcome = ex
-                .submit(UNRELIABLE_TASK, args)
+                .submit_fn(unreliable_task, args)
                 .and_then(|future| future.result_timeout(timing.timeout));
             match outcome {
                 Ok(Ok(result)) => {
@@ -222,8 +212,7 @@ fn robust_task_execution(
 }
 
 fn main() -> loky::Result<()> {
-    let registry = Registry::new().register(UNRELIABLE_TASK, unreliable_task);
-    loky::serve_if_worker(&registry);
+    loky::init();
 
     let quick = std::env::args().any(|arg| arg == "--quick");
     let timing = if quick {

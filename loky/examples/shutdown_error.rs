@@ -28,28 +28,20 @@
 //! The output is identical. In both, `submit` itself fails (Python raises,
 //! Rust returns `Err`), so there is no future to wait on.
 
-use loky::{Error, ExecutorBuilder, ProcessPoolExecutor, Registry, Task, WorkerProgram};
+use loky::{Error, ProcessPoolExecutor};
 
-/// Doubles its argument.
-const TASK: Task<i64, i64> = Task::new("task");
-
-/// `ProcessPoolExecutor(max_workers=2)`, with this binary as the worker
-/// program.
-fn two_workers() -> ExecutorBuilder {
-    ProcessPoolExecutor::builder()
-        .max_workers(2)
-        .worker_program(WorkerProgram::CurrentExe)
+fn task(x: i64) -> i64 {
+    x * 2
 }
 
 fn main() -> loky::Result<()> {
-    let registry = Registry::new().register(TASK, |x: i64| x * 2);
-    loky::serve_if_worker(&registry);
+    loky::init();
 
     // Demonstrate shutdown error handling.
-    let executor = two_workers().build()?;
+    let executor = ProcessPoolExecutor::new(2)?;
 
     // Submit and process some tasks.
-    let future1 = executor.submit(TASK, 5)?;
+    let future1 = executor.submit_fn(task, 5)?;
     let result1 = future1.result()?;
     println!("Before shutdown: {result1}");
 
@@ -57,7 +49,7 @@ fn main() -> loky::Result<()> {
     executor.shutdown(true);
 
     // Attempt to use the shut-down executor.
-    match executor.submit(TASK, 10) {
+    match executor.submit_fn(task, 10) {
         Err(Error::ShutdownExecutor(e)) => println!("Cannot use shutdown executor: {e}"),
         Err(e) => return Err(e),
         Ok(future2) => {
@@ -67,8 +59,8 @@ fn main() -> loky::Result<()> {
     }
 
     // Create a new executor for continued processing.
-    let new_executor = two_workers().build()?;
-    let future3 = new_executor.submit(TASK, 10)?;
+    let new_executor = ProcessPoolExecutor::new(2)?;
+    let future3 = new_executor.submit_fn(task, 10)?;
     let result3 = future3.result()?;
     println!("With new executor: {result3}");
     new_executor.shutdown(true);

@@ -40,23 +40,16 @@
 
 use std::time::Duration;
 
-use loky::{Error, ProcessPoolExecutor, Registry, Task, WorkerProgram};
+use loky::Error;
 
 /// Sleeps for the given time and says so.
-const SLOW_TASK: Task<Duration, String> = Task::new("slow_task");
-
 fn slow_task(duration: Duration) -> String {
     std::thread::sleep(duration);
     format!("Completed after {} seconds", duration.as_secs_f64())
 }
 
 fn handle_timeouts(scale: f64) -> loky::Result<()> {
-    // Python's `get_reusable_executor(max_workers=2)`, with this binary as
-    // the worker program.
-    let executor = ProcessPoolExecutor::builder()
-        .max_workers(2)
-        .worker_program(WorkerProgram::CurrentExe)
-        .get_reusable()?;
+    let executor = loky::get_reusable_executor(2)?;
 
     let tasks = [
         (1.0, 3.0), // 1 second task, 3 second timeout: succeeds
@@ -72,7 +65,7 @@ fn handle_timeouts(scale: f64) -> loky::Result<()> {
             timeout.as_secs_f64()
         );
         let outcome = executor
-            .submit(SLOW_TASK, duration)
+            .submit_fn(slow_task, duration)
             .and_then(|future| future.result_timeout(timeout));
         match outcome {
             Ok(result) => println!("{label}: {result}"),
@@ -85,8 +78,7 @@ fn handle_timeouts(scale: f64) -> loky::Result<()> {
 }
 
 fn main() -> loky::Result<()> {
-    let registry = Registry::new().register(SLOW_TASK, slow_task);
-    loky::serve_if_worker(&registry);
+    loky::init();
 
     let quick = std::env::args().any(|arg| arg == "--quick");
     handle_timeouts(if quick { 0.5 } else { 1.0 })

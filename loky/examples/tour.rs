@@ -1,15 +1,15 @@
-//! A guided tour of loky-rs in a few seconds: submit work, get results,
-//! survive a panic, a segfault and a runaway task, recover, and map over
-//! many inputs with a progress bar.
+//! A guided tour of loky-rs in a few seconds: submit functions, get
+//! results, survive a panic, a crash and a runaway task, recover, and map
+//! over many inputs with a progress bar.
 //!
 //! ```text
 //! cargo run --release --example tour
 //! ```
 //!
 //! This binary is also its own worker program: `main` starts with
-//! [`loky::serve_if_worker`], and the executors run
-//! [`WorkerProgram::CurrentExe`]. Its tasks are the stock
-//! [`loky::diagnostics`] tasks plus three of its own.
+//! [`loky::init()`], and every executor built afterwards runs this program
+//! as its workers. The functions and closures below are submitted as they
+//! are, with nothing registered.
 //!
 //! # Output
 //!
@@ -26,19 +26,19 @@
 //! 2. Errors are values, panics are caught
 //!    parse("42") = Ok(42)
 //!    parse("forty-two") = Err("invalid digit found in string")
-//!    divide(1, 0) panicked: task `divide` panicked in worker 72001: attempt to divide by zero (at loky/examples/tour.rs:78:5)
+//!    divide(1, 0) panicked: task `fn((i64, i64)) -> i64` panicked in worker 72001: attempt to divide by zero (at loky/examples/tour.rs:71:5)
 //!    the workers survived: [72001, 72002]
 //!
 //! 3. A crash breaks the pool, as in loky; a new pool recovers
-//!    segfault() failed: A worker process managed by the executor was unexpectedly terminated. [...]
-//!        The exit codes of the workers are {SIGSEGV(-11)}
-//!        The worker (pid 72002) was running task `segfault`.
+//!    abort() failed: A worker process managed by the executor was unexpectedly terminated. [...]
+//!        The exit codes of the workers are {SIGABRT(-6)}
+//!        The worker (pid 72002) was running task `fn(())`.
 //!    submit on the broken pool fails at once: true
 //!    get_reusable() replaced the broken pool: square(8) = 64 on workers [72010, 72011]
-//!    with CrashPolicy::Respawn only the crashed call fails: abort() -> SIGABRT(-6), then square(9) = 81, pool broken: false
+//!    with CrashPolicy::Respawn only the crashed call fails: exit(3) -> EXIT(3), then square(9) = 81, pool broken: false
 //!
 //! 4. A runaway task is killed at its deadline
-//!    sleep(60 s) with a 300 ms deadline: task `sleep` exceeded its deadline of 300ms and its worker (pid 72010) was killed
+//!    sleep(60 s) with a 300 ms deadline: task `fn(Duration)` exceeded its deadline of 300ms and its worker (pid 72010) was killed
 //!    pool broken: false; square(10) = 100
 //!
 //! 5. map over 400 inputs, in order, with progress
@@ -54,54 +54,42 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use loky::diagnostics::{ABORT, SEGFAULT, SLEEP, SQUARE};
-use loky::{
-    CallOptions, CrashPolicy, Error, ExecutorBuilder, ProcessPoolExecutor, Registry, Task,
-    WorkerProgram,
-};
+use loky::{CallOptions, CrashPolicy, Error, ProcessPoolExecutor};
+
+fn square(x: i64) -> i64 {
+    x * x
+}
 
 /// Parses a number; a bad one is an error value, not a failure.
-const PARSE: Task<String, Result<u64, String>> = Task::new("parse");
-
-/// Divides; panics on a zero divisor, as integer division does.
-const DIVIDE: Task<(i64, i64), i64> = Task::new("divide");
-
-/// Squares, taking three milliseconds: work worth a progress bar.
-const SLOW_SQUARE: Task<u64, u64> = Task::new("slow_square");
-
 fn parse(text: String) -> Result<u64, String> {
     text.parse()
         .map_err(|e: std::num::ParseIntError| e.to_string())
 }
 
+/// Divides; panics on a zero divisor, as integer division does.
 fn divide((a, b): (i64, i64)) -> i64 {
     a / b
 }
 
-fn slow_square(x: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(3));
-    x * x
+/// Kills its worker the way a failed assertion in a C library does.
+fn crash(_: ()) {
+    std::process::abort()
 }
 
-/// This program's tasks: the stock diagnostic ones and its own.
-fn registry() -> Registry {
-    loky::diagnostics::registry()
-        .register(PARSE, parse)
-        .register(DIVIDE, divide)
-        .register(SLOW_SQUARE, slow_square)
+/// Ends its worker with an exit code, as a call to `exit` deep in a
+/// library would.
+fn exit(code: i32) {
+    std::process::exit(code)
 }
 
-/// Two workers running this program.
-fn two_workers() -> ExecutorBuilder {
-    ProcessPoolExecutor::builder()
-        .max_workers(2)
-        .worker_program(WorkerProgram::CurrentExe)
+fn sleep(duration: Duration) {
+    std::thread::sleep(duration)
 }
 
 fn main() -> loky::Result<()> {
-    // First thing: when an executor started this process, serve tasks and
-    // never return.
-    loky::serve_if_worker(&registry());
+    // First thing: when an executor started this process as a worker, serve
+    // there and never return.
+    loky::init();
 
     let started = Instant::now();
     println!("loky-rs tour: every task below runs in a worker process (this same program).");
@@ -120,12 +108,12 @@ fn main() -> loky::Result<()> {
 fn submit_work() -> loky::Result<()> {
     println!("\n1. Submit work, get results");
     // loky's reusable executor: one shared pool for the whole program.
-    let ex = two_workers().get_reusable()?;
-    let future = ex.submit(SQUARE, 7)?;
+    let ex = loky::get_reusable_executor(2)?;
+    let future = ex.submit_fn(square, 7)?;
     println!("   square(7) = {}", future.result()?);
 
     let futures = (0..100)
-        .map(|x| ex.submit(SQUARE, x))
+        .map(|x| ex.submit_fn(square, x))
         .collect::<loky::Result<Vec<_>>>()?;
     let mut sum = 0;
     for future in futures {
@@ -138,14 +126,14 @@ fn submit_work() -> loky::Result<()> {
 
 fn errors_and_panics() -> loky::Result<()> {
     println!("\n2. Errors are values, panics are caught");
-    let ex = two_workers().get_reusable()?;
+    let ex = loky::get_reusable_executor(2)?;
     for text in ["42", "forty-two"] {
         // `Ok(Err(..))`: the task ran and returned an error value.
-        let parsed = ex.submit(PARSE, text.to_owned())?.result()?;
+        let parsed = ex.submit_fn(parse, text.to_owned())?.result()?;
         println!("   parse({text:?}) = {parsed:?}");
     }
     let pids = sorted_pids(&ex);
-    match ex.submit(DIVIDE, (1, 0))?.result() {
+    match ex.submit_fn(divide, (1, 0))?.result() {
         Err(Error::Task(panic)) => println!("   divide(1, 0) panicked: {panic}"),
         other => println!("   divide(1, 0) unexpectedly gave {other:?}"),
     }
@@ -160,46 +148,47 @@ fn errors_and_panics() -> loky::Result<()> {
 
 fn crash_and_recovery() -> loky::Result<()> {
     println!("\n3. A crash breaks the pool, as in loky; a new pool recovers");
-    let ex = two_workers().get_reusable()?;
-    match ex.submit(SEGFAULT, ())?.result() {
+    let ex = loky::get_reusable_executor(2)?;
+    match ex.submit_fn(crash, ())?.result() {
         Err(Error::TerminatedWorker(crash)) => {
             let message = crash.to_string();
             let mut paragraphs = message.split("\n\n");
             println!(
-                "   segfault() failed: {} [...]",
+                "   abort() failed: {} [...]",
                 first_sentence(paragraphs.next().unwrap_or_default())
             );
             for paragraph in paragraphs {
                 println!("       {paragraph}");
             }
         }
-        other => println!("   segfault() unexpectedly gave {other:?}"),
+        other => println!("   abort() unexpectedly gave {other:?}"),
     }
-    let refused = ex.submit(SQUARE, 1).err();
+    let refused = ex.submit_fn(square, 1).err();
     println!(
         "   submit on the broken pool fails at once: {}",
         refused.is_some_and(|e| e.is_broken_pool())
     );
 
     // The reusable executor replaces a broken pool with a fresh one.
-    let ex = two_workers().get_reusable()?;
-    let eight = ex.submit(SQUARE, 8)?.result()?;
+    let ex = loky::get_reusable_executor(2)?;
+    let eight = ex.submit_fn(square, 8)?.result()?;
     println!(
         "   get_reusable() replaced the broken pool: square(8) = {eight} on workers {:?}",
         sorted_pids(&ex)
     );
 
     // Beyond loky: replace the dead worker and go on.
-    let respawning = two_workers()
+    let respawning = ProcessPoolExecutor::builder()
+        .max_workers(2)
         .on_worker_crash(CrashPolicy::Respawn)
         .build()?;
-    let exit = match respawning.submit(ABORT, ())?.result() {
+    let ended = match respawning.submit_fn(exit, 3)?.result() {
         Err(Error::TerminatedWorker(crash)) => crash.exit().to_string(),
         other => format!("{other:?}"),
     };
-    let nine = respawning.submit(SQUARE, 9)?.result()?;
+    let nine = respawning.submit_fn(square, 9)?.result()?;
     println!(
-        "   with CrashPolicy::Respawn only the crashed call fails: abort() -> {exit}, \
+        "   with CrashPolicy::Respawn only the crashed call fails: exit(3) -> {ended}, \
          then square(9) = {nine}, pool broken: {}",
         respawning.is_broken()
     );
@@ -208,16 +197,16 @@ fn crash_and_recovery() -> loky::Result<()> {
 
 fn runaway_task() -> loky::Result<()> {
     println!("\n4. A runaway task is killed at its deadline");
-    let ex = two_workers().get_reusable()?;
+    let ex = loky::get_reusable_executor(2)?;
     let deadline = CallOptions::new().timeout(Duration::from_millis(300));
     match ex
-        .submit_with(SLEEP, Duration::from_secs(60), deadline)?
+        .submit_fn_with(sleep, Duration::from_secs(60), deadline)?
         .result()
     {
         Err(Error::DeadlineExceeded(e)) => println!("   sleep(60 s) with a 300 ms deadline: {e}"),
         other => println!("   sleep(60 s) unexpectedly gave {other:?}"),
     }
-    let ten = ex.submit(SQUARE, 10)?.result()?;
+    let ten = ex.submit_fn(square, 10)?.result()?;
     println!("   pool broken: {}; square(10) = {ten}", ex.is_broken());
     Ok(())
 }
@@ -225,10 +214,16 @@ fn runaway_task() -> loky::Result<()> {
 fn map_with_progress() -> loky::Result<()> {
     const N: u64 = 400;
     println!("\n5. map over {N} inputs, in order, with progress");
-    let ex = two_workers().get_reusable()?;
+    let ex = loky::get_reusable_executor(2)?;
     let mut progress = Progress::new(N);
     let mut sum = 0;
-    for (done, square) in ex.map(SLOW_SQUARE, 0..N).chunksize(10).enumerate() {
+    // A closure: squares, taking three milliseconds (work worth a progress
+    // bar).
+    let slow_square = |x: u64| {
+        std::thread::sleep(Duration::from_millis(3));
+        x * x
+    };
+    for (done, square) in ex.map_fn(slow_square, 0..N).chunksize(10).enumerate() {
         sum += square?;
         progress.show(done as u64 + 1);
     }

@@ -28,12 +28,12 @@
 //!
 //! The exit codes of the workers are {EXIT(77)}
 //!
-//! The worker (pid 50122) was running task `memory_intensive_task`.)
+//! The worker (pid 50122) was running task `fn(u64) -> Result<i64, String>`.)
 //! Size 10000M: Worker terminated (A worker process managed by the executor exceeded its memory limit of 1073741824 bytes and was terminated.
 //!
 //! The exit codes of the workers are {EXIT(77)}
 //!
-//! The worker (pid 50122) was running task `memory_intensive_task`.)
+//! The worker (pid 50122) was running task `fn(u64) -> Result<i64, String>`.)
 //! ```
 //!
 //! On stderr, the dying worker writes Rust's allocation-failure message:
@@ -74,15 +74,13 @@
 
 use std::time::Duration;
 
-use loky::{Error, ProcessPoolExecutor, Registry, Task, WorkerProgram};
-
-/// Allocates `size` million integers and sums the first thousand; an
-/// allocation that cannot be made is an error value.
-const MEMORY_INTENSIVE_TASK: Task<u64, Result<i64, String>> = Task::new("memory_intensive_task");
+use loky::{Error, ProcessPoolExecutor};
 
 /// Each worker's address space is capped at this many bytes.
 const MEMORY_LIMIT: u64 = 1 << 30;
 
+/// Allocates `size` million integers and sums the first thousand; a size
+/// that cannot even be expressed is an error value.
 fn memory_intensive_task(size: u64) -> Result<i64, String> {
     let len = usize::try_from(size * 1_000_000)
         .map_err(|_| format!("Cannot allocate {size}M integers"))?;
@@ -95,14 +93,13 @@ fn memory_intensive_task(size: u64) -> Result<i64, String> {
 fn handle_worker_termination() -> loky::Result<()> {
     let executor = ProcessPoolExecutor::builder()
         .max_workers(2)
-        .worker_program(WorkerProgram::CurrentExe)
         .memory_limit(MEMORY_LIMIT)
         .build()?;
     // Submit tasks with increasing memory requirements.
     let sizes = [1, 10, 100, 1000, 10000];
     for size in sizes {
         let outcome = executor
-            .submit(MEMORY_INTENSIVE_TASK, size)
+            .submit_fn(memory_intensive_task, size)
             .and_then(|future| future.result_timeout(Duration::from_secs(10)));
         match outcome {
             Ok(Ok(result)) => println!("Size {size}M: Success ({result})"),
@@ -116,7 +113,6 @@ fn handle_worker_termination() -> loky::Result<()> {
 }
 
 fn main() -> loky::Result<()> {
-    let registry = Registry::new().register(MEMORY_INTENSIVE_TASK, memory_intensive_task);
-    loky::serve_if_worker(&registry);
+    loky::init();
     handle_worker_termination()
 }

@@ -224,6 +224,55 @@ fn map_fn_keeps_input_order_and_fails_items_alone() {
 }
 
 #[test]
+fn map_unordered_fn_gives_every_index_once() {
+    let ex = ProcessPoolExecutor::new(2).unwrap();
+    let mut seen = vec![None; 300];
+    for (i, result) in ex
+        .map_unordered_fn(|x: u64| x * 3, 0..300)
+        .chunksize(7)
+        .timeout(RESULT_TIMEOUT)
+    {
+        assert!(seen[i].is_none(), "index {i} twice");
+        seen[i] = Some(result.unwrap());
+    }
+    for (i, value) in seen.into_iter().enumerate() {
+        assert_eq!(value, Some(3 * i as u64));
+    }
+}
+
+/// Exits its worker on 13, doubles anything else.
+fn double_unless_13(x: i32) -> i32 {
+    if x == 13 {
+        std::process::exit(13);
+    }
+    2 * x
+}
+
+#[test]
+fn under_respawn_a_crashing_item_of_a_function_s_chunk_fails_alone() {
+    let ex = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .on_worker_crash(CrashPolicy::Respawn)
+        .build()
+        .unwrap();
+    let results: Vec<loky::Result<i32>> = ex
+        .map_fn(double_unless_13, 0..30)
+        .chunksize(10)
+        .timeout(RESULT_TIMEOUT)
+        .collect();
+    for (i, result) in results.iter().enumerate() {
+        match result {
+            Err(Error::TerminatedWorker(dead)) if i == 13 => {
+                assert_eq!(dead.exit_code(), Some(13));
+            }
+            Ok(v) if i != 13 => assert_eq!(*v, 2 * i as i32),
+            other => panic!("item {i}: {other:?}"),
+        }
+    }
+    assert!(!ex.is_broken());
+}
+
+#[test]
 fn map_fn_stops_at_its_timeout() {
     let ex = ProcessPoolExecutor::new(1).unwrap();
     let mut results = ex

@@ -1,7 +1,8 @@
 //! Project automation for loky-rs, run as `cargo xtask <command>`.
 //!
-//! - `cargo xtask test [--quick] [--no-chaos]`: every check CI runs, in order,
-//!   stopping at the first failure, then a summary table (see [`test`](mod@test)).
+//! - `cargo xtask test [--quick] [--no-chaos] [--no-nextest] [--slurm]`:
+//!   every check CI runs, in order, each under a deadline, stopping at the
+//!   first failure, then a summary table (see [`test`](mod@test)).
 //! - `cargo xtask bench [args...]`: the benchmark binary of `loky-tests`
 //!   (see [`bench`](mod@bench)).
 //! - `cargo xtask fuzz [--seconds N] [--seed] [--merge] [TARGET]`: the fuzz
@@ -9,13 +10,18 @@
 //! - `cargo xtask slurm -- COMMAND...`: COMMAND against a single-node Slurm
 //!   cluster on this machine (see [`slurm`](mod@slurm)).
 //!
-//! Only the standard library is used, so the first `cargo xtask` on a clean
-//! checkout builds in seconds.
+//! Only the standard library and libc (process groups and signals, in
+//! `os`) are used, so the first `cargo xtask` on a clean checkout builds in
+//! seconds.
 
 mod bench;
+mod examples;
 mod fuzz;
+mod libtest;
+mod os;
 mod runner;
 mod slurm;
+mod steps;
 mod test;
 
 use std::process::ExitCode;
@@ -27,15 +33,18 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  test [--quick] [--no-chaos] [--slurm]
-      fmt check, clippy (-D warnings), docs (-D warnings), tests (nextest when
-      installed, else cargo test), doctests, the feature `remote` (its clippy,
-      docs and tests; the network-namespace tests as root), the chaos run and
-      the examples; stops at the first failure and prints a summary.
-      --quick     skip fmt, clippy and doc
-      --no-chaos  skip the chaos run
-      --slurm     also run the Slurm tests on a single-node cluster (root:
-                  installs Slurm from Debian's packages if missing)
+  test [--quick] [--no-chaos] [--no-nextest] [--slurm]
+      fmt check, clippy (-D warnings), docs (-D warnings), the build, tests
+      (nextest when installed, else cargo test), doctests, the feature
+      `remote` (its clippy, docs and tests; the network-namespace tests as
+      root), the chaos runs, the examples and a short fuzz run; each step has
+      a deadline, past which it is stopped with its process group and fails;
+      stops at the first failure and prints a summary.
+      --quick       skip fmt, clippy and doc
+      --no-chaos    skip the chaos runs
+      --no-nextest  run the tests with cargo test even where nextest is installed
+      --slurm       also run the Slurm tests on a single-node cluster (root:
+                    installs Slurm from Debian's packages if missing)
   bench [--peers] [args...]
       run the loky-bench binary of loky-tests (release build); every argument,
       --peers included, is passed through to it.

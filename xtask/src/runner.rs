@@ -1,9 +1,17 @@
-//! Running child commands from the workspace root, with a header and timing.
+//! Running child commands from the workspace root, with a header and timing,
+//! each in a process group of its own and, for the steps of `cargo xtask
+//! test`, under a deadline.
 
 use std::ffi::OsString;
+use std::fmt;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::os;
 
 /// The workspace being worked on and the cargo that drives it.
 pub(crate) struct Workspace {
@@ -80,6 +88,171 @@ pub(crate) fn run_capturing(command: &mut Command) -> Result<String, String> {
     } else {
         print!("{stdout}");
         Err(format!("`{}` failed: {}", display(command), output.status))
+    }
+}
+
+/// Why a command run under a deadline did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// It could not start, or it exited unsuccessfully: what happened.
+    Failed(String),
+    /// It was still running at its deadline: it and its process group were
+    /// stopped.
+    TimedOut {
+        /// The command, as [`display`] renders it.
+        command: String,
+        /// The deadline it ran past.
+        deadline: Duration,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Failed(message) => f.write_str(message),
+            Failure::TimedOut { command, deadline } => write!(
+                f,
+                "`{command}` hung: still running after {}, stopped with its process group",
+                format_deadline(*deadline)
+            ),
+        }
+    }
+}
+
+/// How long a command past its deadline has, after SIGTERM to its process
+/// group, to stop by itself (nextest uses it to stop its tests) before the
+/// group is SIGKILLed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How often a running command is checked on.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Runs `command` (stdout and stderr inherited) in a process group of its
+/// own, stopping the group if it runs past `deadline`.
+pub(crate) fn run_within(command: &mut Command, deadline: Duration) -> Result<(), Failure> {
+    let mut child = spawn_in_group(command)?;
+    let status = wait_within(&mut child, deadline, &display(command))?;
+    check_status(command, status)
+}
+
+/// Runs `command` as [`run_within`] does, capturing its stdout (stderr is
+/// inherited); its stdout when it succeeds. On failure what it printed is
+/// shown.
+pub(crate) fn capture_within(command: &mut Command, deadline: Duration) -> Result<String, Failure> {
+    command.stdout(Stdio::piped());
+    let mut child = spawn_in_group(command)?;
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    if let Some(mut stdout) = child.stdout.take() {
+        let sink = captured.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 8192];
+            while let Ok(n @ 1..) = stdout.read(&mut buffer) {
+                lock(&sink).extend_from_slice(&buffer[..n]);
+            }
+        });
+    }
+    let finished = wait_within(&mut child, deadline, &display(command));
+    // Stdout may stay open in a process that left the group (a worker
+    // about to die with its parent): take what arrived, without waiting.
+    let stdout = String::from_utf8_lossy(&lock(&captured)).into_owned();
+    let result = finished.and_then(|status| check_status(command, status));
+    if result.is_err() {
+        print!("{stdout}");
+    }
+    result.map(|()| stdout)
+}
+
+fn lock(bytes: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    bytes.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn spawn_in_group(command: &mut Command) -> Result<Child, Failure> {
+    command
+        .process_group(0)
+        .spawn()
+        .map_err(|error| Failure::Failed(format!("cannot run `{}`: {error}", display(command))))
+}
+
+fn check_status(command: &Command, status: ExitStatus) -> Result<(), Failure> {
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure::Failed(format!(
+            "`{}` failed: {status}",
+            display(command)
+        )))
+    }
+}
+
+/// Waits for `child`, the leader of its own process group, until
+/// `deadline`; past it, stops the group (SIGTERM, [`STOP_GRACE`], SIGKILL).
+/// Whatever is left of the group once the leader exits is killed, then the
+/// leader is reaped.
+fn wait_within(child: &mut Child, deadline: Duration, shown: &str) -> Result<ExitStatus, Failure> {
+    let pgid = child.id();
+    os::set_running_group(pgid);
+    let end = Instant::now() + deadline;
+    let mut timed_out = false;
+    while !os::has_exited(pgid).unwrap_or(true) {
+        if Instant::now() >= end {
+            timed_out = true;
+            eprintln!(
+                "error: `{shown}` is still running after {}: stopping its process group",
+                format_deadline(deadline)
+            );
+            stop_group(pgid);
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    // The leader's zombie keeps the group's id from being reused.
+    let _ = os::signal_group(pgid, libc::SIGKILL);
+    let status = child.wait();
+    os::set_running_group(0);
+    if timed_out {
+        return Err(Failure::TimedOut {
+            command: shown.to_owned(),
+            deadline,
+        });
+    }
+    status.map_err(|error| Failure::Failed(format!("cannot wait for `{shown}`: {error}")))
+}
+
+/// SIGTERM to group `pgid`, up to [`STOP_GRACE`] for it to empty, then SIGKILL.
+fn stop_group(pgid: u32) {
+    let _ = os::signal_group(pgid, libc::SIGTERM);
+    let end = Instant::now() + STOP_GRACE;
+    while group_alive(pgid) && Instant::now() < end {
+        std::thread::sleep(POLL);
+    }
+    let _ = os::signal_group(pgid, libc::SIGKILL);
+}
+
+/// Whether a process of group `pgid` still runs (zombies do not count).
+fn group_alive(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // After the command name in parentheses: state, ppid, pgrp.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        let group = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+        group == Some(pgid) && state != "Z" && state != "X"
+    })
+}
+
+/// A deadline for messages: whole minutes when it is some, else seconds.
+pub(crate) fn format_deadline(deadline: Duration) -> String {
+    let secs = deadline.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{:.1}s", deadline.as_secs_f64())
     }
 }
 

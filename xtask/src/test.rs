@@ -1,157 +1,70 @@
 //! `cargo xtask test`: every check, in order, stopping at the first failure.
 //!
-//! The steps are fmt, clippy, doc, test, doctest, chaos, one step per
-//! entry of [`EXAMPLES`], and a short run of each fuzz target. A summary table of every step with its status and
-//! wall time ends the run, failed or not.
+//! The steps are fmt, clippy, doc, build, test, doctest, chaos, one step per
+//! entry of [`EXAMPLES`], and a short run of each fuzz target (which builds
+//! its instrumented targets itself). Each runs in a process group of its own under
+//! a deadline: past it, the step is stopped with its whole group and fails
+//! as hung, naming itself. The deadlines are generous for a loaded two-core
+//! machine; compilation happens in the steps with the long ones (clippy,
+//! doc, build), so the steps that run tests have tight ones. Within the
+//! test step, nextest's `ci` profile (`.config/nextest.toml`) stops a
+//! single hung test; without nextest each test binary has a deadline of its
+//! own ([`libtest`](crate::libtest)). A summary table of every step with its
+//! status and wall time ends the run, failed or not.
 
-use std::fmt;
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use crate::runner::{self, Workspace};
+use crate::examples::EXAMPLES;
+use crate::runner::Workspace;
+use crate::steps::{self, Action, Step};
 
 mod remote;
-
-/// An example of the `loky` package that `cargo xtask test` runs and checks.
-struct Example {
-    /// Example name (`loky/examples/NAME.rs`).
-    name: &'static str,
-    /// Arguments after `--`.
-    args: &'static [&'static str],
-    /// Substrings that its stdout must contain, each anywhere.
-    expect: &'static [&'static str],
-}
-
-/// The examples run by `cargo xtask test`, each as
-/// `cargo run -p loky --example NAME -- ARGS` whose stdout must contain
-/// every `expect` substring.
-///
-/// To add one, append an entry, for instance
-/// `Example { name: "quick_start", args: &["--workers", "2"], expect: &["done: 42"] }`.
-/// Prefer output that does not depend on timing or the machine (no counts of
-/// CPUs, no durations), so the check is stable on a 2-core CI machine.
-const EXAMPLES: &[Example] = &[
-    Example {
-        name: "async_service",
-        args: &[],
-        expect: &[
-            "200 requests: 188 answered, 4 crashed their worker, 4 past their deadline, \
-             4 rejected by the handler\n",
-            "the pool is not broken: true\n",
-            "batch of 50: 50 results streamed, sum = 122650\n",
-            "a request whose client gave up after 1 ms: its task still finished: Ok(99)\n",
-            "shut down: true, workers left: 0\n",
-        ],
-    },
-    Example {
-        name: "progress",
-        args: &[],
-        expect: &["2000 items mapped, 0 failed, sum = 7996000\n"],
-    },
-    Example {
-        name: "tour",
-        args: &[],
-        expect: &[
-            "square(7) = 49",
-            "parse(\"forty-two\") = Err(\"invalid digit found in string\")",
-            "divide(1, 0) panicked: task `fn((i64, i64)) -> i64` panicked in worker",
-            "attempt to divide by zero",
-            "the workers survived",
-            "The exit codes of the workers are {SIGABRT(-6)}",
-            "submit on the broken pool fails at once: true",
-            "get_reusable() replaced the broken pool: square(8) = 64",
-            "exit(3) -> EXIT(3), then square(9) = 81, pool broken: false",
-            "exceeded its deadline of 300ms",
-            "pool broken: false; square(10) = 100",
-            "400/400",
-            "sum of squares = 21253400",
-        ],
-    },
-    Example {
-        name: "crash_recovery",
-        args: &[],
-        // Whether tasks 0-2 and 4 succeed depends on timing, as in Python.
-        expect: &[
-            "Task 3 failed: A worker process managed by the executor was unexpectedly terminated.",
-            "The exit codes of the workers are {EXIT(1)}",
-            "New executor created successfully",
-            "New executor: problematic_task(4) = 8",
-        ],
-    },
-    Example {
-        name: "worker_termination",
-        args: &[],
-        expect: &[
-            "Size 1M: Success (0)",
-            "Size 10M: Success (0)",
-            "Size 100M: Success (0)",
-            "Size 1000M: Worker terminated (A worker process managed by the executor exceeded \
-             its memory limit of 1073741824 bytes",
-            "The exit codes of the workers are {EXIT(77)}",
-            "Size 10000M: Worker terminated (",
-        ],
-    },
-    Example {
-        name: "shutdown_error",
-        args: &[],
-        expect: &[
-            "Before shutdown: 10\n",
-            "Cannot use shutdown executor: cannot schedule new futures after shutdown\n",
-            "With new executor: 20\n",
-        ],
-    },
-    Example {
-        name: "timeouts",
-        args: &["--quick"],
-        expect: &[
-            "Task (0.5s, timeout 1.5s): Completed after 0.5 seconds\n",
-            "Task (2.5s, timeout 1s): Timed out\n",
-            "Task (1s, timeout 2s): Completed after 1 seconds\n",
-        ],
-    },
-    Example {
-        name: "cancellation",
-        args: &["--quick"],
-        expect: &[
-            "Could not cancel task 1 (already running)\n",
-            "Successfully cancelled task 3\n",
-            "Task 0: Task 0 result\n",
-            "Task 1: Task 1 result\n",
-            "Task 2: Task 2 result\n",
-            "Task 3: Was cancelled\n",
-            "Cancelled 1 tasks\n",
-        ],
-    },
-    Example {
-        name: "retries",
-        args: &["--quick"],
-        // Seeded: every attempt's fate, hence the whole run, is reproducible.
-        expect: &[
-            "✗ Task 1: Timeout (retry 3)\n✗ Task 1: Gave up after 2 retries\n",
-            "✗ Task 8: Timeout (retry 1)\n✗ Task 8: Timeout (retry 2)\n\
-             ✗ Task 8: Application error (Task 8: Intentional error)\n",
-            "Final Results:\n\
-             Task 0: Task 0: Success\n\
-             Task 1: Failed after 2 retries\n\
-             Task 2: Error: Task 2: Intentional error\n\
-             Task 3: Task 3: Success\n\
-             Task 4: Task 4: Success\n\
-             Task 5: Error: Task 5: Intentional error\n\
-             Task 6: Task 6: Success\n\
-             Task 7: Task 7: Success\n\
-             Task 8: Error: Task 8: Intentional error\n\
-             Task 9: Error: Task 9: Intentional error\n",
-        ],
-    },
-];
 
 /// Binary of `loky-tests` that runs the chaos suite, if it exists.
 const CHAOS_BIN: &str = "loky-chaos";
 
-/// Arguments passed to the chaos binary after `--`: a fixed budget of
+/// Binary of `loky-tests` that runs the map scenario of the chaos suite
+/// (maps whose items crash, hang or panic at random).
+const MAP_CHAOS_BIN: &str = "loky-map-chaos";
+
+/// Arguments passed to each chaos binary after `--`: a fixed budget of
 /// rounds (about a minute on two cores) with a fresh seed each run (printed;
 /// `--seed N` replays it).
 const CHAOS_ARGS: &[&str] = &["--rounds", "400"];
+
+/// The nextest profile the test step uses (in `.config/nextest.toml`).
+const NEXTEST_PROFILE: &str = "ci";
+
+/// Deadlines of the steps (see the module docs).
+mod deadline {
+    use super::Duration;
+
+    pub(super) const FMT: Duration = Duration::from_secs(5 * 60);
+    /// Checks every target of the workspace from scratch on a clean checkout.
+    pub(super) const CLIPPY: Duration = Duration::from_secs(60 * 60);
+    pub(super) const DOC: Duration = Duration::from_secs(30 * 60);
+    /// Builds every test binary, program and example, and the release chaos
+    /// program.
+    pub(super) const BUILD: Duration = Duration::from_secs(60 * 60);
+    /// Runs the tests, built already (nextest stops a single test sooner).
+    pub(super) const TEST: Duration = Duration::from_secs(30 * 60);
+    /// One test binary, where nextest is not installed.
+    pub(super) const TEST_BINARY: Duration = Duration::from_secs(10 * 60);
+    /// Compiles and runs the doctests.
+    pub(super) const DOCTEST: Duration = Duration::from_secs(30 * 60);
+    /// The chaos run, built already: about a minute unloaded.
+    pub(super) const CHAOS: Duration = Duration::from_secs(20 * 60);
+    /// One example, built already.
+    pub(super) const EXAMPLE: Duration = Duration::from_secs(5 * 60);
+    /// A step of the feature `remote` (it compiles the workspace with the
+    /// feature on).
+    pub(super) const REMOTE: Duration = Duration::from_secs(60 * 60);
+    /// Builds the instrumented fuzz targets (about 10 minutes of wall time
+    /// on a loaded machine) and runs each briefly.
+    pub(super) const FUZZ: Duration = Duration::from_secs(45 * 60);
+}
 
 /// Options of `cargo xtask test`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +73,8 @@ pub(crate) struct Options {
     quick: bool,
     /// Run the chaos step (cleared by `--no-chaos`).
     chaos: bool,
+    /// Use nextest where installed (cleared by `--no-nextest`).
+    nextest: bool,
     /// Run the Slurm tests (`--slurm`).
     slurm: bool,
 }
@@ -170,12 +85,14 @@ impl Options {
         let mut options = Options {
             quick: false,
             chaos: true,
+            nextest: true,
             slurm: false,
         };
         for arg in args {
             match arg.as_str() {
                 "--quick" => options.quick = true,
                 "--no-chaos" => options.chaos = false,
+                "--no-nextest" => options.nextest = false,
                 "--slurm" => options.slurm = true,
                 other => return Err(format!("unknown option `{other}` for `test`")),
             }
@@ -184,79 +101,11 @@ impl Options {
     }
 }
 
-/// What a step does.
-enum Action {
-    /// Run a command; success is a zero exit.
-    Run(Command),
-    /// Run a command; success is a zero exit and stdout containing every substring.
-    Expect(Command, &'static [&'static str]),
-    /// Do nothing, for the given reason.
-    Skip(String),
-}
-
-/// One row of the run.
-struct Step {
-    /// Short name, shown in headers and the summary.
-    name: String,
-    /// What it does.
-    action: Action,
-}
-
-impl Step {
-    fn run(name: &str, command: Command) -> Self {
-        Step {
-            name: name.to_owned(),
-            action: Action::Run(command),
-        }
-    }
-
-    fn skip(name: &str, reason: &str) -> Self {
-        Step {
-            name: name.to_owned(),
-            action: Action::Skip(reason.to_owned()),
-        }
-    }
-}
-
-/// How a step ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Status {
-    /// Ran and succeeded.
-    Passed,
-    /// Ran and failed.
-    Failed,
-    /// Not run, for the given reason.
-    Skipped(String),
-    /// An earlier step failed.
-    NotRun,
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Status::Passed => f.write_str("ok"),
-            Status::Failed => f.write_str("FAILED"),
-            Status::Skipped(reason) => write!(f, "skipped ({reason})"),
-            Status::NotRun => f.write_str("not run"),
-        }
-    }
-}
-
-/// The outcome of one step, for the summary.
-struct Report {
-    /// The step's name.
-    name: String,
-    /// How it ended.
-    status: Status,
-    /// Wall time; zero when it did not run.
-    elapsed: Duration,
-}
-
 /// Runs `cargo xtask test` with `options`.
 pub(crate) fn run(workspace: &Workspace, options: Options) -> ExitCode {
-    let reports = execute(plan(workspace, options));
-    print_summary(&reports);
-    if reports.iter().any(|report| report.status == Status::Failed) {
+    let reports = steps::execute(plan(workspace, options));
+    steps::print_summary(&reports);
+    if reports.iter().any(steps::Report::failed) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -265,104 +114,171 @@ pub(crate) fn run(workspace: &Workspace, options: Options) -> ExitCode {
 
 /// The steps to take, in order.
 fn plan(workspace: &Workspace, options: Options) -> Vec<Step> {
+    let nextest = options.nextest && nextest_installed(workspace);
+    plan_with(workspace, options, nextest)
+}
+
+/// The steps to take, in order, running the tests with nextest or not.
+fn plan_with(workspace: &Workspace, options: Options, nextest: bool) -> Vec<Step> {
     let mut steps = Vec::new();
     if options.quick {
         for name in ["fmt", "clippy", "doc"] {
             steps.push(Step::skip(name, "--quick"));
         }
     } else {
-        steps.push(Step::run(
-            "fmt",
-            workspace.cargo(&["fmt", "--all", "--", "--check"]),
-        ));
-        let clippy = [
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ];
-        steps.push(Step::run("clippy", workspace.cargo(&clippy)));
-        let mut doc = workspace.cargo(&["doc", "--workspace", "--no-deps"]);
-        doc.env("RUSTDOCFLAGS", "-D warnings");
-        steps.push(Step::run("doc", doc));
+        steps.extend(lint_steps(workspace));
     }
-    steps.push(Step::run("test", test_command(workspace)));
-    // nextest does not run doctests.
-    steps.push(Step::run(
-        "doctest",
-        workspace.cargo(&["test", "--workspace", "--doc"]),
-    ));
-    steps.extend(remote::steps(workspace, options));
-    steps.push(chaos_step(workspace, options));
-    steps.push(map_chaos_step(workspace, options));
+    steps.push(build_step(workspace, options, nextest));
+    steps.push(test_step(workspace, nextest));
+    steps.push(doctest_step(workspace));
+    steps.extend(remote::steps(workspace, options, nextest));
+    steps.push(chaos_step(workspace, options, CHAOS_BIN, "chaos"));
+    steps.push(chaos_step(workspace, options, MAP_CHAOS_BIN, "map-chaos"));
     steps.extend(example_steps(workspace));
-    steps.push(Step::run("fuzz", crate::fuzz::ci_command(workspace)));
+    steps.push(Step::run(
+        "fuzz",
+        deadline::FUZZ,
+        vec![crate::fuzz::ci_command(workspace)],
+    ));
     steps
 }
 
-/// `cargo nextest run` when nextest is installed, else `cargo test`.
-fn test_command(workspace: &Workspace) -> Command {
-    let nextest = workspace
+/// fmt, clippy and doc.
+fn lint_steps(workspace: &Workspace) -> [Step; 3] {
+    let fmt = workspace.cargo(&["fmt", "--all", "--", "--check"]);
+    let clippy = workspace.cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    let mut doc = workspace.cargo(&["doc", "--workspace", "--no-deps"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    [
+        Step::run("fmt", deadline::FMT, vec![fmt]),
+        Step::run("clippy", deadline::CLIPPY, vec![clippy]),
+        Step::run("doc", deadline::DOC, vec![doc]),
+    ]
+}
+
+fn nextest_installed(workspace: &Workspace) -> bool {
+    workspace
         .cargo(&["nextest", "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|status| status.success());
-    if nextest {
-        workspace.cargo(&["nextest", "run", "--workspace", "--no-fail-fast"])
+        .is_ok_and(|status| status.success())
+}
+
+/// Compiles everything later steps run, so that their deadlines measure
+/// running alone: the test binaries, every program (the stock worker the
+/// doctests use among them), the examples and the release chaos program.
+fn build_step(workspace: &Workspace, options: Options, nextest: bool) -> Step {
+    let tests = if nextest {
+        workspace.cargo(&["nextest", "run", "--workspace", "--no-run"])
     } else {
-        workspace.cargo(&["test", "--workspace"])
+        workspace.cargo(&[
+            "test",
+            "--workspace",
+            "--lib",
+            "--bins",
+            "--tests",
+            "--no-run",
+        ])
+    };
+    let mut commands = vec![
+        tests,
+        workspace.cargo(&["build", "--workspace", "--bins", "--examples"]),
+    ];
+    let chaos_bins: Vec<&str> = [CHAOS_BIN, MAP_CHAOS_BIN]
+        .into_iter()
+        .filter(|bin| options.chaos && workspace.has_test_bin(bin))
+        .collect();
+    if !chaos_bins.is_empty() {
+        let mut release = workspace.cargo(&["build", "--release", "-p", "loky-tests"]);
+        for bin in chaos_bins {
+            release.args(["--bin", bin]);
+        }
+        commands.push(release);
+    }
+    Step::run("build", deadline::BUILD, commands)
+}
+
+/// The command that runs the workspace's tests: `cargo nextest run` with
+/// the `ci` profile, or `cargo test` (the tests of the feature `remote` add
+/// their options to it).
+fn test_command(workspace: &Workspace, nextest: bool) -> Command {
+    if nextest {
+        workspace.cargo(&[
+            "nextest",
+            "run",
+            "--workspace",
+            "--no-fail-fast",
+            "--profile",
+            NEXTEST_PROFILE,
+        ])
+    } else {
+        workspace.cargo(&["test", "--workspace", "--lib", "--bins", "--tests"])
     }
 }
 
-/// The chaos run, when enabled and its binary exists.
-fn chaos_step(workspace: &Workspace, options: Options) -> Step {
-    if !options.chaos {
-        return Step::skip("chaos", "--no-chaos");
+/// `cargo nextest run` with the `ci` profile when nextest is installed,
+/// else each test binary of `cargo test` under a deadline of its own.
+fn test_step(workspace: &Workspace, nextest: bool) -> Step {
+    if nextest {
+        let command = test_command(workspace, true);
+        return Step::run("test", deadline::TEST, vec![command]);
     }
-    if !workspace.has_test_bin(CHAOS_BIN) {
-        return Step::skip("chaos", "no loky-chaos binary yet");
-    }
-    let mut command = workspace.cargo(&[
-        "run",
-        "--release",
-        "-p",
-        "loky-tests",
-        "--bin",
-        CHAOS_BIN,
-        "--",
+    let build = workspace.cargo(&[
+        "test",
+        "--workspace",
+        "--lib",
+        "--bins",
+        "--tests",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
     ]);
+    Step {
+        name: "test".to_owned(),
+        deadline: deadline::TEST,
+        action: Action::Libtest(build, deadline::TEST_BINARY),
+    }
+}
+
+/// The doctests (nextest does not run them). Those that start a pool find
+/// the stock `loky-worker` through `LOKY_WORKER`.
+fn doctest_step(workspace: &Workspace) -> Step {
+    let mut command = workspace.cargo(&["test", "--workspace", "--doc"]);
+    command.env("LOKY_WORKER", stock_worker(workspace));
+    Step::run("doctest", deadline::DOCTEST, vec![command])
+}
+
+/// Where the build step puts the stock `loky-worker` program.
+fn stock_worker(workspace: &Workspace) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.root().join("target"), PathBuf::from);
+    workspace
+        .root()
+        .join(target)
+        .join("debug")
+        .join("loky-worker")
+}
+
+/// The chaos run of `bin`, as step `name`, when enabled and the binary
+/// exists.
+fn chaos_step(workspace: &Workspace, options: Options, bin: &str, name: &str) -> Step {
+    if !options.chaos {
+        return Step::skip(name, "--no-chaos");
+    }
+    if !workspace.has_test_bin(bin) {
+        return Step::skip(name, &format!("no {bin} binary"));
+    }
+    let mut command =
+        workspace.cargo(&["run", "--release", "-p", "loky-tests", "--bin", bin, "--"]);
     command.args(CHAOS_ARGS);
-    Step::run("chaos", command)
-}
-
-/// Binary of `loky-tests` that runs the map scenario of the chaos suite.
-const MAP_CHAOS_BIN: &str = "loky-map-chaos";
-
-/// Its rounds: maps whose items crash, hang or panic at random.
-const MAP_CHAOS_ARGS: &[&str] = &["--rounds", "400"];
-
-/// The map chaos run, with the chaos step.
-fn map_chaos_step(workspace: &Workspace, options: Options) -> Step {
-    if !options.chaos {
-        return Step::skip("map-chaos", "--no-chaos");
-    }
-    if !workspace.has_test_bin(MAP_CHAOS_BIN) {
-        return Step::skip("map-chaos", "no loky-map-chaos binary");
-    }
-    let mut command = workspace.cargo(&[
-        "run",
-        "--release",
-        "-p",
-        "loky-tests",
-        "--bin",
-        MAP_CHAOS_BIN,
-        "--",
-    ]);
-    command.args(MAP_CHAOS_ARGS);
-    Step::run("map-chaos", command)
+    Step::run(name, deadline::CHAOS, vec![command])
 }
 
 /// One step per entry of [`EXAMPLES`], or a skipped row when there is none.
@@ -380,109 +296,11 @@ fn example_steps(workspace: &Workspace) -> Vec<Step> {
             command.args(example.args).stderr(Stdio::inherit());
             Step {
                 name: format!("example {}", example.name),
+                deadline: deadline::EXAMPLE,
                 action: Action::Expect(command, example.expect),
             }
         })
         .collect()
-}
-
-/// Takes the steps in order; after a failure the rest are not run.
-fn execute(steps: Vec<Step>) -> Vec<Report> {
-    let count = steps.len();
-    let mut failed = false;
-    let mut reports = Vec::with_capacity(count);
-    for (index, Step { name, action }) in steps.into_iter().enumerate() {
-        let header = format!("[{}/{count}] {name}", index + 1);
-        let (status, elapsed) = match action {
-            _ if failed => (Status::NotRun, Duration::ZERO),
-            Action::Skip(reason) => {
-                println!("\n==> {header}: skipped ({reason})");
-                (Status::Skipped(reason), Duration::ZERO)
-            }
-            Action::Run(mut command) => {
-                let header = format!("{header}: {}", runner::display(&command));
-                let (result, elapsed) = runner::timed(&header, || runner::run(&mut command));
-                (status_of(result), elapsed)
-            }
-            Action::Expect(mut command, expect) => {
-                let header = format!("{header}: {}", runner::display(&command));
-                let (result, elapsed) = runner::timed(&header, || {
-                    runner::run_capturing(&mut command)
-                        .and_then(|stdout| check_output(&stdout, expect))
-                });
-                (status_of(result), elapsed)
-            }
-        };
-        failed |= status == Status::Failed;
-        reports.push(Report {
-            name,
-            status,
-            elapsed,
-        });
-    }
-    reports
-}
-
-/// Passed or failed, reporting the error of a failure.
-fn status_of(result: Result<(), String>) -> Status {
-    match result {
-        Ok(()) => Status::Passed,
-        Err(error) => {
-            eprintln!("error: {error}");
-            Status::Failed
-        }
-    }
-}
-
-/// Checks that `stdout` contains every `expect` substring; on failure the
-/// error names the missing ones and shows the output.
-fn check_output(stdout: &str, expect: &[&str]) -> Result<(), String> {
-    let missing: Vec<&str> = expect
-        .iter()
-        .copied()
-        .filter(|want| !stdout.contains(want))
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("stdout lacks {missing:?}; it was:\n{stdout}"))
-    }
-}
-
-/// Prints one row per step and the total.
-fn print_summary(reports: &[Report]) {
-    let failed = reports.iter().any(|report| report.status == Status::Failed);
-    let total: Duration = reports.iter().map(|report| report.elapsed).sum();
-    let width = reports
-        .iter()
-        .map(|report| report.name.len())
-        .max()
-        .unwrap_or(0)
-        .max("total".len());
-    println!("\nsummary:");
-    for Report {
-        name,
-        status,
-        elapsed,
-    } in reports
-    {
-        let time = match status {
-            Status::Passed | Status::Failed => format_duration(*elapsed),
-            Status::Skipped(_) | Status::NotRun => "-".to_owned(),
-        };
-        println!("  {name:<width$}  {time:>8}  {status}");
-    }
-    let overall = if failed { "FAILED" } else { "ok" };
-    println!(
-        "  {:<width$}  {:>8}  {overall}",
-        "total",
-        format_duration(total)
-    );
-}
-
-/// Seconds with one decimal, such as `12.3s`.
-fn format_duration(duration: Duration) -> String {
-    format!("{:.1}s", duration.as_secs_f64())
 }
 
 #[cfg(test)]
@@ -500,57 +318,49 @@ mod tests {
             Ok(Options {
                 quick: false,
                 chaos: true,
+                nextest: true,
                 slurm: false,
             })
         );
         assert_eq!(
-            parse(&["--quick", "--no-chaos", "--slurm"]),
+            parse(&["--quick", "--no-chaos", "--no-nextest", "--slurm"]),
             Ok(Options {
                 quick: true,
                 chaos: false,
+                nextest: false,
                 slurm: true,
             })
         );
         assert!(parse(&["--fast"]).is_err());
     }
 
+    /// Catches a step without a deadline (zero would fail it at once) and
+    /// a plan in which the test step runs without nextest's `ci` profile.
     #[test]
-    fn output_check_names_missing_substrings() {
-        assert_eq!(check_output("sum = 42\ndone\n", &["42", "done"]), Ok(()));
-        let error = check_output("sum = 41\n", &["42", "sum"]).unwrap_err();
-        assert!(error.contains("[\"42\"]"), "{error}");
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn failure_stops_later_steps() {
-        let steps = vec![
-            Step::skip("fmt", "--quick"),
-            Step {
-                name: "a".into(),
-                action: Action::Run(Command::new("false")),
-            },
-            Step {
-                name: "b".into(),
-                action: Action::Run(Command::new("true")),
-            },
-        ];
-        let statuses: Vec<Status> = execute(steps)
-            .into_iter()
-            .map(|report| report.status)
-            .collect();
-        let skipped = Status::Skipped("--quick".into());
-        assert_eq!(statuses, [skipped, Status::Failed, Status::NotRun]);
-    }
-
-    #[test]
-    fn examples_are_well_formed() {
-        for example in EXAMPLES {
-            assert!(
-                !example.name.is_empty() && !example.expect.is_empty(),
-                "{}",
-                example.name
-            );
+    fn every_step_taken_has_a_deadline_and_the_tests_use_the_ci_profile() {
+        let workspace = Workspace::locate();
+        for nextest in [true, false] {
+            let options = Options {
+                quick: false,
+                chaos: true,
+                nextest,
+                slurm: true,
+            };
+            let steps = plan_with(&workspace, options, nextest);
+            for step in &steps {
+                assert!(step.deadline >= Duration::from_secs(60), "{}", step.name);
+            }
+            let test = steps.iter().find(|s| s.name == "test").unwrap();
+            match &test.action {
+                Action::Run(commands) if nextest => {
+                    let shown = crate::runner::display(&commands[0]);
+                    assert!(shown.ends_with("--profile ci"), "{shown}");
+                }
+                Action::Libtest(_, per_binary) if !nextest => {
+                    assert!(*per_binary < test.deadline);
+                }
+                _ => panic!("unexpected test step (nextest: {nextest})"),
+            }
         }
     }
 }

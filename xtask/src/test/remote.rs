@@ -10,8 +10,9 @@
 
 use std::process::{Command, Stdio};
 
-use super::{Action, Options, Step, test_command};
+use super::{Options, deadline, test_command};
 use crate::runner::Workspace;
+use crate::steps::Step;
 
 /// Turns the feature on in every crate of the workspace.
 const FEATURES: &str = "loky/remote";
@@ -29,8 +30,8 @@ const IGNORED_TESTS: &[&str] = &[
     "connect_back",
 ];
 
-/// The feature's steps.
-pub(super) fn steps(workspace: &Workspace, options: Options) -> Vec<Step> {
+/// The feature's steps, its tests run with nextest or not.
+pub(super) fn steps(workspace: &Workspace, options: Options, nextest: bool) -> Vec<Step> {
     let mut steps = Vec::new();
     if options.quick {
         for name in ["remote clippy", "remote doc"] {
@@ -47,30 +48,29 @@ pub(super) fn steps(workspace: &Workspace, options: Options) -> Vec<Step> {
             "-D",
             "warnings",
         ];
-        steps.push(Step::run("remote clippy", workspace.cargo(&clippy)));
+        steps.push(Step::run(
+            "remote clippy",
+            deadline::REMOTE,
+            vec![workspace.cargo(&clippy)],
+        ));
         let mut doc = workspace.cargo(&["doc", "--workspace", "--no-deps", "--features", FEATURES]);
         doc.env("RUSTDOCFLAGS", "-D warnings");
-        steps.push(Step::run("remote doc", doc));
+        steps.push(Step::run("remote doc", deadline::REMOTE, vec![doc]));
     }
-    let mut test = test_command(workspace);
+    let mut test = test_command(workspace, nextest);
     test.args(["--features", FEATURES]);
-    if uses_nextest(&test) {
+    if nextest {
         test.args(["-E", FILTER]);
     }
-    steps.push(Step::run("remote test", test));
-    steps.push(netns_step(workspace));
-    steps.push(slurm_step(workspace, options));
+    steps.push(Step::run("remote test", deadline::REMOTE, vec![test]));
+    steps.push(netns_step(workspace, nextest));
+    steps.push(slurm_step(workspace, options, nextest));
     steps
 }
 
-fn uses_nextest(command: &Command) -> bool {
-    command.get_args().any(|arg| arg == "nextest")
-}
-
 /// The ignored tests whose names contain `name`.
-fn ignored_tests(workspace: &Workspace, name: &str) -> Command {
-    let probe = test_command(workspace);
-    if uses_nextest(&probe) {
+fn ignored_tests(workspace: &Workspace, name: &str, nextest: bool) -> Command {
+    if nextest {
         let mut command = workspace.cargo(&["nextest", "run"]);
         command
             .args(IGNORED_TESTS)
@@ -84,7 +84,7 @@ fn ignored_tests(workspace: &Workspace, name: &str) -> Command {
     }
 }
 
-fn netns_step(workspace: &Workspace) -> Step {
+fn netns_step(workspace: &Workspace, nextest: bool) -> Step {
     if !is_root() {
         return Step::skip("netns", "needs root");
     }
@@ -97,14 +97,18 @@ fn netns_step(workspace: &Workspace) -> Step {
     if !ip {
         return Step::skip("netns", "needs iproute2 (ip)");
     }
-    Step::run("netns", ignored_tests(workspace, "netns"))
+    Step::run(
+        "netns",
+        deadline::REMOTE,
+        vec![ignored_tests(workspace, "netns", nextest)],
+    )
 }
 
-fn slurm_step(workspace: &Workspace, options: Options) -> Step {
+fn slurm_step(workspace: &Workspace, options: Options, nextest: bool) -> Step {
     if !options.slurm {
         return Step::skip("slurm", "needs --slurm");
     }
-    let tests = ignored_tests(workspace, "slurm");
+    let tests = ignored_tests(workspace, "slurm", nextest);
     let xtask = std::env::current_exe().unwrap_or_else(|_| "cargo-xtask".into());
     let mut command = Command::new(xtask);
     command
@@ -115,10 +119,7 @@ fn slurm_step(workspace: &Workspace, options: Options) -> Step {
     if let Some(dir) = tests.get_current_dir() {
         command.current_dir(dir);
     }
-    Step {
-        name: "slurm".into(),
-        action: Action::Run(command),
-    }
+    Step::run("slurm", deadline::REMOTE, vec![command])
 }
 
 fn is_root() -> bool {
@@ -131,6 +132,7 @@ fn is_root() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::Action;
 
     fn names(steps: &[Step]) -> Vec<&str> {
         steps.iter().map(|step| step.name.as_str()).collect()
@@ -140,7 +142,7 @@ mod tests {
     fn the_feature_gets_its_own_checks_and_slurm_waits_for_its_flag() {
         let workspace = Workspace::locate();
         let options = Options::parse(&[]).unwrap();
-        let steps = steps(&workspace, options);
+        let steps = steps(&workspace, options, true);
         assert_eq!(
             names(&steps),
             [
@@ -153,10 +155,11 @@ mod tests {
         );
         assert!(matches!(&steps[4].action, Action::Skip(reason) if reason == "needs --slurm"));
         let slurm = Options::parse(&["--slurm".into()]).unwrap();
-        let steps = super::steps(&workspace, slurm);
-        let Action::Run(command) = &steps[4].action else {
+        let steps = super::steps(&workspace, slurm, true);
+        let Action::Run(commands) = &steps[4].action else {
             panic!("the slurm step runs with --slurm");
         };
+        let command = &commands[0];
         let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy()).collect();
         assert_eq!(args[..2], ["slurm", "--"]);
         assert!(args.iter().any(|a| a.contains("slurm")), "{args:?}");

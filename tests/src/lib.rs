@@ -32,6 +32,9 @@ pub const INIT: Task<String, ()> = Task::new("init");
 /// What [`INIT`] stored in this worker.
 pub const INIT_VALUE: Task<(), Option<String>> = Task::new("init_value");
 
+/// The pid of the worker that runs it and what [`INIT`] stored there.
+pub const INIT_REPORT: Task<(), (u32, Option<String>)> = Task::new("init_report");
+
 /// An initializer that panics.
 pub const INIT_PANIC: Task<String, ()> = Task::new("init_panic");
 
@@ -45,8 +48,53 @@ pub const PICKY_ARG: Task<PickyArg, u64> = Task::new("picky_arg");
 pub const UNENCODABLE_OUTPUT: Task<(), Unencodable> = Task::new("unencodable_output");
 
 /// Builds an executor in the worker and runs itself `levels` more times
-/// below; returns the depth of the innermost worker or the error text.
-pub const NESTED: Task<u32, Result<u32, String>> = Task::new("nested");
+/// below; returns the depth of the innermost worker or the first error as
+/// a [`NestedError`].
+pub const NESTED: Task<u32, Result<u32, NestedError>> = Task::new("nested");
+
+/// An error met by [`NESTED`] at some level: its variant's name (see
+/// [`error_kind`]) and its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NestedError {
+    /// The name of the `loky::Error` variant.
+    pub kind: String,
+    /// Its message.
+    pub message: String,
+}
+
+impl From<loky::Error> for NestedError {
+    fn from(error: loky::Error) -> Self {
+        NestedError {
+            kind: error_kind(&error).to_owned(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// The name of `error`'s variant, to tell errors apart once they crossed a
+/// process boundary as data.
+pub fn error_kind(error: &loky::Error) -> &'static str {
+    use loky::Error as E;
+    match error {
+        E::BrokenProcessPool(_) => "BrokenProcessPool",
+        E::TerminatedWorker(_) => "TerminatedWorker",
+        E::ShutdownExecutor(_) => "ShutdownExecutor",
+        E::Cancelled => "Cancelled",
+        E::Timeout => "Timeout",
+        E::Task(_) => "Task",
+        E::Serialization(_) => "Serialization",
+        E::UnknownTask(_) => "UnknownTask",
+        E::TaskMismatch(_) => "TaskMismatch",
+        E::WorkerNotFound(_) => "WorkerNotFound",
+        E::Spawn(_) => "Spawn",
+        E::DeadlineExceeded(_) => "DeadlineExceeded",
+        E::InvalidArgument(_) => "InvalidArgument",
+        _ => "other",
+    }
+}
+
+/// How long a test task waits for a result of its own nested pool.
+const NESTED_WAIT: Duration = Duration::from_secs(60);
 
 /// A name no worker registers.
 pub const UNKNOWN: Task<(), ()> = Task::new("no_such_task");
@@ -63,6 +111,11 @@ pub const SPAWN_AND_SLEEP: Task<(String, Duration), ()> = Task::new("spawn_and_s
 /// worker's pid and waits there until the gate releases it: a running task
 /// that the test holds and releases at will.
 pub const GATE: Task<String, ()> = Task::new("gate");
+
+/// Builds a pool of one worker running this same program and runs [`GATE`]
+/// there with the given path: a task whose own pool's worker the test holds
+/// (and learns the pid of) at its gate.
+pub const NESTED_GATE: Task<String, ()> = Task::new("nested_gate");
 
 /// A `u64` that refuses to be decoded when odd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -106,7 +159,7 @@ impl Serialize for Unencodable {
 
 static INIT_STATE: Mutex<Option<String>> = Mutex::new(None);
 
-fn nested(levels: u32) -> Result<u32, String> {
+fn nested(levels: u32) -> Result<u32, NestedError> {
     let depth = std::env::var("LOKY_DEPTH")
         .ok()
         .and_then(|d| d.parse().ok())
@@ -114,9 +167,8 @@ fn nested(levels: u32) -> Result<u32, String> {
     if levels == 0 {
         return Ok(depth);
     }
-    let ex = loky::ProcessPoolExecutor::new(1).map_err(|e| e.to_string())?;
-    let inner = ex.submit(NESTED, levels - 1).map_err(|e| e.to_string())?;
-    inner.result().map_err(|e| e.to_string())?
+    let ex = loky::ProcessPoolExecutor::new(1)?;
+    ex.submit(NESTED, levels - 1)?.result_timeout(NESTED_WAIT)?
 }
 
 #[expect(
@@ -132,6 +184,18 @@ fn spawn_and_sleep((pid_file, duration): (String, Duration)) {
     std::fs::write(&partial, sleeper.id().to_string()).expect("cannot write the pid file");
     std::fs::rename(&partial, &pid_file).expect("cannot rename the pid file");
     std::thread::sleep(duration);
+}
+
+fn nested_gate(path: String) {
+    let ex = loky::ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .worker_program(loky::WorkerProgram::CurrentExe)
+        .build()
+        .expect("a nested pool");
+    ex.submit(GATE, path)
+        .expect("submit to the nested pool")
+        .result_timeout(NESTED_WAIT)
+        .expect("the nested gate");
 }
 
 fn gate(path: String) {
@@ -246,6 +310,9 @@ pub fn registry() -> Registry {
             *INIT_STATE.lock().unwrap() = Some(value);
         })
         .register(INIT_VALUE, |()| INIT_STATE.lock().unwrap().clone())
+        .register(INIT_REPORT, |()| {
+            (std::process::id(), INIT_STATE.lock().unwrap().clone())
+        })
         .register(INIT_PANIC, |message: String| panic!("{message}"))
         .register(PICKY, Picky)
         .register(PICKY_ARG, |PickyArg(n)| n)
@@ -256,4 +323,5 @@ pub fn registry() -> Registry {
         .register(ECHO_OR_ESCAPE, escape::echo_or_escape)
         .register(LEAVE_GROUP_AND_SLEEP, escape::leave_group_and_sleep)
         .register(SLEEP_AND_REPORT, schedule::sleep_and_report)
+        .register(NESTED_GATE, nested_gate)
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::FutureExt;
 use loky::diagnostics::SQUARE;
 use loky::{Error, ProcessPoolExecutor, WorkerProgram};
 use loky_tests::{SQUARE_AS_STRING, UNKNOWN};
@@ -38,11 +39,7 @@ fn pool_of(program: impl Into<PathBuf>) -> loky::ExecutorBuilder {
 /// The error of a task submitted to `ex`, whose workers cannot serve: a
 /// broken pool, within 20 s.
 fn broken_pool_error(ex: &ProcessPoolExecutor) -> Error {
-    let err = ex
-        .submit(SQUARE, 2)
-        .unwrap()
-        .result_timeout(Duration::from_secs(20))
-        .unwrap_err();
+    let err = ex.submit(SQUARE, 2).unwrap().result_bounded().unwrap_err();
     assert!(matches!(err, Error::BrokenProcessPool(_)), "{err:?}");
     err
 }
@@ -100,7 +97,7 @@ fn a_program_that_never_says_hello_is_stopped_at_the_start_deadline() {
         .unwrap();
     let err = broken_pool_error(&ex);
     assert!(err.to_string().contains("no hello within"), "{err}");
-    ex.shutdown(true);
+    common::shutdown_bounded(&ex);
     assert!(ex.worker_pids().is_empty());
 }
 
@@ -150,12 +147,14 @@ fn no_worker_program_found_lists_every_place_looked_at() {
     std::fs::create_dir_all(&dir).unwrap();
     let parent = dir.join("loky-test-parent");
     std::fs::copy(env!("CARGO_BIN_EXE_loky-test-parent"), &parent).unwrap();
-    let out = Command::new(&parent)
-        .arg("discover")
-        .env_remove("LOKY_WORKER")
-        .env("PATH", "")
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        Command::new(&parent)
+            .arg("discover")
+            .env_remove("LOKY_WORKER")
+            .env("PATH", ""),
+        common::RESULT_TIMEOUT,
+        "loky-test-parent discover",
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with("error: no loky worker program found"),
@@ -185,11 +184,13 @@ fn a_worker_program_beside_the_executable_is_found_by_default() {
     let parent = dir.join("loky-test-parent");
     std::fs::copy(env!("CARGO_BIN_EXE_loky-test-parent"), &parent).unwrap();
     std::fs::copy(common::worker_program(), dir.join("loky-worker")).unwrap();
-    let out = Command::new(&parent)
-        .arg("discover")
-        .env_remove("LOKY_WORKER")
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        Command::new(&parent)
+            .arg("discover")
+            .env_remove("LOKY_WORKER"),
+        common::RESULT_TIMEOUT,
+        "loky-test-parent discover",
+    );
     assert_found_and_ran(&out);
 }
 
@@ -221,12 +222,14 @@ fn parent_beside_a_decoy(name: &str) -> PathBuf {
 #[test]
 fn the_loky_worker_variable_is_used_before_any_other_place() {
     let parent = parent_beside_a_decoy("discovery-env");
-    let out = Command::new(&parent)
-        .arg("discover")
-        .env("LOKY_WORKER", common::worker_program())
-        .env("PATH", "")
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        Command::new(&parent)
+            .arg("discover")
+            .env("LOKY_WORKER", common::worker_program())
+            .env("PATH", ""),
+        common::RESULT_TIMEOUT,
+        "loky-test-parent discover",
+    );
     assert_found_and_ran(&out);
 }
 
@@ -238,12 +241,14 @@ fn a_loky_worker_variable_naming_no_file_is_worker_not_found_listing_the_places_
     let parent = dir.join("loky-test-parent");
     std::fs::copy(env!("CARGO_BIN_EXE_loky-test-parent"), &parent).unwrap();
     let missing = dir.join("no-such-worker");
-    let out = Command::new(&parent)
-        .arg("discover")
-        .env("LOKY_WORKER", &missing)
-        .env("PATH", "")
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        Command::new(&parent)
+            .arg("discover")
+            .env("LOKY_WORKER", &missing)
+            .env("PATH", ""),
+        common::RESULT_TIMEOUT,
+        "loky-test-parent discover",
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("error: "), "{text}");
     assert!(text.contains("\nkind: WorkerNotFound\n"), "{text}");

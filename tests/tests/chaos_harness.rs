@@ -5,6 +5,8 @@
 //! `loky_tests::chaos::fake`, or fabricated observations; the last test runs
 //! the real chaos program briefly.
 
+mod common;
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -289,15 +291,19 @@ fn passed_and_failed(stdout: &str) -> (u64, u64) {
         .unwrap_or_else(|| panic!("closing line {closing:?}"))
 }
 
+/// The bound on one run of the chaos program by these tests.
+const PROGRAM_LIMIT: Duration = Duration::from_secs(300);
+
 /// The summary rows that only leftover processes or descriptors fill.
 const HYGIENE_ROWS: [&str; 3] = ["orphans", "zombies", "leaked fds"];
 
 #[test]
 fn the_chaos_program_prints_its_summary() {
-    let output = Command::new(env!("CARGO_BIN_EXE_loky-chaos"))
-        .args(["--rounds", "2", "--seed", "1"])
-        .output()
-        .expect("the chaos program runs");
+    let output = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_loky-chaos")).args(["--rounds", "2", "--seed", "1"]),
+        PROGRAM_LIMIT,
+        "the chaos program",
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         stdout.lines().next(),
@@ -334,17 +340,18 @@ fn the_chaos_program_fails_when_its_executor_breaks_an_invariant() {
         ),
     ] {
         // The fake is deterministic: these rounds of seed 3 meet each bug.
-        let output = Command::new(env!("CARGO_BIN_EXE_loky-chaos"))
-            .args([
+        let output = common::output_within(
+            Command::new(env!("CARGO_BIN_EXE_loky-chaos")).args([
                 "--self-test-bug",
                 bug.name(),
                 "--rounds",
                 "20",
                 "--seed",
                 "3",
-            ])
-            .output()
-            .expect("the chaos program runs");
+            ]),
+            PROGRAM_LIMIT,
+            "the chaos program",
+        );
         let stdout = String::from_utf8_lossy(&output.stdout);
         let context = format!("{bug:?}: {:?}\n{stdout}", output.status);
         assert!(

@@ -3,16 +3,18 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::RESULT_TIMEOUT;
+use common::{FutureExt, RESULT_TIMEOUT};
 use loky::diagnostics::{ABORT, EXIT, PID, SEGFAULT, SLEEP, SQUARE};
 use loky::{Error, TerminatedWorker};
 use loky_tests::{GATE, Gate, SPAWN_AND_SLEEP};
 
 /// How soon after a crash the other workers must be killed and reaped, and
-/// the crash reported.
-const PROMPTLY: Duration = Duration::from_secs(1);
+/// the crash reported. What these tests hold (a gate, a 60 s sleep) lasts
+/// far longer, so a crash handled only once they end cannot meet it; the
+/// rest is slack for a loaded machine.
+const PROMPTLY: Duration = Duration::from_secs(10);
 
 fn terminated(err: Error) -> TerminatedWorker {
     match err {
@@ -25,7 +27,7 @@ fn terminated(err: Error) -> TerminatedWorker {
 fn failure<T: std::fmt::Debug + serde::de::DeserializeOwned>(
     fut: &loky::Future<T>,
 ) -> TerminatedWorker {
-    terminated(fut.result_timeout(RESULT_TIMEOUT).unwrap_err())
+    terminated(fut.result_bounded().unwrap_err())
 }
 
 /// A pool of `n` started workers and their pids.
@@ -60,7 +62,7 @@ fn assert_broken_and_clean(
     let err = ex.submit(SQUARE, 1).unwrap_err();
     assert!(err.is_broken_pool(), "{err:?}");
     assert_eq!(terminated(err).exit(), expected.exit());
-    assert!(common::shutdown_within(ex, RESULT_TIMEOUT));
+    common::shutdown_bounded(ex);
     assert!(ex.worker_pids().is_empty());
     assert!(common::reaped_within(pids, Duration::ZERO));
 }
@@ -190,7 +192,7 @@ fn every_unfinished_future_gets_terminated_worker_and_earlier_results_stay() {
     let ex = common::pool(2);
     let early: Vec<_> = (0..10).map(|i| ex.submit(SQUARE, i).unwrap()).collect();
     for (i, fut) in (0i64..).zip(&early) {
-        assert_eq!(fut.result_timeout(RESULT_TIMEOUT).unwrap(), i * i);
+        assert_eq!(fut.result_bounded().unwrap(), i * i);
     }
     let pids = ex.worker_pids();
     // Both workers held: the calls below can only wait until the crash.
@@ -205,7 +207,7 @@ fn every_unfinished_future_gets_terminated_worker_and_earlier_results_stay() {
     assert_eq!((t.pid(), t.signal()), (held.pid, Some(libc::SIGKILL)));
     assert_eq!(failure(&running).exit(), t.exit());
     for (i, fut) in pending.iter().enumerate() {
-        match fut.result_timeout(RESULT_TIMEOUT) {
+        match fut.result_bounded() {
             Err(Error::TerminatedWorker(other)) => assert_eq!(other.exit(), t.exit()),
             Ok(v) => panic!("square of {i} gave {v} although no worker was free to run it"),
             Err(other) => panic!("square of {i}: unexpected {other:?}"),
@@ -226,11 +228,11 @@ fn a_crash_is_detected_without_help_from_other_tasks() {
     let gate = Gate::new();
     let _busy = ex.submit(GATE, gate.arg()).unwrap();
     let _held = gate.entered(RESULT_TIMEOUT);
-    let started = Instant::now();
     let crash = ex.submit(SEGFAULT, ()).unwrap();
+    // The gate is never released: a pool that noticed the crash only once
+    // its other worker is done would never report it.
     match crash.result_timeout(PROMPTLY) {
         Err(Error::TerminatedWorker(t)) => assert_eq!(t.signal(), Some(libc::SIGSEGV)),
         other => panic!("no crash reported within {PROMPTLY:?}: {other:?}"),
     }
-    assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
 }

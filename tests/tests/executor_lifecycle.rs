@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::FutureExt;
 use loky::diagnostics::{EXIT, GETENV, NOOP, PANIC, PID};
 use loky::{Error, ProcessPoolExecutor};
 use loky_tests::FLAKY;
@@ -12,7 +13,7 @@ use loky_tests::FLAKY;
 fn workers_start_lazily_and_are_topped_up_to_max_workers_at_once() {
     let ex = common::pool(3);
     assert!(ex.worker_pids().is_empty(), "no worker before a submit");
-    ex.submit(NOOP, ()).unwrap().result().unwrap();
+    ex.submit(NOOP, ()).unwrap().result_bounded().unwrap();
     let pids = ex.worker_pids();
     assert_eq!(pids.len(), 3, "one call started every worker: {pids:?}");
     assert!(pids.iter().all(|&pid| common::alive(pid)));
@@ -40,9 +41,9 @@ fn max_workers_zero_is_an_invalid_argument_error() {
 #[test]
 fn submit_checks_broken_before_shut_down() {
     let ex = common::pool(1);
-    let crash = ex.submit(EXIT, 3).unwrap().result().unwrap_err();
+    let crash = ex.submit(EXIT, 3).unwrap().result_bounded().unwrap_err();
     assert!(matches!(crash, Error::TerminatedWorker(_)), "{crash:?}");
-    ex.shutdown(true);
+    common::shutdown_bounded(&ex);
     let err = ex.submit(NOOP, ()).unwrap_err();
     match &err {
         Error::TerminatedWorker(dead) => assert_eq!(dead.exit_code(), Some(3)),
@@ -54,10 +55,10 @@ fn submit_checks_broken_before_shut_down() {
 #[test]
 fn submit_after_shutdown_fails_with_shutdown_executor() {
     let used = common::pool(1);
-    used.submit(NOOP, ()).unwrap().result().unwrap();
+    used.submit(NOOP, ()).unwrap().result_bounded().unwrap();
     let unused = common::pool(1);
     for ex in [used, unused] {
-        ex.shutdown(true);
+        common::shutdown_bounded(&ex);
         match ex.submit(NOOP, ()) {
             Err(Error::ShutdownExecutor(e)) => {
                 assert_eq!(e.to_string(), "cannot schedule new futures after shutdown");
@@ -71,9 +72,9 @@ fn submit_after_shutdown_fails_with_shutdown_executor() {
 #[test]
 fn a_task_panic_never_harms_its_worker() {
     let ex = common::pool(1);
-    let pid = ex.submit(PID, ()).unwrap().result().unwrap();
+    let pid = ex.submit(PID, ()).unwrap().result_bounded().unwrap();
     let fut = ex.submit(PANIC, "boom in the task".to_owned()).unwrap();
-    match fut.result() {
+    match fut.result_bounded() {
         Err(Error::Task(remote)) => {
             assert_eq!(remote.message(), "boom in the task");
             assert!(!remote.backtrace().is_empty(), "the worker's backtrace");
@@ -83,10 +84,10 @@ fn a_task_panic_never_harms_its_worker() {
         other => panic!("expected Error::Task, got {other:?}"),
     }
     assert!(matches!(
-        ex.submit(FLAKY, 13).unwrap().result(),
+        ex.submit(FLAKY, 13).unwrap().result_bounded(),
         Err(Error::Task(_))
     ));
-    assert_eq!(ex.submit(PID, ()).unwrap().result().unwrap(), pid);
+    assert_eq!(ex.submit(PID, ()).unwrap().result_bounded().unwrap(), pid);
     assert_eq!(ex.worker_pids(), vec![pid]);
     assert!(!ex.is_broken());
 }
@@ -94,11 +95,14 @@ fn a_task_panic_never_harms_its_worker() {
 #[test]
 fn an_error_value_never_harms_its_worker() {
     let ex = common::pool(1);
-    let pid = ex.submit(PID, ()).unwrap().result().unwrap();
-    let value = ex.submit(FLAKY, 7).unwrap().result().unwrap();
+    let pid = ex.submit(PID, ()).unwrap().result_bounded().unwrap();
+    let value = ex.submit(FLAKY, 7).unwrap().result_bounded().unwrap();
     assert_eq!(value, Err("7 ends in 7".to_owned()));
-    assert_eq!(ex.submit(PID, ()).unwrap().result().unwrap(), pid);
-    assert_eq!(ex.submit(FLAKY, 4).unwrap().result().unwrap(), Ok(8));
+    assert_eq!(ex.submit(PID, ()).unwrap().result_bounded().unwrap(), pid);
+    assert_eq!(
+        ex.submit(FLAKY, 4).unwrap().result_bounded().unwrap(),
+        Ok(8)
+    );
     assert_eq!(ex.worker_pids(), vec![pid]);
 }
 
@@ -119,7 +123,7 @@ fn workers_get_the_parent_environment_plus_env_overrides() {
     let getenv = |name: &str| {
         ex.submit(GETENV, name.to_owned())
             .unwrap()
-            .result()
+            .result_bounded()
             .unwrap()
     };
     assert_eq!(getenv("PATH"), Some(path), "inherited");

@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::FutureExt;
 use loky::diagnostics::{ECHO_I64, NOOP, PANIC, SLEEP, SQUARE};
 use loky::{Error, Future, ReturnWhen};
 use loky_tests::{FLAKY, GATE, Gate};
 
 /// Generous: for things that must happen.
-const LONG: Duration = Duration::from_secs(10);
+const LONG: Duration = common::RESULT_TIMEOUT;
 /// Short: for things that must not happen in the meantime.
 const SHORT: Duration = Duration::from_millis(200);
 
@@ -35,9 +36,13 @@ fn a_future_goes_pending_running_finished() {
     );
     assert!(!second.running() && !second.done(), "queued: still pending");
     held.release();
-    first.result().unwrap();
+    // `result()` itself: it blocks until done, and can be called again.
+    let waited = first.clone();
+    common::bounded("result() of a released gate", LONG, move || waited.result()).unwrap();
     assert!(first.done() && !first.running() && !first.cancelled());
-    assert_eq!(second.result().unwrap(), 5);
+    let again = first.clone();
+    common::bounded("result() called again", LONG, move || again.result()).unwrap();
+    assert_eq!(second.result_bounded().unwrap(), 5);
     assert!(second.done() && !second.running());
 }
 
@@ -50,12 +55,12 @@ fn a_future_goes_pending_cancelled() {
     let held = gate.entered(LONG);
     assert!(second.cancel());
     assert!(second.cancelled() && second.done() && !second.running());
-    assert!(matches!(second.result(), Err(Error::Cancelled)));
+    assert!(matches!(second.result_bounded(), Err(Error::Cancelled)));
     held.release();
-    first.result().unwrap();
+    first.result_bounded().unwrap();
     // The cancelled call never ran: the worker goes on with the next one.
     assert!(second.cancelled());
-    assert_eq!(ex.submit(ECHO_I64, 6).unwrap().result().unwrap(), 6);
+    assert_eq!(ex.submit(ECHO_I64, 6).unwrap().result_bounded().unwrap(), 6);
 }
 
 #[test]
@@ -79,10 +84,10 @@ fn cancel_is_false_once_running_or_finished() {
     assert!(!running.cancel(), "running");
     assert!(running.running() && !running.cancelled());
     held.release();
-    running.result().unwrap();
+    running.result_bounded().unwrap();
     assert!(!running.cancel(), "finished");
     assert!(!running.cancelled());
-    running.result().unwrap();
+    running.result_bounded().unwrap();
 }
 
 #[test]
@@ -99,7 +104,7 @@ fn result_timeout_gives_timeout_and_leaves_the_future_untouched() {
     assert!(running.running() && !running.done());
     assert!(!pending.running() && !pending.done() && !pending.cancelled());
     held.release();
-    running.result().unwrap();
+    running.result_bounded().unwrap();
     assert_eq!(pending.result_timeout(LONG).unwrap(), 9);
 }
 
@@ -115,13 +120,13 @@ fn exception_gives_the_error_or_none_and_exception_timeout_gives_timeout() {
     ));
     assert!(!held_future.done());
     held.release();
-    assert!(held_future.exception().is_none());
+    assert!(held_future.exception_bounded().is_none());
     assert!(held_future.exception_timeout(SHORT).is_none());
     let panicked = ex.submit(FLAKY, 3).unwrap();
-    assert!(matches!(panicked.exception(), Some(Error::Task(_))));
+    assert!(matches!(panicked.exception_bounded(), Some(Error::Task(_))));
     // An error value is a result, not an exception.
     let error_value = ex.submit(FLAKY, 7).unwrap();
-    assert!(error_value.exception().is_none());
+    assert!(error_value.exception_bounded().is_none());
 }
 
 #[test]
@@ -140,8 +145,8 @@ fn done_callbacks_run_exactly_once() {
     assert_eq!(runs.load(Ordering::SeqCst), 0, "not before it is done");
     held.release();
     assert!(rx.recv_timeout(LONG).unwrap(), "the future is done in it");
-    fut.result().unwrap();
-    fut.result().unwrap();
+    fut.result_bounded().unwrap();
+    fut.result_bounded().unwrap();
     assert!(!fut.cancel());
     // The sender went with the callback: nothing more can come.
     assert!(rx.recv_timeout(SHORT).is_err());
@@ -152,13 +157,13 @@ fn done_callbacks_run_exactly_once() {
 fn done_callbacks_run_at_once_on_the_calling_thread_if_already_done() {
     let ex = common::pool(1);
     let fut = ex.submit(ECHO_I64, 4).unwrap();
-    fut.result().unwrap();
+    fut.result_bounded().unwrap();
     let me = std::thread::current().id();
     let ran = Arc::new(AtomicUsize::new(0));
     let seen = ran.clone();
     fut.add_done_callback(move |f| {
         assert_eq!(std::thread::current().id(), me);
-        assert_eq!(f.result().unwrap(), 4);
+        assert_eq!(f.result_bounded().unwrap(), 4);
         seen.fetch_add(1, Ordering::SeqCst);
     });
     assert_eq!(ran.load(Ordering::SeqCst), 1, "ran before returning");
@@ -195,7 +200,7 @@ fn a_panicking_done_callback_does_not_stop_the_next_callback() {
     fut.add_done_callback(move |_| tx.send("done path").unwrap());
     assert_eq!(rx.recv_timeout(LONG).unwrap(), "done path");
     assert!(!ex.is_broken());
-    assert_eq!(ex.submit(ECHO_I64, 1).unwrap().result().unwrap(), 1);
+    assert_eq!(ex.submit(ECHO_I64, 1).unwrap().result_bounded().unwrap(), 1);
 }
 
 #[test]
@@ -219,6 +224,9 @@ fn names<T>(futures: &[Future<T>]) -> Vec<&'static str> {
     futures.iter().map(Future::task_name).collect()
 }
 
+/// Catches a `wait` that ignores `return_when` and waits for every future:
+/// the held one never completes, so such a wait would return only at its
+/// timeout, with the same two sets.
 #[test]
 fn wait_first_completed_returns_when_one_is_done() {
     let ex = common::pool(2);
@@ -227,12 +235,17 @@ fn wait_first_completed_returns_when_one_is_done() {
     let _held = gate.entered(LONG);
     let quick = ex.submit(NOOP, ()).unwrap();
     let futures = [held_future.clone(), quick.clone(), quick];
+    let start = Instant::now();
     let done = loky::wait(&futures, Some(LONG), ReturnWhen::FirstCompleted);
+    assert!(start.elapsed() < LONG, "waited until the timeout");
     assert_eq!(names(&done.done), [NOOP.name()], "duplicates count once");
     assert_eq!(names(&done.not_done), [GATE.name()]);
     assert!(!held_future.done());
 }
 
+/// Catches a `wait` that ignores `return_when` (see above) and one that
+/// returns at the first completion rather than the first failure: the
+/// success is done before the wait starts.
 #[test]
 fn wait_first_exception_returns_at_the_first_failure() {
     let ex = common::pool(2);
@@ -240,10 +253,12 @@ fn wait_first_exception_returns_at_the_first_failure() {
     let held_future = ex.submit(GATE, gate.arg()).unwrap();
     let _held = gate.entered(LONG);
     let succeeded = ex.submit(NOOP, ()).unwrap();
-    succeeded.result().unwrap();
+    succeeded.result_bounded().unwrap();
     let failing = ex.submit(PANIC, "failing".to_owned()).unwrap();
     let futures = [held_future, succeeded, failing];
+    let start = Instant::now();
     let done = loky::wait(&futures, Some(LONG), ReturnWhen::FirstException);
+    assert!(start.elapsed() < LONG, "waited until the timeout");
     assert_eq!(names(&done.done), [NOOP.name(), PANIC.name()]);
     assert_eq!(names(&done.not_done), [GATE.name()]);
     // Without a failure it waits for all.
@@ -260,7 +275,7 @@ fn wait_all_completed_with_a_timeout_returns_both_sets() {
     let held_future = ex.submit(GATE, gate.arg()).unwrap();
     let held = gate.entered(LONG);
     let quick = ex.submit(NOOP, ()).unwrap();
-    quick.result().unwrap();
+    quick.result_bounded().unwrap();
     let futures = [held_future, quick];
     let start = Instant::now();
     let done = loky::wait(&futures, Some(SHORT), ReturnWhen::AllCompleted);
@@ -280,7 +295,7 @@ fn as_completed_yields_each_future_once_pre_completed_first() {
     let held_future = ex.submit(GATE, gate.arg()).unwrap();
     let held = gate.entered(LONG);
     let early = ex.submit(NOOP, ()).unwrap();
-    early.result().unwrap();
+    early.result_bounded().unwrap();
     let late = ex.submit(SLEEP, Duration::ZERO).unwrap();
     let futures = [
         held_future.clone(),

@@ -6,6 +6,7 @@ mod common;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use common::FutureExt;
 use loky::diagnostics::{PID, SLEEP, SQUARE};
 
 /// Runs the tests of this file one at a time (under `cargo test` they
@@ -33,13 +34,13 @@ fn idle_workers_leave_and_the_next_submit_respawns_them() {
         .unwrap();
     let first: Vec<_> = (0..4).map(|_| ex.submit(PID, ()).unwrap()).collect();
     for fut in &first {
-        fut.result().unwrap();
+        fut.result_bounded().unwrap();
     }
     let old = ex.worker_pids();
     assert!(!old.is_empty());
 
     assert!(
-        common::eventually(Duration::from_secs(10), || {
+        common::eventually(common::RESULT_TIMEOUT, || {
             ex.worker_pids().is_empty() && old.iter().all(|&pid| !common::alive(pid))
         }),
         "workers still there: {:?}",
@@ -55,17 +56,17 @@ fn idle_workers_leave_and_the_next_submit_respawns_them() {
     assert!(!ex.is_broken());
     assert!(!ex.is_shutdown());
     for fut in &first {
-        assert!(old.contains(&fut.result().unwrap()));
+        assert!(old.contains(&fut.result_bounded().unwrap()));
     }
 
-    assert_eq!(ex.submit(SQUARE, 9).unwrap().result().unwrap(), 81);
+    assert_eq!(ex.submit(SQUARE, 9).unwrap().result_bounded().unwrap(), 81);
     let new = ex.worker_pids();
     assert!(!new.is_empty());
     assert!(
         new.iter().all(|pid| !old.contains(pid)),
         "{new:?} vs {old:?}"
     );
-    ex.shutdown(true);
+    common::shutdown_bounded(&ex);
     assert!(ex.worker_pids().is_empty());
     // The supervisor handled the idle exits before the submit above: had
     // it taken them for crashes or problems, it would have logged by now.
@@ -73,16 +74,24 @@ fn idle_workers_leave_and_the_next_submit_respawns_them() {
     assert!(logged.is_empty(), "idle exits were logged: {logged:#?}");
 }
 
+/// Catches an idle timer that runs while the worker is busy: the worker
+/// would be retired under its three-timeouts-long task, and the call that
+/// follows the task at once (well within one idle timeout) would run on
+/// another pid.
 #[test]
 fn a_busy_worker_does_not_time_out() {
     let _serial = serial_with_logs();
-    let idle = Duration::from_millis(100);
+    let idle = Duration::from_secs(1);
     let ex = common::builder(1).idle_timeout(idle).build().unwrap();
-    // Runs for several idle timeouts: the worker must not leave under it.
-    ex.submit(SLEEP, idle * 5).unwrap().result().unwrap();
+    let worker = ex.submit(PID, ()).unwrap().result_bounded().unwrap();
+    ex.submit(SLEEP, idle * 3)
+        .unwrap()
+        .result_bounded()
+        .unwrap();
+    let next = ex.submit(PID, ()).unwrap().result_bounded().unwrap();
+    assert_eq!(next, worker, "the busy worker left");
     assert!(!ex.is_broken());
-    assert_eq!(ex.submit(SQUARE, 3).unwrap().result().unwrap(), 9);
-    ex.shutdown(true);
+    common::shutdown_bounded(&ex);
     let logged = problems_logged();
     assert!(logged.is_empty(), "{logged:#?}");
 }

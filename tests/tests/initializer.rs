@@ -5,24 +5,55 @@ mod common;
 
 use std::time::Duration;
 
-use loky::CrashPolicy;
+use common::FutureExt;
 use loky::diagnostics::{ECHO_I64, EXIT, PID};
-use loky_tests::{INIT, INIT_PANIC, INIT_VALUE};
+use loky::{CrashPolicy, Error};
+use loky_tests::{GATE, Gate, INIT, INIT_PANIC, INIT_REPORT, INIT_VALUE};
 
+/// Catches an initializer run on one worker only (the first, say): each of
+/// the two workers is made to serve an `INIT_REPORT` by holding the other
+/// one at a gate, and both report the initializer's value.
 #[test]
 fn the_initializer_state_is_visible_to_tasks_on_every_worker() {
     let ex = common::builder(2)
         .initializer(INIT, "config".into())
         .build()
         .unwrap();
-    let values: Vec<_> = (0..50)
-        .map(|_| ex.submit(INIT_VALUE, ()).unwrap())
-        .collect();
-    for fut in values {
-        assert_eq!(fut.result().unwrap().as_deref(), Some("config"));
-    }
+    let gate = Gate::new();
+    let first_hold = ex.submit(GATE, gate.arg()).unwrap();
+    let first = gate.entered(common::RESULT_TIMEOUT);
+    let (other, value) = ex
+        .submit(INIT_REPORT, ())
+        .unwrap()
+        .result_bounded()
+        .unwrap();
+    assert_ne!(other, first.pid, "the held worker ran a call");
+    assert_eq!(value.as_deref(), Some("config"), "worker {other}");
+    // Hold the other worker, release the first: the next call runs there.
+    let second_hold = ex.submit(GATE, gate.arg()).unwrap();
+    let second = gate.entered(common::RESULT_TIMEOUT);
+    assert_eq!(second.pid, other);
+    let first_pid = first.pid;
+    first.release();
+    first_hold.result_bounded().unwrap();
+    let (pid, value) = ex
+        .submit(INIT_REPORT, ())
+        .unwrap()
+        .result_bounded()
+        .unwrap();
+    assert_eq!(pid, first_pid);
+    assert_eq!(value.as_deref(), Some("config"), "worker {pid}");
+    let mut workers = ex.worker_pids();
+    workers.sort_unstable();
+    let mut served = vec![first_pid, other];
+    served.sort_unstable();
+    assert_eq!(workers, served);
+    second.release();
+    second_hold.result_bounded().unwrap();
 }
 
+/// Catches an initializer that runs in the first workers only, not in
+/// their replacements.
 #[test]
 fn every_replacement_worker_runs_the_initializer_too() {
     // One task per worker: each task runs on a fresh worker.
@@ -33,27 +64,45 @@ fn every_replacement_worker_runs_the_initializer_too() {
         .unwrap();
     let mut pids = Vec::new();
     for _ in 0..4 {
-        assert_eq!(
-            ex.submit(INIT_VALUE, ())
-                .unwrap()
-                .result()
-                .unwrap()
-                .as_deref(),
-            Some("config")
-        );
-        pids.push(ex.submit(PID, ()).unwrap().result().unwrap());
+        let (pid, value) = ex
+            .submit(INIT_REPORT, ())
+            .unwrap()
+            .result_bounded()
+            .unwrap();
+        assert_eq!(value.as_deref(), Some("config"), "worker {pid}");
+        pids.push(pid);
+        pids.push(ex.submit(PID, ()).unwrap().result_bounded().unwrap());
     }
     pids.sort_unstable();
     pids.dedup();
-    assert_eq!(pids.len(), 4, "{pids:?}");
+    assert_eq!(pids.len(), 8, "{pids:?}");
 }
 
 #[test]
 fn without_an_initializer_there_is_no_state() {
     let ex = common::pool(1);
-    assert_eq!(ex.submit(INIT_VALUE, ()).unwrap().result().unwrap(), None);
+    assert_eq!(
+        ex.submit(INIT_VALUE, ()).unwrap().result_bounded().unwrap(),
+        None
+    );
 }
 
+/// The documented error of a failed initializer: `BrokenProcessPool` with
+/// a reason that names it.
+fn expect_initializer_error(err: &Error, name: &str) -> String {
+    match err {
+        Error::BrokenProcessPool(broken) => {
+            let reason = broken.reason();
+            assert!(reason.contains(&format!("`{name}`")), "{reason}");
+            reason.to_owned()
+        }
+        other => panic!("expected BrokenProcessPool naming `{name}`, got {other:?}"),
+    }
+}
+
+/// Catches a failed initializer reported as another error (such as a
+/// `TerminatedWorker` of the call that was waiting), or one that lets the
+/// call run anyway.
 #[test]
 fn a_panicking_initializer_breaks_the_pool_naming_it() {
     let ex = common::builder(2)
@@ -62,37 +111,38 @@ fn a_panicking_initializer_breaks_the_pool_naming_it() {
         .unwrap();
     let fut = ex.submit(ECHO_I64, 1).unwrap();
     let err = fut
-        .result_timeout(Duration::from_secs(30))
+        .result_bounded()
         .expect_err("a task ran after a failed initializer");
-    assert!(err.is_broken_pool(), "{err:?}");
-    let message = err.to_string();
-    assert!(message.contains("init_panic"), "{message}");
-    assert!(message.contains("the initializer refuses"), "{message}");
+    let reason = expect_initializer_error(&err, "init_panic");
+    assert!(reason.contains("the initializer refuses"), "{reason}");
 
     assert!(ex.is_broken());
     let again = ex.submit(ECHO_I64, 2).expect_err("submit to a broken pool");
-    assert!(again.is_broken_pool(), "{again:?}");
-    assert!(again.to_string().contains("init_panic"), "{again}");
+    expect_initializer_error(&again, "init_panic");
     assert!(
-        common::eventually(Duration::from_secs(10), || ex.worker_pids().is_empty()),
+        common::eventually(common::RESULT_TIMEOUT, || ex.worker_pids().is_empty()),
         "{:?}",
         ex.worker_pids()
     );
 }
 
+/// Catches the death of a worker in its initializer taken for an ordinary
+/// crash (`TerminatedWorker`, loky's confusing `EXIT(0)`).
 #[test]
 fn an_initializer_that_kills_its_worker_breaks_the_pool_naming_it() {
     let ex = common::builder(1).initializer(EXIT, 3).build().unwrap();
     let err = ex
         .submit(ECHO_I64, 1)
         .unwrap()
-        .result_timeout(Duration::from_secs(30))
+        .result_bounded()
         .expect_err("a task ran after a failed initializer");
-    assert!(err.is_broken_pool(), "{err:?}");
-    assert!(err.to_string().contains("`exit`"), "{err}");
+    let reason = expect_initializer_error(&err, "exit");
+    assert!(reason.contains("EXIT(3)"), "{reason}");
     assert!(ex.is_broken());
 }
 
+/// Catches a pool that, under `Respawn`, replaces a worker dying in its
+/// initializer again and again instead of breaking.
 #[test]
 fn an_initializer_that_kills_its_worker_breaks_the_pool_even_with_respawn() {
     let ex = common::builder(1)
@@ -112,7 +162,6 @@ fn an_initializer_that_kills_its_worker_breaks_the_pool_even_with_respawn() {
         cancel_futures: true,
     });
     let err = result.expect_err("a task ran after a failed initializer");
-    assert!(err.is_broken_pool(), "{err:?}");
-    assert!(err.to_string().contains("`exit`"), "{err}");
+    expect_initializer_error(&err, "exit");
     assert!(broken);
 }

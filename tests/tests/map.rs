@@ -6,12 +6,13 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use common::{FutureExt, MapExt};
 use loky::Error;
 use loky::diagnostics::{ECHO_I64, PID, SLEEP, SQUARE};
 use loky_tests::{FLAKY, GATE, Gate};
 
 /// Generous: for things that must happen.
-const LONG: Duration = Duration::from_secs(10);
+const LONG: Duration = common::RESULT_TIMEOUT;
 
 #[test]
 fn results_come_in_input_order() {
@@ -19,6 +20,8 @@ fn results_come_in_input_order() {
     let squares: Vec<i64> = ex
         .map(SQUARE, (0..300).rev())
         .chunksize(7)
+        .collect_bounded()
+        .into_iter()
         .collect::<loky::Result<_>>()
         .unwrap();
     assert_eq!(squares, (0..300).rev().map(|x| x * x).collect::<Vec<_>>());
@@ -29,7 +32,7 @@ fn results_come_in_input_order() {
     let ex = common::pool(2);
     let (first, probe_gate) = (Gate::new(), Gate::new());
     let map = ex.map(GATE, [first.arg(), "/nonexistent/gate.sock".to_owned()]);
-    let collector = std::thread::spawn(move || map.collect::<Vec<_>>());
+    let collector = std::thread::spawn(move || map.collect_bounded());
     let held_first = first.entered(LONG);
     // Only the second item's worker can take a call: its entering proves
     // that the second item is done.
@@ -38,8 +41,9 @@ fn results_come_in_input_order() {
     assert_ne!(held_probe.pid, held_first.pid);
     held_first.release();
     held_probe.release();
-    probe.result().unwrap();
-    let results = collector.join().unwrap();
+    probe.result_bounded().unwrap();
+    let results = common::bounded("the collecting thread", LONG, move || collector.join())
+        .expect("the collecting thread panicked");
     assert!(
         matches!(results[..], [Ok(()), Err(Error::Task(_))]),
         "{results:?}"
@@ -56,6 +60,8 @@ fn a_chunk_of_chunksize_items_travels_as_one_call() {
     let pids: Vec<u32> = ex
         .map(PID, vec![(); 60])
         .chunksize(16)
+        .collect_bounded()
+        .into_iter()
         .collect::<loky::Result<_>>()
         .unwrap();
     assert_eq!(pids.len(), 60);
@@ -88,13 +94,17 @@ fn chunksize_zero_is_an_invalid_argument_item() {
     assert!(ex.worker_pids().is_empty(), "nothing was submitted");
 }
 
+/// Catches a timeout counted from the first `next()`: the map's deadline
+/// passes before it, so that `next()` must give `Timeout` at once, where
+/// such a map would wait the whole timeout again (two seconds, far more
+/// than an immediate return takes on a loaded machine).
 #[test]
 fn the_timeout_is_measured_from_the_map_call_and_iteration_then_ends() {
     let ex = common::pool(1);
     let gate = Gate::new();
     let held_future = ex.submit(GATE, gate.arg()).unwrap();
     let held = gate.entered(LONG);
-    let timeout = Duration::from_millis(300);
+    let timeout = Duration::from_secs(2);
     let mut map = ex.map(ECHO_I64, 0..3).timeout(timeout);
     // The map's deadline passes while waiting for something else.
     assert!(matches!(
@@ -111,14 +121,14 @@ fn the_timeout_is_measured_from_the_map_call_and_iteration_then_ends() {
     assert!(map.next().is_none());
     drop(map);
     held.release();
-    held_future.result().unwrap();
+    held_future.result_bounded().unwrap();
 }
 
 #[test]
 fn an_error_in_one_item_is_yielded_at_its_position_and_iteration_goes_on() {
     let ex = common::pool(2);
     for chunksize in [1, 4] {
-        let results: Vec<_> = ex.map(FLAKY, 0..20).chunksize(chunksize).collect();
+        let results = ex.map(FLAKY, 0..20).chunksize(chunksize).collect_bounded();
         assert_eq!(results.len(), 20);
         for (x, result) in (0i64..).zip(results) {
             match (x % 10, result) {
@@ -131,21 +141,26 @@ fn an_error_in_one_item_is_yielded_at_its_position_and_iteration_goes_on() {
             }
         }
     }
-    let results: Vec<_> = ex.map(SQUARE, [2, i64::MAX, 3]).chunksize(3).collect();
+    let results = ex
+        .map(SQUARE, [2, i64::MAX, 3])
+        .chunksize(3)
+        .collect_bounded();
     assert!(matches!(results[..], [Ok(4), Err(Error::Task(_)), Ok(9)]));
 }
 
-/// Maps 500 ms sleeps over 10 items on one worker, stops the map with
+/// Maps 2 s sleeps over 10 items on one worker, stops the map with
 /// `stop`, then checks that a new call runs soon: only a running sleep
-/// delays it, not the 4 s or more of those that had not started.
+/// delays it (2 s at most), not the 16 s or more of those that had not
+/// started, which a map that cancels nothing would run first.
 fn chunks_not_started_are_cancelled(stop: impl FnOnce(loky::Map<()>)) {
     let ex = common::pool(1);
-    stop(ex.map(SLEEP, vec![Duration::from_millis(500); 10]));
+    let nap = Duration::from_secs(2);
+    stop(ex.map(SLEEP, vec![nap; 10]));
     let stopped = Instant::now();
     let probe = ex.submit(ECHO_I64, 1).unwrap();
-    assert_eq!(probe.result_timeout(LONG).unwrap(), 1);
+    assert_eq!(probe.result_bounded().unwrap(), 1);
     assert!(
-        stopped.elapsed() < Duration::from_secs(3),
+        stopped.elapsed() < nap * 5,
         "the new call waited {:?}",
         stopped.elapsed()
     );
@@ -162,8 +177,10 @@ fn on_timeout_chunks_not_yet_started_are_cancelled() {
 
 #[test]
 fn on_drop_chunks_not_yet_started_are_cancelled() {
-    chunks_not_started_are_cancelled(|mut map| {
-        // The first next() submits every chunk and waits for the first.
+    chunks_not_started_are_cancelled(|map| {
+        // The first next() submits every chunk and waits for the first
+        // (bounded by a timeout that is never reached).
+        let mut map = map.timeout(LONG);
         assert!(matches!(map.next(), Some(Ok(()))));
         drop(map);
     });

@@ -3,15 +3,28 @@
 
 mod common;
 
-use loky_tests::NESTED;
+use common::FutureExt;
+use loky_tests::{NESTED, NestedError};
 
 /// What `NESTED(levels)` gives on a pool whose workers see `max_depth`.
-fn nested(max_depth: &str, levels: u32) -> Result<u32, String> {
+fn nested(max_depth: &str, levels: u32) -> Result<u32, NestedError> {
     let ex = common::builder(1)
         .env("LOKY_MAX_DEPTH", max_depth)
         .build()
         .unwrap();
-    ex.submit(NESTED, levels).unwrap().result().unwrap()
+    ex.submit(NESTED, levels).unwrap().result_bounded().unwrap()
+}
+
+/// The documented error past the limit: `InvalidArgument` with loky's
+/// message naming the limit and the variable.
+fn expect_too_deep(result: Result<u32, NestedError>, max_depth: u32) {
+    let err = result.expect_err("a worker past the limit");
+    assert_eq!(err.kind, "InvalidArgument", "{err:?}");
+    assert!(
+        err.message.contains(&format!("MAX_DEPTH={max_depth}")),
+        "{err:?}"
+    );
+    assert!(err.message.contains("LOKY_MAX_DEPTH"), "{err:?}");
 }
 
 #[test]
@@ -21,27 +34,21 @@ fn nesting_down_to_max_depth_works() {
     assert_eq!(nested("3", 0), Ok(1));
 }
 
+/// Catches the limit reported as another error (a worker that fails to
+/// start, a broken pool) or only as text.
 #[test]
-fn one_level_deeper_is_the_tasks_clear_error() {
-    let err = nested("3", 3).expect_err("a worker at depth 4");
-    assert!(err.contains("MAX_DEPTH=3"), "{err}");
-    assert!(err.contains("LOKY_MAX_DEPTH"), "{err}");
+fn one_level_deeper_is_an_invalid_argument_naming_the_limit() {
+    expect_too_deep(nested("3", 3), 3);
 }
 
 #[test]
 fn the_default_max_depth_is_ten() {
     let ex = common::pool(1);
     assert_eq!(
-        ex.submit(NESTED, 9).unwrap().result().unwrap(),
+        ex.submit(NESTED, 9).unwrap().result_bounded().unwrap(),
         Ok(loky::DEFAULT_MAX_DEPTH)
     );
-    let err = ex
-        .submit(NESTED, 10)
-        .unwrap()
-        .result()
-        .unwrap()
-        .expect_err("a worker at depth 11");
-    assert!(err.contains("MAX_DEPTH=10"), "{err}");
+    expect_too_deep(ex.submit(NESTED, 10).unwrap().result_bounded().unwrap(), 10);
 }
 
 #[test]

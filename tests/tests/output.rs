@@ -22,12 +22,14 @@ fn x_lines(len: usize) -> Vec<u8> {
 /// `loky-test-parent write` with `tasks` tasks writing `bytes` bytes each
 /// to `stream`; it must succeed.
 fn run_parent(stream: &str, bytes: usize, tasks: usize) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_loky-test-parent"))
-        .arg("write")
-        .arg(common::worker_program())
-        .args([stream, &bytes.to_string(), &tasks.to_string()])
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_loky-test-parent"))
+            .arg("write")
+            .arg(common::worker_program())
+            .args([stream, &bytes.to_string(), &tasks.to_string()]),
+        common::RESULT_TIMEOUT,
+        "loky-test-parent write",
+    );
     assert!(
         out.status.success(),
         "{}: {}",

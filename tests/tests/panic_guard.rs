@@ -19,17 +19,19 @@ const INJECT: &str = "LOKY_INTERNAL_INJECT_PANIC";
 
 /// Runs the inner test `name` of this binary with `INJECT=value`.
 fn run_inner(name: &str, value: &str) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(INJECT, value)
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                name,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(INJECT, value),
+        Duration::from_secs(120),
+        "the inner test",
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -51,7 +53,12 @@ fn failing_call<T: std::fmt::Debug>(call: impl FnOnce() -> loky::Result<T>) -> (
 }
 
 /// What every case checks once its call failed.
-fn assert_broken_and_clean(ex: &ProcessPoolExecutor, err: &Error, took: Duration, role: &str) {
+fn assert_broken_and_clean(
+    ex: &ProcessPoolExecutor,
+    workers: &[u32],
+    (err, took): (Error, Duration),
+    role: &str,
+) {
     let text = err.to_string();
     assert!(err.is_broken_pool(), "{text}");
     assert!(
@@ -66,26 +73,32 @@ fn assert_broken_and_clean(ex: &ProcessPoolExecutor, err: &Error, took: Duration
     assert!(ex.submit(SQUARE, 2).unwrap_err().is_broken_pool());
     assert!(common::shutdown_within(ex, Duration::from_secs(10)));
     assert!(ex.worker_pids().is_empty());
-    assert!(common::zombies().is_empty());
+    // This pool's workers are reaped (other tests' children, under
+    // `cargo test`, are none of its business).
+    assert!(
+        common::reaped_within(workers, Duration::ZERO),
+        "{workers:?}"
+    );
 }
 
 /// Two calls succeed, so the worker is ready and warm; the third meets the
 /// panic and fails.
-fn warm(ex: &ProcessPoolExecutor) {
+fn warm(ex: &ProcessPoolExecutor) -> Vec<u32> {
     assert_eq!(common::run(ex, SQUARE, 3).unwrap(), 9);
     assert_eq!(common::run(ex, SQUARE, 4).unwrap(), 16);
+    ex.worker_pids()
 }
 
 /// A pool meets the panic on its third call.
 fn third_call_fails(role: &str) {
     let ex = common::pool(1);
-    warm(&ex);
-    let (err, took) = failing_call(|| {
+    let workers = warm(&ex);
+    let failed = failing_call(|| {
         ex.submit(SQUARE, 5)
             .unwrap()
             .result_timeout(common::RESULT_TIMEOUT)
     });
-    assert_broken_and_clean(&ex, &err, took, role);
+    assert_broken_and_clean(&ex, &workers, failed, role);
 }
 
 #[test]
@@ -114,15 +127,15 @@ fn a_panic_in_the_supervisor_fails_every_call_and_breaks_the_pool() {
 #[ignore = "run by a_panic_in_a_writer_fails_its_calls_and_breaks_the_pool"]
 fn inner_writer() {
     let ex = common::pool(1);
-    warm(&ex);
+    let workers = warm(&ex);
     // Larger than a socket's buffers: the writer thread sends the rest.
     let big = ByteBuf::from(vec![7u8; 8 << 20]);
-    let (err, took) = failing_call(|| {
+    let failed = failing_call(|| {
         ex.submit(ECHO_BYTES, big)
             .unwrap()
             .result_timeout(common::RESULT_TIMEOUT)
     });
-    assert_broken_and_clean(&ex, &err, took, "writer thread of worker");
+    assert_broken_and_clean(&ex, &workers, failed, "writer thread of worker");
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::FutureExt;
 use loky::ProcessPoolExecutor;
 use loky::diagnostics::{LEAK, PID};
 
@@ -16,7 +17,7 @@ fn a_worker_retires_after_max_tasks_per_child() {
     let ex = common::builder(1).max_tasks_per_child(3).build().unwrap();
     let mut pids = Vec::new();
     for _ in 0..10 {
-        pids.push(ex.submit(PID, ()).unwrap().result().unwrap());
+        pids.push(ex.submit(PID, ()).unwrap().result_bounded().unwrap());
     }
     let mut runs: HashMap<u32, usize> = HashMap::new();
     for &pid in &pids {
@@ -25,7 +26,7 @@ fn a_worker_retires_after_max_tasks_per_child() {
     assert!(runs.len() >= 4, "10 tasks ran on {runs:?}");
     assert!(runs.values().all(|&n| n <= 3), "{runs:?}");
     assert!(!ex.is_broken());
-    assert!(common::shutdown_within(&ex, Duration::from_secs(10)));
+    assert!(common::shutdown_within(&ex, common::RESULT_TIMEOUT));
 }
 
 #[test]
@@ -34,12 +35,12 @@ fn concurrent_tasks_respect_max_tasks_per_child() {
     let futs: Vec<_> = (0..30).map(|_| ex.submit(PID, ()).unwrap()).collect();
     let mut runs: HashMap<u32, usize> = HashMap::new();
     for fut in futs {
-        *runs.entry(fut.result().unwrap()).or_default() += 1;
+        *runs.entry(fut.result_bounded().unwrap()).or_default() += 1;
     }
     assert!(runs.len() >= 10, "{runs:?}");
     assert!(runs.values().all(|&n| n <= 3), "{runs:?}");
     assert!(!ex.is_broken());
-    assert!(common::shutdown_within(&ex, Duration::from_secs(10)));
+    assert!(common::shutdown_within(&ex, common::RESULT_TIMEOUT));
 }
 
 /// How much a worker may leak before it retires (`LOKY_MAX_MEMORY_LEAK_SIZE`).
@@ -80,7 +81,7 @@ fn leak_checked_pool() -> ProcessPoolExecutor {
 fn next_pid(ex: &ProcessPoolExecutor) -> u32 {
     ex.submit(PID, ())
         .unwrap()
-        .result_timeout(CALL_TIMEOUT)
+        .result_within(CALL_TIMEOUT)
         .unwrap()
 }
 
@@ -93,7 +94,7 @@ fn leak(ex: &ProcessPoolExecutor, n: usize) -> Vec<u32> {
         let leaked = ex
             .submit(LEAK, FIVE_MB)
             .unwrap()
-            .result_timeout(CALL_TIMEOUT);
+            .result_within(CALL_TIMEOUT);
         assert_eq!(leaked.unwrap(), FIVE_MB);
         pids.push(next_pid(ex));
     }
@@ -141,7 +142,7 @@ fn a_worker_is_recycled_once_its_leaks_pass_the_threshold_and_every_future_succe
     );
     assert!(!ex.is_broken());
     assert!(
-        common::shutdown_within(&ex, Duration::from_secs(10)),
+        common::shutdown_within(&ex, common::RESULT_TIMEOUT),
         "shutdown(wait = true) hangs"
     );
 }
@@ -153,11 +154,11 @@ fn a_retired_leaking_worker_exits_and_shutdown_completes() {
     let current = *pids.last().unwrap();
     let retired = &pids[..pids.len() - 1];
     assert!(!retired.is_empty(), "never recycled: {pids:?}");
-    let gone = common::eventually(Duration::from_secs(10), || {
+    let gone = common::eventually(common::RESULT_TIMEOUT, || {
         retired.iter().all(|&pid| !common::alive(pid)) && ex.worker_pids() == [current]
     });
     let live = ex.worker_pids();
-    let shut = common::shutdown_within(&ex, Duration::from_secs(10));
+    let shut = common::shutdown_within(&ex, common::RESULT_TIMEOUT);
     assert!(gone, "retired workers {retired:?} still there: {live:?}");
     assert!(shut, "shutdown(wait = true) hangs");
 }
@@ -183,7 +184,7 @@ fn warnings_of_a_recycling_pool() -> (Vec<String>, Vec<u32>) {
     let ex = leak_checked_pool();
     let mut workers = workers(&leak(&ex, 12));
     assert!(workers.len() >= 3, "recycled fewer than twice: {workers:?}");
-    assert!(common::shutdown_within(&ex, Duration::from_secs(10)));
+    assert!(common::shutdown_within(&ex, common::RESULT_TIMEOUT));
     let warnings = warnings_naming(&workers);
     workers.pop();
     (warnings, workers)

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::RESULT_TIMEOUT;
+use common::FutureExt;
 use loky::diagnostics::{ECHO_I64, PANIC, PID};
 use loky::{Error, Task};
 use loky_tests::{FLAKY, PICKY, PICKY_ARG, Picky, PickyArg, UNENCODABLE_OUTPUT};
@@ -32,7 +32,7 @@ fn arguments_that_fail_to_encode_fail_that_submit_and_the_pool_stays_usable() {
         }
         other => panic!("expected a serialization error, got {other:?}"),
     }
-    assert_eq!(before.result_timeout(RESULT_TIMEOUT).unwrap(), 1);
+    assert_eq!(before.result_bounded().unwrap(), 1);
     assert_eq!(common::run(&ex, ECHO_I64, 2).unwrap(), 2);
     assert!(!ex.is_broken());
 }
@@ -42,7 +42,7 @@ fn a_result_the_parent_cannot_decode_fails_that_future_alone() {
     let ex = common::pool(2);
     let futures: Vec<_> = (0..6).map(|n| ex.submit(PICKY, n).unwrap()).collect();
     for (n, fut) in (0u64..).zip(&futures) {
-        match fut.result_timeout(RESULT_TIMEOUT) {
+        match fut.result_bounded() {
             Ok(value) if n % 2 == 0 => assert_eq!(value, Picky(n)),
             Err(Error::Serialization(e)) if n % 2 == 1 => {
                 assert_eq!(e.task(), PICKY.name());
@@ -98,7 +98,7 @@ fn panics_travel_as_text() {
     let err = ex
         .submit(PANIC, message.to_owned())
         .unwrap()
-        .result_timeout(RESULT_TIMEOUT)
+        .result_bounded()
         .unwrap_err();
     let Error::Task(remote) = &err else {
         panic!("expected Error::Task, got {err:?}");

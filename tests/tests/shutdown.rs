@@ -8,12 +8,18 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::FutureExt;
 use loky::diagnostics::{ECHO_I64, PID, SLEEP, SPAWN_SLEEPER};
 use loky::{Error, Future, ProcessPoolExecutor, Shutdown};
 use loky_tests::{GATE, Gate, Held};
 
 /// Generous: for things that must happen.
-const LONG: Duration = Duration::from_secs(10);
+const LONG: Duration = common::RESULT_TIMEOUT;
+
+/// The bound on what must happen at once (a shutdown that kills, one that
+/// does not wait): wide for a loaded machine, far below the held gates and
+/// minute-long sleeps it must not wait for.
+const PROMPTLY: Duration = Duration::from_secs(10);
 /// Short: for things that must not happen in the meantime.
 const SHORT: Duration = Duration::from_millis(200);
 
@@ -69,31 +75,42 @@ fn wait_true_runs_every_pending_task_then_workers_exit_and_are_reaped() {
     held.release();
     rx.recv_timeout(LONG)
         .expect("shutdown returns once all ran");
-    shutdown.join().unwrap();
+    common::bounded("the shutting-down thread", LONG, move || shutdown.join()).unwrap();
     assert!(running.done());
     for (i, fut) in (0..).zip(&pending) {
         assert!(fut.done(), "done before shutdown returned");
-        assert_eq!(fut.result().unwrap(), i);
+        assert_eq!(fut.result_bounded().unwrap(), i);
     }
     assert!(ex.worker_pids().is_empty());
     assert!(reaped(worker), "the worker exited and was reaped");
 }
 
+/// Catches a `shutdown(false)` that waits: the task it would wait for is
+/// held at a gate until the shutdown returned.
 #[test]
 fn wait_false_returns_at_once_and_pending_work_still_completes() {
-    let ex = common::pool(1);
-    let sleep = ex.submit(SLEEP, Duration::from_secs(1)).unwrap();
-    let pid = ex.submit(PID, ()).unwrap();
-    let start = Instant::now();
-    ex.shutdown(false);
-    assert!(start.elapsed() < Duration::from_secs(1));
-    assert!(!sleep.done(), "returned before the sleep finished");
+    let Blocked {
+        ex,
+        _gate,
+        running,
+        pending,
+        held,
+    } = blocked();
+    let closer = ex.clone();
+    common::bounded("shutdown(wait = false)", PROMPTLY, move || {
+        closer.shutdown(false);
+    });
+    assert!(!running.done(), "the held task is still running");
     assert!(matches!(
         ex.submit(ECHO_I64, 1),
         Err(Error::ShutdownExecutor(_))
     ));
-    sleep.result_timeout(LONG).unwrap();
-    let pid = pid.result_timeout(LONG).unwrap();
+    let pid = held.pid;
+    held.release();
+    running.result_bounded().unwrap();
+    for (i, fut) in (0..).zip(&pending) {
+        assert_eq!(fut.result_bounded().unwrap(), i, "pending work completes");
+    }
     assert!(
         common::eventually(LONG, || reaped(pid)),
         "the worker exits and is reaped in the background"
@@ -106,7 +123,7 @@ fn kill_workers_fails_unfinished_futures_and_kills_workers_at_once() {
     let sleeper = ex
         .submit(SPAWN_SLEEPER, Duration::from_secs(60))
         .unwrap()
-        .result()
+        .result_bounded()
         .unwrap();
     let gate = Gate::new();
     let running = ex.submit(GATE, gate.arg()).unwrap();
@@ -122,9 +139,13 @@ fn kill_workers_fails_unfinished_futures_and_kills_workers_at_once() {
         cancel_futures: false,
     });
     let took = start.elapsed();
-    assert!(took < Duration::from_secs(1), "took {took:?}");
-    let running = running.result().unwrap_err();
-    let queued: Vec<_> = queued.iter().map(|f| f.result().unwrap_err()).collect();
+    // Catches a shutdown that waits for the held gate or the sleeps.
+    assert!(took < PROMPTLY, "took {took:?}");
+    let running = running.result_bounded().unwrap_err();
+    let queued: Vec<_> = queued
+        .iter()
+        .map(|f| f.result_bounded().unwrap_err())
+        .collect();
     for err in std::iter::once(&running).chain(&queued) {
         match err {
             Error::ShutdownExecutor(e) => {
@@ -141,7 +162,7 @@ fn kill_workers_fails_unfinished_futures_and_kills_workers_at_once() {
     assert!(reaped(worker), "the worker is killed and reaped");
     // The task's child in the worker's process group dies too; init reaps it.
     assert!(
-        common::eventually(Duration::from_secs(1), || !common::alive(sleeper)),
+        common::dead_within(&[sleeper], PROMPTLY),
         "the worker's process group is killed"
     );
 }
@@ -167,32 +188,32 @@ fn cancel_futures_cancels_pending_futures() {
     }
     assert!(running.running(), "the running task goes on");
     held.release();
-    running.result().unwrap();
-    ex.shutdown(true);
+    running.result_bounded().unwrap();
+    common::shutdown_bounded(&ex);
     assert!(reaped(worker));
 }
 
 #[test]
 fn shutdown_may_be_called_again() {
     let never_used = common::pool(1);
-    never_used.shutdown(true);
-    never_used.shutdown(true);
+    common::shutdown_bounded(&never_used);
+    common::shutdown_bounded(&never_used);
     never_used.shutdown(false);
 
     let ex = common::pool(1);
-    let pid = ex.submit(PID, ()).unwrap().result().unwrap();
+    let pid = ex.submit(PID, ()).unwrap().result_bounded().unwrap();
     let slow = ex.submit(SLEEP, Duration::from_millis(100)).unwrap();
     ex.shutdown(false);
-    ex.shutdown(true);
+    common::shutdown_bounded(&ex);
     assert!(slow.done(), "the second call waited");
     assert!(reaped(pid));
-    ex.shutdown(true);
+    common::shutdown_bounded(&ex);
     ex.shutdown_with(Shutdown {
         wait: true,
         kill_workers: true,
         cancel_futures: true,
     });
-    slow.result().unwrap();
+    slow.result_bounded().unwrap();
     assert!(matches!(
         ex.submit(ECHO_I64, 1),
         Err(Error::ShutdownExecutor(_))
@@ -222,23 +243,25 @@ fn dropping_the_last_handle_shuts_down_with_wait_true() {
     held.release();
     rx.recv_timeout(LONG)
         .expect("the drop returns once all ran");
-    dropper.join().unwrap();
-    running.result().unwrap();
+    common::bounded("the dropping thread", LONG, move || dropper.join()).unwrap();
+    running.result_bounded().unwrap();
     for (i, fut) in (0..).zip(&pending) {
         assert!(fut.done());
-        assert_eq!(fut.result().unwrap(), i);
+        assert_eq!(fut.result_bounded().unwrap(), i);
     }
     assert!(reaped(worker));
 }
 
 #[test]
 fn task_output_goes_to_the_parent_stdout() {
-    let output = Command::new(env!("CARGO_BIN_EXE_loky-test-parent"))
-        .arg("print")
-        .arg(common::worker_program())
-        .arg("hello from a task")
-        .output()
-        .unwrap();
+    let output = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_loky-test-parent"))
+            .arg("print")
+            .arg(common::worker_program())
+            .arg("hello from a task"),
+        common::RESULT_TIMEOUT,
+        "loky-test-parent print",
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -5,6 +5,10 @@
 //! - `busy WORKER N [DIR]`: starts N workers of WORKER running 60 s sleeps,
 //!   prints `pids: P1 P2 ...` and waits for the sleeps; with DIR, each task
 //!   also starts a `sleep` process and writes its pid to `DIR/child-I`.
+//!   Exits with an error if the workers do not all run within 30 s.
+//! - `nested WORKER GATE`: on a worker of WORKER, runs a task that builds a
+//!   pool of its own whose worker waits at the test's gate GATE (the
+//!   `NESTED_GATE` task); prints `started` and waits for it.
 //! - `escape WORKER FILE`: runs `LEAVE_GROUP_AND_SLEEP (FILE, 60 s)` on a
 //!   worker of WORKER (a task that starts a `sleep`, writes its pid to
 //!   FILE and moves its worker to this program's process group), prints
@@ -24,7 +28,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use loky::{Error, ProcessPoolExecutor, WorkerProgram};
 
@@ -33,12 +37,14 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("busy") => busy(&args[1..]),
         Some("escape") => escape(&args[1..]),
+        Some("nested") => nested(&args[1..]),
         Some("discover") => discover(),
         Some("print") => print(&args[1..]),
         Some("write") => write(&args[1..]),
         _ => {
             eprintln!(
-                "usage: loky-test-parent busy WORKER N | escape WORKER FILE | discover \
+                "usage: loky-test-parent busy WORKER N [DIR] | escape WORKER FILE \
+                 | nested WORKER GATE | discover \
                  | print WORKER LINE | write WORKER STREAM BYTES TASKS"
             );
             std::process::exit(2);
@@ -68,9 +74,15 @@ fn busy(args: &[String]) {
         .map(|f| f.expect("submit"))
         .collect();
     // Every worker has said hello once it runs a call; PID calls queue
-    // behind the sleeps, so report the pool's pids instead.
+    // behind the sleeps, so report the pool's pids instead. Nothing tells
+    // when a call starts: poll, to a deadline.
+    let deadline = Instant::now() + Duration::from_secs(30);
     while ex.worker_pids().len() < n || futures.iter().any(|f| !f.running()) {
-        std::thread::yield_now();
+        if Instant::now() > deadline {
+            eprintln!("loky-test-parent: the workers did not all start within 30 s");
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
     let pids: Vec<String> = ex.worker_pids().iter().map(u32::to_string).collect();
     println!("pids: {}", pids.join(" "));
@@ -90,12 +102,31 @@ fn escape(args: &[String]) {
     let fut = ex
         .submit(loky_tests::LEAVE_GROUP_AND_SLEEP, task)
         .expect("submit");
+    let deadline = Instant::now() + Duration::from_secs(30);
     while ex.worker_pids().is_empty() || !fut.running() {
-        std::thread::yield_now();
+        if Instant::now() > deadline {
+            eprintln!("loky-test-parent: the worker did not start within 30 s");
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
     println!("pids: {}", ex.worker_pids()[0]);
     std::io::stdout().flush().expect("flush");
-    let _ = fut.result();
+    let _ = fut.result_timeout(Duration::from_secs(120));
+}
+
+fn nested(args: &[String]) {
+    let ex = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .worker_program(WorkerProgram::Path(PathBuf::from(&args[0])))
+        .build()
+        .expect("executor");
+    let fut = ex
+        .submit(loky_tests::NESTED_GATE, args[1].clone())
+        .expect("submit");
+    println!("started");
+    std::io::stdout().flush().expect("flush");
+    let _ = fut.result_timeout(Duration::from_secs(120));
 }
 
 fn discover() {

@@ -1,6 +1,6 @@
 //! Helpers shared by the scenario tests.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use loky::{ExecutorBuilder, ProcessPoolExecutor, Shutdown, WorkerProgram};
 
+pub mod bounded;
 pub mod logs;
+
+pub use bounded::{FutureExt, MapExt, bounded, output_within, shutdown_bounded};
 
 /// The state letter and parent pid of `pid`, if it exists.
 pub use loky_tests::chaos::probe::stat;
@@ -59,15 +62,6 @@ pub fn alive(pid: u32) -> bool {
     matches!(stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
 }
 
-/// Zombie children of this process.
-pub fn zombies() -> Vec<u32> {
-    children()
-        .into_iter()
-        .filter(|&(_, state)| state == 'Z')
-        .map(|(pid, _)| pid)
-        .collect()
-}
-
 /// Polls `condition` until it holds or `timeout` passes. For events of
 /// other processes that give no notification (a grandchild's exit); never
 /// used where a handshake exists.
@@ -99,13 +93,17 @@ pub fn pid_file(prefix: &str, name: &str) -> PathBuf {
 /// file is removed.
 pub fn wait_for_pid(path: &Path) -> u32 {
     let mut pid = None;
-    let written = eventually(Duration::from_secs(10), || {
+    let written = eventually(RESULT_TIMEOUT, || {
         pid = std::fs::read_to_string(path)
             .ok()
             .and_then(|s| s.parse().ok());
         pid.is_some()
     });
-    assert!(written, "the task never started");
+    assert!(
+        written,
+        "hang: no task wrote its pid to {} within {RESULT_TIMEOUT:?}",
+        path.display()
+    );
     let _ = std::fs::remove_file(path);
     pid.unwrap()
 }
@@ -131,9 +129,9 @@ pub fn shutdown_within(ex: &ProcessPoolExecutor, timeout: Duration) -> bool {
     in_time
 }
 
-/// The bound on waiting for one result in the scenario tests: a regression
-/// fails the test with `Error::Timeout` instead of hanging it.
-pub const RESULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bound on waiting for one result in the scenario tests (see
+/// [`bounded`]).
+pub const RESULT_TIMEOUT: Duration = bounded::WAIT_LIMIT;
 
 /// Whether every process of `pids` is reaped (gone, not even a zombie)
 /// within `timeout`.
@@ -152,13 +150,11 @@ pub fn dead_within(pids: &[u32], timeout: Duration) -> bool {
 ///
 /// # Panics
 ///
-/// If the submit fails.
+/// If the submit fails, or as a hang if no result comes in time.
 pub fn run<I, O>(ex: &ProcessPoolExecutor, task: loky::Task<I, O>, args: I) -> loky::Result<O>
 where
     I: serde::Serialize,
     O: serde::de::DeserializeOwned,
 {
-    ex.submit(task, args)
-        .expect("submit")
-        .result_timeout(RESULT_TIMEOUT)
+    ex.submit(task, args).expect("submit").result_bounded()
 }

@@ -188,6 +188,11 @@ impl ProcessPoolExecutor {
     /// submitted task ran and every worker exited and was reaped. Without
     /// `wait`, returns at once and the work finishes in the background. May
     /// be called again.
+    ///
+    /// Called from a done callback that runs on a thread of the pool, it
+    /// does not wait, whatever `wait` says: that thread completes the very
+    /// futures the wait would be for. The shutdown then goes on in the
+    /// background as with `wait = false`.
     pub fn shutdown(&self, wait: bool) {
         self.shutdown_with(Shutdown {
             wait,

@@ -112,6 +112,10 @@ pub const SPAWN_AND_SLEEP: Task<(String, Duration), ()> = Task::new("spawn_and_s
 /// that the test holds and releases at will.
 pub const GATE: Task<String, ()> = Task::new("gate");
 
+/// Returns the first of its arguments; with a code as the second, the
+/// worker exits with that code instead: a `map` item that kills its worker.
+pub const ECHO_OR_EXIT: Task<(i64, Option<i32>), i64> = Task::new("echo_or_exit");
+
 /// Builds a pool of one worker running this same program and runs [`GATE`]
 /// there with the given path: a task whose own pool's worker the test holds
 /// (and learns the pid of) at its gate.
@@ -324,4 +328,8 @@ pub fn registry() -> Registry {
         .register(LEAVE_GROUP_AND_SLEEP, escape::leave_group_and_sleep)
         .register(SLEEP_AND_REPORT, schedule::sleep_and_report)
         .register(NESTED_GATE, nested_gate)
+        .register(ECHO_OR_EXIT, |(x, code): (i64, Option<i32>)| match code {
+            Some(code) => std::process::exit(code),
+            None => x,
+        })
 }

@@ -80,7 +80,7 @@ fn a_chunk_of_chunksize_items_travels_as_one_call() {
 #[test]
 fn chunksize_zero_is_an_invalid_argument_item() {
     let ex = common::pool(1);
-    let mut map = ex.map(ECHO_I64, 0..10).chunksize(0);
+    let mut map = ex.map(ECHO_I64, 0..10).chunksize(0).timeout(LONG);
     match map.next() {
         Some(Err(Error::InvalidArgument(message))) => {
             assert!(

@@ -209,3 +209,31 @@ fn a_leak_is_logged_as_one_warning_per_executor() {
         );
     }
 }
+
+/// Catches a default leak threshold other than loky's 300 MB (3e8 bytes):
+/// a worker that grew by 290 MB serves on, one that grew by 310 MB retires.
+/// 310 MB is under 300 MiB, so a threshold read in MiB fails too; the
+/// margins (10 MB each way) are twice what a worker grows by besides its
+/// leaks.
+#[test]
+fn the_default_leak_threshold_is_300_mb() {
+    assert!(
+        std::env::var_os("LOKY_MAX_MEMORY_LEAK_SIZE").is_none(),
+        "LOKY_MAX_MEMORY_LEAK_SIZE is set for the tests: the default cannot be checked"
+    );
+    const MB: u64 = 1_000_000;
+    let ex = common::builder(1)
+        .env("LOKY_MEMORY_CHECK_INTERVAL", "0")
+        .build()
+        .unwrap();
+    let worker = next_pid(&ex);
+    let leak = |bytes: u64| {
+        let leaked = ex.submit(LEAK, bytes).unwrap().result_within(CALL_TIMEOUT);
+        assert_eq!(leaked.unwrap(), bytes);
+    };
+    leak(290 * MB);
+    assert_eq!(next_pid(&ex), worker, "retired after leaking 290 MB");
+    leak(20 * MB);
+    assert_ne!(next_pid(&ex), worker, "still serving after leaking 310 MB");
+    assert!(common::shutdown_within(&ex, common::RESULT_TIMEOUT));
+}

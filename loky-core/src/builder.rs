@@ -51,6 +51,7 @@ pub enum WorkerProgram {
 /// Builds a [`ProcessPoolExecutor`](crate::ProcessPoolExecutor); from
 /// [`ProcessPoolExecutor::builder`](crate::ProcessPoolExecutor::builder).
 ///
+// Compile-only: it names a worker program of the reader's, which does not exist here.
 /// ```no_run
 /// use std::time::Duration;
 /// use loky_core::{ProcessPoolExecutor, WorkerProgram};

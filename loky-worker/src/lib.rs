@@ -7,6 +7,7 @@
 //! [`loky_proto::env::CHANNEL`]); the worker greets it with its task table,
 //! then runs the calls it receives one at a time, in order, and answers each.
 //!
+// Compile-only: run by hand, a program that calls `serve` exits with code 2.
 //! ```no_run
 //! use loky_proto::Task;
 //! use loky_worker::Registry;

@@ -47,6 +47,7 @@ pub fn init() {
 /// protocol version, its path and its task table on stdout, and exits with
 /// [`exit_code::NOT_STARTED_BY_EXECUTOR`].
 ///
+// Compile-only: run by hand, a program that calls `serve` exits with code 2.
 /// ```no_run
 /// use loky_proto::Task;
 ///
@@ -74,7 +75,7 @@ pub fn serve(registry: Registry) -> ! {
 /// explicit worker program run `WorkerProgram::CurrentExe`. Run any other
 /// way, the program goes on as usual.
 ///
-/// ```no_run
+/// ```
 /// use loky_proto::Task;
 /// use loky_worker::Registry;
 ///

@@ -61,6 +61,7 @@
 //! name with [`WorkerProgram::Named`], or as `loky-worker` by default
 //! discovery ([`WorkerProgram::Discover`]):
 //!
+// Compile-only: run by hand, a program that calls `serve` exits with code 2.
 //! ```no_run
 //! # use loky::Task;
 //! # pub const SQUARE: Task<i64, i64> = Task::new("square");

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::model::{Call, ErrorKind, Exit, Fault, Policy, Value, digest, payload};
+use super::model::{Call, Death, ErrorKind, Exit, Fault, Policy, Value, digest, payload};
 
 /// A set of [`ErrorKind`]s.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
@@ -32,6 +32,11 @@ impl Kinds {
     /// Every kind in either set.
     pub fn union(self, other: Kinds) -> Kinds {
         Kinds(self.0 | other.0)
+    }
+
+    /// This set without `kind`.
+    pub fn without(self, kind: ErrorKind) -> Kinds {
+        Kinds(self.0 & !(1 << kind as u16))
     }
 }
 
@@ -72,6 +77,13 @@ pub struct Hazards {
     pub cancel: bool,
     /// The pool's memory limit.
     pub memory_limit: Option<u64>,
+    /// What the pool's initializer stores in every worker, if it has one.
+    pub initializer: Option<&'static str>,
+    /// A worker may be killed from outside while it runs the initializer:
+    /// the pool then breaks (`BrokenProcessPool` naming the initializer)
+    /// whatever its crash policy, as it cannot tell that death from an
+    /// initializer that kills every worker.
+    pub initializer_kills: bool,
 }
 
 impl Hazards {
@@ -84,6 +96,8 @@ impl Hazards {
             shutdown_kill: false,
             cancel: false,
             memory_limit: None,
+            initializer: None,
+            initializer_kills: false,
         }
     }
 
@@ -111,12 +125,16 @@ pub struct Expect {
     pub memory_limit: Option<u64>,
     /// The fault the call itself injects, if any.
     pub fault: Option<Fault>,
+    /// The death the call causes its worker, if it kills it: what a
+    /// `TerminatedWorker` of this death reports (kept whatever the round's
+    /// hazards, to check every reported death against).
+    pub causes: Option<Death>,
 }
 
 impl Expect {
     /// What `call` may end as in a round with `hazards`.
     pub fn new(call: Call, hazards: &Hazards) -> Self {
-        let mut expect = Expect::alone(call, hazards.memory_limit);
+        let mut expect = Expect::alone(call, hazards);
         expect.widen(hazards);
         expect
     }
@@ -150,6 +168,7 @@ impl Expect {
             death: None,
             memory_limit: None,
             fault: None,
+            causes: None,
         }
     }
 
@@ -166,8 +185,22 @@ impl Expect {
         self
     }
 
+    /// After `Future::cancel` returned `cancelled`: a cancelled call fails
+    /// with `Cancelled` and nothing else; one that was not cancelled cannot
+    /// end as cancelled.
+    pub fn cancelled(mut self, cancelled: bool) -> Self {
+        if cancelled {
+            self.success = Success::Never;
+            self.errors = Kinds::NONE.with(ErrorKind::Cancelled);
+        } else {
+            self.errors = self.errors.without(ErrorKind::Cancelled);
+        }
+        self
+    }
+
     /// The outcome of `call` with nothing else going on.
-    fn alone(call: Call, memory_limit: Option<u64>) -> Self {
+    fn alone(call: Call, hazards: &Hazards) -> Self {
+        let memory_limit = hazards.memory_limit;
         let (success, errors, death) = match &call {
             Call::Echo(x) => (Success::Exactly(Value::Int(*x)), Kinds::NONE, None),
             Call::EchoBytes { len, salt } => {
@@ -184,21 +217,32 @@ impl Expect {
             Call::Panic => (Success::Never, Kinds::NONE.with(ErrorKind::Panicked), None),
             Call::Segfault => crash(Exit::Signal(libc::SIGSEGV)),
             Call::Abort => crash(Exit::Signal(libc::SIGABRT)),
-            Call::Exit(code) => crash(Exit::Code(*code)),
+            Call::Exit(code) | Call::EchoOrExit(_, Some(code)) => crash(Exit::Code(*code)),
+            Call::EchoOrExit(x, None) => (Success::Exactly(Value::Int(*x)), Kinds::NONE, None),
             Call::Allocate(n) if memory_limit.is_some_and(|limit| *n > limit) => {
                 crash(Exit::Code(loky::exit_code::MEMORY_LIMIT))
             }
             Call::Allocate(n) => (Success::Exactly(Value::Int(*n as i64)), Kinds::NONE, None),
+            Call::InitValue => {
+                let stored = hazards.initializer.map(str::to_owned);
+                (Success::Exactly(Value::Init(stored)), Kinds::NONE, None)
+            }
         };
         let over_limit = death == Some(Exit::Code(loky::exit_code::MEMORY_LIMIT));
+        let memory_limit = memory_limit.filter(|_| over_limit);
         Expect {
             fault: fault_of(&call, over_limit),
+            causes: death.map(|exit| Death {
+                exit,
+                task: Some(call.task().to_owned()),
+                memory_limit,
+            }),
             call,
             success,
             errors,
             reject: Kinds::NONE,
             death,
-            memory_limit: memory_limit.filter(|_| over_limit),
+            memory_limit,
         }
     }
 
@@ -230,6 +274,10 @@ impl Expect {
         if hazards.cancel {
             self.errors = self.errors.with(ErrorKind::Cancelled);
         }
+        if hazards.initializer_kills {
+            self.errors = self.errors.with(ErrorKind::Broken);
+            self.reject = self.reject.with(ErrorKind::Broken);
+        }
     }
 }
 
@@ -238,7 +286,7 @@ fn fault_of(call: &Call, over_limit: bool) -> Option<Fault> {
     match call {
         Call::Segfault => Some(Fault::SegfaultTask),
         Call::Abort => Some(Fault::AbortTask),
-        Call::Exit(_) => Some(Fault::ExitTask),
+        Call::Exit(_) | Call::EchoOrExit(_, Some(_)) => Some(Fault::ExitTask),
         Call::Panic => Some(Fault::PanicTask),
         Call::Flaky(x) if x.rem_euclid(10) == 3 => Some(Fault::PanicTask),
         Call::Flaky(x) if x.rem_euclid(10) == 7 => Some(Fault::ErrorTask),

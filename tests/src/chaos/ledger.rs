@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::expect::{Expect, Kinds, Success};
 use super::model::{Death, ErrorKind, Exit, Failure, Fault, Outcome, Policy, Value};
+use super::scenario::Need;
 
 /// Identifies a call in its ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,10 @@ pub struct Entry {
     pub expect: Expect,
     /// What it ended as; `None` until observed.
     pub outcome: Option<Outcome>,
+    /// Calls of one group (the items of one `map` chunk) travel as one
+    /// call: one death fails them together, and the `Respawn` budget counts
+    /// them once.
+    pub group: Option<usize>,
 }
 
 /// Everything a scenario recorded in one round.
@@ -40,14 +45,26 @@ pub struct Ledger {
     pub broken_contracts: Vec<String>,
     /// The crash policy of the round's pools, for reports.
     pub policy: Option<Policy>,
+    /// What the round must have injected (its scenario's needs).
+    pub needs: Vec<Need>,
+    /// Injections that delivered nothing, and why.
+    pub misses: Vec<String>,
+    /// Processes the scenario found outliving their parent.
+    pub orphans: Vec<u32>,
 }
 
 impl Ledger {
     /// Records a call about to be submitted.
     pub fn expect(&mut self, expect: Expect) -> EntryId {
+        self.expect_in(expect, None)
+    }
+
+    /// Records a call about to be submitted as part of `group`.
+    pub fn expect_in(&mut self, expect: Expect, group: Option<usize>) -> EntryId {
         self.entries.push(Entry {
             expect,
             outcome: None,
+            group,
         });
         EntryId(self.entries.len() - 1)
     }
@@ -68,6 +85,11 @@ impl Ledger {
         self.faults.push(fault);
     }
 
+    /// Records an injection that delivered nothing, and why.
+    pub fn miss(&mut self, why: impl Into<String>) {
+        self.misses.push(why.into());
+    }
+
     /// Records that `holds` must be true, described by `what`.
     pub fn require(&mut self, holds: bool, what: impl FnOnce() -> String) {
         if !holds {
@@ -77,20 +99,7 @@ impl Ledger {
 
     /// How many worker deaths the faults can account for.
     pub fn deaths(&self) -> usize {
-        self.faults
-            .iter()
-            .filter(|f| {
-                matches!(
-                    f,
-                    Fault::Signal(_)
-                        | Fault::TransferKill
-                        | Fault::SegfaultTask
-                        | Fault::AbortTask
-                        | Fault::ExitTask
-                        | Fault::MemoryTask
-                )
-            })
-            .count()
+        self.faults.iter().filter(|f| f.kills_worker()).count()
     }
 }
 
@@ -173,6 +182,30 @@ pub enum Violation {
         /// Open after.
         after: usize,
     },
+    /// The round injected fewer faults of a kind than its scenario needs.
+    TooFewFaults {
+        /// What was needed.
+        need: Need,
+        /// How many were injected.
+        got: usize,
+        /// Why injections delivered nothing.
+        misses: Vec<String>,
+    },
+    /// A `TerminatedWorker` that reports a death no fault of the round
+    /// explains (an exit no crashing call causes and no signal sent from
+    /// outside, or the wrong task for it).
+    UnexplainedDeath {
+        /// The call that failed or was refused with it.
+        task: &'static str,
+        /// The death it reported.
+        got: Death,
+    },
+    /// Under `BreakPool`, with workers killed only by their own calls, no
+    /// such call reported its own death: the first to fail must have.
+    NoOwnDeath {
+        /// The calls that killed their workers.
+        crashes: Vec<&'static str>,
+    },
 }
 
 impl Violation {
@@ -184,16 +217,19 @@ impl Violation {
             Violation::WrongResult { .. } => "wrong results",
             Violation::WrongError { .. }
             | Violation::WrongDeath { .. }
-            | Violation::TooManyTerminated { .. } => "wrong errors",
+            | Violation::TooManyTerminated { .. }
+            | Violation::UnexplainedDeath { .. }
+            | Violation::NoOwnDeath { .. } => "wrong errors",
             Violation::Contract(_) => "broken contracts",
             Violation::Orphan(_) => "orphans",
             Violation::Zombie(_) => "zombies",
             Violation::LeakedFds { .. } => "leaked fds",
+            Violation::TooFewFaults { .. } => "too few faults",
         }
     }
 
     /// Every summary row, in order.
-    pub const CLASSES: [&'static str; 8] = [
+    pub const CLASSES: [&'static str; 9] = [
         "lost",
         "hung",
         "wrong results",
@@ -202,6 +238,7 @@ impl Violation {
         "orphans",
         "zombies",
         "leaked fds",
+        "too few faults",
     ];
 
     /// What it has in common with violations of the same cause: the
@@ -215,6 +252,7 @@ impl Violation {
                 ..
             } => format!("{} {rejected} {allowed:?}", got.kind.name()),
             Violation::WrongDeath { want, got, .. } => format!("death {want:?} {got:?}"),
+            Violation::UnexplainedDeath { got, .. } => format!("unexplained {:?}", got.exit),
             Violation::Lost { .. } | Violation::Hung { .. } => self.class().to_owned(),
             _ => self.to_string(),
         }
@@ -278,6 +316,26 @@ impl fmt::Display for Violation {
                     "leaked fds: {before} open before the round, {after} after"
                 )
             }
+            Violation::TooFewFaults { need, got, misses } => {
+                write!(
+                    f,
+                    "too few faults: {got} injected, the scenario needs {need}"
+                )?;
+                if misses.is_empty() {
+                    Ok(())
+                } else {
+                    write!(f, "; missed: {}", misses.join("; "))
+                }
+            }
+            Violation::UnexplainedDeath { task, got } => write!(
+                f,
+                "unexplained death: `{task}` reported {got:?}, which no fault of the round causes"
+            ),
+            Violation::NoOwnDeath { crashes } => write!(
+                f,
+                "no own death: under BreakPool none of the calls that killed their worker \
+                 ({crashes:?}) reported its own exit and task"
+            ),
         }
     }
 }
@@ -307,6 +365,7 @@ impl RoundReport {
         let mut found: Vec<Violation> =
             self.ledger.entries.iter().filter_map(check_entry).collect();
         found.extend(self.check_budget());
+        found.extend(super::deaths::check(&self.ledger));
         found.extend(
             self.ledger
                 .broken_contracts
@@ -314,6 +373,7 @@ impl RoundReport {
                 .cloned()
                 .map(Violation::Contract),
         );
+        found.extend(self.check_faults());
         found.extend(check_hygiene(&self.hygiene));
         found
     }
@@ -323,20 +383,47 @@ impl RoundReport {
         self.check().is_empty()
     }
 
+    /// Under `Respawn`, no more calls (a group counting once) failed with
+    /// `TerminatedWorker` than workers died.
     fn check_budget(&self) -> Option<Violation> {
         if !self.ledger.respawn_budget {
             return None;
         }
-        let failed = self
-            .ledger
-            .entries
-            .iter()
-            .filter(|e| {
-                matches!(&e.outcome, Some(Outcome::Failed(f)) if f.kind == ErrorKind::TerminatedWorker)
-            })
-            .count();
+        let mut failed_groups = Vec::new();
+        let mut failed = 0;
+        for entry in &self.ledger.entries {
+            let terminated = matches!(&entry.outcome,
+                Some(Outcome::Failed(f)) if f.kind == ErrorKind::TerminatedWorker);
+            if !terminated {
+                continue;
+            }
+            match entry.group {
+                Some(group) if failed_groups.contains(&group) => {}
+                Some(group) => {
+                    failed_groups.push(group);
+                    failed += 1;
+                }
+                None => failed += 1,
+            }
+        }
         let deaths = self.ledger.deaths();
         (failed > deaths).then_some(Violation::TooManyTerminated { failed, deaths })
+    }
+
+    /// Every need of the round's scenario is met.
+    fn check_faults(&self) -> Vec<Violation> {
+        self.ledger
+            .needs
+            .iter()
+            .filter_map(|need| {
+                let got = need.count_in(&self.ledger.faults);
+                (got < need.count).then(|| Violation::TooFewFaults {
+                    need: *need,
+                    got,
+                    misses: self.ledger.misses.clone(),
+                })
+            })
+            .collect()
     }
 }
 

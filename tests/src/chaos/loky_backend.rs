@@ -8,12 +8,13 @@ use loky::diagnostics::{
     ABORT, ALLOCATE, ECHO_BYTES, ECHO_I64, EXIT, PANIC, PID, SEGFAULT, SLEEP, SPAWN_SLEEPER,
 };
 use loky::{
-    CallOptions, CrashPolicy, Error, ExecutorBuilder, ProcessPoolExecutor, Shutdown, WorkerProgram,
+    CallOptions, CrashPolicy, Error, ExecutorBuilder, ProcessPoolExecutor, ReturnWhen, Shutdown,
+    WorkerProgram,
 };
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
-use super::backend::{Backend, Pending, Pool, PoolSettings};
+use super::backend::{Backend, INIT_ARG, Pending, Pool, PoolSettings, Waited};
 use super::model::{Call, Death, ErrorKind, Exit, Failure, Outcome, Policy, Signal, Value};
 use super::model::{digest, payload};
 use super::probe::{self, PidFd};
@@ -57,6 +58,15 @@ impl LokyBackend {
             .env("LOKY_CHAOS_GENERATION", settings.generation.to_string());
         if let Some(limit) = settings.memory_limit {
             builder = builder.memory_limit(limit);
+        }
+        if settings.initializer {
+            builder = builder.initializer(crate::INIT, INIT_ARG.to_owned());
+        }
+        if let Some(n) = settings.max_tasks_per_child {
+            builder = builder.max_tasks_per_child(n);
+        }
+        if let Some(timeout) = settings.idle_timeout {
+            builder = builder.idle_timeout(timeout);
         }
         builder
     }
@@ -116,6 +126,12 @@ impl Pool for LokyPool {
             Call::SpawnSleeper(d) => ex
                 .submit_with(SPAWN_SLEEPER, *d, options)
                 .map(|f| LokyFuture::Sleeper(f, self.sleepers.clone())),
+            Call::InitValue => ex
+                .submit_with(crate::INIT_VALUE, (), options)
+                .map(LokyFuture::Init),
+            Call::EchoOrExit(x, code) => ex
+                .submit_with(crate::ECHO_OR_EXIT, (*x, *code), options)
+                .map(LokyFuture::Int),
         };
         match submitted {
             Ok(fut) => Ok(Box::new(fut)),
@@ -131,12 +147,56 @@ impl Pool for LokyPool {
         probe::signal_child(pid, signal.number())
     }
 
+    fn map_flaky(&self, inputs: Vec<i64>, chunksize: usize, timeout: Duration) -> Vec<Outcome> {
+        let n = inputs.len();
+        let map = self.ex.map(crate::FLAKY, inputs).chunksize(chunksize);
+        let mut outcomes = Vec::with_capacity(n);
+        for result in map.timeout(timeout) {
+            match result {
+                Err(Error::Timeout) => {
+                    // What the map did not yield by its timeout hung.
+                    outcomes.resize(n.max(outcomes.len()), Outcome::Hung);
+                    break;
+                }
+                Ok(value) => outcomes.push(Outcome::Value(flaky_value(value))),
+                Err(err) => outcomes.push(Outcome::Failed(classify(&err))),
+            }
+        }
+        outcomes
+    }
+
+    fn wait(&self, futures: &[&dyn Pending], how: ReturnWhen, timeout: Duration) -> Waited {
+        let futures = integer_futures(futures);
+        let waited = loky::wait(&futures, Some(timeout), how);
+        Waited {
+            done: waited
+                .done
+                .iter()
+                .map(|f| settle(f, Duration::ZERO, Value::Int))
+                .collect(),
+            not_done: waited.not_done.len(),
+        }
+    }
+
+    fn as_completed(&self, futures: &[&dyn Pending], timeout: Duration) -> Vec<Option<Outcome>> {
+        loky::as_completed(integer_futures(futures), Some(timeout))
+            .map(|yielded| match yielded {
+                Ok(fut) => Some(settle(&fut, Duration::ZERO, Value::Int)),
+                Err(_timeout) => None,
+            })
+            .collect()
+    }
+
     fn shutdown(&self, how: Shutdown) {
         self.ex.shutdown_with(how);
     }
 
     fn is_broken(&self) -> bool {
         self.ex.is_broken()
+    }
+
+    fn is_shut_down(&self) -> bool {
+        self.ex.is_shutdown()
     }
 
     fn same_pool(&self, other: &dyn Pool) -> bool {
@@ -160,6 +220,48 @@ enum LokyFuture {
     Flaky(loky::Future<Result<i64, String>>),
     Size(loky::Future<u64>),
     Sleeper(loky::Future<u32>, Sleepers),
+    Init(loky::Future<Option<String>>),
+}
+
+/// Runs `$body` with `$f` bound to the `loky::Future` of any variant.
+macro_rules! with_future {
+    ($self:expr, $f:ident => $body:expr) => {
+        match $self {
+            LokyFuture::Int($f) => $body,
+            LokyFuture::Bytes($f) => $body,
+            LokyFuture::Unit($f) => $body,
+            LokyFuture::Pid($f) => $body,
+            LokyFuture::Flaky($f) => $body,
+            LokyFuture::Size($f) => $body,
+            LokyFuture::Sleeper($f, _) => $body,
+            LokyFuture::Init($f) => $body,
+        }
+    };
+}
+
+/// The loky futures of integer-valued calls among `futures`.
+///
+/// # Panics
+///
+/// On any other future: a scenario bug.
+fn integer_futures(futures: &[&dyn Pending]) -> Vec<loky::Future<i64>> {
+    futures
+        .iter()
+        .map(
+            |pending| match pending.as_any().downcast_ref::<LokyFuture>() {
+                Some(LokyFuture::Int(f)) => f.clone(),
+                _ => panic!("wait and as_completed take futures of integer-valued calls"),
+            },
+        )
+        .collect()
+}
+
+/// The value of a `FLAKY` call.
+fn flaky_value(result: Result<i64, String>) -> Value {
+    match result {
+        Ok(x) => Value::Int(x),
+        Err(text) => Value::Returned(text),
+    }
 }
 
 impl Pending for LokyFuture {
@@ -172,28 +274,30 @@ impl Pending for LokyFuture {
             }),
             LokyFuture::Unit(f) => settle(f, timeout, |()| Value::Unit),
             LokyFuture::Pid(f) => settle(f, timeout, Value::Pid),
-            LokyFuture::Flaky(f) => settle(f, timeout, |r| match r {
-                Ok(x) => Value::Int(x),
-                Err(text) => Value::Returned(text),
-            }),
+            LokyFuture::Flaky(f) => settle(f, timeout, flaky_value),
             LokyFuture::Size(f) => settle(f, timeout, |n| Value::Int(n as i64)),
             LokyFuture::Sleeper(f, sleepers) => settle(f, timeout, |pid| {
                 track_sleeper(pid, sleepers);
                 Value::Pid(pid)
             }),
+            LokyFuture::Init(f) => settle(f, timeout, Value::Init),
         }
     }
 
     fn kill(&self) -> bool {
-        match self {
-            LokyFuture::Int(f) => f.kill(),
-            LokyFuture::Bytes(f) => f.kill(),
-            LokyFuture::Unit(f) => f.kill(),
-            LokyFuture::Pid(f) => f.kill(),
-            LokyFuture::Flaky(f) => f.kill(),
-            LokyFuture::Size(f) => f.kill(),
-            LokyFuture::Sleeper(f, _) => f.kill(),
-        }
+        with_future!(self, f => f.kill())
+    }
+
+    fn cancel(&self) -> bool {
+        with_future!(self, f => f.cancel())
+    }
+
+    fn on_done(&self, callback: Box<dyn FnOnce(bool) + Send>) {
+        with_future!(self, f => f.add_done_callback(move |fut| callback(fut.done())))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

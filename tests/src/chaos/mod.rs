@@ -4,10 +4,13 @@
 //!
 //! Run it with `cargo run --release -p loky-tests --bin loky-chaos --
 //! [--seed N] [--rounds N] [--round K]` (`cargo xtask test` does). Every
-//! round draws a scenario ([`scenario::Scenario`]) and its random choices
-//! from the run's seed, which is printed first: `--seed` replays the same
+//! round draws a scenario ([`scenario::SCENARIOS`]) and its random choices
+//! from the run's seed, which is printed first, and again in the line of
+//! every failed round and the closing line: `--seed` replays the same
 //! choices (fault *timing* stays up to the machine), `--round K` replays
-//! one round alone.
+//! one round alone. Each scenario names the faults every round of it must
+//! inject; a round that injected fewer fails ("too few faults"), with the
+//! reasons its injections missed.
 //!
 //! # Layout
 //!
@@ -16,8 +19,8 @@
 //! - [`ledger`]: the record of a round and the invariant checker
 //!   ([`ledger::RoundReport::check`]), testable on fabricated observations.
 //! - [`backend`]: the executor seen through small traits; [`loky_backend`]
-//!   is loky, [`fake`] an in-memory stand-in with injectable bugs for the
-//!   harness's own tests.
+//!   is loky, [`fake`] an in-memory stand-in with injectable bugs
+//!   ([`bugs`]) for the harness's own tests.
 //! - [`scenario`]: the scenarios; [`parent`]: the parent-death scenario.
 //! - [`probe`]: `/proc`, pidfds and signals; [`runner`] and [`summary`]:
 //!   the run and its table.
@@ -25,21 +28,27 @@
 //! # Invariants
 //!
 //! Every future resolves, to a value or to an error its round allows; none
-//! hangs past its deadline; no value is wrong; under `Respawn` no more calls
-//! fail with `TerminatedWorker` than workers died; no worker (or process a
-//! task started) outlives its pool or its parent; no zombie; no descriptor
-//! leaked.
+//! hangs past its deadline; no value is wrong; every `TerminatedWorker`
+//! reports a death a fault of the round caused, and under `BreakPool` the
+//! first call to fail names its own exit and task; under `Respawn` no more
+//! calls fail with `TerminatedWorker` than workers died; no worker (or
+//! process a task started) outlives its pool or its parent; no zombie; no
+//! descriptor leaked; every round injected what its scenario needs.
 //!
 //! # Self-test
 //!
 //! The hidden option `--self-test-bug NAME` (left out of `--help`: it is
 //! no chaos run) runs the rounds against the in-memory fake executor of
-//! [`fake`] with the injected bug `NAME` ([`fake::Bug::name`]) instead of
-//! loky, by default on the `task-faults` scenario. Such a run must report
-//! the violation and exit with a failure: the end-to-end test of the
-//! harness (`tests/tests/chaos_harness.rs`) checks that the program does.
+//! [`fake`] with the injected bug `NAME` ([`bugs::Bug::name`]) instead of
+//! loky, by default on a scenario that meets it ([`bugs::Bug::scenario`]).
+//! Such a run must report the violation in the bug's summary row and exit
+//! with a failure: the end-to-end test of the harness
+//! (`tests/tests/chaos_harness.rs`) checks that the program does, for every
+//! bug, the leaks of a real orphan, zombie and descriptor among them.
 
 pub mod backend;
+pub mod bugs;
+mod deaths;
 pub mod expect;
 pub mod fake;
 pub mod ledger;
@@ -58,15 +67,27 @@ use std::process::ExitCode;
 /// on two cores.
 pub const DEFAULT_ROUNDS: u64 = 400;
 
-const USAGE: &str = "usage: loky-chaos [--seed N] [--rounds N] [--round K] [--scenario NAME] [-v]\n\
-    \n\
-    --seed N           seed of the random choices (default: from the clock; printed)\n\
-    --rounds N         number of rounds (default: 400)\n\
-    --round K          run round K of the seed's run alone (to replay a failure)\n\
-    --scenario NAME    run only this scenario (task-faults, external-kills, kill-idle,\n\
-    \x20                  kill-during-payload, shutdown-in-flight, kill-during-shutdown,\n\
-    \x20                  deadlines, reusable, parent-killed)\n\
-    -v, --verbose      a line for every round (default: failed rounds and progress)";
+/// The text of `--help`.
+fn usage() -> String {
+    let mut text = format!(
+        "usage: loky-chaos [--seed N] [--rounds N] [--round K] [--scenario NAME] [-v]\n\n\
+         --seed N           seed of the random choices (default: from the clock; printed)\n\
+         --rounds N         number of rounds (default: {DEFAULT_ROUNDS})\n\
+         --round K          run round K of the seed's run alone (to replay a failure)\n\
+         --scenario NAME    run only this scenario (every round):\n"
+    );
+    for scenario in scenario::SCENARIOS {
+        text.push_str(&format!(
+            "                     {:<22} {}\n",
+            scenario.name(),
+            scenario.about()
+        ));
+    }
+    text.push_str(
+        "-v, --verbose      a line for every round (default: failed rounds and progress)",
+    );
+    text
+}
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,10 +143,10 @@ impl Command {
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
-        if options.fake_bug.is_some() {
+        if let Some(bug) = options.fake_bug {
             // The fake has no processes: only generic scenarios run on it.
             match options.scenario {
-                None => options.scenario = Some(scenario::Scenario::TaskFaults),
+                None => options.scenario = scenario::Scenario::named(bug.scenario()),
                 Some(s) if !s.is_generic() => {
                     return Err(format!("the fake executor cannot run {}", s.name()));
                 }
@@ -142,11 +163,11 @@ pub fn main(args: &[String]) -> ExitCode {
         Ok(Command::Run(options)) => runner::run(options),
         Ok(Command::Parent(workers)) => parent::serve_as_parent(workers),
         Ok(Command::Help) => {
-            println!("{USAGE}");
+            println!("{}", usage());
             ExitCode::SUCCESS
         }
         Err(message) => {
-            eprintln!("loky-chaos: {message}\n{USAGE}");
+            eprintln!("loky-chaos: {message}\n{}", usage());
             ExitCode::from(2)
         }
     }
@@ -181,7 +202,10 @@ mod tests {
         assert_eq!(parse(&["parent", "2"]), Ok(Command::Parent(2)));
         assert!(parse(&["--seed"]).is_err());
         assert!(parse(&["--fast"]).is_err());
-        assert!(USAGE.contains(&format!("(default: {DEFAULT_ROUNDS})")));
+        assert!(usage().contains(&format!("(default: {DEFAULT_ROUNDS})")));
+        for scenario in scenario::SCENARIOS {
+            assert!(usage().contains(scenario.name()), "{scenario:?}");
+        }
     }
 
     #[test]
@@ -190,7 +214,10 @@ mod tests {
             panic!("a run");
         };
         assert_eq!(options.fake_bug, Some(fake::Bug::WrongEcho));
-        assert_eq!(options.scenario, Some(scenario::Scenario::TaskFaults));
+        assert_eq!(
+            options.scenario,
+            scenario::Scenario::named("external-kills")
+        );
         let Ok(Command::Run(options)) = parse(&[
             "--scenario",
             "kill-idle",
@@ -199,7 +226,7 @@ mod tests {
         ]) else {
             panic!("a run");
         };
-        assert_eq!(options.scenario, Some(scenario::Scenario::KillIdle));
+        assert_eq!(options.scenario, scenario::Scenario::named("kill-idle"));
         assert!(parse(&["--self-test-bug", "no-such-bug"]).is_err());
         assert!(
             parse(&[
@@ -213,6 +240,6 @@ mod tests {
         for bug in fake::Bug::ALL {
             assert_eq!(fake::Bug::named(bug.name()), Some(bug));
         }
-        assert!(!USAGE.contains("self-test"), "the option is hidden");
+        assert!(!usage().contains("self-test"), "the option is hidden");
     }
 }

@@ -37,6 +37,10 @@ pub enum Call {
     /// `SPAWN_SLEEPER`: starts a `sleep` in the worker's process group and
     /// returns its pid.
     SpawnSleeper(Duration),
+    /// `INIT_VALUE`: what the pool's initializer stored in the worker.
+    InitValue,
+    /// `ECHO_OR_EXIT`: returns the integer, or exits with the code.
+    EchoOrExit(i64, Option<i32>),
 }
 
 impl Call {
@@ -54,6 +58,8 @@ impl Call {
             Call::Exit(_) => "exit",
             Call::Allocate(_) => "allocate",
             Call::SpawnSleeper(_) => "spawn_sleeper",
+            Call::InitValue => "init_value",
+            Call::EchoOrExit(..) => "echo_or_exit",
         }
     }
 }
@@ -94,6 +100,8 @@ pub enum Value {
     Pid(u32),
     /// An error the task returned as its value (`Ok(Err(text))`).
     Returned(String),
+    /// What an initializer stored in the worker (`INIT_VALUE`).
+    Init(Option<String>),
 }
 
 /// The class of an error, as the summary counts them.
@@ -221,7 +229,7 @@ pub enum Fault {
     /// A signal sent to a worker from outside while a call with a payload
     /// of several MiB was still unresolved (counted instead of its
     /// [`Fault::Signal`]).
-    TransferKill,
+    TransferKill(Signal),
     /// A task that kills its worker with SIGSEGV.
     SegfaultTask,
     /// A task that aborts.
@@ -244,6 +252,29 @@ pub enum Fault {
     ShutdownKill,
     /// The parent of a pool SIGKILLed.
     ParentKill,
+    /// `Future::cancel` of a call that had not started (it returned true).
+    Cancel,
+    /// A pause longer than the pool's idle timeout: its workers leave.
+    IdleGap,
+}
+
+impl Fault {
+    /// The signal sent from outside, for the faults that are one.
+    pub fn signal(self) -> Option<Signal> {
+        match self {
+            Fault::Signal(signal) | Fault::TransferKill(signal) => Some(signal),
+            _ => None,
+        }
+    }
+
+    /// Whether the fault kills a worker (from outside or by its task).
+    pub fn kills_worker(self) -> bool {
+        self.signal().is_some()
+            || matches!(
+                self,
+                Fault::SegfaultTask | Fault::AbortTask | Fault::ExitTask | Fault::MemoryTask
+            )
+    }
 }
 
 /// A signal the suite sends.
@@ -277,7 +308,9 @@ impl fmt::Display for Fault {
             Fault::Signal(Signal::Kill) => "SIGKILL from outside",
             Fault::Signal(Signal::Term) => "SIGTERM from outside",
             Fault::Signal(Signal::Segv) => "SIGSEGV from outside",
-            Fault::TransferKill => "kill during a large transfer",
+            Fault::TransferKill(Signal::Kill) => "SIGKILL during a large transfer",
+            Fault::TransferKill(Signal::Term) => "SIGTERM during a large transfer",
+            Fault::TransferKill(Signal::Segv) => "SIGSEGV during a large transfer",
             Fault::SegfaultTask => "segfaulting task",
             Fault::AbortTask => "aborting task",
             Fault::ExitTask => "exiting task",
@@ -289,6 +322,8 @@ impl fmt::Display for Fault {
             Fault::Shutdown => "shutdown in flight",
             Fault::ShutdownKill => "shutdown(kill_workers) in flight",
             Fault::ParentKill => "parent SIGKILLed",
+            Fault::Cancel => "Future::cancel of a pending call",
+            Fault::IdleGap => "pause past the idle timeout",
         };
         f.write_str(name)
     }

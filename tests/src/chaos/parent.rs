@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
-use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -17,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use loky::{ProcessPoolExecutor, WorkerProgram};
 
-use super::ledger::Ledger;
 use super::model::Fault;
 use super::probe::{self, PidFd};
 use super::rng::Rng;
+use super::scenario::Ctx;
 
 /// How long the parent may take to start its workers.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,11 +76,15 @@ fn run_parent(workers: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The scenario: starts `exe parent N`, SIGKILLs it at a random moment
-/// after its workers run, reaps it, and returns the ledger and the workers
-/// that outlived it.
-pub fn parent_killed(exe: &Path, rng: &mut Rng) -> (Ledger, Vec<u32>) {
-    let mut ledger = Ledger::default();
+/// The scenario: starts `exe parent N` (`exe` is the chaos program),
+/// SIGKILLs it at a random moment after its workers run, reaps it, and
+/// records the workers that outlived it as orphans.
+pub(crate) fn parent_killed(ctx: Ctx<'_>, rng: &mut Rng) {
+    let ledger = ctx.ledger;
+    let Some(exe) = ctx.exe else {
+        ledger.require(false, || "parent-killed needs the chaos program".to_owned());
+        return;
+    };
     let workers = rng.range(1, 3);
     let mut parent = match Command::new(exe)
         .args(["parent", &workers.to_string()])
@@ -91,7 +94,7 @@ pub fn parent_killed(exe: &Path, rng: &mut Rng) -> (Ledger, Vec<u32>) {
         Ok(child) => child,
         Err(e) => {
             ledger.require(false, || format!("could not start the parent program: {e}"));
-            return (ledger, Vec::new());
+            return;
         }
     };
     let (line, reader) = read_report(&mut parent);
@@ -104,8 +107,10 @@ pub fn parent_killed(exe: &Path, rng: &mut Rng) -> (Ledger, Vec<u32>) {
     });
     // The moment of the kill is the fault.
     std::thread::sleep(rng.millis(0, 30));
-    ledger.fault(Fault::ParentKill);
-    let _ = parent.kill();
+    match parent.kill() {
+        Ok(()) => ledger.fault(Fault::ParentKill),
+        Err(e) => ledger.miss(format!("SIGKILL to the parent: {e}")),
+    }
     let _ = parent.wait();
     let _ = reader.join();
     let orphans = handles
@@ -114,9 +119,8 @@ pub fn parent_killed(exe: &Path, rng: &mut Rng) -> (Ledger, Vec<u32>) {
         .map(|h| {
             h.send(libc::SIGKILL);
             h.pid()
-        })
-        .collect();
-    (ledger, orphans)
+        });
+    ledger.orphans.extend(orphans);
 }
 
 /// The first line the parent prints (empty if none comes in time), and

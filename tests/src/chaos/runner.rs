@@ -2,7 +2,7 @@
 //! hygiene, checks it, and prints the summary.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -12,10 +12,9 @@ use loky::{Shutdown, WorkerProgram};
 
 use super::backend::{Backend, PoolSettings};
 use super::fake::{Bug, FakeBackend};
-use super::ledger::{Hygiene, Ledger, RoundReport, Violation};
+use super::ledger::{Hygiene, RoundReport, Violation};
 use super::loky_backend::LokyBackend;
 use super::model::{Call, Policy};
-use super::parent;
 use super::probe::{self, PidFd};
 use super::rng::Rng;
 use super::scenario::Scenario;
@@ -38,7 +37,7 @@ pub struct Options {
     /// Run only this round (to replay it).
     pub only: Option<u64>,
     /// Run only this scenario (every round).
-    pub scenario: Option<Scenario>,
+    pub scenario: Option<&'static Scenario>,
     /// Print a line for every round, not only for failed ones.
     pub verbose: bool,
     /// The harness's self-test: run against the in-memory fake executor
@@ -96,6 +95,7 @@ pub fn run(options: Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The seed comes first: whatever happens next, the run can be replayed.
     println!(
         "chaos: seed {} ({} rounds; replay with --seed {})",
         options.seed, options.rounds, options.seed
@@ -179,7 +179,7 @@ impl Runner {
     }
 
     /// Runs, checks and reports one round; false if the run must stop.
-    fn round(&mut self, round: u64, scenario: Scenario, rng: Rng) -> bool {
+    fn round(&mut self, round: u64, scenario: &'static Scenario, rng: Rng) -> bool {
         let fds_before = probe::open_fds();
         let started = Instant::now();
         let report = match self.execute(round, scenario, rng) {
@@ -197,7 +197,10 @@ impl Runner {
             }
             RoundEnd::Panicked => {
                 println!(
-                    "round {round:>4} {:<22} FAILED: the scenario panicked",
+                    "round {round:>4} {:<22} FAILED: the scenario panicked; replay: loky-chaos \
+                     --seed {} --round {round} --scenario {}",
+                    scenario.name(),
+                    self.options.seed,
                     scenario.name()
                 );
                 self.summary.add_hung_round(scenario.name());
@@ -205,7 +208,8 @@ impl Runner {
             }
         };
         let mut report = *report;
-        report.hygiene = self.hygiene(fds_before, report.hygiene.orphans);
+        let orphans = std::mem::take(&mut report.ledger.orphans);
+        report.hygiene = self.hygiene(fds_before, orphans);
         report.elapsed = started.elapsed();
         let violations = report.check();
         self.print_round(&report, &violations);
@@ -214,7 +218,7 @@ impl Runner {
     }
 
     /// Runs the scenario on a thread of its own, so that a hang is seen.
-    fn execute(&self, round: u64, scenario: Scenario, mut rng: Rng) -> RoundEnd {
+    fn execute(&self, round: u64, scenario: &'static Scenario, mut rng: Rng) -> RoundEnd {
         let (tx, rx) = mpsc::channel();
         let target = self.target.clone();
         let exe = self.exe.clone();
@@ -222,22 +226,19 @@ impl Runner {
             .name(format!("chaos-round-{round}"))
             .spawn(move || {
                 let backend = target.backend();
-                let _ = tx.send(run_scenario(scenario, backend, &exe, &mut rng, round));
+                let _ = tx.send(scenario.run(backend, Some(&exe), &mut rng, round));
             });
         let Ok(thread) = spawned else {
             return RoundEnd::Panicked;
         };
         match rx.recv_timeout(ROUND_LIMIT) {
-            Ok((ledger, orphans)) => {
+            Ok(ledger) => {
                 let _ = thread.join();
                 RoundEnd::Done(Box::new(RoundReport {
                     round,
                     scenario: scenario.name(),
                     ledger,
-                    hygiene: Hygiene {
-                        orphans,
-                        ..Hygiene::default()
-                    },
+                    hygiene: Hygiene::default(),
                     elapsed: Duration::ZERO,
                 }))
             }
@@ -329,19 +330,4 @@ fn group(violations: &[Violation]) -> Vec<(usize, &Violation)> {
         }
     }
     groups.into_iter().map(|(_, n, v)| (n, v)).collect()
-}
-
-/// Runs `scenario`: its ledger and the processes that outlived their
-/// parent.
-fn run_scenario(
-    scenario: Scenario,
-    backend: &dyn Backend,
-    exe: &Path,
-    rng: &mut Rng,
-    round: u64,
-) -> (Ledger, Vec<u32>) {
-    match scenario.run(backend, rng, round) {
-        Some(ledger) => (ledger, Vec::new()),
-        None => parent::parent_killed(exe, rng),
-    }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::ledger::{RoundReport, Violation};
 use super::model::{ErrorKind, Fault, Outcome, Value};
+use super::scenario::Scenario;
 
 /// Totals over every round of a run.
 #[derive(Debug, Clone, Default)]
@@ -28,8 +29,8 @@ pub struct Summary {
     pub violations: BTreeMap<&'static str, usize>,
     /// Faults injected, by kind.
     pub faults: BTreeMap<Fault, usize>,
-    /// Rounds run, by scenario.
-    pub scenarios: BTreeMap<&'static str, usize>,
+    /// Rounds run and faults injected, by scenario.
+    pub scenarios: BTreeMap<&'static str, (usize, usize)>,
 }
 
 impl Summary {
@@ -40,7 +41,9 @@ impl Summary {
         } else {
             self.failed += 1;
         }
-        *self.scenarios.entry(report.scenario).or_default() += 1;
+        let (rounds, faults) = self.scenarios.entry(report.scenario).or_default();
+        *rounds += 1;
+        *faults += report.ledger.faults.len();
         for violation in violations {
             *self.violations.entry(violation.class()).or_default() += violation.weight();
         }
@@ -55,7 +58,7 @@ impl Summary {
     /// Records a round that never finished.
     pub fn add_hung_round(&mut self, scenario: &'static str) {
         self.failed += 1;
-        *self.scenarios.entry(scenario).or_default() += 1;
+        self.scenarios.entry(scenario).or_default().0 += 1;
         *self.violations.entry("hung").or_default() += 1;
     }
 
@@ -77,7 +80,7 @@ impl Summary {
         self.failed == 0
     }
 
-    /// The table, then the closing line `chaos: N passed, M failed`.
+    /// The table, then the closing line `chaos: N passed, M failed (seed S)`.
     pub fn render(&self, seed: u64, wall: Duration) -> String {
         let mut out = String::new();
         let mut row = |indent: usize, name: &str, value: String| {
@@ -108,12 +111,32 @@ impl Summary {
         for (fault, n) in &self.faults {
             row(2, &fault.to_string(), n.to_string());
         }
-        row(0, "rounds by scenario", String::new());
-        for (scenario, n) in &self.scenarios {
-            row(2, scenario, n.to_string());
-        }
         row(0, "wall time", format!("{:.1}s", wall.as_secs_f64()));
-        let _ = writeln!(out, "chaos: {} passed, {} failed", self.passed, self.failed);
+        self.render_scenarios(&mut out);
+        let _ = writeln!(
+            out,
+            "chaos: {} passed, {} failed (seed {seed})",
+            self.passed, self.failed
+        );
         out
+    }
+
+    /// Rounds and faults by scenario, with what each round must inject.
+    fn render_scenarios(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "  {:<26} {:>7} {:>7}  each round needs",
+            "by scenario", "rounds", "faults"
+        );
+        for (&name, (rounds, faults)) in &self.scenarios {
+            let needs: Vec<String> = Scenario::named(name)
+                .map(|s| s.needs().iter().map(ToString::to_string).collect())
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    {name:<24} {rounds:>7} {faults:>7}  {}",
+                needs.join(", ")
+            );
+        }
     }
 }

@@ -25,7 +25,10 @@ pub(super) fn task_faults(mut ctx: Ctx<'_>, rng: &mut Rng) {
         ..PoolSettings::new(rng.range(2, 3) as usize, policy)
     };
     let n = rng.range(40, 120);
-    let calls: Vec<Call> = (0..n).map(|_| faulty_call(rng, memory_limit)).collect();
+    let mut calls: Vec<Call> = (0..n).map(|_| faulty_call(rng, memory_limit)).collect();
+    // At least one call kills its worker, wherever it falls.
+    let at = rng.below(n) as usize;
+    calls[at] = killing_call(rng, memory_limit);
     let hazards = Hazards {
         crashes: calls.iter().any(|c| kills_worker(c, memory_limit)),
         memory_limit,
@@ -85,9 +88,7 @@ pub(super) fn kill_idle(mut ctx: Ctx<'_>, rng: &mut Rng) {
     submit_all(&*pool, ctx.ledger, &mut first, calls, &quiet, rng);
     first.collect(ctx.ledger, RESOLVE_GRACE);
     // Every call is answered: the workers are idle now.
-    for fault in kill_randomly(&*pool, rng.split(), 1, (0, 0)) {
-        ctx.ledger.fault(fault);
-    }
+    kill_randomly(&*pool, rng.split(), 1, (0, 0)).record(ctx.ledger);
     let hazards = Hazards {
         external_kills: true,
         ..quiet
@@ -164,35 +165,34 @@ fn kill_mid_transfer(
     // The delay is the fault's timing, not a wait for anything.
     std::thread::sleep(rng.millis(0, 25));
     let before: Vec<&EntryId> = bigs.iter().filter(unresolved).collect();
-    let delivered = kill_randomly(pool, rng.split(), 1, (0, 0));
+    let mut injection = kill_randomly(pool, rng.split(), 1, (0, 0));
     let mid_transfer = before.iter().any(unresolved);
-    for fault in delivered {
-        ledger.fault(if mid_transfer {
-            Fault::TransferKill
-        } else {
-            fault
-        });
+    for fault in &mut injection.faults {
+        if let (true, Some(signal)) = (mid_transfer, fault.signal()) {
+            *fault = Fault::TransferKill(signal);
+        }
     }
+    injection.record(ledger);
 }
 
 /// Runs `load` while a thread kills `kills.0` workers of `pool` after
-/// delays drawn from `kills.1` (ms); records the kills delivered.
-pub(super) fn under_fire(
+/// delays drawn from `kills.1` (ms); records the kills delivered and the
+/// misses; what `load` returns.
+pub(super) fn under_fire<R>(
     pool: &dyn Pool,
     ledger: &mut Ledger,
     rng: &mut Rng,
     kills: (u64, (u64, u64)),
-    load: impl FnOnce(&mut Ledger, &mut Rng),
-) {
+    load: impl FnOnce(&mut Ledger, &mut Rng) -> R,
+) -> R {
     let killer_rng = rng.split();
-    let faults = std::thread::scope(|scope| {
+    let (loaded, injection) = std::thread::scope(|scope| {
         let killer = scope.spawn(move || kill_randomly(pool, killer_rng, kills.0, kills.1));
-        load(ledger, rng);
-        killer.join().expect("the killer thread panicked")
+        let loaded = load(ledger, rng);
+        (loaded, killer.join().expect("the killer thread panicked"))
     });
-    for fault in faults {
-        ledger.fault(fault);
-    }
+    injection.record(ledger);
+    loaded
 }
 
 /// The pool is not broken and runs new calls (after faults that must not
@@ -233,11 +233,20 @@ fn faulty_call(rng: &mut Rng, memory_limit: Option<u64>) -> Call {
             _ => good_call(rng),
         };
     }
-    match rng.below(5) {
+    if rng.chance(20) {
+        Call::Panic
+    } else {
+        killing_call(rng, memory_limit)
+    }
+}
+
+/// A call that kills its worker: a segfault, an abort, an exit or (with a
+/// memory limit) an allocation past it.
+pub(super) fn killing_call(rng: &mut Rng, memory_limit: Option<u64>) -> Call {
+    match rng.below(4) {
         0 => Call::Segfault,
         1 => Call::Abort,
         2 => Call::Exit(*rng.pick(&EXIT_CODES)),
-        3 => Call::Panic,
         _ => match memory_limit {
             Some(limit) => Call::Allocate(limit * 4),
             None => Call::Segfault,
@@ -246,9 +255,9 @@ fn faulty_call(rng: &mut Rng, memory_limit: Option<u64>) -> Call {
 }
 
 /// Whether `call` kills its worker.
-fn kills_worker(call: &Call, memory_limit: Option<u64>) -> bool {
+pub(super) fn kills_worker(call: &Call, memory_limit: Option<u64>) -> bool {
     match call {
-        Call::Segfault | Call::Abort | Call::Exit(_) => true,
+        Call::Segfault | Call::Abort | Call::Exit(_) | Call::EchoOrExit(_, Some(_)) => true,
         Call::Allocate(n) => memory_limit.is_some_and(|limit| *n > limit),
         _ => false,
     }

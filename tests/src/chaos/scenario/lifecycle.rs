@@ -157,14 +157,20 @@ fn deadline_plans(rng: &mut Rng) -> Vec<Plan> {
     plans
 }
 
-/// `Future::kill` on each victim; a short call may have finished first.
+/// `Future::kill` on each victim; a short call may have finished first (a
+/// miss: nothing was killed).
 fn kill_futures(inflight: &InFlight, ledger: &mut Ledger, victims: &[(EntryId, bool)]) {
     for &(id, short) in victims {
         let Some(pending) = inflight.get(id) else {
+            ledger.miss("Future::kill: the call was refused at submit");
             continue;
         };
-        ledger.fault(Fault::FutureKill);
         let killed = pending.kill();
+        if killed {
+            ledger.fault(Fault::FutureKill);
+        } else {
+            ledger.miss("Future::kill: the call had finished");
+        }
         ledger.revise(id, |expect| expect.killed(killed, short));
     }
 }

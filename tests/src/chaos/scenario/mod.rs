@@ -5,10 +5,33 @@
 //! Random choices come from the round's [`Rng`]; fault timing uses short
 //! random delays (that is the injection itself), and outcomes are waited for
 //! with deadlines, never with sleeps.
+//!
+//! # Adding a scenario
+//!
+//! Write `fn NAME(ctx: Ctx<'_>, rng: &mut Rng)` in a module of this folder
+//! and add one entry to [`SCENARIOS`]: its name, what it does, its weight in
+//! the random mix, whether it needs real processes (the fake executor of
+//! the self-tests cannot run those), and the faults each of its rounds must
+//! inject ([`Need`]). `--scenario NAME`, the summary rows and the check
+//! that enough faults were injected follow from the entry.
+//!
+//! # Adding a fault
+//!
+//! Add a variant to [`Fault`] (and its `Display`). A call that injects it
+//! sets [`Expect::fault`](super::expect::Expect); an injection from outside
+//! records each fault it delivered with [`Ledger::fault`] and each attempt
+//! that delivered nothing, with the reason, with [`Ledger::miss`]: a round
+//! that injected fewer faults than its scenario needs fails, and the misses
+//! say why.
 
+mod api;
 mod faults;
+mod inject;
 mod lifecycle;
+mod recycle;
 
+use std::fmt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use loky::Shutdown;
@@ -16,8 +39,10 @@ use loky::Shutdown;
 use super::backend::{Backend, Pending, Pool, PoolSettings};
 use super::expect::{Expect, Hazards};
 use super::ledger::{EntryId, Ledger};
-use super::model::{Call, Fault, Outcome, Policy, Signal};
+use super::model::{Call, Fault, Outcome, Policy};
 use super::rng::Rng;
+
+pub use inject::kill_randomly;
 
 /// How long after its round's last action a future may take to resolve
 /// before it counts as hung: far beyond any task of the suite, so that only
@@ -28,132 +53,303 @@ pub const RESOLVE_GRACE: Duration = Duration::from_secs(20);
 /// so its own address space must fit well under it).
 pub const MEMORY_LIMIT: u64 = 256 << 20;
 
-/// A scenario of the chaos suite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scenario {
-    /// Tasks that segfault, abort, exit, panic, return errors or allocate
-    /// past the memory cap, among good ones.
-    TaskFaults,
-    /// Workers killed from outside (SIGKILL, SIGTERM, SIGSEGV) at random
-    /// moments under load.
-    ExternalKills,
-    /// A worker killed while idle, then more work.
-    KillIdle,
-    /// Workers killed while receiving or returning payloads of several MiB.
-    KillDuringPayload,
-    /// A shutdown (with or without `kill_workers`, `cancel_futures`, `wait`)
-    /// while tasks are in flight.
-    ShutdownInFlight,
-    /// Workers killed during a waiting shutdown.
-    KillDuringShutdown,
-    /// Task deadlines and `Future::kill`.
-    Deadlines,
-    /// The reusable executor broken, replaced and reused.
-    Reusable,
-    /// The parent of a pool SIGKILLed mid-work.
-    ParentKilled,
+/// A scenario of the chaos suite: one entry of [`SCENARIOS`].
+pub struct Scenario {
+    name: &'static str,
+    about: &'static str,
+    /// How often it comes up in the random mix, relative to the others.
+    weight: u64,
+    /// Whether it needs real processes (not the in-memory fake).
+    processes: bool,
+    /// What each round must inject.
+    needs: &'static [Need],
+    run: fn(Ctx<'_>, &mut Rng),
 }
 
-impl Scenario {
-    /// Every scenario.
-    pub const ALL: [Scenario; 9] = [
-        Scenario::TaskFaults,
-        Scenario::ExternalKills,
-        Scenario::KillIdle,
-        Scenario::KillDuringPayload,
-        Scenario::ShutdownInFlight,
-        Scenario::KillDuringShutdown,
-        Scenario::Deadlines,
-        Scenario::Reusable,
-        Scenario::ParentKilled,
-    ];
+/// A minimum number of injected faults of some kind, that every round of a
+/// scenario must reach.
+#[derive(Clone, Copy)]
+pub struct Need {
+    /// How many, at least.
+    pub count: usize,
+    /// What they are, for reports (`"external signal"`).
+    pub what: &'static str,
+    /// Whether a fault is one of them.
+    pub matches: fn(Fault) -> bool,
+}
 
-    /// Its name in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::TaskFaults => "task-faults",
-            Scenario::ExternalKills => "external-kills",
-            Scenario::KillIdle => "kill-idle",
-            Scenario::KillDuringPayload => "kill-during-payload",
-            Scenario::ShutdownInFlight => "shutdown-in-flight",
-            Scenario::KillDuringShutdown => "kill-during-shutdown",
-            Scenario::Deadlines => "deadlines",
-            Scenario::Reusable => "reusable",
-            Scenario::ParentKilled => "parent-killed",
-        }
+impl Need {
+    /// How many of `faults` are of this kind.
+    pub fn count_in(&self, faults: &[Fault]) -> usize {
+        faults.iter().filter(|&&f| (self.matches)(f)).count()
+    }
+}
+
+impl PartialEq for Need {
+    fn eq(&self, other: &Self) -> bool {
+        (self.count, self.what) == (other.count, other.what)
+    }
+}
+
+impl fmt::Debug for Need {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.count, self.what)
+    }
+}
+
+impl fmt::Display for Need {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, ">= {} {}", self.count, self.what)
+    }
+}
+
+/// At least one fault of the kinds `matches` accepts.
+const fn one(what: &'static str, matches: fn(Fault) -> bool) -> Need {
+    Need {
+        count: 1,
+        what,
+        matches,
+    }
+}
+
+const SIGNAL: Need = one("external signal", |f| f.signal().is_some());
+const WORKER_DEATH: Need = one("worker death", Fault::kills_worker);
+const DEADLINE: Need = one("deadline", |f| f == Fault::Deadline);
+const FUTURE_KILL: Need = one("Future::kill", |f| f == Fault::FutureKill);
+const SHUTDOWN: Need = one("shutdown", |f| {
+    matches!(f, Fault::Shutdown | Fault::ShutdownKill)
+});
+const PARENT_KILL: Need = one("parent SIGKILL", |f| f == Fault::ParentKill);
+const CANCEL: Need = one("cancel of a pending call", |f| f == Fault::Cancel);
+const IDLE_GAP: Need = one("pause past the idle timeout", |f| f == Fault::IdleGap);
+
+/// Every scenario, in the order of `--help`.
+pub static SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "task-faults",
+        about: "tasks that segfault, abort, exit, panic, return errors or pass the memory cap",
+        weight: 4,
+        processes: false,
+        needs: &[WORKER_DEATH],
+        run: faults::task_faults,
+    },
+    Scenario {
+        name: "external-kills",
+        about: "workers killed from outside (SIGKILL, SIGTERM, SIGSEGV) under load",
+        weight: 4,
+        processes: false,
+        needs: &[SIGNAL],
+        run: faults::external_kills,
+    },
+    Scenario {
+        name: "kill-idle",
+        about: "a worker killed while idle, then more work",
+        weight: 2,
+        processes: false,
+        needs: &[SIGNAL],
+        run: faults::kill_idle,
+    },
+    Scenario {
+        name: "kill-during-payload",
+        about: "workers killed while payloads of several MiB travel",
+        weight: 3,
+        processes: false,
+        needs: &[SIGNAL],
+        run: faults::kill_during_payload,
+    },
+    Scenario {
+        name: "shutdown-in-flight",
+        about: "a shutdown (wait, kill_workers, cancel_futures at random) with calls in flight",
+        weight: 3,
+        processes: false,
+        needs: &[SHUTDOWN],
+        run: lifecycle::shutdown_in_flight,
+    },
+    Scenario {
+        name: "kill-during-shutdown",
+        about: "workers killed during a waiting shutdown",
+        weight: 2,
+        processes: false,
+        needs: &[SHUTDOWN],
+        run: lifecycle::kill_during_shutdown,
+    },
+    Scenario {
+        name: "deadlines",
+        about: "task deadlines and Future::kill",
+        weight: 2,
+        processes: false,
+        needs: &[DEADLINE, FUTURE_KILL],
+        run: lifecycle::deadlines,
+    },
+    Scenario {
+        name: "reusable",
+        about: "the reusable executor broken, replaced and reused",
+        weight: 2,
+        processes: false,
+        needs: &[WORKER_DEATH, SHUTDOWN],
+        run: lifecycle::reusable,
+    },
+    Scenario {
+        name: "parent-killed",
+        about: "the parent of a pool SIGKILLed mid-work",
+        weight: 1,
+        processes: true,
+        needs: &[PARENT_KILL],
+        run: super::parent::parent_killed,
+    },
+    Scenario {
+        name: "map",
+        about: "map with panicking and erroring items while workers are killed",
+        weight: 2,
+        processes: false,
+        needs: &[SIGNAL],
+        run: api::map,
+    },
+    Scenario {
+        name: "wait-as-completed",
+        about: "wait (each ReturnWhen) and as_completed over calls that crash, panic or sleep",
+        weight: 2,
+        processes: false,
+        needs: &[WORKER_DEATH],
+        run: api::wait_and_as_completed,
+    },
+    Scenario {
+        name: "callbacks",
+        about: "done callbacks on calls that succeed, fail, crash or are killed from outside",
+        weight: 2,
+        processes: false,
+        needs: &[WORKER_DEATH],
+        run: api::callbacks,
+    },
+    Scenario {
+        name: "cancel",
+        about: "Future::cancel at random moments while workers are killed",
+        weight: 2,
+        processes: false,
+        needs: &[CANCEL, SIGNAL],
+        run: api::cancel,
+    },
+    Scenario {
+        name: "initializer",
+        about: "an initializer's state on every worker, replacements included, under crashes",
+        weight: 2,
+        processes: false,
+        needs: &[WORKER_DEATH],
+        run: recycle::initializer,
+    },
+    Scenario {
+        name: "recycling",
+        about: "max_tasks_per_child recycling under crashes and kills",
+        weight: 2,
+        processes: false,
+        needs: &[WORKER_DEATH],
+        run: recycle::recycling,
+    },
+    Scenario {
+        name: "idle-timeout",
+        about: "workers leaving on an idle timeout between bursts, and killed around it",
+        weight: 2,
+        processes: false,
+        needs: &[IDLE_GAP, SIGNAL],
+        run: recycle::idle_timeout,
+    },
+];
+
+impl Scenario {
+    /// Its name in reports and on the command line.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
-    /// How often it comes up in the random mix, relative to the others.
-    fn weight(self) -> u64 {
-        match self {
-            Scenario::TaskFaults | Scenario::ExternalKills => 4,
-            Scenario::KillDuringPayload | Scenario::ShutdownInFlight => 3,
-            Scenario::KillIdle | Scenario::KillDuringShutdown | Scenario::Deadlines => 2,
-            Scenario::Reusable => 2,
-            Scenario::ParentKilled => 1,
-        }
+    /// What it does, for `--help`.
+    pub fn about(&self) -> &'static str {
+        self.about
+    }
+
+    /// What each of its rounds must inject.
+    pub fn needs(&self) -> &'static [Need] {
+        self.needs
+    }
+
+    /// The scenario named `name`.
+    pub fn named(name: &str) -> Option<&'static Scenario> {
+        SCENARIOS.iter().find(|s| s.name == name)
     }
 
     /// The scenario of round `round`: the first rounds go through every
     /// scenario once (in an order drawn from `rng`), then the mix is
     /// weighted.
-    pub fn for_round(round: u64, order: &[Scenario], rng: &mut Rng) -> Scenario {
+    pub fn for_round(round: u64, order: &[&'static Scenario], rng: &mut Rng) -> &'static Scenario {
         if let Some(&scenario) = order.get(round as usize) {
             return scenario;
         }
-        let weights: Vec<u64> = Scenario::ALL.iter().map(|s| s.weight()).collect();
-        Scenario::ALL[rng.weighted(&weights)]
-    }
-
-    /// The scenario named `name`.
-    pub fn named(name: &str) -> Option<Scenario> {
-        Scenario::ALL.into_iter().find(|s| s.name() == name)
+        let weights: Vec<u64> = SCENARIOS.iter().map(|s| s.weight).collect();
+        &SCENARIOS[rng.weighted(&weights)]
     }
 
     /// Every scenario in an order drawn from `rng`.
-    pub fn shuffled(rng: &mut Rng) -> Vec<Scenario> {
-        let mut order = Scenario::ALL.to_vec();
+    pub fn shuffled(rng: &mut Rng) -> Vec<&'static Scenario> {
+        let mut order: Vec<&'static Scenario> = SCENARIOS.iter().collect();
         for i in (1..order.len()).rev() {
             order.swap(i, rng.below(i as u64 + 1) as usize);
         }
         order
     }
 
-    /// Whether it runs through a [`Backend`] alone (the parent scenario
-    /// needs real processes).
-    pub fn is_generic(self) -> bool {
-        self != Scenario::ParentKilled
+    /// Whether it runs through a [`Backend`] alone (the fake executor of
+    /// the self-tests can run it).
+    pub fn is_generic(&self) -> bool {
+        !self.processes
     }
 
-    /// Runs a generic scenario against `backend`; `None` for
-    /// [`Scenario::ParentKilled`].
-    pub fn run(self, backend: &dyn Backend, rng: &mut Rng, round: u64) -> Option<Ledger> {
-        let mut ledger = Ledger::default();
+    /// Runs it against `backend` (`exe`, the chaos program, for scenarios
+    /// that start processes of their own) and returns its ledger.
+    pub fn run(
+        &self,
+        backend: &dyn Backend,
+        exe: Option<&Path>,
+        rng: &mut Rng,
+        round: u64,
+    ) -> Ledger {
+        let mut ledger = Ledger {
+            needs: self.needs.to_vec(),
+            ..Ledger::default()
+        };
         let ctx = Ctx {
             backend,
+            exe,
             round,
             ledger: &mut ledger,
         };
-        match self {
-            Scenario::TaskFaults => faults::task_faults(ctx, rng),
-            Scenario::ExternalKills => faults::external_kills(ctx, rng),
-            Scenario::KillIdle => faults::kill_idle(ctx, rng),
-            Scenario::KillDuringPayload => faults::kill_during_payload(ctx, rng),
-            Scenario::ShutdownInFlight => lifecycle::shutdown_in_flight(ctx, rng),
-            Scenario::KillDuringShutdown => lifecycle::kill_during_shutdown(ctx, rng),
-            Scenario::Deadlines => lifecycle::deadlines(ctx, rng),
-            Scenario::Reusable => lifecycle::reusable(ctx, rng),
-            Scenario::ParentKilled => return None,
-        }
-        Some(ledger)
+        (self.run)(ctx, rng);
+        ledger
+    }
+}
+
+impl PartialEq for Scenario {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Scenario {}
+
+impl fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
     }
 }
 
 /// What a scenario works with.
-struct Ctx<'a> {
-    backend: &'a dyn Backend,
-    round: u64,
-    ledger: &'a mut Ledger,
+pub struct Ctx<'a> {
+    /// Where its pools come from.
+    pub(crate) backend: &'a dyn Backend,
+    /// The chaos program, for scenarios that start processes of their own.
+    pub(crate) exe: Option<&'a Path>,
+    /// The round's number.
+    pub(crate) round: u64,
+    /// Where it records what it does.
+    pub(crate) ledger: &'a mut Ledger,
 }
 
 impl Ctx<'_> {
@@ -246,31 +442,6 @@ fn good_call(rng: &mut Rng) -> Call {
 fn good_calls(rng: &mut Rng, lo: u64, hi: u64) -> Vec<Call> {
     let n = rng.range(lo, hi);
     (0..n).map(|_| good_call(rng)).collect()
-}
-
-/// Kills `kills` random workers of `pool` with random signals, each after a
-/// random delay in `delay_ms` (drawn again while the pool has no worker
-/// yet, a few times); the faults actually delivered.
-fn kill_randomly(pool: &dyn Pool, mut rng: Rng, kills: u64, delay_ms: (u64, u64)) -> Vec<Fault> {
-    let mut faults = Vec::new();
-    for _ in 0..kills {
-        let which = rng.next_u64();
-        let signal = *rng.pick(&Signal::ALL);
-        for _ in 0..5 {
-            // The delay is the fault's timing, not a wait for anything.
-            std::thread::sleep(rng.millis(delay_ms.0, delay_ms.1));
-            let pids = pool.worker_pids();
-            if pids.is_empty() {
-                continue;
-            }
-            let pid = pids[(which % pids.len() as u64) as usize];
-            if pool.signal(pid, signal) {
-                faults.push(Fault::Signal(signal));
-            }
-            break;
-        }
-    }
-    faults
 }
 
 /// A random crash policy.

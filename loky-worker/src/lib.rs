@@ -69,7 +69,8 @@
 //!
 //! # Platform support
 //!
-//! Unix. Resident memory (for leak recycling) is measured on Linux only.
+//! Unix; tested on Linux only. Resident memory (for leak recycling) is
+//! measured on Linux only.
 
 #![deny(missing_docs)]
 

@@ -113,8 +113,9 @@
 //!
 //! ## Platform support
 //!
-//! Linux first (pidfd, `PR_SET_PDEATHSIG`, cgroups); other Unixes work
-//! without the Linux-only refinements. Windows is not supported yet.
+//! Tested on Linux (x86_64) only, which it relies on for pidfd,
+//! `PR_SET_PDEATHSIG` and cgroups. Other Unixes are written for, without
+//! those refinements, but never built or tested. Windows is not supported.
 
 #![deny(missing_docs)]
 

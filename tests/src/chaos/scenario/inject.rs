@@ -42,7 +42,7 @@ impl Injection {
 
 /// Kills `kills` random workers of `pool` with random signals, each after a
 /// random delay in `delay_ms`. While the pool has no live worker a kill
-/// waits for one (up to [`PATIENCE`]); a broken or shut down pool, which
+/// waits for one (up to five seconds); a broken or shut down pool, which
 /// will have none, ends the attempt. What was delivered and what was not,
 /// and why.
 pub fn kill_randomly(pool: &dyn Pool, mut rng: Rng, kills: u64, delay_ms: (u64, u64)) -> Injection {

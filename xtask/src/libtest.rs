@@ -62,10 +62,9 @@ pub(crate) fn build_and_run(
             Ok(()) => {}
             Err(Failure::TimedOut { deadline, .. }) => {
                 eprintln!(
-                    "error: test binary {} hung: still running after {}; libtest's \
-                     \"has been running for over 60 seconds\" lines above name the test",
-                    binary.label(),
-                    runner::format_deadline(deadline)
+                    "note: libtest's \"has been running for over 60 seconds\" lines above \
+                     name the test of {} that hung",
+                    binary.label()
                 );
                 hung.get_or_insert(Failure::TimedOut {
                     command: format!("test binary {}", binary.label()),

@@ -60,8 +60,9 @@ pub(crate) enum Status {
     Passed,
     /// Ran and failed.
     Failed,
-    /// Ran past its deadline: it hung, and was stopped.
-    Hung(Duration),
+    /// Something it ran (the command shown) was still running at its
+    /// deadline: it hung, and was stopped.
+    Hung(String, Duration),
     /// Not run, for the given reason.
     Skipped(String),
     /// An earlier step failed.
@@ -70,7 +71,7 @@ pub(crate) enum Status {
 
 impl Status {
     fn is_failure(&self) -> bool {
-        matches!(self, Status::Failed | Status::Hung(_))
+        matches!(self, Status::Failed | Status::Hung(..))
     }
 }
 
@@ -79,7 +80,7 @@ impl fmt::Display for Status {
         match self {
             Status::Passed => f.write_str("ok"),
             Status::Failed => f.write_str("FAILED"),
-            Status::Hung(deadline) => write!(
+            Status::Hung(_, deadline) => write!(
                 f,
                 "HUNG (stopped at its {} deadline)",
                 runner::format_deadline(*deadline)
@@ -141,7 +142,7 @@ fn take(header: &str, deadline: Duration, action: Action) -> (Status, Duration) 
             let shown: Vec<String> = commands.iter().map(runner::display).collect();
             let header = format!("{header} (deadline {limit}): {}", shown.join(" && "));
             let (result, elapsed) = runner::timed(&header, || run_in_turn(&mut commands, deadline));
-            (status_of(result, deadline), elapsed)
+            (status_of(result), elapsed)
         }
         Action::Expect(mut command, expect) => {
             let header = format!("{header} (deadline {limit}): {}", runner::display(&command));
@@ -149,7 +150,7 @@ fn take(header: &str, deadline: Duration, action: Action) -> (Status, Duration) 
                 runner::capture_within(&mut command, deadline)
                     .and_then(|stdout| check_output(&stdout, expect).map_err(Failure::Failed))
             });
-            (status_of(result, deadline), elapsed)
+            (status_of(result), elapsed)
         }
         Action::Libtest(mut build, per_binary) => {
             let header = format!(
@@ -160,7 +161,7 @@ fn take(header: &str, deadline: Duration, action: Action) -> (Status, Duration) 
             let (result, elapsed) = runner::timed(&header, || {
                 libtest::build_and_run(&mut build, deadline, per_binary)
             });
-            (status_of(result, deadline), elapsed)
+            (status_of(result), elapsed)
         }
     }
 }
@@ -182,12 +183,15 @@ fn run_in_turn(commands: &mut [Command], deadline: Duration) -> Result<(), Failu
 }
 
 /// The status of a step that ended with `result`, reporting a failure.
-fn status_of(result: Result<(), Failure>, deadline: Duration) -> Status {
+fn status_of(result: Result<(), Failure>) -> Status {
     match result {
         Ok(()) => Status::Passed,
         Err(failure @ Failure::TimedOut { .. }) => {
             eprintln!("error: {failure}");
-            Status::Hung(deadline)
+            let Failure::TimedOut { command, deadline } = failure else {
+                unreachable!("matched above")
+            };
+            Status::Hung(command, deadline)
         }
         Err(Failure::Failed(message)) => {
             eprintln!("error: {message}");
@@ -230,7 +234,7 @@ pub(crate) fn print_summary(reports: &[Report]) {
     } in reports
     {
         let time = match status {
-            Status::Passed | Status::Failed | Status::Hung(_) => format_duration(*elapsed),
+            Status::Passed | Status::Failed | Status::Hung(..) => format_duration(*elapsed),
             Status::Skipped(_) | Status::NotRun => "-".to_owned(),
         };
         println!("  {name:<width$}  {time:>8}  {status}");
@@ -242,12 +246,12 @@ pub(crate) fn print_summary(reports: &[Report]) {
         format_duration(total)
     );
     for report in reports {
-        if let Status::Hung(deadline) = report.status {
+        if let Status::Hung(what, deadline) = &report.status {
             println!(
-                "step `{}` hung: it was still running after its {} deadline and was stopped \
-                 with its process group",
+                "step `{}` hung: `{what}` was still running after its {} deadline and was \
+                 stopped with its process group",
                 report.name,
-                runner::format_deadline(deadline)
+                runner::format_deadline(*deadline)
             );
         }
     }
@@ -308,7 +312,11 @@ mod tests {
             Step::run("hangs", deadline, vec![shell]),
             Step::run("after", deadline, vec![Command::new("true")]),
         ];
-        assert_eq!(statuses(steps), [Status::Hung(deadline), Status::NotRun]);
+        let hung = match &statuses(steps)[..] {
+            [Status::Hung(what, d), Status::NotRun] if *d == deadline => what.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(hung.starts_with("sh -c "), "{hung}");
         // TERM reaches the shell and the sleep at once; the grace is not
         // waited out in full.
         assert!(
@@ -325,7 +333,7 @@ mod tests {
 
     #[test]
     fn the_summary_names_a_hung_step() {
-        let status = Status::Hung(Duration::from_secs(1800));
+        let status = Status::Hung("cargo test".into(), Duration::from_secs(1800));
         assert_eq!(status.to_string(), "HUNG (stopped at its 30m deadline)");
         assert!(status.is_failure());
     }

@@ -88,13 +88,13 @@ fn without_an_initializer_there_is_no_state() {
 }
 
 /// The documented error of a failed initializer: `BrokenProcessPool` with
-/// a reason that names it.
+/// a reason that names it; its message (the reason and its cause).
 fn expect_initializer_error(err: &Error, name: &str) -> String {
     match err {
         Error::BrokenProcessPool(broken) => {
             let reason = broken.reason();
             assert!(reason.contains(&format!("`{name}`")), "{reason}");
-            reason.to_owned()
+            broken.to_string()
         }
         other => panic!("expected BrokenProcessPool naming `{name}`, got {other:?}"),
     }

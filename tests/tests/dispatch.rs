@@ -82,3 +82,23 @@ fn two_long_calls_submitted_together_run_on_two_workers() {
         second.result_bounded().unwrap();
     }
 }
+
+/// Catches short calls pipelined to a worker that is held by a long call:
+/// they would wait behind the held gate (here, until the bound) while the
+/// other worker could answer them all. Each of the rounds holds one worker
+/// and sends a burst of echoes.
+#[test]
+fn short_calls_never_wait_behind_a_held_worker() {
+    let ex = warm_pool();
+    let gate = Gate::new();
+    for round in 0..20 {
+        let first = ex.submit(GATE, gate.arg()).unwrap();
+        let held = gate.entered(RESULT_TIMEOUT);
+        let burst: Vec<_> = (0..100).map(|i| ex.submit(ECHO_I64, i).unwrap()).collect();
+        for (i, call) in (0..).zip(burst) {
+            assert_eq!(call.result_bounded().unwrap(), i, "round {round}");
+        }
+        held.release();
+        first.result_bounded().unwrap();
+    }
+}

@@ -188,9 +188,13 @@ fn build_step(workspace: &Workspace, options: Options, nextest: bool) -> Step {
             "--no-run",
         ])
     };
+    // The examples are built as `cargo run -p loky` builds them: with the
+    // features of `loky`'s dependencies alone, which a workspace build
+    // unifies differently (it would leave the example steps to compile).
     let mut commands = vec![
         tests,
-        workspace.cargo(&["build", "--workspace", "--bins", "--examples"]),
+        workspace.cargo(&["build", "--workspace", "--bins"]),
+        workspace.cargo(&["build", "-p", "loky", "--examples"]),
     ];
     let chaos_bins: Vec<&str> = [CHAOS_BIN, MAP_CHAOS_BIN]
         .into_iter()

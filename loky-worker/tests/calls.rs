@@ -155,7 +155,7 @@ fn cpu_time(pid: u32) -> Duration {
 #[test]
 fn spin_busy_loops_for_its_duration_and_the_same_worker_serves_on() {
     let mut worker = Worker::ready();
-    let duration = Duration::from_millis(500);
+    let duration = Duration::from_secs(1);
     let cpu_before = cpu_time(worker.pid());
     let started = Instant::now();
     let iterations = worker.call(1, SPIN, &duration);
@@ -169,9 +169,15 @@ fn spin_busy_loops_for_its_duration_and_the_same_worker_serves_on() {
         elapsed < duration + Duration::from_secs(3),
         "returned after {elapsed:?}"
     );
-    // Busy, not asleep: even sharing a core with several others, a spinning
-    // worker gets a tenth of the time (a sleeping one gets next to none).
-    assert!(cpu >= duration / 10, "used {cpu:?} of CPU in {elapsed:?}");
+    // Busy, not asleep: a sleeping worker is charged no clock tick at all,
+    // a spinning one its share of a core for a second. Two ticks (20 ms)
+    // is 2% of that second: met even by a worker among fifty busy
+    // processes on two cores (with two busy loops beside the tests, the
+    // load average near 16, 8% was seen).
+    assert!(
+        cpu >= Duration::from_millis(20),
+        "used {cpu:?} of CPU in {elapsed:?}"
+    );
     assert_eq!(worker.call(2, PID, &()), worker.pid());
     assert_eq!(worker.call(3, SQUARE, &-9), 81);
 }

@@ -2,6 +2,8 @@
 //! `LOKY_MAX_CPU_COUNT`: each case runs this test binary again, with the
 //! variable set, to report what `cpu_count` says there.
 
+mod common;
+
 use std::process::Command;
 
 /// Set in the child run: it prints its counts instead of checking.
@@ -22,17 +24,19 @@ fn report_counts() {
 /// `(cpu_count, cpu_count_physical)` in a process whose
 /// `LOKY_MAX_CPU_COUNT` is `value`.
 fn counts_with(value: &str) -> (usize, usize) {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "report_counts",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(REPORT, "1")
-        .env("LOKY_MAX_CPU_COUNT", value)
-        .output()
-        .unwrap();
+    let output = common::output_within(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "report_counts",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(REPORT, "1")
+            .env("LOKY_MAX_CPU_COUNT", value),
+        common::RESULT_TIMEOUT,
+        "the test binary reporting the counts",
+    );
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     // libtest prints the test's name on the same line, before its output.

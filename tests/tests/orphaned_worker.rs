@@ -64,11 +64,16 @@ fn a_worker_that_starts_orphaned_with_its_channel_still_open_exits() {
     let dir = marker_dir("one");
     // The helper and the worker inherit stdout: read the line, not to its end.
     let mut orphaner = app(&dir).arg("orphan").spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(orphaner.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(orphaner.wait().unwrap().success());
+    let stdout = orphaner.stdout.take().unwrap();
+    let line = common::bounded("the orphaner's line", common::RESULT_TIMEOUT, move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .unwrap();
+    let exited = common::bounded("the orphaner's exit", common::RESULT_TIMEOUT, move || {
+        orphaner.wait()
+    });
+    assert!(exited.unwrap().success());
     let words: Vec<u32> = line
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
@@ -92,10 +97,12 @@ fn workers_of_a_parent_killed_while_they_start_never_run_main() {
     let dir = marker_dir("many");
     for _ in 0..ROUNDS {
         let mut parent = app(&dir).args(["spawn", WORKERS]).spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(parent.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let stdout = parent.stdout.take().unwrap();
+        let line = common::bounded("the parent's line", common::RESULT_TIMEOUT, move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        })
+        .unwrap();
         assert_eq!(line, "submitted\n");
         // At once: the workers are still starting.
         parent.kill().unwrap();

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::os;
@@ -127,6 +127,10 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often a running command is checked on.
 const POLL: Duration = Duration::from_millis(50);
 
+/// How long the output of a command that ended may take to be read to its
+/// end.
+const READ_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs `command` (stdout and stderr inherited) in a process group of its
 /// own, stopping the group if it runs past `deadline`.
 pub(crate) fn run_within(command: &mut Command, deadline: Duration) -> Result<(), Failure> {
@@ -142,6 +146,7 @@ pub(crate) fn capture_within(command: &mut Command, deadline: Duration) -> Resul
     command.stdout(Stdio::piped());
     let mut child = spawn_in_group(command)?;
     let captured = Arc::new(Mutex::new(Vec::new()));
+    let (ended_tx, ended) = mpsc::channel::<()>();
     if let Some(mut stdout) = child.stdout.take() {
         let sink = captured.clone();
         std::thread::spawn(move || {
@@ -149,11 +154,14 @@ pub(crate) fn capture_within(command: &mut Command, deadline: Duration) -> Resul
             while let Ok(n @ 1..) = stdout.read(&mut buffer) {
                 lock(&sink).extend_from_slice(&buffer[..n]);
             }
+            drop(ended_tx);
         });
     }
     let finished = wait_within(&mut child, deadline, &display(command));
-    // Stdout may stay open in a process that left the group (a worker
-    // about to die with its parent): take what arrived, without waiting.
+    // The reader may not have read the end of the output yet. Stdout may
+    // also stay open in a process that left the group (a worker about to
+    // die with its parent): after a grace, take what arrived.
+    let _ = ended.recv_timeout(READ_GRACE);
     let stdout = String::from_utf8_lossy(&lock(&captured)).into_owned();
     let result = finished.and_then(|status| check_status(command, status));
     if result.is_err() {
@@ -291,5 +299,23 @@ fn quote(word: &str) -> String {
         format!("\"{word}\"")
     } else {
         word.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Catches a capture that takes the output before the reader read it
+    /// to its end: a command that prints and exits at once must be seen
+    /// whole, every time.
+    #[test]
+    fn the_whole_output_of_a_command_that_ends_at_once_is_captured() {
+        for round in 0..50 {
+            let mut command = Command::new("sh");
+            command.args(["-c", "echo first; echo second"]);
+            let stdout = capture_within(&mut command, Duration::from_secs(60));
+            assert_eq!(stdout.as_deref(), Ok("first\nsecond\n"), "round {round}");
+        }
     }
 }

@@ -101,7 +101,7 @@ pub trait MapExt<O> {
     fn collect_bounded(self) -> Vec<loky::Result<O>>;
 }
 
-impl<O: DeserializeOwned + Send + 'static> MapExt<O> for Map<O> {
+impl<O: DeserializeOwned + Send + 'static> MapExt<O> for Map<'static, O> {
     fn collect_bounded(self) -> Vec<loky::Result<O>> {
         let what = format!("{self:?}");
         bounded(&what, MAP_LIMIT, move || self.collect())

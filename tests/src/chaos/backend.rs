@@ -29,6 +29,8 @@ pub struct PoolSettings {
     pub max_tasks_per_child: Option<usize>,
     /// Idle workers leave after this long.
     pub idle_timeout: Option<Duration>,
+    /// The largest frame either side accepts, in bytes.
+    pub max_frame_size: Option<usize>,
 }
 
 /// What the initializer of a pool with [`PoolSettings::initializer`]
@@ -57,6 +59,7 @@ impl PoolSettings {
             initializer: false,
             max_tasks_per_child: None,
             idle_timeout: None,
+            max_frame_size: None,
         }
     }
 }

@@ -143,7 +143,7 @@ impl Expect {
     /// than its deadline must fail with `DeadlineExceeded`.
     pub fn with_deadline(call: Call, timeout: Duration, hazards: &Hazards) -> Self {
         let mut expect = Expect::new(call, hazards);
-        if let Call::Sleep(d) = expect.call
+        if let Call::Sleep(d) | Call::LeaveGroup(d) = expect.call
             && d > timeout
         {
             expect.success = Success::Never;
@@ -223,6 +223,16 @@ impl Expect {
                 crash(Exit::Code(loky::exit_code::MEMORY_LIMIT))
             }
             Call::Allocate(n) => (Success::Exactly(Value::Int(*n as i64)), Kinds::NONE, None),
+            Call::Escape => crash(Exit::Code(3)),
+            Call::LeaveGroup(_) => (Success::Exactly(Value::Unit), Kinds::NONE, None),
+            Call::PanicUnformattable => {
+                (Success::Never, Kinds::NONE.with(ErrorKind::Panicked), None)
+            }
+            Call::Oversized(_) => (
+                Success::Never,
+                Kinds::NONE.with(ErrorKind::Serialization),
+                None,
+            ),
             Call::InitValue => {
                 let stored = hazards.initializer.map(str::to_owned);
                 (Success::Exactly(Value::Init(stored)), Kinds::NONE, None)
@@ -291,6 +301,10 @@ fn fault_of(call: &Call, over_limit: bool) -> Option<Fault> {
         Call::Flaky(x) if x.rem_euclid(10) == 3 => Some(Fault::PanicTask),
         Call::Flaky(x) if x.rem_euclid(10) == 7 => Some(Fault::ErrorTask),
         Call::Allocate(_) if over_limit => Some(Fault::MemoryTask),
+        Call::Escape => Some(Fault::ChannelHolder),
+        Call::LeaveGroup(_) => Some(Fault::GroupEscape),
+        Call::PanicUnformattable => Some(Fault::UnformattablePanic),
+        Call::Oversized(_) => Some(Fault::OversizedResult),
         _ => None,
     }
 }

@@ -227,7 +227,9 @@ impl State {
         }
         self.workers[w].queue.pop_front();
         let outcome = match &call {
-            Call::Sleep(d) if self.calls[index].timeout.is_some_and(|t| t < *d) => {
+            Call::Sleep(d) | Call::LeaveGroup(d)
+                if self.calls[index].timeout.is_some_and(|t| t < *d) =>
+            {
                 // Killed at its deadline; its worker is replaced.
                 self.replace(w);
                 Outcome::Failed(Failure::of(ErrorKind::DeadlineExceeded, "deadline"))
@@ -256,7 +258,13 @@ impl State {
                 len: *len,
                 digest: digest(&payload(*len, *salt)),
             },
-            Call::Sleep(_) => Value::Unit,
+            Call::Sleep(_) | Call::LeaveGroup(_) => Value::Unit,
+            Call::PanicUnformattable => {
+                return Outcome::Failed(Failure::of(ErrorKind::Panicked, "unformattable"));
+            }
+            Call::Oversized(_) => {
+                return Outcome::Failed(Failure::of(ErrorKind::Serialization, "oversized"));
+            }
             Call::Pid | Call::SpawnSleeper(_) => Value::Pid(pid),
             Call::Flaky(x) if x.rem_euclid(10) == 3 => {
                 return Outcome::Failed(Failure::of(ErrorKind::Panicked, "flaky"));
@@ -266,7 +274,11 @@ impl State {
             Call::Panic => return Outcome::Failed(Failure::of(ErrorKind::Panicked, "panic")),
             Call::Allocate(n) => Value::Int(*n as i64),
             Call::InitValue => Value::Init(self.initializer.then(|| INIT_ARG.to_owned())),
-            Call::Segfault | Call::Abort | Call::Exit(_) | Call::EchoOrExit(_, Some(_)) => {
+            Call::Segfault
+            | Call::Abort
+            | Call::Exit(_)
+            | Call::EchoOrExit(_, Some(_))
+            | Call::Escape => {
                 unreachable!("crashes are handled")
             }
         };
@@ -278,6 +290,7 @@ impl State {
             Call::Segfault => Some(Exit::Signal(libc::SIGSEGV)),
             Call::Abort => Some(Exit::Signal(libc::SIGABRT)),
             Call::Exit(code) | Call::EchoOrExit(_, Some(code)) => Some(Exit::Code(*code)),
+            Call::Escape => Some(Exit::Code(3)),
             Call::Allocate(n) if self.memory_limit.is_some_and(|l| *n > l) => {
                 Some(Exit::Code(loky::exit_code::MEMORY_LIMIT))
             }

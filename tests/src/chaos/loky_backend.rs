@@ -1,11 +1,14 @@
 //! The executor under test: loky, with the chaos program as its own worker.
 
 use std::any::Any;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use loky::diagnostics::{
-    ABORT, ALLOCATE, ECHO_BYTES, ECHO_I64, EXIT, PANIC, PID, SEGFAULT, SLEEP, SPAWN_SLEEPER,
+    ABORT, ALLOCATE, BYTES, ECHO_BYTES, ECHO_I64, EXIT, PANIC, PANIC_UNFORMATTABLE, PID, SEGFAULT,
+    SLEEP, SPAWN_SLEEPER,
 };
 use loky::{
     CallOptions, CrashPolicy, Error, ExecutorBuilder, ProcessPoolExecutor, ReturnWhen, Shutdown,
@@ -28,6 +31,7 @@ type Sleepers = Arc<Mutex<Vec<PidFd>>>;
 pub struct LokyBackend {
     program: WorkerProgram,
     sleepers: Sleepers,
+    escapees: Sleepers,
 }
 
 impl LokyBackend {
@@ -36,7 +40,15 @@ impl LokyBackend {
         LokyBackend {
             program,
             sleepers: Sleepers::default(),
+            escapees: Sleepers::default(),
         }
+    }
+
+    /// The processes tasks started outside their worker's session
+    /// (`ECHO_OR_ESCAPE`) since the last call: no pool can stop them, so
+    /// the round stops them itself once its pools are closed.
+    pub fn take_escapees(&self) -> Vec<PidFd> {
+        std::mem::take(&mut *self.escapees.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The processes tasks started since the last call, each held by a
@@ -68,6 +80,9 @@ impl LokyBackend {
         if let Some(timeout) = settings.idle_timeout {
             builder = builder.idle_timeout(timeout);
         }
+        if let Some(bytes) = settings.max_frame_size {
+            builder = builder.max_frame_size(bytes);
+        }
         builder
     }
 }
@@ -78,6 +93,7 @@ impl Backend for LokyBackend {
         Ok(Box::new(LokyPool {
             ex,
             sleepers: self.sleepers.clone(),
+            escapees: self.escapees.clone(),
         }))
     }
 
@@ -89,6 +105,7 @@ impl Backend for LokyBackend {
         Ok(Box::new(LokyPool {
             ex,
             sleepers: self.sleepers.clone(),
+            escapees: self.escapees.clone(),
         }))
     }
 }
@@ -98,6 +115,7 @@ impl Backend for LokyBackend {
 pub struct LokyPool {
     ex: ProcessPoolExecutor,
     sleepers: Sleepers,
+    escapees: Sleepers,
 }
 
 impl Pool for LokyPool {
@@ -132,6 +150,21 @@ impl Pool for LokyPool {
             Call::EchoOrExit(x, code) => ex
                 .submit_with(crate::ECHO_OR_EXIT, (*x, *code), options)
                 .map(LokyFuture::Int),
+            Call::Escape => {
+                let file = PidFile::new(&self.escapees, false);
+                let arg = (ByteBuf::new(), Some(file.path()));
+                ex.submit_with(crate::ECHO_OR_ESCAPE, arg, options)
+                    .map(|f| LokyFuture::Escape(f, file))
+            }
+            Call::LeaveGroup(d) => {
+                let file = PidFile::new(&self.sleepers, true);
+                ex.submit_with(crate::LEAVE_GROUP_AND_SLEEP, (file.path(), *d), options)
+                    .map(|f| LokyFuture::LeaveGroup(f, file))
+            }
+            Call::PanicUnformattable => ex
+                .submit_with(PANIC_UNFORMATTABLE, (), options)
+                .map(LokyFuture::Unit),
+            Call::Oversized(n) => ex.submit_with(BYTES, *n, options).map(LokyFuture::Bytes),
         };
         match submitted {
             Ok(fut) => Ok(Box::new(fut)),
@@ -221,6 +254,65 @@ enum LokyFuture {
     Size(loky::Future<u64>),
     Sleeper(loky::Future<u32>, Sleepers),
     Init(loky::Future<Option<String>>),
+    Escape(loky::Future<ByteBuf>, PidFile),
+    LeaveGroup(loky::Future<()>, PidFile),
+}
+
+/// The file where a task writes the pid of a process it started, and the
+/// list that process joins once the call has resolved.
+#[derive(Debug)]
+struct PidFile {
+    path: PathBuf,
+    into: Sleepers,
+    /// The process is a `sleep` (checked before it is tracked, against pid
+    /// reuse); otherwise a fork of the worker, alive for a minute.
+    sleep: bool,
+}
+
+impl PidFile {
+    /// A fresh path in the temporary directory, unique in this run.
+    fn new(into: &Sleepers, sleep: bool) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("loky-chaos-{}-{n}.pid", std::process::id());
+        PidFile {
+            path: std::env::temp_dir().join(name),
+            into: into.clone(),
+            sleep,
+        }
+    }
+
+    fn path(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// Moves the process named in the file, if the task wrote it, to the
+    /// list (once: the file is removed).
+    fn collect(&self) {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return;
+        };
+        let _ = std::fs::remove_file(&self.path);
+        match text.trim().parse() {
+            Ok(pid) if self.sleep => track_sleeper(pid, &self.into),
+            Ok(pid) => {
+                if let Some(handle) = PidFd::open(pid) {
+                    self.into
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(handle);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(self.path.with_extension("pid.partial"));
+    }
 }
 
 /// Runs `$body` with `$f` bound to the `loky::Future` of any variant.
@@ -235,6 +327,8 @@ macro_rules! with_future {
             LokyFuture::Size($f) => $body,
             LokyFuture::Sleeper($f, _) => $body,
             LokyFuture::Init($f) => $body,
+            LokyFuture::Escape($f, _) => $body,
+            LokyFuture::LeaveGroup($f, _) => $body,
         }
     };
 }
@@ -256,6 +350,23 @@ fn integer_futures(futures: &[&dyn Pending]) -> Vec<loky::Future<i64>> {
         .collect()
 }
 
+/// The value of a byte-string call.
+fn bytes_value(bytes: ByteBuf) -> Value {
+    Value::Bytes {
+        len: bytes.len(),
+        digest: digest(&bytes),
+    }
+}
+
+/// `outcome`, after taking the pid `file` names once the call resolved
+/// (the task wrote it, if it ran, before its call could resolve).
+fn collecting(file: &PidFile, outcome: Outcome) -> Outcome {
+    if outcome != Outcome::Hung {
+        file.collect();
+    }
+    outcome
+}
+
 /// The value of a `FLAKY` call.
 fn flaky_value(result: Result<i64, String>) -> Value {
     match result {
@@ -268,10 +379,7 @@ impl Pending for LokyFuture {
     fn wait(&self, timeout: Duration) -> Outcome {
         match self {
             LokyFuture::Int(f) => settle(f, timeout, Value::Int),
-            LokyFuture::Bytes(f) => settle(f, timeout, |b| Value::Bytes {
-                len: b.len(),
-                digest: digest(&b),
-            }),
+            LokyFuture::Bytes(f) => settle(f, timeout, bytes_value),
             LokyFuture::Unit(f) => settle(f, timeout, |()| Value::Unit),
             LokyFuture::Pid(f) => settle(f, timeout, Value::Pid),
             LokyFuture::Flaky(f) => settle(f, timeout, flaky_value),
@@ -281,6 +389,10 @@ impl Pending for LokyFuture {
                 Value::Pid(pid)
             }),
             LokyFuture::Init(f) => settle(f, timeout, Value::Init),
+            LokyFuture::Escape(f, file) => collecting(file, settle(f, timeout, bytes_value)),
+            LokyFuture::LeaveGroup(f, file) => {
+                collecting(file, settle(f, timeout, |()| Value::Unit))
+            }
         }
     }
 

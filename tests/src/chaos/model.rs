@@ -41,6 +41,17 @@ pub enum Call {
     InitValue,
     /// `ECHO_OR_EXIT`: returns the integer, or exits with the code.
     EchoOrExit(i64, Option<i32>),
+    /// `ECHO_OR_ESCAPE` with a pid file: forks a process that leaves the
+    /// session holding the worker's channel without reading it, then the
+    /// worker exits with code 3.
+    Escape,
+    /// `LEAVE_GROUP_AND_SLEEP`: starts a `sleep` in the worker's process
+    /// group, moves the worker to the executor's process group and sleeps.
+    LeaveGroup(Duration),
+    /// `PANIC_UNFORMATTABLE`: a panic whose message's `Display` panics.
+    PanicUnformattable,
+    /// `BYTES(n)`: a result of `n` bytes, more than the pool's frame limit.
+    Oversized(u64),
 }
 
 impl Call {
@@ -60,6 +71,10 @@ impl Call {
             Call::SpawnSleeper(_) => "spawn_sleeper",
             Call::InitValue => "init_value",
             Call::EchoOrExit(..) => "echo_or_exit",
+            Call::Escape => "echo_or_escape",
+            Call::LeaveGroup(_) => "leave_group_and_sleep",
+            Call::PanicUnformattable => "panic_unformattable",
+            Call::Oversized(_) => "bytes",
         }
     }
 }
@@ -256,6 +271,16 @@ pub enum Fault {
     Cancel,
     /// A pause longer than the pool's idle timeout: its workers leave.
     IdleGap,
+    /// A task that leaves a process holding its worker's channel (outside
+    /// the worker's session) and ends its worker while calls are sent to it.
+    ChannelHolder,
+    /// A task that moves its worker to the executor's process group, then
+    /// passes its deadline.
+    GroupEscape,
+    /// A task's panic whose message cannot be formatted.
+    UnformattablePanic,
+    /// A result larger than the pool's frame limit.
+    OversizedResult,
 }
 
 impl Fault {
@@ -272,7 +297,11 @@ impl Fault {
         self.signal().is_some()
             || matches!(
                 self,
-                Fault::SegfaultTask | Fault::AbortTask | Fault::ExitTask | Fault::MemoryTask
+                Fault::SegfaultTask
+                    | Fault::AbortTask
+                    | Fault::ExitTask
+                    | Fault::MemoryTask
+                    | Fault::ChannelHolder
             )
     }
 }
@@ -324,6 +353,10 @@ impl fmt::Display for Fault {
             Fault::ParentKill => "parent SIGKILLed",
             Fault::Cancel => "Future::cancel of a pending call",
             Fault::IdleGap => "pause past the idle timeout",
+            Fault::ChannelHolder => "channel held by an escaped grandchild",
+            Fault::GroupEscape => "worker moved out of its process group",
+            Fault::UnformattablePanic => "panic whose message cannot be formatted",
+            Fault::OversizedResult => "result past the frame limit",
         };
         f.write_str(name)
     }

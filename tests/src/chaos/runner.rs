@@ -70,6 +70,14 @@ impl Target {
             Target::Fake(_) => Vec::new(),
         }
     }
+
+    /// The processes tasks started outside any pool's reach.
+    fn take_escapees(&self) -> Vec<PidFd> {
+        match self {
+            Target::Loky(backend) => backend.take_escapees(),
+            Target::Fake(_) => Vec::new(),
+        }
+    }
 }
 
 /// Without `--verbose`, a progress line every this many rounds.
@@ -250,6 +258,11 @@ impl Runner {
     /// What is left after the round: processes tasks started that outlive
     /// their pool, children still running or unreaped, descriptors.
     fn hygiene(&mut self, fds_before: usize, mut orphans: Vec<u32>) -> Hygiene {
+        // Left the worker's session on purpose: not the pool's to stop.
+        for escapee in self.target.take_escapees() {
+            escapee.send(libc::SIGKILL);
+            escapee.wait_exit(SLEEPER_TIMEOUT);
+        }
         for sleeper in self.target.take_sleepers() {
             if !sleeper.wait_exit(SLEEPER_TIMEOUT) {
                 sleeper.send(libc::SIGKILL);

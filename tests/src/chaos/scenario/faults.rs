@@ -257,7 +257,11 @@ pub(super) fn killing_call(rng: &mut Rng, memory_limit: Option<u64>) -> Call {
 /// Whether `call` kills its worker.
 pub(super) fn kills_worker(call: &Call, memory_limit: Option<u64>) -> bool {
     match call {
-        Call::Segfault | Call::Abort | Call::Exit(_) | Call::EchoOrExit(_, Some(_)) => true,
+        Call::Segfault
+        | Call::Abort
+        | Call::Exit(_)
+        | Call::EchoOrExit(_, Some(_))
+        | Call::Escape => true,
         Call::Allocate(n) => memory_limit.is_some_and(|limit| *n > limit),
         _ => false,
     }

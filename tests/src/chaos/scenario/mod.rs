@@ -26,6 +26,7 @@
 
 mod api;
 mod faults;
+mod hostile;
 mod inject;
 mod lifecycle;
 mod recycle;
@@ -122,6 +123,10 @@ const SHUTDOWN: Need = one("shutdown", |f| {
 const PARENT_KILL: Need = one("parent SIGKILL", |f| f == Fault::ParentKill);
 const CANCEL: Need = one("cancel of a pending call", |f| f == Fault::Cancel);
 const IDLE_GAP: Need = one("pause past the idle timeout", |f| f == Fault::IdleGap);
+const CHANNEL_HOLDER: Need = one("channel holder", |f| f == Fault::ChannelHolder);
+const GROUP_ESCAPE: Need = one("process-group escape", |f| f == Fault::GroupEscape);
+const UNFORMATTABLE: Need = one("unformattable panic", |f| f == Fault::UnformattablePanic);
+const OVERSIZED: Need = one("oversized result", |f| f == Fault::OversizedResult);
 
 /// Every scenario, in the order of `--help`.
 pub static SCENARIOS: &[Scenario] = &[
@@ -252,6 +257,15 @@ pub static SCENARIOS: &[Scenario] = &[
         processes: false,
         needs: &[IDLE_GAP, SIGNAL],
         run: recycle::idle_timeout,
+    },
+    Scenario {
+        name: "hostile-tasks",
+        about: "a dead worker's channel held by an escaped process, a worker leaving its \
+                process group, an unformattable panic, a result past the frame limit",
+        weight: 2,
+        processes: true,
+        needs: &[CHANNEL_HOLDER, GROUP_ESCAPE, UNFORMATTABLE, OVERSIZED],
+        run: hostile::hostile_tasks,
     },
 ];
 

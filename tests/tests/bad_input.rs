@@ -13,12 +13,30 @@ use loky::diagnostics::SQUARE;
 use loky::{Error, ProcessPoolExecutor, WorkerProgram};
 use loky_tests::{SQUARE_AS_STRING, UNKNOWN};
 
+/// A fresh directory for one test's files, removed with everything in it
+/// when the test ends (it may hold copies of worker programs).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A fresh directory for this test's files.
-fn scratch(name: &str) -> PathBuf {
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("loky-bad-input-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 fn script(dir: &Path, body: &str) -> PathBuf {
@@ -143,7 +161,8 @@ fn a_file_that_is_not_executable_is_a_spawn_error_at_build() {
 fn no_worker_program_found_lists_every_place_looked_at() {
     // A copy of the parent program alone in a directory, with no
     // LOKY_WORKER and an empty PATH, finds no worker.
-    let dir = scratch("discovery").join("bin");
+    let scratch = scratch("discovery");
+    let dir = scratch.join("bin");
     std::fs::create_dir_all(&dir).unwrap();
     let parent = dir.join("loky-test-parent");
     std::fs::copy(env!("CARGO_BIN_EXE_loky-test-parent"), &parent).unwrap();
@@ -210,18 +229,18 @@ fn assert_found_and_ran(out: &std::process::Output) {
 /// A copy of `loky-test-parent` in a fresh directory of its own, with a
 /// `loky-worker` beside it that is no worker (it exits at once): a pool
 /// that used it would break.
-fn parent_beside_a_decoy(name: &str) -> PathBuf {
+fn parent_beside_a_decoy(name: &str) -> (Scratch, PathBuf) {
     let dir = scratch(name);
     let parent = dir.join("loky-test-parent");
     std::fs::copy(env!("CARGO_BIN_EXE_loky-test-parent"), &parent).unwrap();
     let decoy = script(&dir, "exit 1");
     std::fs::rename(decoy, dir.join("loky-worker")).unwrap();
-    parent
+    (dir, parent)
 }
 
 #[test]
 fn the_loky_worker_variable_is_used_before_any_other_place() {
-    let parent = parent_beside_a_decoy("discovery-env");
+    let (_dir, parent) = parent_beside_a_decoy("discovery-env");
     let out = common::output_within(
         Command::new(&parent)
             .arg("discover")

@@ -1,12 +1,7 @@
 //! `map` when a worker dies, when a shutdown kills the workers and when a
-//! deadline hits a chunk: today's behaviour, where a chunk is one call and
-//! fails as a whole.
-//!
-//! The robust map of API section 11 will change this under
-//! `CrashPolicy::Respawn`: the items of a failed chunk that have no result
-//! are run again one by one, and `task_timeout` bounds each item, not a
-//! chunk. Each test states today's expectation in one place
-//! ([`chunk_fails_whole`]) so that it is easy to update then.
+//! deadline hits an item of a chunk: under `CrashPolicy::Respawn` only the
+//! item that crashes or passes its deadline fails (the others of its chunk
+//! run again one by one), and `task_timeout` bounds each item, not a chunk.
 
 mod common;
 
@@ -27,12 +22,6 @@ fn inputs() -> Vec<(i64, Option<i32>)> {
 }
 
 const CHUNK: usize = 4;
-
-/// Today, every item of a chunk whose call failed fails with the call's
-/// error; see the module docs.
-fn chunk_fails_whole(item: usize, failed_chunk: usize) -> bool {
-    item / CHUNK == failed_chunk
-}
 
 /// `result` is the `TerminatedWorker` of the item that exited with [`CODE`].
 fn assert_exit_of_the_crashing_item(item: usize, result: &loky::Result<i64>) {
@@ -67,11 +56,10 @@ fn under_break_pool_a_crash_fails_its_chunk_and_every_later_item() {
     assert!(ex.is_broken());
 }
 
-/// Catches a map whose other chunks fail with the dead worker's, or that
-/// stops after the crash. Today the whole crashing chunk fails
-/// ([`chunk_fails_whole`]); the robust map will fail item 9 alone.
+/// Catches a map whose other items fail with the dead worker's error (the
+/// crashing item's chunk-mates included), or that stops after the crash.
 #[test]
-fn under_respawn_a_crash_fails_its_chunk_alone_and_the_map_goes_on() {
+fn under_respawn_a_crash_fails_its_item_alone_and_the_map_goes_on() {
     let ex = common::builder(1)
         .on_worker_crash(CrashPolicy::Respawn)
         .build()
@@ -82,7 +70,7 @@ fn under_respawn_a_crash_fails_its_chunk_alone_and_the_map_goes_on() {
         .collect_bounded();
     assert_eq!(results.len(), 16);
     for (item, result) in results.iter().enumerate() {
-        if chunk_fails_whole(item, 9 / CHUNK) {
+        if item == 9 {
             assert_exit_of_the_crashing_item(item, result);
         } else {
             assert_eq!(result.as_ref().ok(), Some(&(item as i64)), "item {item}");
@@ -117,25 +105,24 @@ fn a_shutdown_that_kills_the_workers_fails_every_item_left() {
     }
 }
 
-/// Catches a deadline that kills the wrong chunk, fails the map's other
-/// items, or breaks the pool. Today `task_timeout` bounds a whole chunk:
-/// the second chunk (four 1 s naps, 4 s) passes its 2 s deadline although
-/// each of its items is well under it ([`chunk_fails_whole`]); the robust
-/// map will let those items succeed.
+/// Catches a deadline that bounds a whole chunk (the second chunk, four
+/// 1 s naps, takes 4 s against a 2 s deadline although each item is well
+/// under it), one that fails the hanging item's chunk-mates, and one that
+/// breaks the pool: only item 10, a minute's nap, fails.
 #[test]
-fn a_deadline_fails_the_chunk_it_hits_and_the_map_goes_on() {
+fn a_deadline_fails_the_item_it_hits_and_the_map_goes_on() {
     let ex = common::builder(2)
         .task_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let naps: Vec<Duration> = [1, 1, 1, 1, 1000, 1000, 1000, 1000, 1, 1, 1, 1]
+    let naps: Vec<Duration> = [1, 1, 1, 1, 1000, 1000, 1000, 1000, 1, 1, 60_000, 1]
         .into_iter()
         .map(Duration::from_millis)
         .collect();
     let results = ex.map(SLEEP, naps).chunksize(CHUNK).collect_bounded();
     assert_eq!(results.len(), 12);
     for (item, result) in results.iter().enumerate() {
-        if chunk_fails_whole(item, 1) {
+        if item == 10 {
             match result {
                 Err(Error::DeadlineExceeded(d)) => {
                     assert_eq!(d.timeout(), Duration::from_secs(2), "item {item}: {d}");

@@ -54,7 +54,7 @@ pub enum WorkerProgram {
 // Compile-only: it names a worker program of the reader's, which does not exist here.
 /// ```no_run
 /// use std::time::Duration;
-/// use loky_core::{ProcessPoolExecutor, WorkerProgram};
+/// use loky::{ProcessPoolExecutor, WorkerProgram};
 ///
 /// let ex = ProcessPoolExecutor::builder()
 ///     .max_workers(4)
@@ -63,7 +63,7 @@ pub enum WorkerProgram {
 ///     .idle_timeout(Duration::from_secs(300))
 ///     .max_tasks_per_child(1000)
 ///     .build()?;
-/// # Ok::<(), loky_core::Error>(())
+/// # Ok::<(), loky::Error>(())
 /// ```
 #[derive(Clone)]
 #[must_use]

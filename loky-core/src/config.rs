@@ -11,7 +11,7 @@ use loky_proto::{Signature, env};
 /// [`ExecutorBuilder::on_worker_crash`](crate::ExecutorBuilder::on_worker_crash).
 ///
 /// ```
-/// use loky_core::{CrashPolicy, Error, ProcessPoolExecutor, Task};
+/// use loky::{CrashPolicy, Error, ProcessPoolExecutor, Task};
 ///
 /// const EXIT: Task<i32, ()> = Task::new("exit");
 /// const SQUARE: Task<i64, i64> = Task::new("square");
@@ -46,14 +46,14 @@ pub enum CrashPolicy {
 /// The default waits for every submitted task, as `shutdown(true)`.
 ///
 /// ```
-/// use loky_core::{ProcessPoolExecutor, Shutdown};
+/// use loky::{ProcessPoolExecutor, Shutdown};
 ///
 /// # // Runs where LOKY_WORKER names a worker program (`cargo xtask test` sets it).
 /// # if std::env::var_os("LOKY_WORKER").is_none() { return Ok(()); }
 /// let ex = ProcessPoolExecutor::new(2)?;
 /// // Stop now: kill the workers; unfinished futures fail with ShutdownExecutor.
 /// ex.shutdown_with(Shutdown { kill_workers: true, ..Shutdown::default() });
-/// # Ok::<(), loky_core::Error>(())
+/// # Ok::<(), loky::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Shutdown {

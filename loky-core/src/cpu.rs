@@ -33,7 +33,7 @@ const MAX_CPU_COUNT_ENV: &str = "LOKY_MAX_CPU_COUNT";
 /// # Examples
 ///
 /// ```
-/// let workers = loky_core::cpu_count();
+/// let workers = loky::cpu_count();
 /// assert!(workers >= 1);
 /// ```
 pub fn cpu_count() -> usize {
@@ -54,9 +54,9 @@ pub fn cpu_count() -> usize {
 /// # Examples
 ///
 /// ```
-/// let cores = loky_core::cpu_count_physical();
+/// let cores = loky::cpu_count_physical();
 /// assert!(cores >= 1);
-/// assert!(cores <= loky_core::cpu_count());
+/// assert!(cores <= loky::cpu_count());
 /// ```
 pub fn cpu_count_physical() -> usize {
     let usable = cpu_count();

@@ -24,7 +24,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use loky_core::{Error, ProcessPoolExecutor, Task};
+/// use loky::{Error, ProcessPoolExecutor, Task};
 ///
 /// const PARSE: Task<String, Result<u64, String>> = Task::new("parse");
 ///

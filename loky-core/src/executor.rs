@@ -26,7 +26,7 @@ use crate::supervisor::{self, Pool, PoolHandle};
 /// the first submit.
 ///
 /// ```
-/// use loky_core::{ProcessPoolExecutor, Task};
+/// use loky::{ProcessPoolExecutor, Task};
 ///
 /// const SQUARE: Task<i64, i64> = Task::new("square");
 ///
@@ -38,7 +38,7 @@ use crate::supervisor::{self, Pool, PoolHandle};
 /// let squares: Vec<i64> = ex.map(SQUARE, 0..100).chunksize(16).collect::<Result<_, _>>()?;
 /// assert_eq!(squares[9], 81);
 /// ex.shutdown(true);
-/// # Ok::<(), loky_core::Error>(())
+/// # Ok::<(), loky::Error>(())
 /// ```
 ///
 /// # From async code
@@ -166,7 +166,7 @@ impl ProcessPoolExecutor {
     /// settings as [`map`](Self::map) (chunk size, timeout, buffer size).
     ///
     /// ```
-    /// # use loky_core::{ProcessPoolExecutor, Task};
+    /// # use loky::{ProcessPoolExecutor, Task};
     /// # const SQUARE: Task<i64, i64> = Task::new("square");
     /// # // Runs where LOKY_WORKER names a worker program (`cargo xtask test` sets it).
     /// # if std::env::var_os("LOKY_WORKER").is_none() { return Ok(()); }
@@ -176,7 +176,7 @@ impl ProcessPoolExecutor {
     ///     squares[i] = square?;
     /// }
     /// assert_eq!(squares[9], 81);
-    /// # Ok::<(), loky_core::Error>(())
+    /// # Ok::<(), loky::Error>(())
     /// ```
     pub fn map_unordered<'a, I, O, It>(&self, task: Task<I, O>, inputs: It) -> MapUnordered<'a, O>
     where
@@ -215,13 +215,14 @@ impl ProcessPoolExecutor {
     /// instead of `shutdown(true)`. Without `wait`, it resolves at once.
     /// Dropping it before then leaves the shutdown going on.
     ///
-    // Compile-only: an async example, and loky has no runtime to run it with.
-    /// ```no_run
-    /// # use loky_core::{ProcessPoolExecutor, Shutdown};
-    /// # async fn run(ex: ProcessPoolExecutor) {
+    /// ```
+    /// # use loky::{ProcessPoolExecutor, Shutdown};
+    /// # let ex = ProcessPoolExecutor::new(2)?;
+    /// # futures_executor::block_on(async {
     /// ex.shutdown_async(Shutdown::default()).await;
     /// assert!(ex.worker_pids().is_empty());
-    /// # }
+    /// # });
+    /// # Ok::<(), loky::Error>(())
     /// ```
     pub fn shutdown_async(
         &self,

@@ -8,7 +8,7 @@ use std::fmt;
 /// signal.
 ///
 /// ```
-/// use loky_core::WorkerExit;
+/// use loky::WorkerExit;
 /// assert_eq!(WorkerExit::Code(3).to_string(), "EXIT(3)");
 /// assert_eq!(WorkerExit::Signal(11).to_string(), "SIGSEGV(-11)");
 /// ```

@@ -70,15 +70,18 @@ impl ProcessPoolExecutor {
     /// on. Otherwise everything is as with [`submit`](Self::submit): the
     /// same futures, errors, crash policies, deadlines and `kill`.
     ///
-    /// ```no_run
-    /// # use loky_core::ProcessPoolExecutor;
+    /// ```standalone_crate
+    /// # use loky::ProcessPoolExecutor;
+    /// # fn main() -> loky::Result<()> {
+    /// # loky::init(); // started as a worker, this program serves here
     /// let ex = ProcessPoolExecutor::new(2)?;
     /// let f = ex.submit_fn(|x: i64| x * x, 7)?;
     /// assert_eq!(f.result()?, 49);
     /// let k = 3;
     /// let g = ex.submit_fn(|(k, x): (i64, i64)| k * x, (k, 7))?; // captures as arguments
     /// assert_eq!(g.result()?, 21);
-    /// # Ok::<(), loky_core::Error>(())
+    /// # Ok(())
+    /// # }
     /// ```
     ///
     /// Fails at once as `submit` does, and with
@@ -95,14 +98,17 @@ impl ProcessPoolExecutor {
 
     /// As [`submit_fn`](Self::submit_fn), with per-call options.
     ///
-    /// ```no_run
+    /// ```standalone_crate
     /// # use std::time::Duration;
-    /// # use loky_core::{CallOptions, Error, ProcessPoolExecutor};
+    /// # use loky::{CallOptions, Error, ProcessPoolExecutor};
+    /// # fn main() -> loky::Result<()> {
+    /// # loky::init(); // started as a worker, this program serves here
     /// let ex = ProcessPoolExecutor::new(2)?;
     /// let options = CallOptions::new().timeout(Duration::from_millis(300));
     /// let f = ex.submit_fn_with(|()| std::thread::sleep(Duration::from_secs(60)), (), options)?;
     /// assert!(matches!(f.result(), Err(Error::DeadlineExceeded(_))));
-    /// # Ok::<(), Error>(())
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn submit_fn_with<I, O>(
         &self,
@@ -127,12 +133,15 @@ impl ProcessPoolExecutor {
     /// the same options (`chunksize`, `timeout`, `buffersize`, ...) and the
     /// same conditions as [`submit_fn`](Self::submit_fn).
     ///
-    /// ```no_run
-    /// # use loky_core::ProcessPoolExecutor;
+    /// ```standalone_crate
+    /// # use loky::ProcessPoolExecutor;
+    /// # fn main() -> loky::Result<()> {
+    /// # loky::init(); // started as a worker, this program serves here
     /// let ex = ProcessPoolExecutor::new(2)?;
     /// let v: Vec<i64> = ex.map_fn(|x: i64| x + 1, 0..1000).chunksize(100).collect::<Result<_, _>>()?;
     /// assert_eq!(v[999], 1000);
-    /// # Ok::<(), loky_core::Error>(())
+    /// # Ok(())
+    /// # }
     /// ```
     ///
     /// If `f` cannot be sent, every item yields that error.
@@ -154,15 +163,18 @@ impl ProcessPoolExecutor {
     /// [`map_unordered`](Self::map_unordered) for a function of this
     /// program, with the same conditions as [`submit_fn`](Self::submit_fn).
     ///
-    /// ```no_run
-    /// # use loky_core::ProcessPoolExecutor;
+    /// ```standalone_crate
+    /// # use loky::ProcessPoolExecutor;
+    /// # fn main() -> loky::Result<()> {
+    /// # loky::init(); // started as a worker, this program serves here
     /// let ex = ProcessPoolExecutor::new(2)?;
     /// let mut squares = vec![0; 100];
     /// for (i, square) in ex.map_unordered_fn(|x: i64| x * x, 0..100).chunksize(10) {
     ///     squares[i] = square?;
     /// }
     /// assert_eq!(squares[9], 81);
-    /// # Ok::<(), loky_core::Error>(())
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn map_unordered_fn<'a, I, O, It>(&self, f: fn(I) -> O, inputs: It) -> MapUnordered<'a, O>
     where

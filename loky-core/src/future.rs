@@ -354,7 +354,7 @@ impl FutureState {
 /// again and `T` need not be `Clone`.
 ///
 /// ```
-/// # use loky_core::{ProcessPoolExecutor, Task};
+/// # use loky::{ProcessPoolExecutor, Task};
 /// # const SQUARE: Task<i64, i64> = Task::new("square");
 /// # // Runs where LOKY_WORKER names a worker program (`cargo xtask test` sets it).
 /// # if std::env::var_os("LOKY_WORKER").is_none() { return Ok(()); }
@@ -362,7 +362,7 @@ impl FutureState {
 /// let fut = ex.submit(SQUARE, 7)?;
 /// fut.add_done_callback(|f| println!("done: {:?}", f.result()));
 /// assert_eq!(fut.result()?, 49);
-/// # Ok::<(), loky_core::Error>(())
+/// # Ok::<(), loky::Error>(())
 /// ```
 ///
 /// # Awaiting
@@ -377,19 +377,22 @@ impl FutureState {
 /// gets its result. To stop the task, [`cancel`](Future::cancel) or
 /// [`kill`](Future::kill) it, as with tokio's `JoinHandle::abort`.
 ///
-// Compile-only: an async example, and loky has no runtime to run it with.
-/// ```no_run
-/// # use loky_core::{ProcessPoolExecutor, Task};
+/// ```
+/// # use loky::{ProcessPoolExecutor, Task};
 /// # const SQUARE: Task<i64, i64> = Task::new("square");
-/// # async fn run(ex: ProcessPoolExecutor) -> loky_core::Result<()> {
+/// # // Runs where LOKY_WORKER names a worker program (`cargo xtask test` sets it).
+/// # if std::env::var_os("LOKY_WORKER").is_none() { return Ok(()); }
+/// # let ex = ProcessPoolExecutor::new(2)?;
+/// # futures_executor::block_on(async {
 /// let square = ex.submit(SQUARE, 7)?.await?;
 /// assert_eq!(square, 49);
 ///
 /// let fut = ex.submit(SQUARE, 8)?;
 /// assert_eq!(fut.wait_async().await?, 64);
 /// assert!(fut.done());
-/// # Ok(())
-/// # }
+/// # Ok::<(), loky::Error>(())
+/// # })?;
+/// # Ok::<(), loky::Error>(())
 /// ```
 pub struct Future<T> {
     pub(crate) state: Arc<FutureState>,

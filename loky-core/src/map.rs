@@ -41,7 +41,7 @@ pub use unordered::{MapUnordered, MapUnorderedStream};
 ///
 /// ```
 /// use std::time::Duration;
-/// use loky_core::{ProcessPoolExecutor, Task};
+/// use loky::{ProcessPoolExecutor, Task};
 ///
 /// const SQUARE: Task<i64, i64> = Task::new("square");
 ///
@@ -58,7 +58,7 @@ pub use unordered::{MapUnordered, MapUnorderedStream};
 ///         Err(e) => eprintln!("item {i}: {e}"), // and go on with the next ones
 ///     }
 /// }
-/// # Ok::<(), loky_core::Error>(())
+/// # Ok::<(), loky::Error>(())
 /// ```
 #[must_use = "a map does nothing until iterated"]
 pub struct Map<'a, O> {
@@ -316,19 +316,22 @@ impl<O> Drop for Map<'_, O> {
 /// Its timeout needs no runtime: a thread of loky's wakes the stream at the
 /// deadline. Dropping it cancels the chunks that have not started.
 ///
-// Compile-only: an async example, and loky has no runtime to run it with.
-/// ```no_run
-/// # use loky_core::{ProcessPoolExecutor, Task};
+/// ```
+/// # use loky::{ProcessPoolExecutor, Task};
 /// # const SQUARE: Task<i64, i64> = Task::new("square");
-/// # async fn run(ex: ProcessPoolExecutor) -> loky_core::Result<()> {
+/// # // Runs where LOKY_WORKER names a worker program (`cargo xtask test` sets it).
+/// # if std::env::var_os("LOKY_WORKER").is_none() { return Ok(()); }
+/// # let ex = ProcessPoolExecutor::new(2)?;
+/// # futures_executor::block_on(async {
 /// let mut squares = ex.map(SQUARE, 0..1000).chunksize(100).into_stream();
 /// let mut i = 0;
 /// while let Some(square) = squares.next().await {
 ///     assert_eq!(square?, i * i);
 ///     i += 1;
 /// }
-/// # Ok(())
-/// # }
+/// # Ok::<(), loky::Error>(())
+/// # })?;
+/// # Ok::<(), loky::Error>(())
 /// ```
 #[must_use = "a stream does nothing unless polled"]
 pub struct MapStream<'a, O> {

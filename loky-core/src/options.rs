@@ -7,7 +7,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use loky_core::{CallOptions, Error, ProcessPoolExecutor, Task};
+/// use loky::{CallOptions, Error, ProcessPoolExecutor, Task};
 ///
 /// const SLEEP: Task<Duration, ()> = Task::new("sleep");
 ///

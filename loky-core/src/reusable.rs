@@ -19,15 +19,15 @@ static REUSABLE: Mutex<Option<ProcessPoolExecutor>> = Mutex::new(None);
 /// settings; see [`ExecutorBuilder::get_reusable`].
 ///
 /// ```
-/// # use loky_core::Task;
+/// # use loky::Task;
 /// # const SQUARE: Task<i64, i64> = Task::new("square");
 /// # // Runs where LOKY_WORKER names a worker program (`cargo xtask test` sets it).
 /// # if std::env::var_os("LOKY_WORKER").is_none() { return Ok(()); }
-/// let ex = loky_core::get_reusable_executor(2)?;
+/// let ex = loky::get_reusable_executor(2)?;
 /// assert_eq!(ex.submit(SQUARE, 3)?.result()?, 9);
-/// let again = loky_core::get_reusable_executor(2)?;
+/// let again = loky::get_reusable_executor(2)?;
 /// assert!(ex.same_pool(&again));
-/// # Ok::<(), loky_core::Error>(())
+/// # Ok::<(), loky::Error>(())
 /// ```
 pub fn get_reusable_executor(max_workers: usize) -> Result<ProcessPoolExecutor> {
     ProcessPoolExecutor::builder()

@@ -42,17 +42,17 @@ pub struct DoneAndNotDone<T> {
 ///
 /// ```
 /// # use std::time::Duration;
-/// # use loky_core::{ProcessPoolExecutor, ReturnWhen, Task, DoneAndNotDone};
+/// # use loky::{ProcessPoolExecutor, ReturnWhen, Task, DoneAndNotDone};
 /// # const SQUARE: Task<i64, i64> = Task::new("square");
 /// # // Runs where LOKY_WORKER names a worker program (`cargo xtask test` sets it).
 /// # if std::env::var_os("LOKY_WORKER").is_none() { return Ok(()); }
 /// let ex = ProcessPoolExecutor::new(2)?;
 /// let futures: Vec<_> = (0..4).map(|i| ex.submit(SQUARE, i)).collect::<Result<_, _>>()?;
 /// let DoneAndNotDone { done, not_done } =
-///     loky_core::wait(&futures, Some(Duration::from_secs(5)), ReturnWhen::AllCompleted);
+///     loky::wait(&futures, Some(Duration::from_secs(5)), ReturnWhen::AllCompleted);
 /// assert_eq!(done.len(), 4);
 /// assert!(not_done.is_empty());
-/// # Ok::<(), loky_core::Error>(())
+/// # Ok::<(), loky::Error>(())
 /// ```
 pub fn wait<T>(
     futures: &[Future<T>],
@@ -94,16 +94,16 @@ pub fn wait<T>(
 ///
 /// ```
 /// # use std::time::Duration;
-/// # use loky_core::{ProcessPoolExecutor, Task};
+/// # use loky::{ProcessPoolExecutor, Task};
 /// # const SQUARE: Task<i64, i64> = Task::new("square");
 /// # // Runs where LOKY_WORKER names a worker program (`cargo xtask test` sets it).
 /// # if std::env::var_os("LOKY_WORKER").is_none() { return Ok(()); }
 /// let ex = ProcessPoolExecutor::new(2)?;
 /// let futures: Vec<_> = (0..4).map(|i| ex.submit(SQUARE, i)).collect::<Result<_, _>>()?;
-/// for fut in loky_core::as_completed(futures, Some(Duration::from_secs(5))) {
+/// for fut in loky::as_completed(futures, Some(Duration::from_secs(5))) {
 ///     println!("{}", fut?.result()?);
 /// }
-/// # Ok::<(), loky_core::Error>(())
+/// # Ok::<(), loky::Error>(())
 /// ```
 pub fn as_completed<T>(
     futures: impl IntoIterator<Item = Future<T>>,
@@ -159,21 +159,24 @@ impl<T> Iterator for AsCompleted<T> {
 /// your runtime's timeout (dropping the stream takes its wakers back from
 /// the futures, which go on).
 ///
-// Compile-only: an async example, and loky has no runtime to run it with.
-/// ```no_run
-/// # use loky_core::{ProcessPoolExecutor, Task};
+/// ```
+/// # use loky::{ProcessPoolExecutor, Task};
 /// # const SQUARE: Task<i64, i64> = Task::new("square");
-/// # async fn run(ex: ProcessPoolExecutor) -> loky_core::Result<()> {
+/// # // Runs where LOKY_WORKER names a worker program (`cargo xtask test` sets it).
+/// # if std::env::var_os("LOKY_WORKER").is_none() { return Ok(()); }
+/// # let ex = ProcessPoolExecutor::new(2)?;
+/// # futures_executor::block_on(async {
 /// use futures_core::Stream;
 /// use std::pin::pin;
 ///
 /// let futures: Vec<_> = (0..4).map(|i| ex.submit(SQUARE, i)).collect::<Result<_, _>>()?;
-/// let mut done = pin!(loky_core::as_completed_stream(futures));
+/// let mut done = pin!(loky::as_completed_stream(futures));
 /// while let Some(fut) = std::future::poll_fn(|cx| done.as_mut().poll_next(cx)).await {
 ///     println!("{}", fut.wait_async().await?);
 /// }
-/// # Ok(())
-/// # }
+/// # Ok::<(), loky::Error>(())
+/// # })?;
+/// # Ok::<(), loky::Error>(())
 /// ```
 pub fn as_completed_stream<T>(
     futures: impl IntoIterator<Item = Future<T>>,

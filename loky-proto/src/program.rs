@@ -21,7 +21,7 @@ use crate::{env, os};
 /// identities run the very same executable code.
 ///
 /// ```
-/// use loky_proto::program::ProgramId;
+/// use loky::ProgramId;
 ///
 /// let me = ProgramId::current();
 /// assert!(me.is_known()); // the ELF build id, or the executable file's identity

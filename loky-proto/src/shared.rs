@@ -58,7 +58,7 @@ pub(crate) const MAX_ATTACHED: usize = 63;
 /// buffer holds one file descriptor while it lives.
 ///
 /// ```
-/// use loky_proto::SharedBytes;
+/// use loky::SharedBytes;
 ///
 /// let weights = SharedBytes::from(vec![7u8; 1 << 20]);
 /// let copy = weights.clone(); // no copy of the bytes

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 /// `Result` as its output.
 ///
 /// ```
-/// use loky_proto::Task;
+/// use loky::Task;
 ///
 /// pub const SQUARE: Task<i64, i64> = Task::new("square");
 /// pub const CONCAT: Task<(String, u32), String> = Task::new("concat");

@@ -20,7 +20,7 @@
 ///
 /// ```no_run
 /// // tests/pool.rs
-/// loky_worker::init_before_main!();
+/// loky::init_before_main!();
 ///
 /// #[test]
 /// fn squares_in_workers() {
@@ -35,11 +35,11 @@
 /// With named tasks too, give an expression that makes the registry:
 ///
 /// ```no_run
-/// use loky_proto::Task;
+/// use loky::Task;
 ///
 /// const SQUARE: Task<i64, i64> = Task::new("square");
 ///
-/// loky_worker::init_before_main!(loky_worker::Registry::new().register(SQUARE, |x: i64| x * x));
+/// loky::init_before_main!(loky::Registry::new().register(SQUARE, |x: i64| x * x));
 /// ```
 ///
 /// The constructor runs before the Rust runtime has set itself up for

@@ -5,7 +5,7 @@
 //! all.
 //!
 //! ```
-//! use loky_worker::diagnostics;
+//! use loky::diagnostics;
 //!
 //! let registry = diagnostics::registry();
 //! assert!(registry.tasks().iter().any(|t| t.name == diagnostics::SQUARE.name()));
@@ -28,7 +28,7 @@ pub const NOOP: Task<(), ()> = Task::new("noop");
 /// decodable as the same type.
 ///
 /// ```
-/// use loky_worker::diagnostics::AnyValue;
+/// use loky::diagnostics::AnyValue;
 ///
 /// let value = AnyValue::new(&("seven", 7))?;
 /// // ... the value of `ex.submit(ECHO, value)?.result()?` ...

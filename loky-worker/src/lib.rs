@@ -9,8 +9,8 @@
 //!
 // Compile-only: run by hand, a program that calls `serve` exits with code 2.
 //! ```no_run
-//! use loky_proto::Task;
-//! use loky_worker::Registry;
+//! use loky::Task;
+//! use loky::Registry;
 //!
 //! pub const SQUARE: Task<i64, i64> = Task::new("square");
 //! pub const CONCAT: Task<(String, u32), String> = Task::new("concat");
@@ -19,7 +19,7 @@
 //!     let registry = Registry::new()
 //!         .register(SQUARE, |x: i64| x * x)
 //!         .register(CONCAT, |(s, n): (String, u32)| s.repeat(n as usize));
-//!     loky_worker::serve(registry)
+//!     loky::serve(registry)
 //! }
 //! ```
 //!

@@ -12,8 +12,8 @@ use crate::call::WorkerRuntime;
 /// function.
 ///
 /// ```
-/// use loky_proto::Task;
-/// use loky_worker::Registry;
+/// use loky::Task;
+/// use loky::Registry;
 ///
 /// const SQUARE: Task<i64, i64> = Task::new("square");
 /// const CONCAT: Task<(String, u32), String> = Task::new("concat");

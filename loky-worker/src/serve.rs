@@ -28,7 +28,7 @@ use crate::{Registry, os, panic};
 ///
 /// ```no_run
 /// fn main() {
-///     loky_worker::init();
+///     loky::init();
 ///     // Only the application gets here.
 ///     run_the_application();
 /// }
@@ -49,12 +49,12 @@ pub fn init() {
 ///
 // Compile-only: run by hand, a program that calls `serve` exits with code 2.
 /// ```no_run
-/// use loky_proto::Task;
+/// use loky::Task;
 ///
 /// const SQUARE: Task<i64, i64> = Task::new("square");
 ///
 /// fn main() {
-///     loky_worker::serve(loky_worker::Registry::new().register(SQUARE, |x: i64| x * x))
+///     loky::serve(loky::Registry::new().register(SQUARE, |x: i64| x * x))
 /// }
 /// ```
 pub fn serve(registry: Registry) -> ! {
@@ -76,13 +76,13 @@ pub fn serve(registry: Registry) -> ! {
 /// way, the program goes on as usual.
 ///
 /// ```
-/// use loky_proto::Task;
-/// use loky_worker::Registry;
+/// use loky::Task;
+/// use loky::Registry;
 ///
 /// const SQUARE: Task<i64, i64> = Task::new("square");
 ///
 /// fn main() {
-///     loky_worker::serve_if_worker(&Registry::new().register(SQUARE, |x: i64| x * x));
+///     loky::serve_if_worker(&Registry::new().register(SQUARE, |x: i64| x * x));
 ///     // Only the application gets here: start executors, submit SQUARE...
 /// }
 /// ```

@@ -7,6 +7,8 @@
 //!   (see [`bench`](mod@bench)).
 //! - `cargo xtask fuzz [--seconds N] [--seed] [--merge] [TARGET]`: the fuzz
 //!   targets of the decoders under libFuzzer (see [`fuzz`](mod@fuzz)).
+//! - `cargo xtask doc-examples`: fails if an example on `loky`'s rendered
+//!   pages names an inner crate (see [`doc_examples`](mod@doc_examples)).
 //! - `cargo xtask slurm -- COMMAND...`: COMMAND against a single-node Slurm
 //!   cluster on this machine (see [`slurm`](mod@slurm)).
 //!
@@ -15,6 +17,7 @@
 //! seconds.
 
 mod bench;
+mod doc_examples;
 mod examples;
 mod fuzz;
 mod libtest;
@@ -40,7 +43,7 @@ commands:
       root), the chaos runs, the examples and a short fuzz run; each step has
       a deadline, past which it is stopped with its process group and fails;
       stops at the first failure and prints a summary.
-      --quick       skip fmt, clippy and doc
+      --quick       skip fmt, clippy, doc and doc examples
       --no-chaos    skip the chaos runs
       --no-nextest  run the tests with cargo test even where nextest is installed
       --slurm       also run the Slurm tests on a single-node cluster (root:
@@ -54,6 +57,9 @@ commands:
       parent_reads_responses) for N seconds (default 600) on its committed
       corpus; prints the inputs run. --seed rewrites the seed inputs first;
       --merge folds new coverage into the committed corpus.
+  doc-examples
+      fail if a code example on loky's rendered docs (target/doc/loky, from
+      `cargo doc`) names loky_core, loky_proto or loky_worker.
   slurm -- COMMAND [ARGS...]
       run COMMAND with SLURM_CONF set, against a single-node Slurm cluster
       started for it (root: installs it if missing) and stopped after it.
@@ -79,6 +85,7 @@ fn main() -> ExitCode {
             Ok(options) => fuzz::run(&Workspace::locate(), &options),
             Err(message) => usage_error(&message),
         },
+        "doc-examples" => doc_examples::run(&Workspace::locate()),
         "slurm" => slurm::run(&Workspace::locate(), rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

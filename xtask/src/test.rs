@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every check, in order, stopping at the first failure.
 //!
-//! The steps are fmt, clippy, doc, build, test, doctest, chaos, one step per
+//! The steps are fmt, clippy, doc, doc examples (no example on `loky`'s
+//! pages names an inner crate), package, build, test, doctest, chaos, one step per
 //! entry of [`EXAMPLES`], and a short run of each fuzz target (which builds
 //! its instrumented targets itself). Each runs in a process group of its own under
 //! a deadline: past it, the step is stopped with its whole group and fails
@@ -69,7 +70,7 @@ mod deadline {
 /// Options of `cargo xtask test`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Options {
-    /// Skip fmt, clippy and doc (`--quick`).
+    /// Skip fmt, clippy, doc and doc examples (`--quick`).
     quick: bool,
     /// Run the chaos step (cleared by `--no-chaos`).
     chaos: bool,
@@ -122,7 +123,7 @@ fn plan(workspace: &Workspace, options: Options) -> Vec<Step> {
 fn plan_with(workspace: &Workspace, options: Options, nextest: bool) -> Vec<Step> {
     let mut steps = Vec::new();
     if options.quick {
-        for name in ["fmt", "clippy", "doc"] {
+        for name in ["fmt", "clippy", "doc", "doc examples"] {
             steps.push(Step::skip(name, "--quick"));
         }
     } else {
@@ -143,8 +144,8 @@ fn plan_with(workspace: &Workspace, options: Options, nextest: bool) -> Vec<Step
     steps
 }
 
-/// fmt, clippy and doc.
-fn lint_steps(workspace: &Workspace) -> [Step; 3] {
+/// fmt, clippy, doc, and the check of the rendered examples.
+fn lint_steps(workspace: &Workspace) -> [Step; 4] {
     let fmt = workspace.cargo(&["fmt", "--all", "--", "--check"]);
     let clippy = workspace.cargo(&[
         "clippy",
@@ -160,7 +161,20 @@ fn lint_steps(workspace: &Workspace) -> [Step; 3] {
         Step::run("fmt", deadline::FMT, vec![fmt]),
         Step::run("clippy", deadline::CLIPPY, vec![clippy]),
         Step::run("doc", deadline::DOC, vec![doc]),
+        Step::run(
+            "doc examples",
+            deadline::FMT,
+            vec![xtask(&["doc-examples"])],
+        ),
     ]
+}
+
+/// This very xtask program, with `args`.
+pub(super) fn xtask(args: &[&str]) -> Command {
+    let program = std::env::current_exe().unwrap_or_else(|_| "cargo-xtask".into());
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null());
+    command
 }
 
 fn nextest_installed(workspace: &Workspace) -> bool {

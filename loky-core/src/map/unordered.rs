@@ -34,7 +34,7 @@ use crate::timer::Alarm;
 ///
 /// ```
 /// use std::time::Duration;
-/// use loky_core::{ProcessPoolExecutor, Task};
+/// use loky::{ProcessPoolExecutor, Task};
 ///
 /// const SLEEP_MS: Task<u64, u64> = Task::new("sleep_ms");
 ///
@@ -44,7 +44,7 @@ use crate::timer::Alarm;
 /// for (i, result) in ex.map_unordered(SLEEP_MS, [300, 10, 20]) {
 ///     println!("input {i}: {:?}", result); // 1 and 2 first, then 0
 /// }
-/// # Ok::<(), loky_core::Error>(())
+/// # Ok::<(), loky::Error>(())
 /// ```
 #[must_use = "a map does nothing until iterated"]
 pub struct MapUnordered<'a, O> {
@@ -277,17 +277,20 @@ impl<O> Drop for MapUnordered<'_, O> {
 /// The results of a [`MapUnordered`] as a [`Stream`]: what
 /// [`MapUnordered::into_stream`] returns.
 ///
-// Compile-only: an async example, and loky has no runtime to run it with.
-/// ```no_run
-/// # use loky_core::{ProcessPoolExecutor, Task};
+/// ```
+/// # use loky::{ProcessPoolExecutor, Task};
 /// # const SQUARE: Task<i64, i64> = Task::new("square");
-/// # async fn run(ex: ProcessPoolExecutor) -> loky_core::Result<()> {
+/// # // Runs where LOKY_WORKER names a worker program (`cargo xtask test` sets it).
+/// # if std::env::var_os("LOKY_WORKER").is_none() { return Ok(()); }
+/// # let ex = ProcessPoolExecutor::new(2)?;
+/// # futures_executor::block_on(async {
 /// let mut squares = ex.map_unordered(SQUARE, 0..1000).chunksize(10).into_stream();
 /// while let Some((i, square)) = squares.next().await {
 ///     assert_eq!(square?, (i * i) as i64);
 /// }
-/// # Ok(())
-/// # }
+/// # Ok::<(), loky::Error>(())
+/// # })?;
+/// # Ok::<(), loky::Error>(())
 /// ```
 #[must_use = "a stream does nothing unless polled"]
 pub struct MapUnorderedStream<'a, O> {

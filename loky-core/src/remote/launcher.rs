@@ -19,7 +19,7 @@ const PLACEHOLDER: &str = "{worker}";
 /// (never in its arguments or environment).
 ///
 /// ```
-/// use loky_core::Launcher;
+/// use loky::Launcher;
 ///
 /// let launcher = Launcher::command("srun --nodes=1 --ntasks=1 --partition=short {worker}");
 /// assert_eq!(

@@ -165,5 +165,5 @@ pub use loky_core::{cpu_count, cpu_count_physical};
 /// (`cargo test -p loky --doc`) so that the first example a user reads
 /// keeps working. Hidden: it exists only when rustdoc collects doctests.
 #[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

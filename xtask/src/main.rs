@@ -9,6 +9,8 @@
 //!   targets of the decoders under libFuzzer (see [`fuzz`](mod@fuzz)).
 //! - `cargo xtask doc-examples`: fails if an example on `loky`'s rendered
 //!   pages names an inner crate (see [`doc_examples`](mod@doc_examples)).
+//! - `cargo xtask package`: the published packages build and pass `loky`'s
+//!   doc tests as packed (see [`package`](mod@package)).
 //! - `cargo xtask slurm -- COMMAND...`: COMMAND against a single-node Slurm
 //!   cluster on this machine (see [`slurm`](mod@slurm)).
 //!
@@ -22,6 +24,7 @@ mod examples;
 mod fuzz;
 mod libtest;
 mod os;
+mod package;
 mod runner;
 mod slurm;
 mod steps;
@@ -60,6 +63,9 @@ commands:
   doc-examples
       fail if a code example on loky's rendered docs (target/doc/loky, from
       `cargo doc`) names loky_core, loky_proto or loky_worker.
+  package
+      cargo package the published crates, then build them and run the doc
+      tests of loky from the packages (in target/package-check).
   slurm -- COMMAND [ARGS...]
       run COMMAND with SLURM_CONF set, against a single-node Slurm cluster
       started for it (root: installs it if missing) and stopped after it.
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
             Err(message) => usage_error(&message),
         },
         "doc-examples" => doc_examples::run(&Workspace::locate()),
+        "package" => package::run(&Workspace::locate()),
         "slurm" => slurm::run(&Workspace::locate(), rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

@@ -1,9 +1,10 @@
 //! `cargo xtask test`: every check, in order, stopping at the first failure.
 //!
 //! The steps are fmt, clippy, doc, doc examples (no example on `loky`'s
-//! pages names an inner crate), package, build, test, doctest, chaos, one step per
-//! entry of [`EXAMPLES`], and a short run of each fuzz target (which builds
-//! its instrumented targets itself). Each runs in a process group of its own under
+//! pages names an inner crate), build, test, doctest, package (the
+//! published crates build and pass `loky`'s doc tests as packed), chaos,
+//! one step per entry of [`EXAMPLES`], and a short run of each fuzz target
+//! (which builds its instrumented targets itself). Each runs in a process group of its own under
 //! a deadline: past it, the step is stopped with its whole group and fails
 //! as hung, naming itself. The deadlines are generous for a loaded two-core
 //! machine; compilation happens in the steps with the long ones (clippy,
@@ -55,6 +56,9 @@ mod deadline {
     pub(super) const TEST_BINARY: Duration = Duration::from_secs(10 * 60);
     /// Compiles and runs the doctests.
     pub(super) const DOCTEST: Duration = Duration::from_secs(30 * 60);
+    /// Packs the published crates, builds them from the packages and runs
+    /// `loky`'s doc tests: about a minute, dependencies built already.
+    pub(super) const PACKAGE: Duration = Duration::from_secs(20 * 60);
     /// The chaos run, built already: about a minute unloaded.
     pub(super) const CHAOS: Duration = Duration::from_secs(20 * 60);
     /// One example, built already.
@@ -132,6 +136,11 @@ fn plan_with(workspace: &Workspace, options: Options, nextest: bool) -> Vec<Step
     steps.push(build_step(workspace, options, nextest));
     steps.push(test_step(workspace, nextest));
     steps.push(doctest_step(workspace));
+    steps.push(Step::run(
+        "package",
+        deadline::PACKAGE,
+        vec![xtask(&["package"])],
+    ));
     steps.extend(remote::steps(workspace, options, nextest));
     steps.push(chaos_step(workspace, options, CHAOS_BIN, "chaos"));
     steps.push(chaos_step(workspace, options, MAP_CHAOS_BIN, "map-chaos"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{Config, CrashPolicy, Initializer};
+use crate::config::{Config, CrashPolicy, Initializer, Shutdown};
 use crate::error::{Error, Result, SerializationError, SpawnError, WorkerNotFound};
 use loky_proto::{Task, env};
 
@@ -82,6 +82,7 @@ pub struct ExecutorBuilder {
     start_timeout: Duration,
     max_frame: usize,
     pub(crate) kill_workers: bool,
+    on_drop: Shutdown,
 }
 
 impl fmt::Debug for ExecutorBuilder {
@@ -110,6 +111,7 @@ impl Default for ExecutorBuilder {
             start_timeout: Duration::from_secs(30),
             max_frame: loky_proto::DEFAULT_MAX_FRAME,
             kill_workers: false,
+            on_drop: Shutdown::default(),
         }
     }
 }
@@ -224,6 +226,50 @@ impl ExecutorBuilder {
         self
     }
 
+    /// What dropping the last handle of the executor does (the last of its
+    /// clones and of the maps made from it). The default,
+    /// [`Shutdown::default()`], waits for every submitted task and reaps
+    /// the workers, as Python's `with` block does.
+    ///
+    /// An early return (`?`) or a panic that unwinds past the executor
+    /// then waits for the tasks it leaves behind. To leave at once instead:
+    ///
+    /// - `Shutdown { wait: false, ..Shutdown::default() }`: the drop
+    ///   returns at once and the tasks run to the end in the background;
+    ///   futures still held get their results.
+    /// - `Shutdown { kill_workers: true, ..Shutdown::default() }`: the
+    ///   workers (and their process groups) are killed, and the drop returns
+    ///   once they are reaped; unfinished futures fail with
+    ///   [`Error::ShutdownExecutor`](crate::Error::ShutdownExecutor).
+    /// - `cancel_futures: true`: the tasks that have not started are
+    ///   cancelled rather than run.
+    ///
+    /// The drop is a call of
+    /// [`shutdown_with`](crate::ProcessPoolExecutor::shutdown_with)`(how)`,
+    /// after any explicit one: whatever is still running or pending then
+    /// is treated as `how` says. As with `shutdown`, a drop on a thread of
+    /// the pool (in a done callback) never waits.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use loky::{Error, ProcessPoolExecutor, Shutdown, diagnostics::SLEEP};
+    ///
+    /// # // Runs where LOKY_WORKER names a worker program (`cargo xtask test` sets it).
+    /// # if std::env::var_os("LOKY_WORKER").is_none() { return Ok(()); }
+    /// let ex = ProcessPoolExecutor::builder()
+    ///     .max_workers(1)
+    ///     .on_drop(Shutdown { kill_workers: true, ..Shutdown::default() })
+    ///     .build()?;
+    /// let slow = ex.submit(SLEEP, Duration::from_secs(3600))?;
+    /// drop(ex); // kills the worker rather than wait an hour
+    /// assert!(matches!(slow.result(), Err(Error::ShutdownExecutor(_))));
+    /// # Ok::<(), loky::Error>(())
+    /// ```
+    pub fn on_drop(mut self, how: Shutdown) -> Self {
+        self.on_drop = how;
+        self
+    }
+
     pub(crate) fn config(&self) -> Result<Config> {
         // A worker whose `main` builds an executor before `loky::init()`
         // ends here rather than start workers of its own.
@@ -257,6 +303,7 @@ impl ExecutorBuilder {
             start_timeout: self.start_timeout,
             max_frame: self.max_frame,
             depth,
+            on_drop: self.on_drop,
         })
     }
 }

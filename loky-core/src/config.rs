@@ -110,6 +110,8 @@ pub(crate) struct Config {
     pub(crate) max_frame: usize,
     /// Nesting depth of the workers this pool starts.
     pub(crate) depth: u32,
+    /// What dropping the last handle does.
+    pub(crate) on_drop: Shutdown,
 }
 
 impl Config {
@@ -169,6 +171,7 @@ impl Config {
             start_timeout: Duration::from_secs(30),
             max_frame: loky_proto::DEFAULT_MAX_FRAME,
             depth: 1,
+            on_drop: Shutdown::default(),
         }
     }
 }

@@ -22,8 +22,9 @@ use crate::supervisor::{self, Pool, PoolHandle};
 /// `concurrent.futures.ProcessPoolExecutor` with loky's robustness.
 ///
 /// A cheap `Clone` handle; the pool shuts down (waiting for its tasks) when
-/// the last handle is dropped, like Python's `with` block. Workers start on
-/// the first submit.
+/// the last handle is dropped, like Python's `with` block
+/// ([`ExecutorBuilder::on_drop`](crate::ExecutorBuilder::on_drop) chooses
+/// otherwise). Workers start on the first submit.
 ///
 /// ```
 /// use loky::{ProcessPoolExecutor, Task};
@@ -54,7 +55,8 @@ use crate::supervisor::{self, Pool, PoolHandle};
 ///   time to check the worker program, not to start workers;
 /// - [`shutdown`](Self::shutdown)`(true)` and [`shutdown_with`](Self::shutdown_with)
 ///   with `wait`, and dropping the last handle (which shuts down waiting
-///   for every task): use [`shutdown_async`](Self::shutdown_async) first;
+///   for every task, unless [`on_drop`](crate::ExecutorBuilder::on_drop)
+///   says otherwise): use [`shutdown_async`](Self::shutdown_async) first;
 /// - [`Future::result`] and the other waits of a future, [`wait`](crate::wait),
 ///   [`as_completed`](crate::as_completed), and iterating a [`Map`] or a
 ///   [`MapUnordered`] (their `next` waits for a result).

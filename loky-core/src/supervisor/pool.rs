@@ -230,6 +230,6 @@ impl Deref for PoolHandle {
 
 impl Drop for PoolHandle {
     fn drop(&mut self) {
-        self.0.shutdown(Shutdown::default());
+        self.0.shutdown(self.0.config.on_drop);
     }
 }

@@ -191,6 +191,19 @@ impl ExecutorBuilder {
     }
 
     /// A hard cap on each worker's memory (address space), in bytes.
+    ///
+    /// A worker whose allocation fails under it exits with
+    /// [`exit_code::MEMORY_LIMIT`](crate::exit_code::MEMORY_LIMIT) and its
+    /// task's future fails with
+    /// [`Error::TerminatedWorker`](crate::Error::TerminatedWorker), saying
+    /// that it exceeded its memory limit of `bytes` bytes. On stderr the
+    /// worker leaves one line naming the limit. The stock `loky-worker`
+    /// prints that line alone; a program that is its own worker
+    /// ([`loky::init()`](https://docs.rs/loky/latest/loky/fn.init.html))
+    /// has std's `memory allocation of N bytes failed` first, then that
+    /// line. With `RUST_BACKTRACE` set, std prints a backtrace there
+    /// instead, and such a worker dies of SIGABRT (`TerminatedWorker`
+    /// without the memory-limit sentence).
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
         self

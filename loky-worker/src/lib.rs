@@ -91,4 +91,7 @@ mod remote;
 mod serve;
 
 pub use registry::Registry;
+// For the stock worker program's `#[global_allocator]`.
+#[doc(hidden)]
+pub use os::ExitOnMemoryLimit;
 pub use serve::{init, is_worker, serve, serve_if_worker};

@@ -4,10 +4,12 @@
 //! Unix only for now. Functions called from signal handlers
 //! ([`terminate`], [`exit_now`]) use only async-signal-safe calls.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
 use loky_proto::exit_code;
@@ -463,34 +465,44 @@ extern "C" fn on_fault_signal(
     }
 }
 
-/// Under a memory limit of `limit` bytes, turns the abort of a failed
-/// allocation into the documented exit code [`exit_code::MEMORY_LIMIT`],
-/// after one line on stderr that names the limit.
+/// The line that ends a worker whose allocation failed under its memory
+/// limit, set once the limit is known.
+static MEMORY_LIMIT_LINE: OnceLock<&'static [u8]> = OnceLock::new();
+
+/// Under a memory limit of `limit` bytes, turns a failed allocation into the
+/// documented exit code [`exit_code::MEMORY_LIMIT`], after one line on
+/// stderr that names the limit.
 ///
-/// std prints `memory allocation of N bytes failed` and a note about
-/// `RUST_BACKTRACE` before it aborts, and nothing stable lets a program
-/// replace that (the allocation-error hook and handler are unstable; a
-/// global allocator would be forced on every worker program); the line
-/// printed here says what happened and that the note does not apply.
+/// A program whose global allocator is [`ExitOnMemoryLimit`] (the stock
+/// `loky-worker`) exits there, at the failed allocation, and that line is
+/// all it prints. Any other program gets std's own handling first: std
+/// prints `memory allocation of N bytes failed` (and, by some versions, a
+/// note about `RUST_BACKTRACE`), and nothing stable lets a library replace
+/// that (the allocation-error hook and handler are unstable); std then
+/// aborts, and the SIGABRT handler installed here prints the line, saying
+/// that the note does not apply, and exits with the code.
 ///
 /// Rust's allocation-failure path prints a line and calls `abort()` right
 /// after `malloc`/`mmap` failed with `ENOMEM`, so `errno` is `ENOMEM` when
 /// SIGABRT arrives. Any other SIGABRT gets the default disposition back and
 /// is raised again, so the process dies of SIGABRT as it would have.
 ///
-/// This is a heuristic, right in the common case only: with `RUST_BACKTRACE`
-/// set, std prints a backtrace between the failed allocation and the abort,
-/// which clobbers `errno`, so the worker dies of SIGABRT; the same happens
-/// when the failure message cannot be written (stderr closed). And an
-/// `abort()` while a stale `ENOMEM` sits in `errno` is taken for the limit.
+/// That handler is a heuristic, right in the common case only: with
+/// `RUST_BACKTRACE` set, std prints a backtrace between the failed
+/// allocation and the abort, which clobbers `errno`, so the worker dies of
+/// SIGABRT; the same happens when the failure message cannot be written
+/// (stderr closed). And an `abort()` while a stale `ENOMEM` sits in `errno`
+/// is taken for the limit.
 pub(crate) fn install_memory_limit_handler(limit: u64) -> io::Result<()> {
-    let line: &'static [u8] = format!(
+    let line = format!(
         "loky-worker: an allocation failed: the worker reached its memory limit of {limit} \
-         bytes and exits with code {} (the note above does not apply)\n",
+         bytes and exits with code {}",
         exit_code::MEMORY_LIMIT
-    )
-    .into_bytes()
-    .leak();
+    );
+    let _ = MEMORY_LIMIT_LINE.set(format!("{line}\n").into_bytes().leak());
+    let after_std: &'static [u8] = format!("{line} (the note above does not apply)\n")
+        .into_bytes()
+        .leak();
     // SAFETY: the action first reads errno (signal-hook saved it on entry
     // and nothing ran since), then calls only async-signal-safe functions
     // (poll and write in write_stderr, on a buffer made beforehand; _exit;
@@ -498,7 +510,7 @@ pub(crate) fn install_memory_limit_handler(limit: u64) -> io::Result<()> {
     unsafe {
         signal_hook::low_level::register(libc::SIGABRT, move || {
             if io::Error::last_os_error().raw_os_error() == Some(libc::ENOMEM) {
-                write_stderr(line);
+                write_stderr(after_std);
                 exit_now(exit_code::MEMORY_LIMIT);
             }
             libc::signal(libc::SIGABRT, libc::SIG_DFL);
@@ -506,6 +518,60 @@ pub(crate) fn install_memory_limit_handler(limit: u64) -> io::Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// A global allocator for worker programs: the system's, except that an
+/// allocation failing under the executor's memory limit ends the worker at
+/// once, with one line on stderr naming the limit and exit code
+/// [`exit_code::MEMORY_LIMIT`], before std would print its own message.
+/// Without a memory limit it is the system allocator, failures included.
+///
+/// The stock `loky-worker` uses it. It suits a program whose tasks never
+/// recover from a failed allocation (`try_reserve` and the like): under a
+/// limit, such a failure ends the worker too.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExitOnMemoryLimit;
+
+impl ExitOnMemoryLimit {
+    /// `ptr`, unless it is null and a memory limit is set: then the line
+    /// and the exit. Reads a `OnceLock` (an atomic load) and allocates
+    /// nothing.
+    fn checked(ptr: *mut u8) -> *mut u8 {
+        if ptr.is_null()
+            && let Some(line) = MEMORY_LIMIT_LINE.get()
+        {
+            write_stderr(line);
+            exit_now(exit_code::MEMORY_LIMIT);
+        }
+        ptr
+    }
+}
+
+// SAFETY: every method passes its arguments to the system allocator, whose
+// contract is the same, and returns its result unchanged (or never returns).
+unsafe impl GlobalAlloc for ExitOnMemoryLimit {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        Self::checked(unsafe { System.alloc(layout) })
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        Self::checked(unsafe { System.alloc_zeroed(layout) })
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract, and
+        // `ptr` came from this allocator, that is from `System`.
+        Self::checked(unsafe { System.realloc(ptr, layout, new_size) })
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract, and
+        // `ptr` came from `System`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
 }
 
 /// Dies of SIGSEGV. Rust's std handles SIGSEGV itself (to report stack

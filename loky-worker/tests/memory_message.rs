@@ -1,5 +1,6 @@
-//! A worker that runs out of its memory limit leaves one line of its own on
-//! stderr that names the limit and says the worker exits with its code.
+//! A worker that runs out of its memory limit leaves one line on stderr
+//! that names the limit and says the worker exits with its code: the stock
+//! worker, with its allocator, that line alone.
 
 mod common;
 
@@ -37,6 +38,10 @@ fn running_out_of_the_memory_limit_says_so_on_stderr() {
         .filter(|line| line.starts_with("loky-worker:"))
         .collect();
     assert_eq!(ours.len(), 1, "{stderr}");
+    // The stock worker's allocator ends it before std prints its own
+    // message (`memory allocation of N bytes failed`).
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!ours[0].contains("the note above"), "{stderr}");
     assert!(
         ours[0].contains(&format!("memory limit of {limit} bytes"))
             && ours[0].contains(&format!("exits with code {}", exit_code::MEMORY_LIMIT)),

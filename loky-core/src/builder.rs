@@ -193,7 +193,7 @@ impl ExecutorBuilder {
     /// A hard cap on each worker's memory (address space), in bytes.
     ///
     /// A worker whose allocation fails under it exits with
-    /// [`exit_code::MEMORY_LIMIT`](crate::exit_code::MEMORY_LIMIT) and its
+    /// [`exit_code::MEMORY_LIMIT`](loky_proto::exit_code::MEMORY_LIMIT) and its
     /// task's future fails with
     /// [`Error::TerminatedWorker`](crate::Error::TerminatedWorker), saying
     /// that it exceeded its memory limit of `bytes` bytes. On stderr the

@@ -5,6 +5,12 @@
 
 use std::process::ExitCode;
 
+/// In a worker under a memory limit, a failed allocation ends the worker
+/// with one line naming the limit, as in the stock worker; elsewhere (the
+/// parent, workers without a limit) it is the system allocator.
+#[global_allocator]
+static ALLOCATOR: loky_worker::ExitOnMemoryLimit = loky_worker::ExitOnMemoryLimit;
+
 fn main() -> ExitCode {
     loky::serve_if_worker(&loky_tests::registry());
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -12,6 +12,9 @@ use crate::config::{Config, CrashPolicy, Initializer, Shutdown};
 use crate::error::{Error, Result, SerializationError, SpawnError, WorkerNotFound};
 use loky_proto::{Task, env};
 
+#[cfg(feature = "remote")]
+mod remote;
+
 /// Default nesting limit; `LOKY_MAX_DEPTH` overrides it.
 pub const DEFAULT_MAX_DEPTH: u32 = 10;
 
@@ -83,6 +86,8 @@ pub struct ExecutorBuilder {
     max_frame: usize,
     pub(crate) kill_workers: bool,
     on_drop: Shutdown,
+    #[cfg(feature = "remote")]
+    pub(crate) remote: remote::RemoteOptions,
 }
 
 impl fmt::Debug for ExecutorBuilder {
@@ -112,6 +117,8 @@ impl Default for ExecutorBuilder {
             max_frame: loky_proto::DEFAULT_MAX_FRAME,
             kill_workers: false,
             on_drop: Shutdown::default(),
+            #[cfg(feature = "remote")]
+            remote: remote::RemoteOptions::default(),
         }
     }
 }
@@ -302,6 +309,8 @@ impl ExecutorBuilder {
             WorkerProgram::Named(name) => find_named(&name)?,
         };
         let initializer = self.initializer.clone().transpose()?;
+        #[cfg(feature = "remote")]
+        let remote = self.remote.resolve()?;
         Ok(Config {
             max_workers,
             program,
@@ -317,6 +326,8 @@ impl ExecutorBuilder {
             max_frame: self.max_frame,
             depth,
             on_drop: self.on_drop,
+            #[cfg(feature = "remote")]
+            remote,
         })
     }
 }

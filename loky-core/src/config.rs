@@ -112,6 +112,43 @@ pub(crate) struct Config {
     pub(crate) depth: u32,
     /// What dropping the last handle does.
     pub(crate) on_drop: Shutdown,
+    /// Workers started by a launcher command, connecting back; `None`:
+    /// the executor's own child processes.
+    #[cfg(feature = "remote")]
+    pub(crate) remote: Option<RemoteConfig>,
+}
+
+/// A pool's settings for workers started by a launcher command (feature
+/// `remote`), as the builder resolved them.
+#[cfg(feature = "remote")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct RemoteConfig {
+    pub(crate) launcher: crate::launcher::Launcher,
+    /// Where the listener binds.
+    pub(crate) listen: std::net::SocketAddr,
+    /// The host name or address workers dial; the port is the listener's.
+    pub(crate) advertise: String,
+    pub(crate) liveness: loky_proto::remote::Liveness,
+}
+
+#[cfg(feature = "remote")]
+impl RemoteConfig {
+    /// The address workers dial.
+    pub(crate) fn dial(&self, port: u16) -> String {
+        use std::net::{IpAddr, SocketAddr};
+        match self.advertise.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port).to_string(),
+            Err(_) => format!("{}:{port}", self.advertise),
+        }
+    }
+}
+
+/// What a worker's environment gets on top of the one it starts with: the
+/// variables removed, then those set (in order: a later one wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct WorkerEnv {
+    pub(crate) remove: Vec<OsString>,
+    pub(crate) set: Vec<(OsString, OsString)>,
 }
 
 impl Config {
@@ -134,21 +171,38 @@ impl Config {
     /// The command that starts one worker (the channel is added at spawn).
     pub(crate) fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
-        command
-            .env(env::DEPTH, self.depth.to_string())
-            .env(env::WORKER_PROGRAM, &self.program)
-            .env(env::MAX_FRAME, self.max_frame.to_string())
-            .env_remove(env::MEMORY_LIMIT);
-        if let Some(limit) = self.memory_limit {
-            // With RUST_BACKTRACE set, std prints a backtrace on allocation
-            // failure before aborting, which clobbers the errno the worker
-            // uses to tell an out-of-memory abort from another one.
-            command
-                .env(env::MEMORY_LIMIT, limit.to_string())
-                .env_remove("RUST_BACKTRACE");
+        let changes = self.worker_env();
+        for key in &changes.remove {
+            command.env_remove(key);
         }
-        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command.envs(changes.set);
         command
+    }
+
+    /// The environment changes every worker gets, the user's last.
+    pub(crate) fn worker_env(&self) -> WorkerEnv {
+        let mut changes = WorkerEnv {
+            remove: Vec::new(),
+            set: vec![
+                (env::DEPTH.into(), self.depth.to_string().into()),
+                (env::WORKER_PROGRAM.into(), self.program.clone().into()),
+                (env::MAX_FRAME.into(), self.max_frame.to_string().into()),
+            ],
+        };
+        match self.memory_limit {
+            Some(limit) => {
+                let limit = limit.to_string().into();
+                changes.set.push((env::MEMORY_LIMIT.into(), limit));
+                // With RUST_BACKTRACE set, std prints a backtrace on
+                // allocation failure before aborting, which clobbers the
+                // errno the worker uses to tell an out-of-memory abort from
+                // another one.
+                changes.remove.push("RUST_BACKTRACE".into());
+            }
+            None => changes.remove.push(env::MEMORY_LIMIT.into()),
+        }
+        changes.set.extend(self.env.iter().cloned());
+        changes
     }
 }
 
@@ -172,6 +226,8 @@ impl Config {
             max_frame: loky_proto::DEFAULT_MAX_FRAME,
             depth: 1,
             on_drop: Shutdown::default(),
+            #[cfg(feature = "remote")]
+            remote: None,
         }
     }
 }

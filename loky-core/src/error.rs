@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::exit::WorkerExit;
+use crate::exit::{WorkerExit, WorkerLost};
 
 mod program;
 
@@ -198,7 +198,9 @@ impl BrokenProcessPool {
 /// A worker process died unexpectedly while holding a task.
 ///
 /// Its message is loky's, paragraphs included (users search for it), with
-/// the pid and the task that was running.
+/// the pid and the task that was running. For a worker started by a
+/// launcher (feature `remote`), it also names the worker's host, and for a
+/// worker whose connection was lost, the reason ([`WorkerExit::Lost`]).
 #[derive(Debug, Clone)]
 pub struct TerminatedWorker {
     pub(crate) pid: u32,
@@ -208,6 +210,18 @@ pub struct TerminatedWorker {
     pub(crate) memory_limit: Option<u64>,
     /// For a `map` chunk: which of its items was running.
     pub(crate) item: Option<ChunkItem>,
+    /// Where a worker started by a launcher ran.
+    pub(crate) remote: Option<Box<RemoteWorker>>,
+}
+
+/// Where a worker started by a launcher ran, for [`TerminatedWorker`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RemoteWorker {
+    /// The host it ran on.
+    pub(crate) host: String,
+    /// How its launcher process ended, if it had (only a diagnostic: a
+    /// launcher may end well while its worker's machine fails).
+    pub(crate) launcher_exit: Option<WorkerExit>,
 }
 
 /// Which item of a `map` chunk a worker was running when it died: the
@@ -242,9 +256,30 @@ impl ChunkItem {
 }
 
 impl TerminatedWorker {
-    /// The pid of the worker that died.
+    /// A worker of pid `pid` that ended with `exit`, holding no task.
+    pub(crate) fn new(pid: u32, exit: WorkerExit) -> TerminatedWorker {
+        TerminatedWorker {
+            pid,
+            exit,
+            task: None,
+            exit_codes: vec![exit],
+            memory_limit: None,
+            item: None,
+            remote: None,
+        }
+    }
+
+    /// The pid of the worker that died (on its own host, for a worker
+    /// started by a launcher; 0 for one that died before saying hello, whose
+    /// pid never reached the executor).
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The host the worker ran on, for a worker started by a launcher
+    /// (feature `remote`); `None` for the executor's own child processes.
+    pub fn host(&self) -> Option<&str> {
+        self.remote.as_ref().map(|remote| remote.host.as_str())
     }
 
     /// Its exit code, if it exited.
@@ -257,7 +292,8 @@ impl TerminatedWorker {
         self.exit.signal()
     }
 
-    /// How it ended.
+    /// How it ended; [`WorkerExit::Lost`] for a worker on another machine
+    /// whose connection was lost or whose heartbeats stopped.
     pub fn exit(&self) -> WorkerExit {
         self.exit
     }
@@ -299,15 +335,41 @@ impl TerminatedWorker {
     }
 }
 
+impl TerminatedWorker {
+    /// The worker, for the message: its pid, and its host if remote.
+    fn who(&self) -> String {
+        match &self.remote {
+            Some(remote) => format!("pid {} on host {}", self.pid, remote.host),
+            None => format!("pid {}", self.pid),
+        }
+    }
+
+    /// The first paragraph for a worker whose end is unknown.
+    fn write_lost(&self, f: &mut fmt::Formatter<'_>, lost: WorkerLost) -> fmt::Result {
+        let host = self.host().unwrap_or("another machine");
+        write!(
+            f,
+            "The executor lost a worker process on host {host} ({lost}): its machine, the \
+             network to it or the process that relayed its connection failed, and how the \
+             worker ended is unknown. It exits on its own when it loses its executor."
+        )?;
+        match self.remote.as_ref().and_then(|remote| remote.launcher_exit) {
+            Some(exit) => write!(f, " Its launcher ended with {exit}."),
+            None => Ok(()),
+        }
+    }
+}
+
 impl fmt::Display for TerminatedWorker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.memory_limit {
-            Some(limit) => write!(
+        match (self.exit.lost(), self.memory_limit) {
+            (Some(lost), _) => self.write_lost(f, lost)?,
+            (None, Some(limit)) => write!(
                 f,
                 "A worker process managed by the executor exceeded its memory limit of \
                  {limit} bytes and was terminated."
             )?,
-            None => f.write_str(
+            (None, None) => f.write_str(
                 "A worker process managed by the executor was unexpectedly terminated. \
                  This could be caused by a segmentation fault while calling the function \
                  or by an excessive memory usage causing the Operating System to kill the \
@@ -325,10 +387,10 @@ impl fmt::Display for TerminatedWorker {
         match &self.task {
             Some(task) => write!(
                 f,
-                "\n\nThe worker (pid {}) was running task `{task}`",
-                self.pid
+                "\n\nThe worker ({}) was running task `{task}`",
+                self.who()
             )?,
-            None => return write!(f, "\n\nThe worker had pid {}.", self.pid),
+            None => return write!(f, "\n\nThe worker had {}.", self.who()),
         }
         let Some(item) = self.item else {
             return f.write_str(".");

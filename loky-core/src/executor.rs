@@ -246,7 +246,10 @@ impl ProcessPoolExecutor {
         self.handle.max_workers()
     }
 
-    /// The pids of the live workers (started, not yet reaped).
+    /// The pids of the live workers (started, not yet reaped). A worker
+    /// started by a launcher (`ExecutorBuilder::launcher`, feature `remote`) is
+    /// listed once it connected back and said hello, with its pid on its
+    /// own host.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.handle.worker_pids()
     }

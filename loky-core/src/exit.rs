@@ -2,10 +2,11 @@
 
 use std::fmt;
 
-/// The end of a worker process: an exit code or a signal.
+/// The end of a worker process: an exit code or a signal, or, for a worker
+/// on another machine, the loss of its connection before its end was known.
 ///
 /// Displayed as loky does: `EXIT(3)` for an exit code, `SIGSEGV(-11)` for a
-/// signal.
+/// signal; `LOST(...)` for a lost worker.
 ///
 /// ```
 /// use loky::WorkerExit;
@@ -13,11 +14,40 @@ use std::fmt;
 /// assert_eq!(WorkerExit::Signal(11).to_string(), "SIGSEGV(-11)");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum WorkerExit {
     /// The process exited with this code.
     Code(i32),
     /// The process was killed by this signal number.
     Signal(i32),
+    /// A worker started by a launcher (feature `remote`) whose executor
+    /// lost it before learning how it ended: its machine, the network to it
+    /// or its agent failed. The worker exits on its own when it loses its
+    /// executor.
+    Lost(WorkerLost),
+}
+
+/// How an executor lost a worker on another machine; see
+/// [`WorkerExit::Lost`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WorkerLost {
+    /// Its connection ended or failed without its agent closing it: the
+    /// agent was killed, or its machine or the network failed in a way that
+    /// reached this one.
+    ConnectionLost,
+    /// Nothing came from it for its heartbeat timeout: its machine, or
+    /// the network to it, went silent.
+    HeartbeatsStopped,
+}
+
+impl fmt::Display for WorkerLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerLost::ConnectionLost => f.write_str("connection lost"),
+            WorkerLost::HeartbeatsStopped => f.write_str("heartbeats stopped"),
+        }
+    }
 }
 
 impl WorkerExit {
@@ -25,7 +55,7 @@ impl WorkerExit {
     pub fn code(self) -> Option<i32> {
         match self {
             WorkerExit::Code(code) => Some(code),
-            WorkerExit::Signal(_) => None,
+            WorkerExit::Signal(_) | WorkerExit::Lost(_) => None,
         }
     }
 
@@ -33,7 +63,15 @@ impl WorkerExit {
     pub fn signal(self) -> Option<i32> {
         match self {
             WorkerExit::Signal(sig) => Some(sig),
-            WorkerExit::Code(_) => None,
+            WorkerExit::Code(_) | WorkerExit::Lost(_) => None,
+        }
+    }
+
+    /// How the executor lost the worker, if it did.
+    pub fn lost(self) -> Option<WorkerLost> {
+        match self {
+            WorkerExit::Lost(lost) => Some(lost),
+            WorkerExit::Code(_) | WorkerExit::Signal(_) => None,
         }
     }
 
@@ -57,6 +95,7 @@ impl fmt::Display for WorkerExit {
                 Some(name) => write!(f, "{name}(-{sig})"),
                 None => write!(f, "SIGNAL(-{sig})"),
             },
+            WorkerExit::Lost(lost) => write!(f, "LOST({lost})"),
         }
     }
 }

@@ -49,6 +49,8 @@ mod executor;
 mod exit;
 mod function;
 mod future;
+#[cfg(feature = "remote")]
+mod launcher;
 mod link;
 mod map;
 mod options;
@@ -76,14 +78,14 @@ pub use error::{
     WorkerNotFound,
 };
 pub use executor::ProcessPoolExecutor;
-pub use exit::WorkerExit;
+pub use exit::{WorkerExit, WorkerLost};
 pub use future::{Future, WaitAsync};
+#[cfg(feature = "remote")]
+pub use launcher::{Launcher, LauncherError};
 pub use loky_proto::Task;
 pub use loky_proto::program::ProgramId;
 pub use map::{Map, MapStream, MapUnordered, MapUnorderedStream};
 pub use options::CallOptions;
-#[cfg(feature = "remote")]
-pub use remote::{Launcher, LauncherError};
 pub use reusable::get_reusable_executor;
 pub use wait::{
     AsCompleted, AsCompletedStream, DoneAndNotDone, ReturnWhen, as_completed, as_completed_stream,

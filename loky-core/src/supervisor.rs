@@ -44,16 +44,27 @@ mod tests;
 pub(crate) use pool::{Pool, PoolHandle};
 use slot::{KillReason, Retire, Slot, SlotState, TaskTable};
 
-/// Starts the supervisor thread of a new pool of local workers.
+/// Starts the supervisor thread of a new pool: of local workers, or of
+/// workers started by the configured launcher command (whose listener is
+/// bound here, so that an address in use fails the build).
 pub(crate) fn start(config: Config) -> Result<Arc<Pool>, Error> {
     let config = Arc::new(config);
-    let launcher = Box::new(LocalLauncher::new(config.clone()));
+    let launcher = launcher(&config)?;
     let (supervisor, pool) = Supervisor::new(config, launcher);
     pool_thread::spawn(Role::Supervisor, "loky-supervisor".to_owned(), move || {
         supervisor.run()
     })
     .map_err(|e| Error::broken_by("could not start the supervisor thread", e))?;
     Ok(pool)
+}
+
+fn launcher(config: &Arc<Config>) -> Result<Box<dyn Launcher>, Error> {
+    #[cfg(feature = "remote")]
+    if let Some(remote) = &config.remote {
+        let launcher = crate::remote::RemoteLauncher::new(config.clone(), remote)?;
+        return Ok(Box::new(launcher));
+    }
+    Ok(Box::new(LocalLauncher::new(config.clone())))
 }
 
 pub(crate) struct Supervisor {
@@ -164,8 +175,11 @@ impl Supervisor {
             && self.slots.is_empty()
     }
 
-    /// Marks the pool finished and fails anything that slipped in.
+    /// Marks the pool finished and fails anything that slipped in. What
+    /// the launcher holds (a listener) goes first: a shutdown that returns
+    /// leaves nothing of the pool behind.
     fn finish(&mut self) {
+        self.launcher.finish();
         self.pool.mark_finished();
         let err = self.broken.clone().unwrap_or_else(Error::shutdown);
         fail_all_items(self.pending.drain(..), &err);
@@ -223,6 +237,14 @@ impl Supervisor {
         if !slot.starting() {
             return; // Asked to leave, or being killed, before its hello.
         }
+        // A worker reached through an agent on its machine is known by its
+        // own pid from its hello on.
+        let pid = slot.handle.pid();
+        if slot.pid != pid {
+            slot.pid = pid;
+            self.publish_pids();
+        }
+        let Some(slot) = self.slot(id) else { return };
         let tasks = Arc::new(TaskTable::new(hello));
         let Some(init) = init else {
             slot.state = SlotState::Serving { tasks };
@@ -390,8 +412,15 @@ impl Supervisor {
         }
     }
 
+    /// Publishes the pids known (a worker started by a launcher has none
+    /// before its hello).
     fn publish_pids(&self) {
-        let pids = self.slots.iter().map(|s| s.pid).collect();
+        let pids = self
+            .slots
+            .iter()
+            .map(|s| s.pid)
+            .filter(|&pid| pid != 0)
+            .collect();
         self.pool.lock().pids = pids;
     }
 }

@@ -151,7 +151,7 @@ pub use loky_core::{
 pub use loky_core::{
     BrokenProcessPool, DeadlineExceeded, Error, MissingInit, ProgramMismatch, RemoteError, Result,
     SerializationError, ShutdownError, SpawnError, TaskMismatch, TerminatedWorker, UnknownTask,
-    WorkerExit, WorkerNotFound,
+    WorkerExit, WorkerLost, WorkerNotFound,
 };
 
 // Workers on other machines.

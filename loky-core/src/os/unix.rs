@@ -79,6 +79,30 @@ impl Process {
         }
     }
 
+    /// Whether the process has exited (or was reaped), without waiting and
+    /// without reaping it.
+    #[cfg(feature = "remote")]
+    pub(crate) fn has_exited(&self) -> bool {
+        let reaped = self.lock();
+        if *reaped {
+            return true;
+        }
+        // SAFETY: info is a valid siginfo_t for the call to fill; the pid
+        // is our unreaped child (checked under the lock), and WNOWAIT leaves
+        // it unreaped. WNOHANG returns at once, with si_pid 0 if it has not
+        // exited.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let ret = libc::waitid(
+                libc::P_PID,
+                self.pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            ret == 0 && info.si_pid() != 0
+        }
+    }
+
     /// Reaps the process, waiting for it to exit if it has not.
     pub(crate) fn reap(&self) -> io::Result<ExitStatus> {
         let mut reaped = self.lock();
@@ -110,6 +134,23 @@ impl Drop for Process {
             let _ = self.reap();
         }
     }
+}
+
+/// Takes over `child`, started with [`Command`] in a process group of its
+/// own (`process_group(0)`): from now on it is signalled and reaped only
+/// through the returned [`Process`] (which reaps it if dropped first), and
+/// its exit makes the returned pidfd readable, where the kernel has pidfds.
+#[cfg(feature = "remote")]
+pub(crate) fn adopt(child: std::process::Child) -> (Process, Option<OwnedFd>) {
+    let pid = child.id();
+    let pidfd = pidfd_open(pid);
+    // Dropping a `Child` neither kills nor reaps it: its pid stays ours.
+    drop(child);
+    let process = Process {
+        pid,
+        reaped: Mutex::new(false),
+    };
+    (process, pidfd)
 }
 
 /// Sends `signal` to `pid` and to the process group `pid` (errors ignored).

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 use loky_proto::remote::{Ticket, TicketError};
 
-use super::launcher::{Launcher, LauncherError};
+use crate::launcher::{Launcher, LauncherError};
 
 /// Why a launcher command could not be started.
 #[derive(Debug, thiserror::Error)]

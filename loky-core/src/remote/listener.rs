@@ -10,6 +10,13 @@
 //! relay; until then nothing the peer sends reaches anything but TLS, which
 //! buffers a handshake's few kilobytes at most.
 //!
+//! Each launch's channel exists from the start: [`Listener::expect`] makes
+//! a socket pair, hands the executor's end to the caller at once and keeps
+//! the other for the relay of the launch's worker. So the executor reads
+//! and writes a worker's channel whether or not the worker has arrived (its
+//! hello is simply the first thing to come), and a launch given up is the
+//! end of that channel.
+//!
 //! A launch that is no longer awaited (its [`Expected`] dropped) admits
 //! nothing: a worker that connects late is turned away and exits.
 
@@ -22,10 +29,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use loky_proto::remote::{
-    Authority, Control, CredentialError, HandshakeError, Liveness, RelayHandle, Ticket,
-    configure_socket, handshake, receive_control, send_control, spawn_executor_relay,
+    Authority, Control, CredentialError, ExecutorEnd, HandshakeError, Liveness, Relay, RelayHandle,
+    Ticket, configure_socket, handshake, receive_control, send_control,
 };
 use rustix::event::{PollFd, PollFlags, poll};
 use rustls::{Connection, ServerConnection};
@@ -65,13 +71,12 @@ pub(crate) struct WorkerSettings {
     pub(crate) env_remove: Vec<String>,
 }
 
-/// A worker that connected back for a launch and was admitted.
+/// A worker that connected back for a launch and was admitted; its bytes
+/// flow through the launch's channel.
 #[derive(Debug)]
 pub(crate) struct Arrival {
     /// The launch it belongs to.
     pub(crate) launch: u64,
-    /// The worker's channel, as a local worker's.
-    pub(crate) channel: UnixStream,
     /// The link's relay.
     pub(crate) relay: RelayHandle,
     /// The host its agent runs on, as the agent names it.
@@ -107,8 +112,25 @@ struct Counters {
     admitted: AtomicU64,
 }
 
-/// A launch awaiting its worker: its number, and where its worker goes.
-type Awaited = (u64, Sender<Arrival>);
+/// Takes the worker of a launch as it is admitted (on a thread of the
+/// listener). Dropping the arrival drops the link, and so the worker.
+pub(crate) type Deliver = Box<dyn FnOnce(Arrival) + Send>;
+
+/// A launch awaiting its worker.
+struct Awaited {
+    launch: u64,
+    /// The relay's end of the launch's channel.
+    local: UnixStream,
+    deliver: Deliver,
+}
+
+impl std::fmt::Debug for Awaited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Awaited")
+            .field("launch", &self.launch)
+            .finish_non_exhaustive()
+    }
+}
 
 /// What the listener's threads share.
 #[derive(Debug)]
@@ -141,6 +163,9 @@ pub(crate) enum ListenError {
     /// The executor's credentials could not be made.
     #[error("cannot make the executor's credentials")]
     Credentials(#[from] CredentialError),
+    /// A launch's channel could not be made.
+    #[error("cannot make a worker's channel")]
+    Channel(#[source] io::Error),
 }
 
 /// The executor's listener for connect-back workers.
@@ -188,13 +213,18 @@ impl Listener {
         self.addr
     }
 
-    /// Awaits the worker of launch `launch`: issues its credentials and
-    /// returns the ticket to give it.
+    /// Awaits the worker of launch `launch`: issues its credentials (in the
+    /// ticket of the returned [`Expected`]) and makes its channel, whose
+    /// executor's end is returned. `deliver` takes the worker once it is
+    /// admitted; until then, and if it never comes, the channel carries
+    /// nothing.
     pub(crate) fn expect(
         &self,
         launch: u64,
         worker: &WorkerSettings,
-    ) -> Result<Expected, CredentialError> {
+        deliver: Deliver,
+    ) -> Result<(Expected, UnixStream), ListenError> {
+        let (channel, local) = UnixStream::pair().map_err(ListenError::Channel)?;
         let identity = self
             .shared
             .authority
@@ -210,14 +240,18 @@ impl Listener {
             env: worker.env.clone(),
             env_remove: worker.env_remove.clone(),
         };
-        let (tx, arrivals) = crossbeam_channel::bounded(1);
-        lock(&self.shared.expected).insert(cert.clone(), (launch, tx));
-        Ok(Expected {
+        let awaited = Awaited {
+            launch,
+            local,
+            deliver,
+        };
+        lock(&self.shared.expected).insert(cert.clone(), awaited);
+        let expected = Expected {
             ticket,
-            arrivals,
             cert,
             shared: self.shared.clone(),
-        })
+        };
+        Ok((expected, channel))
     }
 
     /// What became of the connections accepted so far.
@@ -252,11 +286,11 @@ impl Drop for Listener {
 }
 
 /// A launch awaiting its worker. Dropping it withdraws the launch's
-/// credentials: its worker, should it connect later, is turned away.
+/// credentials: its worker, should it connect later, is turned away, and
+/// the launch's channel ends (unless its worker was admitted).
 #[derive(Debug)]
 pub(crate) struct Expected {
     ticket: Ticket,
-    arrivals: Receiver<Arrival>,
     cert: Vec<u8>,
     shared: Arc<Shared>,
 }
@@ -265,16 +299,6 @@ impl Expected {
     /// The ticket for the launched command's standard input.
     pub(crate) fn ticket(&self) -> &Ticket {
         &self.ticket
-    }
-
-    /// Where the worker arrives, once (for a supervisor's `select!`).
-    pub(crate) fn arrivals(&self) -> &Receiver<Arrival> {
-        &self.arrivals
-    }
-
-    /// Waits up to `timeout` for the worker.
-    pub(crate) fn wait(&self, timeout: Duration) -> Option<Arrival> {
-        self.arrivals.recv_timeout(timeout).ok()
     }
 }
 
@@ -386,7 +410,7 @@ fn authenticate(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr) -> Result
         .map(|cert| cert.to_vec())
         .ok_or(Refusal::Unexpected)?;
     // Admitted once: the entry goes as the launch's worker arrives.
-    let Some((launch, arrival)) = lock(&shared.expected).remove(&cert) else {
+    let Some(awaited) = lock(&shared.expected).remove(&cert) else {
         // Say so in order, so the worker knows it was refused.
         conn.send_close_notify();
         let _ = conn.write_tls(&mut tcp);
@@ -396,12 +420,18 @@ fn authenticate(shared: &Shared, mut tcp: TcpStream, peer: SocketAddr) -> Result
         return Err(HandshakeError::Protocol("the agent did not introduce itself".into()).into());
     };
     send_control(&mut conn, &mut tcp, &Control::Welcome, deadline)?;
-    let (channel, relay) =
-        spawn_executor_relay(conn, tcp, shared.config.liveness).map_err(HandshakeError::Io)?;
+    let relay = Relay::new(
+        conn,
+        tcp,
+        awaited.local,
+        shared.config.liveness,
+        ExecutorEnd,
+    )
+    .and_then(|relay| relay.spawn("loky-remote-relay"))
+    .map_err(HandshakeError::Io)?;
     // A launch that gave up meanwhile drops the link, and so its worker.
-    let _ = arrival.send(Arrival {
-        launch,
-        channel,
+    (awaited.deliver)(Arrival {
+        launch: awaited.launch,
         relay,
         host,
         agent_pid: pid,

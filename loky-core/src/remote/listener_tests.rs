@@ -32,20 +32,46 @@ fn listener(config: ListenerConfig) -> Listener {
     Listener::bind("127.0.0.1:0".parse().unwrap(), config).unwrap()
 }
 
-fn expect(listener: &Listener, launch: u64) -> Expected {
+/// A launch awaited, as a supervisor holds it: the credentials, the
+/// executor's end of its channel, and where its worker arrives.
+struct Launch {
+    expected: Expected,
+    channel: UnixStream,
+    arrivals: mpsc::Receiver<Arrival>,
+}
+
+impl Launch {
+    fn ticket(&self) -> &Ticket {
+        self.expected.ticket()
+    }
+
+    fn wait(&self, timeout: Duration) -> Option<Arrival> {
+        self.arrivals.recv_timeout(timeout).ok()
+    }
+}
+
+fn expect(listener: &Listener, launch: u64) -> Launch {
     let worker = WorkerSettings {
         dial: vec![listener.local_addr().to_string()],
         connect_timeout: Duration::from_secs(20),
         env: vec![("LOKY_DEPTH".into(), "1".into())],
         env_remove: vec!["RUST_BACKTRACE".into()],
     };
-    let expected = listener.expect(launch, &worker).unwrap();
+    let (tx, arrivals) = mpsc::channel();
+    let deliver = Box::new(move |arrival| {
+        let _ = tx.send(arrival);
+    });
+    let (expected, channel) = listener.expect(launch, &worker, deliver).unwrap();
     let ticket = expected.ticket();
     assert_eq!(
         (&ticket.env, &ticket.env_remove),
         (&worker.env, &worker.env_remove)
     );
-    expected
+    Launch {
+        expected,
+        channel,
+        arrivals,
+    }
 }
 
 /// An agent's endpoint with nothing behind it.
@@ -86,14 +112,14 @@ fn relay_worker(connected: Connected, liveness: Liveness) -> UnixStream {
 }
 
 /// Bytes both ways through an admitted link.
-fn assert_relays(arrival: &Arrival, worker: &UnixStream, tag: &[u8]) {
-    arrival.channel.set_read_timeout(Some(WAIT)).unwrap();
-    (&arrival.channel).write_all(tag).unwrap();
+fn assert_relays(launch: &Launch, worker: &UnixStream, tag: &[u8]) {
+    launch.channel.set_read_timeout(Some(WAIT)).unwrap();
+    (&launch.channel).write_all(tag).unwrap();
     let mut got = vec![0; tag.len()];
     (&*worker).read_exact(&mut got).unwrap();
     assert_eq!(got, tag);
     (&*worker).write_all(tag).unwrap();
-    (&arrival.channel).read_exact(&mut got).unwrap();
+    (&launch.channel).read_exact(&mut got).unwrap();
     assert_eq!(got, tag);
 }
 
@@ -121,19 +147,15 @@ fn a_launchs_worker_is_admitted_and_mapped_to_its_launch() {
     let b = dial(second.ticket(), "node-b").join().unwrap().unwrap();
     let a = dial(first.ticket(), "node-a").join().unwrap().unwrap();
     let arrived_b = second.wait(WAIT).expect("launch 2 arrives");
-    // A supervisor selects over its launches' arrivals.
-    let arrived_a = first
-        .arrivals()
-        .recv_timeout(WAIT)
-        .expect("launch 1 arrives");
+    let arrived_a = first.wait(WAIT).expect("launch 1 arrives");
     assert_eq!((arrived_a.launch, arrived_a.host.as_str()), (1, "node-a"));
     assert_eq!((arrived_b.launch, arrived_b.host.as_str()), (2, "node-b"));
     assert_eq!(arrived_a.agent_pid, 7);
     assert!(arrived_a.peer.ip().is_loopback());
     assert_eq!(arrived_a.relay.end(), None, "the link is up");
     let liveness = listener.shared.config.liveness;
-    assert_relays(&arrived_a, &relay_worker(a, liveness), b"to a");
-    assert_relays(&arrived_b, &relay_worker(b, liveness), b"to b");
+    assert_relays(&first, &relay_worker(a, liveness), b"to a");
+    assert_relays(&second, &relay_worker(b, liveness), b"to b");
     let stats = listener.stats();
     assert_eq!((stats.accepted, stats.admitted), (2, 2), "{stats:?}");
 }
@@ -254,7 +276,7 @@ fn anonymous_tls(mut tcp: TcpStream, ca: Vec<u8>) -> usize {
 fn fifty_strangers_change_nothing() {
     let listener = listener(config(Duration::from_secs(1), 64));
     let addr = listener.local_addr();
-    let launches: Vec<Expected> = (0..4).map(|i| expect(&listener, i)).collect();
+    let launches: Vec<Launch> = (0..4).map(|i| expect(&listener, i)).collect();
     let ca = launches[0].ticket().ca.clone();
     let kinds = [
         Stranger::Garbage,
@@ -277,9 +299,9 @@ fn fifty_strangers_change_nothing() {
     let liveness = listener.shared.config.liveness;
     for (launch, agent) in launches.iter().zip(agents) {
         let worker = relay_worker(agent.join().unwrap().unwrap(), liveness);
-        let arrival = launch.wait(WAIT).expect("the genuine worker arrives");
+        let _arrival = launch.wait(WAIT).expect("the genuine worker arrives");
         for round in 0..50u32 {
-            assert_relays(&arrival, &worker, &round.to_le_bytes());
+            assert_relays(launch, &worker, &round.to_le_bytes());
         }
     }
     for stranger in strangers {

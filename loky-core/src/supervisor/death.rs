@@ -6,11 +6,12 @@ use std::sync::Arc;
 use super::{Supervisor, fail_all, fail_futures};
 use crate::call::{InFlight, WorkItem};
 use crate::config::CrashPolicy;
-use crate::error::{DeadlineExceeded, Error, TerminatedWorker};
+use crate::error::{DeadlineExceeded, Error, RemoteWorker, TerminatedWorker};
 use crate::events::{End, StartFailure, WorkerId};
 use crate::exit::WorkerExit;
 use crate::future::FutureState;
 use crate::rerun::{self, AfterDeath};
+use crate::worker::Whereabouts;
 use loky_proto::CallKind;
 
 use super::slot::{KillReason, Slot, SlotState};
@@ -25,6 +26,7 @@ struct Death {
     end: End,
     calls: Vec<InFlight>,
     state: SlotState,
+    whereabouts: Option<Whereabouts>,
 }
 
 impl Supervisor {
@@ -44,6 +46,7 @@ impl Supervisor {
         let Some(slot) = self.remove(id) else { return };
         let pid = slot.pid;
         let asked_to_leave = !slot.live();
+        let whereabouts = slot.handle.whereabouts();
         slot.handle.release();
         if asked_to_leave {
             return; // Asked to leave before it even started.
@@ -62,21 +65,13 @@ impl Supervisor {
         let died = matches!(failure, StartFailure::Died);
         if died && exit.signal().is_some() && self.start_crashes < MAX_START_CRASHES {
             self.start_crashes += 1;
-            let err = Error::TerminatedWorker(TerminatedWorker {
-                pid,
-                exit,
-                task: None,
-                exit_codes: vec![exit],
-                memory_limit: None,
-                item: None,
-            });
-            return self.crashed(Vec::new(), err);
+            let mut dead = TerminatedWorker::new(pid, exit);
+            dead.remote = remote_worker(whereabouts);
+            return self.crashed(Vec::new(), Error::TerminatedWorker(dead));
         }
-        let reason = format!(
-            "worker program `{}` (pid {pid}) did not start, it ended with {exit}",
-            self.config.program.display(),
-        );
-        self.break_pool(Error::broken_by(reason, failure));
+        let program = self.config.program.display().to_string();
+        let err = start_failure(&program, pid, exit, whereabouts, failure);
+        self.break_pool(err);
     }
 
     pub(super) fn on_died(&mut self, id: WorkerId, exit: WorkerExit, end: End) {
@@ -87,6 +82,7 @@ impl Supervisor {
             end,
             calls: slot.link.take_all(),
             state: slot.state,
+            whereabouts: slot.handle.whereabouts(),
         };
         self.settle_death(death);
         // Futures first, then what is left of the worker.
@@ -102,6 +98,7 @@ impl Supervisor {
             end,
             calls,
             state,
+            whereabouts,
         } = death;
         if let Some(err) = &self.broken {
             return fail_all(calls, err);
@@ -127,18 +124,14 @@ impl Supervisor {
         if retiring && calls.is_empty() {
             return; // A clean exit it was asked for.
         }
-        let err = Error::TerminatedWorker(TerminatedWorker {
-            pid,
-            exit,
-            task: calls.first().map(|c| c.item.sig.name.to_owned()),
-            exit_codes: vec![exit],
-            memory_limit: self
-                .config
-                .memory_limit
-                .filter(|_| exit == WorkerExit::Code(loky_proto::exit_code::MEMORY_LIMIT)),
-            item: None,
-        });
-        self.crashed(calls, err);
+        let mut dead = TerminatedWorker::new(pid, exit);
+        dead.task = calls.first().map(|c| c.item.sig.name.to_owned());
+        dead.memory_limit = self
+            .config
+            .memory_limit
+            .filter(|_| exit == WorkerExit::Code(loky_proto::exit_code::MEMORY_LIMIT));
+        dead.remote = remote_worker(whereabouts);
+        self.crashed(calls, Error::TerminatedWorker(dead));
     }
 
     /// A worker the supervisor killed on purpose.
@@ -243,5 +236,54 @@ impl Supervisor {
             item.future.requeue();
             self.pending.push_front(item);
         }
+    }
+}
+
+/// What a [`TerminatedWorker`] says of a worker started by a launcher.
+fn remote_worker(whereabouts: Option<Whereabouts>) -> Option<Box<RemoteWorker>> {
+    let whereabouts = whereabouts?;
+    Some(Box::new(RemoteWorker {
+        host: whereabouts.host?,
+        launcher_exit: whereabouts.launcher_exit,
+    }))
+}
+
+/// Why the pool broke when worker `pid` of `program` did not start.
+fn start_failure(
+    program: &str,
+    pid: u32,
+    exit: WorkerExit,
+    whereabouts: Option<Whereabouts>,
+    failure: StartFailure,
+) -> Error {
+    let Some(whereabouts) = whereabouts else {
+        let reason =
+            format!("worker program `{program}` (pid {pid}) did not start, it ended with {exit}");
+        return Error::broken_by(reason, failure);
+    };
+    match whereabouts.host {
+        Some(host) => {
+            let reason = format!(
+                "worker program `{program}` on host {host} did not start, it ended with {exit}"
+            );
+            Error::broken_by(reason, failure)
+        }
+        None => Error::broken(not_connected(program, &whereabouts, &failure)),
+    }
+}
+
+/// Why the pool broke when a launcher's worker never connected back.
+fn not_connected(program: &str, whereabouts: &Whereabouts, failure: &StartFailure) -> String {
+    let start = format!(
+        "worker program `{program}` never connected back through the launcher `{}` (pid {})",
+        whereabouts.launcher, whereabouts.launcher_pid
+    );
+    match (failure, whereabouts.launcher_exit) {
+        (StartFailure::NoHello(timeout), _) => format!(
+            "{start} within the start timeout of {timeout:?}; the launcher was stopped (a \
+             worker that waits in a scheduler's queue needs a longer `start_timeout`)"
+        ),
+        (_, Some(exit)) => format!("{start}, which ended with {exit} first"),
+        (failure, None) => format!("{start}: {failure}"),
     }
 }

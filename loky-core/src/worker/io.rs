@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use loky_proto::{FrameBuffer, FrameError, Hello, PROTOCOL_VERSION, Response, decode_body};
 
-use super::{Stop, WorkerHandle};
+use super::{Stop, Whereabouts, WorkerHandle};
 use crate::call::{self, WorkerInfo, settle_outcome};
 use crate::config::LinkSettings;
 use crate::deadline;
@@ -36,7 +36,8 @@ use crate::pool_thread::{self, Role};
 /// [`stop`](Self::stop) and [`disconnect`](Self::disconnect), none of which
 /// blocks.
 pub(crate) trait Transport: Send + Sync + 'static {
-    /// The worker's process id.
+    /// The worker's process id; 0 while it is not known (see
+    /// [`introduced`](Self::introduced)).
     fn pid(&self) -> u32;
 
     /// Reads what the worker sent: blocks until some bytes arrive; `Ok(0)`
@@ -67,6 +68,15 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// Once the worker's end was seen: stops what is left of it, reaps it,
     /// and says how it ended.
     fn reap(&self) -> io::Result<WorkerExit>;
+
+    /// The worker said hello: a transport that reaches it through another
+    /// process (an agent on its machine) learns its pid here.
+    fn introduced(&self, _hello: &Hello) {}
+
+    /// Where the worker runs, for one started through a launcher command.
+    fn whereabouts(&self) -> Option<Whereabouts> {
+        None
+    }
 }
 
 /// What became ready in [`Transport::wait`].
@@ -182,6 +192,10 @@ impl WorkerHandle for Connection {
         self.transport.stop(how);
     }
 
+    fn whereabouts(&self) -> Option<Whereabouts> {
+        self.transport.whereabouts()
+    }
+
     fn release(mut self: Box<Self>) {
         self.frames = None;
         // A process the worker left behind may hold its end of the channel
@@ -285,6 +299,7 @@ impl Reader {
             .unwrap_or_else(|message| Err(StartFailure::Internal(self.internal(&message))));
         match hello {
             Ok(hello) => {
+                self.transport.introduced(&hello);
                 self.info = Some(WorkerInfo::new(self.transport.pid(), &hello));
                 let _ = self.events.send(Event::Ready {
                     worker: self.id,

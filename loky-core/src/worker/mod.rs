@@ -34,6 +34,7 @@ use crossbeam_channel::Sender;
 
 use crate::error::Error;
 use crate::events::{Event, WorkerId};
+use crate::exit::WorkerExit;
 use crate::link::Link;
 
 pub(crate) mod io;
@@ -59,11 +60,16 @@ pub(crate) trait Launcher: Send {
         link: Arc<Link>,
         events: Sender<Event>,
     ) -> Result<Box<dyn WorkerHandle>, Error>;
+
+    /// The pool is finished and every worker released: frees what the
+    /// launcher holds for new workers.
+    fn finish(&mut self) {}
 }
 
 /// What the supervisor may do to a started worker. No method blocks.
 pub(crate) trait WorkerHandle: Send {
-    /// The worker's process id, for messages and `worker_pids`.
+    /// The worker's process id, for messages and `worker_pids`; 0 while it
+    /// is not known (a worker started by a launcher, before its hello).
     fn pid(&self) -> u32;
 
     /// Sends one frame (a call). Frames arrive in the order sent; a frame
@@ -85,4 +91,24 @@ pub(crate) trait WorkerHandle: Send {
     /// disconnects its channel so that nothing a peer does can block a
     /// thread of it, then joins those threads.
     fn release(self: Box<Self>);
+
+    /// Where the worker runs, for one started through a launcher command
+    /// (for messages); `None` for the executor's own child processes.
+    fn whereabouts(&self) -> Option<Whereabouts> {
+        None
+    }
+}
+
+/// Where a worker started through a launcher command runs, as far as its
+/// executor knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Whereabouts {
+    /// The host it runs on; `None` until it connected back.
+    pub(crate) host: Option<String>,
+    /// The launcher command that started it.
+    pub(crate) launcher: String,
+    /// The launcher's process id (on this machine).
+    pub(crate) launcher_pid: u32,
+    /// How the launcher process ended, once it has.
+    pub(crate) launcher_exit: Option<WorkerExit>,
 }

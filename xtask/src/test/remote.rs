@@ -14,20 +14,27 @@ use super::{Options, deadline, test_command};
 use crate::runner::Workspace;
 use crate::steps::Step;
 
-/// Turns the feature on in every crate of the workspace.
-const FEATURES: &str = "loky/remote";
+/// Turns the feature on in every crate of the workspace, and the
+/// end-to-end tests of remote executors.
+const FEATURES: &str = "loky/remote,loky-tests/remote";
 
 /// The feature's tests: its test binaries and its unit tests.
-const FILTER: &str = "binary(connect_back) | binary(remote_link) | test(/^remote::/)";
+const FILTER: &str =
+    "binary(connect_back) | binary(remote_link) | binary(remote) | test(/^remote::/)";
 
-/// Where the tests that need root or Slurm live, marked `#[ignore]`.
+/// Where the tests that need root or Slurm live, marked `#[ignore]`: the
+/// worker's own, and those of whole executors.
 const IGNORED_TESTS: &[&str] = &[
     "-p",
     "loky-worker",
+    "-p",
+    "loky-tests",
     "--features",
-    "remote",
+    "loky-worker/remote,loky-tests/remote",
     "--test",
     "connect_back",
+    "--test",
+    "remote_cluster",
 ];
 
 /// The feature's steps, its tests run with nextest or not.

@@ -19,8 +19,8 @@ use crate::steps::Step;
 const FEATURES: &str = "loky/remote,loky-tests/remote";
 
 /// The feature's tests: its test binaries and its unit tests.
-const FILTER: &str =
-    "binary(connect_back) | binary(remote_link) | binary(remote) | test(/^remote::/)";
+const FILTER: &str = "binary(connect_back) | binary(remote_link) | binary(remote) \
+                      | binary(remote_functions) | test(/^remote::/)";
 
 /// Where the tests that need root or Slurm live, marked `#[ignore]`: the
 /// worker's own, and those of whole executors.

@@ -310,7 +310,7 @@ impl ExecutorBuilder {
         };
         let initializer = self.initializer.clone().transpose()?;
         #[cfg(feature = "remote")]
-        let remote = self.remote.resolve()?;
+        let remote = self.remote.resolve(&program)?;
         Ok(Config {
             max_workers,
             program,

@@ -1,7 +1,6 @@
 //! The builder's settings for workers started by a launcher command
 //! (feature `remote`).
 
-use std::ffi::OsString;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -136,8 +135,9 @@ impl ExecutorBuilder {
 }
 
 impl RemoteOptions {
-    /// The pool's settings: `None` for local workers.
-    pub(crate) fn resolve(&self) -> Result<Option<RemoteConfig>> {
+    /// The pool's settings for workers of `program`: `None` for local
+    /// workers.
+    pub(crate) fn resolve(&self, program: &Path) -> Result<Option<RemoteConfig>> {
         self.launcher
             .check()
             .map_err(|err| Error::InvalidArgument(err.to_string()))?;
@@ -155,7 +155,7 @@ impl RemoteOptions {
             }
             return Ok(None);
         }
-        check_launcher_program(&self.launcher)?;
+        check_launcher_program(&self.launcher, program)?;
         let listen = self.listen.unwrap_or(DEFAULT_LISTEN);
         Ok(Some(RemoteConfig {
             launcher: self.launcher.clone(),
@@ -206,13 +206,17 @@ fn host_name() -> String {
 }
 
 /// Fails unless the launcher's program (its first word) can be run: a file
-/// at its path, or on `PATH` when it names no directory.
-fn check_launcher_program(launcher: &Launcher) -> Result<()> {
+/// at its path, or on `PATH` when it names no directory. A template that
+/// starts with the worker itself runs the worker program, checked already.
+fn check_launcher_program(launcher: &Launcher, worker: &Path) -> Result<()> {
     let line = launcher
-        .command_line(&OsString::from("worker"))
+        .command_line(&worker.as_os_str().to_owned())
         .expect("not a local launcher")
         .map_err(|err| Error::InvalidArgument(err.to_string()))?;
     let program = PathBuf::from(&line[0]);
+    if program == worker {
+        return Ok(());
+    }
     let found = if program.components().count() > 1 {
         is_executable(&program)
     } else {
@@ -242,6 +246,9 @@ fn is_executable(path: &Path) -> bool {
 mod tests {
     use super::*;
 
+    /// A worker program's path (the checks never run it).
+    const WORKER: &str = "/opt/app/worker";
+
     fn options(launcher: Launcher) -> RemoteOptions {
         RemoteOptions {
             launcher,
@@ -251,19 +258,22 @@ mod tests {
 
     #[test]
     fn a_local_launcher_needs_no_remote_settings_and_refuses_them() {
-        assert_eq!(RemoteOptions::default().resolve().unwrap(), None);
+        assert_eq!(
+            RemoteOptions::default().resolve(Path::new(WORKER)).unwrap(),
+            None
+        );
         let listening = RemoteOptions {
             listen: Some(DEFAULT_LISTEN),
             ..RemoteOptions::default()
         };
-        let err = listening.resolve().unwrap_err();
+        let err = listening.resolve(Path::new(WORKER)).unwrap_err();
         assert!(err.to_string().contains("launcher"), "{err}");
     }
 
     #[test]
     fn defaults_listen_everywhere_and_advertise_this_host() {
         let config = options(Launcher::command("env {worker}"))
-            .resolve()
+            .resolve(Path::new(WORKER))
             .unwrap()
             .unwrap();
         assert_eq!(config.listen, DEFAULT_LISTEN);
@@ -276,11 +286,11 @@ mod tests {
     fn a_specific_listen_address_is_the_default_advertised_one() {
         let mut options = options(Launcher::command("env {worker}"));
         options.listen = Some("[::1]:0".parse().unwrap());
-        let config = options.resolve().unwrap().unwrap();
+        let config = options.resolve(Path::new(WORKER)).unwrap().unwrap();
         assert_eq!(config.advertise, "::1");
         assert_eq!(config.dial(7), "[::1]:7");
         options.advertise = Some("login1.cluster.org".into());
-        let config = options.resolve().unwrap().unwrap();
+        let config = options.resolve(Path::new(WORKER)).unwrap().unwrap();
         assert_eq!(config.dial(7), "login1.cluster.org:7");
     }
 
@@ -288,21 +298,36 @@ mod tests {
     fn bad_settings_are_refused_at_build() {
         let bad_template = options(Launcher::command("srun"));
         assert!(matches!(
-            bad_template.resolve(),
+            bad_template.resolve(Path::new(WORKER)),
             Err(Error::InvalidArgument(message)) if message.contains("{worker}")
         ));
         let missing = options(Launcher::command("/no/such/launcher {worker}"));
-        let err = missing.resolve().unwrap_err();
+        let err = missing.resolve(Path::new(WORKER)).unwrap_err();
         assert!(matches!(err, Error::Spawn(_)), "{err}");
         assert!(err.to_string().contains("/no/such/launcher"), "{err}");
         let not_on_path = options(Launcher::command("no-such-launcher-anywhere {worker}"));
-        assert!(matches!(not_on_path.resolve(), Err(Error::Spawn(_))));
+        assert!(matches!(
+            not_on_path.resolve(Path::new(WORKER)),
+            Err(Error::Spawn(_))
+        ));
+        // The worker program alone as the launcher runs it as it is.
+        assert!(
+            options(Launcher::command("{worker}"))
+                .resolve(Path::new(WORKER))
+                .is_ok()
+        );
         let mut slow = options(Launcher::command("env {worker}"));
         slow.heartbeat_interval = Some(Duration::from_secs(5));
         slow.heartbeat_timeout = Some(Duration::from_secs(5));
-        assert!(matches!(slow.resolve(), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            slow.resolve(Path::new(WORKER)),
+            Err(Error::InvalidArgument(_))
+        ));
         let mut blank = options(Launcher::command("env {worker}"));
         blank.advertise = Some(" ".into());
-        assert!(matches!(blank.resolve(), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            blank.resolve(Path::new(WORKER)),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

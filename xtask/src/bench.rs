@@ -26,7 +26,8 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
         return ExitCode::FAILURE;
     }
     // The bench runs the stock worker from beside its own binary; `cargo run`
-    // builds only the bench's package, not other packages' binaries.
+    // builds only the bench's package, not other packages' binaries. Both
+    // with the feature `remote`, for the rows of workers that connect back.
     let mut build = workspace.cargo(&[
         "build",
         "--release",
@@ -34,6 +35,8 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
         "loky-worker",
         "--bin",
         "loky-worker",
+        "--features",
+        "remote",
     ]);
     let (built, _) = runner::timed(&runner::display(&build), || runner::run(&mut build));
     if let Err(error) = built {
@@ -56,6 +59,8 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
         "--release",
         "-p",
         "loky-tests",
+        "--features",
+        "remote",
         "--bin",
         BENCH_BIN,
         "--",

@@ -35,6 +35,8 @@ mod heap;
 mod peer;
 #[path = "loky-bench/raw.rs"]
 mod raw;
+#[path = "loky-bench/remote.rs"]
+mod remote;
 #[path = "loky-bench/report.rs"]
 mod report;
 #[path = "loky-bench/stats.rs"]

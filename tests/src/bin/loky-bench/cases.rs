@@ -13,6 +13,7 @@ use loky::{
 use serde_bytes::ByteBuf;
 
 use crate::heap;
+use crate::remote;
 use crate::stats::{self, Samples};
 
 /// No-op submits in the throughput case (and frames in its raw figure).
@@ -24,7 +25,7 @@ pub(crate) const CHUNKSIZE: usize = 1_000;
 /// Bytes echoed in the payload case.
 pub(crate) const PAYLOAD: usize = 10 << 20;
 /// Workers of the pools of the cold-start, throughput, map and crash cases.
-const POOL: usize = 2;
+pub(crate) const POOL: usize = 2;
 /// Futures held pending in the memory case.
 const PENDING: usize = 200_000;
 /// How long the memory case keeps both workers busy while it submits.
@@ -33,10 +34,12 @@ const BUSY: Duration = Duration::from_secs(4);
 /// The case keys, shared with the Python peer's JSON.
 pub(crate) mod key {
     pub(crate) const COLD_START: &str = "cold_start_ms";
+    pub(crate) const COLD_START_REMOTE: &str = "cold_start_remote_ms";
     pub(crate) const SUBMIT: &str = "submit_per_sec";
     pub(crate) const AWAIT: &str = "await_per_sec";
     pub(crate) const ROUND_TRIP: &str = "round_trip_us";
     pub(crate) const ROUND_TRIP_FN: &str = "round_trip_fn_us";
+    pub(crate) const ROUND_TRIP_REMOTE: &str = "round_trip_remote_us";
     pub(crate) const MAP: &str = "map_per_sec";
     pub(crate) const ECHO: &str = "echo_mib_per_sec";
     pub(crate) const ECHO_SHARED: &str = "echo_shared_mib_per_sec";
@@ -62,7 +65,7 @@ pub(crate) struct Bench {
     pub(crate) round_trips: usize,
 }
 
-type Run<T = f64> = Result<T, Error>;
+pub(crate) type Run<T = f64> = Result<T, Error>;
 
 /// Measures one case.
 type Measure = fn(&Bench) -> Samples;
@@ -70,12 +73,14 @@ type Measure = fn(&Bench) -> Samples;
 impl Bench {
     /// Measures every case.
     pub(crate) fn measure(&self, wants: &dyn Fn(&str) -> bool) -> Results {
-        let cases: [(&str, Measure); 16] = [
+        let cases: [(&str, Measure); 18] = [
             (key::COLD_START, Bench::cold_start),
+            (key::COLD_START_REMOTE, remote::cold_start),
             (key::SUBMIT, Bench::submit_throughput),
             (key::AWAIT, Bench::await_throughput),
             (key::ROUND_TRIP, Bench::round_trip),
             (key::ROUND_TRIP_FN, Bench::round_trip_fn),
+            (key::ROUND_TRIP_REMOTE, remote::round_trip),
             (key::MAP, Bench::map_throughput),
             (key::ECHO, Bench::echo_payload),
             (key::ECHO_SHARED, Bench::echo_shared),
@@ -96,7 +101,7 @@ impl Bench {
         results
     }
 
-    fn builder(&self, workers: usize) -> ExecutorBuilder {
+    pub(crate) fn builder(&self, workers: usize) -> ExecutorBuilder {
         ProcessPoolExecutor::builder()
             .max_workers(workers)
             .worker_program(WorkerProgram::Path(self.worker.clone()))
@@ -189,7 +194,7 @@ impl Bench {
 
     /// The median time of sequential `call(i)` → result round trips, each
     /// to answer `i`.
-    fn latency(&self, call: impl Fn(i64) -> Run<loky::Future<i64>>) -> Samples {
+    pub(crate) fn latency(&self, call: impl Fn(i64) -> Run<loky::Future<i64>>) -> Samples {
         stats::repeat(self.runs, || -> Run {
             let mut times = Vec::with_capacity(self.round_trips);
             for i in 0..self.round_trips as i64 {
@@ -396,7 +401,7 @@ impl Bench {
 /// worker at once (a worker holds one call until it has run some, so each
 /// sleep lands on its own worker), then no-ops so the pool's estimate of a
 /// call's duration is that of a short call.
-fn warm(ex: &ProcessPoolExecutor, workers: usize) -> Run<()> {
+pub(crate) fn warm(ex: &ProcessPoolExecutor, workers: usize) -> Run<()> {
     let sleeps = (0..workers)
         .map(|_| ex.submit(diagnostics::SLEEP, Duration::from_millis(20)))
         .collect::<Run<Vec<_>>>()?;
@@ -425,7 +430,7 @@ fn crash(ex: &ProcessPoolExecutor) -> Run<Duration> {
 }
 
 /// `Ok` if `ok`, else an error saying `what`.
-fn check(ok: bool, what: &str) -> Run<()> {
+pub(crate) fn check(ok: bool, what: &str) -> Run<()> {
     if ok {
         Ok(())
     } else {

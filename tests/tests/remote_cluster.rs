@@ -153,10 +153,20 @@ fn slurm_pool(n: usize, policy: CrashPolicy) -> ProcessPoolExecutor {
         .unwrap()
 }
 
-fn slurm_job(ex: &ProcessPoolExecutor) -> String {
-    run(ex, GETENV, "SLURM_JOB_ID".to_owned())
-        .unwrap()
-        .expect("the worker runs as a Slurm job")
+/// The Slurm job step of the pool's worker, `JOB.STEP`: a job of its own
+/// outside an allocation, a step of the caller's job inside one (an
+/// `sbatch` script, `salloc`).
+fn slurm_step(ex: &ProcessPoolExecutor) -> String {
+    let var = |name: &str| {
+        run(ex, GETENV, name.to_owned())
+            .unwrap()
+            .unwrap_or_else(|| panic!("the worker runs as a Slurm job step: no {name}"))
+    };
+    let job = var("SLURM_JOB_ID");
+    if let Ok(ours) = std::env::var("SLURM_JOB_ID") {
+        assert_eq!(job, ours, "inside an allocation, a step of its job");
+    }
+    format!("{job}.{}", var("SLURM_STEP_ID"))
 }
 
 #[test]
@@ -166,7 +176,7 @@ fn slurm_workers_run_tasks_and_a_crash_under_respawn_is_replaced_through_slurm()
     let ex = slurm_pool(1, CrashPolicy::Respawn);
     assert_eq!(run(&ex, SQUARE, 11).unwrap(), 121);
     eprintln!("a first result through srun in {:.2?}", started.elapsed());
-    let first_job = slurm_job(&ex);
+    let first_step = slurm_step(&ex);
     let first = run(&ex, PID, ()).unwrap();
     let dead = terminated(run(&ex, EXIT, 3));
     assert_eq!(dead.exit_code(), Some(3), "{dead}");
@@ -174,8 +184,8 @@ fn slurm_workers_run_tasks_and_a_crash_under_respawn_is_replaced_through_slurm()
     assert!(dead.host().is_some(), "{dead}");
     let second = run(&ex, PID, ()).unwrap();
     assert_ne!(first, second, "a new worker");
-    let second_job = slurm_job(&ex);
-    assert_ne!(first_job, second_job, "started by a new srun");
+    let second_step = slurm_step(&ex);
+    assert_ne!(first_step, second_step, "started by a new srun");
     let squares: Vec<i64> = ex.map(SQUARE, 0..100).collect::<loky::Result<_>>().unwrap();
     assert_eq!(squares, (0..100).map(|x| x * x).collect::<Vec<i64>>());
     assert!(common::shutdown_within(&ex, RESULT_TIMEOUT));
@@ -183,16 +193,16 @@ fn slurm_workers_run_tasks_and_a_crash_under_respawn_is_replaced_through_slurm()
 
 #[test]
 #[ignore = "needs a Slurm cluster: cargo xtask test --slurm"]
-fn slurm_scancel_of_a_workers_job_is_a_terminated_worker() {
+fn slurm_scancel_of_a_workers_step_is_a_terminated_worker() {
     let ex = slurm_pool(1, CrashPolicy::Respawn);
-    let job = slurm_job(&ex);
+    let step = slurm_step(&ex);
     let worker = run(&ex, PID, ()).unwrap();
     let long = ex.submit(SLEEP, Duration::from_secs(300)).unwrap();
-    // The call is running before the job goes.
+    // The call is running before the step goes.
     let running = common::eventually(RESULT_TIMEOUT, || long.running());
     assert!(running, "the call never ran");
     let cancelled = Instant::now();
-    let status = Command::new("scancel").arg(&job).status().unwrap();
+    let status = Command::new("scancel").arg(&step).status().unwrap();
     assert!(status.success());
     let dead = terminated(long.result_timeout(RESULT_TIMEOUT));
     eprintln!(
@@ -206,5 +216,5 @@ fn slurm_scancel_of_a_workers_job_is_a_terminated_worker() {
     assert!(dead_within(&[worker], RESULT_TIMEOUT));
     // Respawn: a new job serves on.
     assert_eq!(run(&ex, SQUARE, 4).unwrap(), 16);
-    assert_ne!(slurm_job(&ex), job);
+    assert_ne!(slurm_step(&ex), step);
 }

@@ -6,7 +6,9 @@
 //! - `netns`: a worker in another network namespace, a link taken down;
 //!   needs root and iproute2 (`ip`), skipped otherwise.
 //! - `slurm` (with `--slurm`): the Slurm tests, against a single-node
-//!   cluster that `cargo xtask slurm` starts and stops.
+//!   cluster that `cargo xtask slurm` starts and stops; `slurm allocation`:
+//!   the executors' Slurm tests again inside an allocation (`salloc`), as
+//!   in an `sbatch` script, where each worker is a step of the job.
 
 use std::process::{Command, Stdio};
 
@@ -36,6 +38,21 @@ const IGNORED_TESTS: &[&str] = &[
     "--test",
     "remote_cluster",
 ];
+
+/// The executors' tests among them, for the run inside an allocation (the
+/// worker's own cancel a whole job, which would end the allocation).
+const EXECUTOR_TESTS: &[&str] = &[
+    "-p",
+    "loky-tests",
+    "--features",
+    "loky-tests/remote",
+    "--test",
+    "remote_cluster",
+];
+
+/// An allocation of two tasks (the single-node cluster has at least two
+/// CPUs' worth of them, as the machines that run the tests do).
+const ALLOCATION: &[&str] = &["salloc", "--ntasks=2", "--quiet"];
 
 /// The feature's steps, its tests run with nextest or not.
 pub(super) fn steps(workspace: &Workspace, options: Options, nextest: bool) -> Vec<Step> {
@@ -71,22 +88,31 @@ pub(super) fn steps(workspace: &Workspace, options: Options, nextest: bool) -> V
     }
     steps.push(Step::run("remote test", deadline::REMOTE, vec![test]));
     steps.push(netns_step(workspace, nextest));
-    steps.push(slurm_step(workspace, options, nextest));
+    let all = ignored_tests(workspace, IGNORED_TESTS, "slurm", nextest);
+    steps.push(slurm_step(options, "slurm", &[], &all));
+    let executors = ignored_tests(workspace, EXECUTOR_TESTS, "slurm", nextest);
+    steps.push(slurm_step(
+        options,
+        "slurm allocation",
+        ALLOCATION,
+        &executors,
+    ));
     steps
 }
 
-/// The ignored tests whose names contain `name`.
-fn ignored_tests(workspace: &Workspace, name: &str, nextest: bool) -> Command {
+/// The ignored tests of `targets` (cargo's arguments) whose names contain
+/// `name`.
+fn ignored_tests(workspace: &Workspace, targets: &[&str], name: &str, nextest: bool) -> Command {
     if nextest {
         let mut command = workspace.cargo(&["nextest", "run"]);
         command
-            .args(IGNORED_TESTS)
+            .args(targets)
             .args(["--run-ignored", "only", "--no-fail-fast", "-E"])
             .arg(format!("test(/{name}/)"));
         command
     } else {
         let mut command = workspace.cargo(&["test"]);
-        command.args(IGNORED_TESTS).args(["--", "--ignored", name]);
+        command.args(targets).args(["--", "--ignored", name]);
         command
     }
 }
@@ -107,26 +133,27 @@ fn netns_step(workspace: &Workspace, nextest: bool) -> Step {
     Step::run(
         "netns",
         deadline::REMOTE,
-        vec![ignored_tests(workspace, "netns", nextest)],
+        vec![ignored_tests(workspace, IGNORED_TESTS, "netns", nextest)],
     )
 }
 
-fn slurm_step(workspace: &Workspace, options: Options, nextest: bool) -> Step {
+/// `tests`, run by `cargo xtask slurm` (after the words of `prefix`).
+fn slurm_step(options: Options, name: &str, prefix: &[&str], tests: &Command) -> Step {
     if !options.slurm {
-        return Step::skip("slurm", "needs --slurm");
+        return Step::skip(name, "needs --slurm");
     }
-    let tests = ignored_tests(workspace, "slurm", nextest);
     let xtask = std::env::current_exe().unwrap_or_else(|_| "cargo-xtask".into());
     let mut command = Command::new(xtask);
     command
         .args(["slurm", "--"])
+        .args(prefix)
         .arg(tests.get_program())
         .args(tests.get_args())
         .stdin(Stdio::null());
     if let Some(dir) = tests.get_current_dir() {
         command.current_dir(dir);
     }
-    Step::run("slurm", deadline::REMOTE, vec![command])
+    Step::run(name, deadline::REMOTE, vec![command])
 }
 
 fn is_root() -> bool {
@@ -157,7 +184,8 @@ mod tests {
                 "remote doc",
                 "remote test",
                 "netns",
-                "slurm"
+                "slurm",
+                "slurm allocation"
             ]
         );
         assert!(matches!(&steps[4].action, Action::Skip(reason) if reason == "needs --slurm"));
@@ -170,5 +198,15 @@ mod tests {
         let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy()).collect();
         assert_eq!(args[..2], ["slurm", "--"]);
         assert!(args.iter().any(|a| a.contains("slurm")), "{args:?}");
+        let Action::Run(commands) = &steps[5].action else {
+            panic!("the allocation step runs with --slurm");
+        };
+        let args: Vec<_> = commands[0]
+            .get_args()
+            .map(|a| a.to_string_lossy())
+            .collect();
+        assert_eq!(args[..3], ["slurm", "--", "salloc"]);
+        assert!(args.iter().any(|a| a == "remote_cluster"), "{args:?}");
+        assert!(!args.iter().any(|a| a == "connect_back"), "{args:?}");
     }
 }

@@ -58,6 +58,10 @@ pub trait Endpoint: Send + 'static {
     fn linger(&self) -> Option<Duration> {
         None
     }
+
+    /// The peer closed its direction in order and everything it sent was
+    /// passed on: the local side is about to see the end of its input.
+    fn peer_closed(&mut self) {}
 }
 
 /// The executor's end: it never takes signals and has no status to report.
@@ -661,6 +665,7 @@ impl<E: Endpoint> Relay<E> {
         });
         drop(state);
         self.shared.changed.notify_all();
+        self.endpoint.peer_closed();
         let _ = self.local.shutdown(Shutdown::Write);
         self.writing_local = false;
     }

@@ -47,7 +47,7 @@ pub(super) fn run() -> Result<i32, String> {
     // A worker that ended before the link did ends the agent with its
     // status, however the link ended after it.
     if let Some(status) = worker.status {
-        return Ok(exit_code_for(status));
+        return Ok(exit_code_for(status, worker.asked_to_leave));
     }
     worker.reap();
     Err(format!(
@@ -150,6 +150,7 @@ fn start_worker(ticket: &Ticket, channel: UnixStream) -> Result<WorkerProcess, S
         child,
         status: None,
         linger: ticket.liveness.timeout,
+        asked_to_leave: false,
     })
 }
 
@@ -161,6 +162,9 @@ struct WorkerProcess {
     /// How long to wait for the executor to close the link once the
     /// worker's exit is reported.
     linger: Duration,
+    /// The executor closed the worker's input in order (it asked the worker
+    /// to leave) before the worker ended.
+    asked_to_leave: bool,
 }
 
 impl WorkerProcess {
@@ -207,6 +211,12 @@ impl Endpoint for WorkerProcess {
     fn linger(&self) -> Option<Duration> {
         Some(self.linger)
     }
+
+    fn peer_closed(&mut self) {
+        if self.status.is_none() {
+            self.asked_to_leave = true;
+        }
+    }
 }
 
 fn status_of(status: ExitStatus) -> WorkerStatus {
@@ -218,9 +228,13 @@ fn status_of(status: ExitStatus) -> WorkerStatus {
 }
 
 /// The agent's own exit code for its worker's status: the same code, or
-/// 128 + the signal, as a shell reports it.
-fn exit_code_for(status: WorkerStatus) -> i32 {
+/// 128 + the signal, as a shell reports it. A worker asked to leave ends
+/// its process group, itself included, with `SIGKILL` (so that nothing its
+/// tasks started outlives it): that is its clean exit, 0, so that a
+/// launcher such as `srun` reports no failure when an executor shuts down.
+fn exit_code_for(status: WorkerStatus, asked_to_leave: bool) -> i32 {
     match status {
+        WorkerStatus::Signal(signal) if asked_to_leave && signal == Signal::KILL.as_raw() => 0,
         WorkerStatus::Code(code) => code,
         WorkerStatus::Signal(signal) => 128 + signal,
     }
@@ -232,7 +246,11 @@ mod tests {
 
     #[test]
     fn the_agent_exits_as_a_shell_reports_its_worker() {
-        assert_eq!(exit_code_for(WorkerStatus::Code(3)), 3);
-        assert_eq!(exit_code_for(WorkerStatus::Signal(9)), 137);
+        assert_eq!(exit_code_for(WorkerStatus::Code(3), false), 3);
+        assert_eq!(exit_code_for(WorkerStatus::Signal(9), false), 137);
+        // Asked to leave, its own SIGKILL is a clean exit; nothing else is.
+        assert_eq!(exit_code_for(WorkerStatus::Signal(9), true), 0);
+        assert_eq!(exit_code_for(WorkerStatus::Signal(11), true), 139);
+        assert_eq!(exit_code_for(WorkerStatus::Code(3), true), 3);
     }
 }

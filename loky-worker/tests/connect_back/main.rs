@@ -116,14 +116,13 @@ fn an_orderly_close_ends_the_worker_as_a_local_one_ends() {
     remote.worker.hello();
     remote.worker.channel().shutdown(Shutdown::Write).unwrap();
     remote.worker.expect_end();
-    // A worker whose channel ends kills its own group, itself included.
+    // A worker whose channel ends kills its own group, itself included:
+    // the executor learns so, and the agent, asked to leave, exits cleanly
+    // (a launcher such as srun then reports no failure).
     let end = remote.relay.end().unwrap();
     assert_eq!(end.reason, EndReason::Closed);
     assert_eq!(end.status, Some(WorkerStatus::Signal(libc::SIGKILL)));
-    assert_eq!(
-        remote.worker.wait_exit(DEADLINE).code(),
-        Some(128 + libc::SIGKILL)
-    );
+    assert_eq!(remote.worker.wait_exit(DEADLINE).code(), Some(0));
 }
 
 #[test]

@@ -450,13 +450,14 @@ fn ends_within(pid: u32, timeout: Duration) -> bool {
 
 /// An executor in a process of its own (`loky-remote-parent serve`) whose
 /// one worker, started by `template`, runs a long task; its pid.
-fn busy_parent(template: &str) -> (std::process::Child, u32) {
+fn busy_parent(template: &str, extra: &[&str]) -> (std::process::Child, u32) {
     let mut parent = std::process::Command::new(env!("CARGO_BIN_EXE_loky-remote-parent"))
         .args([
             "serve",
             common::worker_program().to_str().unwrap(),
             template,
         ])
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -485,7 +486,7 @@ fn a_worker_whose_executor_vanishes_or_goes_silent_exits_within_ten_seconds() {
     // reach of the executor's process group, as a worker on another
     // machine is: only losing its executor can end it.
     for (signal, what) in [(libc::SIGKILL, "vanished"), (libc::SIGSTOP, "went silent")] {
-        let (mut parent, worker) = busy_parent("setsid {worker}");
+        let (mut parent, worker) = busy_parent("setsid {worker}", &[]);
         let started = Instant::now();
         // SAFETY: kill has no memory-safety preconditions; the parent is
         // our unreaped child.
@@ -500,4 +501,25 @@ fn a_worker_whose_executor_vanishes_or_goes_silent_exits_within_ten_seconds() {
         );
         eprintln!("the executor {what}: its worker exited after {took:.2?}");
     }
+}
+
+#[test]
+fn a_busy_worker_whose_executor_shuts_down_without_killing_it_exits_within_ten_seconds() {
+    // The executor lets go without waiting (`shutdown(false)`) while its
+    // worker runs a 300 s task, and its process ends.
+    let (mut parent, worker) = busy_parent("setsid {worker}", &["leave"]);
+    let started = Instant::now();
+    let left = ends_within(parent.id(), RESULT_TIMEOUT);
+    if !left {
+        let _ = parent.kill();
+    }
+    let status = parent.wait().unwrap();
+    assert!(left, "the executor's process did not end");
+    assert!(status.success(), "{status}");
+    let ended = ends_within(worker, Duration::from_secs(10));
+    assert!(ended, "the worker still runs 10 s after its executor ended");
+    eprintln!(
+        "the executor shut down without killing its worker: the worker exited after {:.2?}",
+        started.elapsed()
+    );
 }

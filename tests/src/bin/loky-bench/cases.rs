@@ -121,9 +121,14 @@ impl Bench {
     /// Case 1: Build a pool of 2, submit, get the result; a fresh pool each run
     /// (its shutdown is not timed).
     fn cold_start(&self) -> Samples {
+        self.cold_start_of(|| self.pool(POOL))
+    }
+
+    /// Case 1 with the pools that `build` makes.
+    pub(crate) fn cold_start_of(&self, build: impl Fn() -> Run<ProcessPoolExecutor>) -> Samples {
         let once = || -> Run {
             let start = Instant::now();
-            let ex = self.pool(POOL)?;
+            let ex = build()?;
             let value = ex.submit(diagnostics::ECHO_I64, 7)?.result()?;
             let took = start.elapsed();
             check(value == 7, "ECHO_I64 answered another value")?;

@@ -8,12 +8,10 @@ use crate::stats::Samples;
 
 #[cfg(feature = "remote")]
 mod on {
-    use std::time::Instant;
-
     use loky::{ExecutorBuilder, Launcher, ProcessPoolExecutor, diagnostics};
 
-    use crate::cases::{Bench, POOL, Run, check, warm};
-    use crate::stats::{self, Samples};
+    use crate::cases::{Bench, POOL, warm};
+    use crate::stats::Samples;
 
     /// Runs the worker program itself: only the link differs from a local
     /// worker (and the launch, which the cold case includes).
@@ -27,17 +25,7 @@ mod on {
     }
 
     pub(crate) fn cold_start(bench: &Bench) -> Samples {
-        let once = || -> Run {
-            let start = Instant::now();
-            let ex = builder(bench, POOL).build()?;
-            let value = ex.submit(diagnostics::ECHO_I64, 7)?.result()?;
-            let took = start.elapsed();
-            check(value == 7, "ECHO_I64 answered another value")?;
-            drop(ex);
-            Ok(stats::ms(took))
-        };
-        once().map_err(|e| e.to_string())?;
-        stats::repeat(bench.runs, once)
+        bench.cold_start_of(|| builder(bench, POOL).build())
     }
 
     pub(crate) fn round_trip(bench: &Bench) -> Samples {

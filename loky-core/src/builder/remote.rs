@@ -49,7 +49,7 @@ impl ExecutorBuilder {
     /// [`start_timeout`](Self::start_timeout).
     ///
     /// ```no_run
-    /// use loky_core::{Launcher, ProcessPoolExecutor};
+    /// use loky::{Launcher, ProcessPoolExecutor};
     ///
     /// // Each worker a Slurm job step (inside an sbatch script: of its job).
     /// let ex = ProcessPoolExecutor::builder()
@@ -58,7 +58,7 @@ impl ExecutorBuilder {
     ///     .listen("0.0.0.0:0".parse().unwrap())
     ///     .advertise("login1.cluster.org")
     ///     .build()?;
-    /// # Ok::<(), loky_core::Error>(())
+    /// # Ok::<(), loky::Error>(())
     /// ```
     ///
     /// A template that cannot start workers is refused by `build`
@@ -80,14 +80,14 @@ impl ExecutorBuilder {
     /// and changes nothing.
     ///
     /// ```no_run
-    /// use loky_core::{Launcher, ProcessPoolExecutor};
+    /// use loky::{Launcher, ProcessPoolExecutor};
     ///
     /// // Workers on this machine, started by a command, over loopback.
     /// let ex = ProcessPoolExecutor::builder()
     ///     .launcher(Launcher::command("nice -n 10 {worker}"))
     ///     .listen("127.0.0.1:0".parse().unwrap())
     ///     .build()?;
-    /// # Ok::<(), loky_core::Error>(())
+    /// # Ok::<(), loky::Error>(())
     /// ```
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.remote.listen = Some(addr);
@@ -101,13 +101,13 @@ impl ExecutorBuilder {
     /// machine's host name.
     ///
     /// ```no_run
-    /// use loky_core::{Launcher, ProcessPoolExecutor};
+    /// use loky::{Launcher, ProcessPoolExecutor};
     ///
     /// let ex = ProcessPoolExecutor::builder()
     ///     .launcher(Launcher::ssh("node7"))
     ///     .advertise("10.1.0.5") // the address node7 reaches this machine at
     ///     .build()?;
-    /// # Ok::<(), loky_core::Error>(())
+    /// # Ok::<(), loky::Error>(())
     /// ```
     pub fn advertise(mut self, host: impl Into<String>) -> Self {
         self.remote.advertise = Some(host.into());

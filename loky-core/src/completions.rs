@@ -6,7 +6,7 @@
 //! count the items done.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
@@ -43,16 +43,41 @@ struct Completion {
     weight: usize,
     /// Whether the index is queued (else only counted).
     queued: bool,
-    /// Whether its weight was counted.
-    counted: AtomicBool,
+    /// [`UNCOUNTED`], [`COUNTING`] or [`COUNTED`].
+    counted: AtomicU8,
     shared: Arc<Shared>,
 }
 
+/// Its weight is not in [`Shared::done`] yet.
+const UNCOUNTED: u8 = 0;
+/// A thread is adding its weight.
+const COUNTING: u8 = 1;
+/// Its weight is in [`Shared::done`].
+const COUNTED: u8 = 2;
+
 impl Completion {
-    /// Counts the weight once, whoever sees the future done first.
-    fn count(&self) {
-        if !self.counted.swap(true, Ordering::AcqRel) {
-            self.shared.done.fetch_add(self.weight, Ordering::Relaxed);
+    /// Counts the weight once, whoever sees the future done first. With
+    /// `settled`, returns only once the weight is counted: a thread that
+    /// loses the race to the future's waker waits the few instructions the
+    /// waker has left (else a map's `in_flight` could still count a chunk
+    /// that it has taken the results of).
+    fn count(&self, settled: bool) {
+        match self.counted.compare_exchange(
+            UNCOUNTED,
+            COUNTING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                self.shared.done.fetch_add(self.weight, Ordering::Relaxed);
+                self.counted.store(COUNTED, Ordering::Release);
+            }
+            Err(_) if settled => {
+                while self.counted.load(Ordering::Acquire) != COUNTED {
+                    std::thread::yield_now();
+                }
+            }
+            Err(_) => {}
         }
     }
 }
@@ -63,7 +88,7 @@ impl Wake for Completion {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.count();
+        self.count(false);
         let mut queue = self.shared.lock();
         if self.queued {
             queue.done.push_back(self.index);
@@ -125,7 +150,7 @@ impl Completions {
             index,
             weight,
             queued: self.ordered,
-            counted: AtomicBool::new(false),
+            counted: AtomicU8::new(UNCOUNTED),
             shared: self.shared.clone(),
         });
         let key = future.wake_when_done(&Waker::from(completion.clone()));
@@ -148,7 +173,7 @@ impl Completions {
     /// future's wakers.
     pub(crate) fn finished(&mut self, index: usize) {
         if let Some(watched) = self.watched.remove(&index) {
-            watched.completion.count();
+            watched.completion.count(true);
         }
     }
 

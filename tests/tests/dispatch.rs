@@ -8,6 +8,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{FutureExt, RESULT_TIMEOUT};
 use loky::diagnostics::{ECHO_I64, PID};
 use loky_tests::{GATE, Gate};
@@ -83,10 +85,16 @@ fn two_long_calls_submitted_together_run_on_two_workers() {
     }
 }
 
+/// How long each gate of [`short_calls_never_wait_behind_a_held_worker`]
+/// is held at least: past the 2 ms under which the pool counts a task as
+/// quick enough to queue calls behind (by design, a call of a task measured
+/// quick may have a few calls sent behind it).
+const LONG_HOLD: Duration = Duration::from_millis(10);
+
 /// Catches short calls pipelined to a worker that is held by a long call:
 /// they would wait behind the held gate (here, until the bound) while the
 /// other worker could answer them all. Each of the rounds holds one worker
-/// and sends a burst of echoes.
+/// for at least [`LONG_HOLD`] and sends a burst of echoes.
 #[test]
 fn short_calls_never_wait_behind_a_held_worker() {
     let ex = warm_pool();
@@ -94,10 +102,14 @@ fn short_calls_never_wait_behind_a_held_worker() {
     for round in 0..20 {
         let first = ex.submit(GATE, gate.arg()).unwrap();
         let held = gate.entered(RESULT_TIMEOUT);
+        let entered = Instant::now();
         let burst: Vec<_> = (0..100).map(|i| ex.submit(ECHO_I64, i).unwrap()).collect();
         for (i, call) in (0..).zip(burst) {
             assert_eq!(call.result_bounded().unwrap(), i, "round {round}");
         }
+        // The gate's length is the task's duration, not a wait for
+        // anything: a hold shorter than 2 ms would make GATE a quick task.
+        std::thread::sleep(LONG_HOLD.saturating_sub(entered.elapsed()));
         held.release();
         first.result_bounded().unwrap();
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use loky_proto::program::ProgramId;
@@ -151,6 +151,23 @@ impl Harness {
         let launcher = Box::new(FakeLauncher(world.clone()));
         let (sup, pool) = Supervisor::new(Arc::new(config), launcher);
         Harness { sup, pool, world }
+    }
+
+    /// Makes `TASK`'s calls typically take `typical`, whatever the calls
+    /// made so far measured.
+    pub(super) fn task_takes(&self, typical: Duration) {
+        let probe = self
+            .pool
+            .prepare(
+                &Target::Task(TASK.signature()),
+                CallKind::Single,
+                None,
+                |frame| loky_proto::encode_payload_into(&0u32, frame),
+            )
+            .expect("encodes");
+        self.sup
+            .durations
+            .set(crate::durations::TaskKey::of(&probe), typical);
     }
 
     /// Submits `TASK(x)`.

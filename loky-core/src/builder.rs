@@ -84,6 +84,7 @@ pub struct ExecutorBuilder {
     kill_grace: Duration,
     start_timeout: Duration,
     max_frame: usize,
+    shm_threshold: usize,
     pub(crate) kill_workers: bool,
     on_drop: Shutdown,
     #[cfg(feature = "remote")]
@@ -115,6 +116,7 @@ impl Default for ExecutorBuilder {
             kill_grace: Duration::from_millis(500),
             start_timeout: Duration::from_secs(30),
             max_frame: loky_proto::DEFAULT_MAX_FRAME,
+            shm_threshold: loky_proto::shm::DEFAULT_SHM_THRESHOLD,
             kill_workers: false,
             on_drop: Shutdown::default(),
             #[cfg(feature = "remote")]
@@ -239,6 +241,26 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Frames (arguments, results) whose body exceeds `bytes` travel
+    /// between the executor and its local workers through shared memory
+    /// instead of the socket: encoded straight into a sealed memory file,
+    /// whose descriptor alone crosses, and decoded from it. Default 1 MiB;
+    /// `usize::MAX`: never. Whatever the threshold,
+    /// [`SharedBytes`](loky_proto::SharedBytes) cross to local workers as
+    /// descriptors, never copied.
+    ///
+    /// ```no_run
+    /// use loky::ProcessPoolExecutor;
+    ///
+    /// // Payloads over 256 KiB skip the socket.
+    /// let ex = ProcessPoolExecutor::builder().shm_threshold(256 << 10).build()?;
+    /// # Ok::<(), loky::Error>(())
+    /// ```
+    pub fn shm_threshold(mut self, bytes: usize) -> Self {
+        self.shm_threshold = bytes;
+        self
+    }
+
     /// For [`get_reusable`](ExecutorBuilder::get_reusable): when the shared
     /// executor must be replaced, kill its running tasks instead of waiting.
     pub fn kill_workers(mut self, kill: bool) -> Self {
@@ -324,6 +346,7 @@ impl ExecutorBuilder {
             kill_grace: self.kill_grace,
             start_timeout: self.start_timeout,
             max_frame: self.max_frame,
+            shm_threshold: self.shm_threshold,
             depth,
             on_drop: self.on_drop,
             #[cfg(feature = "remote")]

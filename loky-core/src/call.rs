@@ -6,10 +6,12 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use loky_proto::shm::{EncodedFrame, FrameBuf};
 use loky_proto::{CallError, CallKind, FnRef, FrameError, Hello, Outcome, PanicInfo, Signature};
 
 use crate::error::{Error, RemoteError, SerializationError, UnknownTask};
 use crate::future::{FutureState, RawOutput, Settled};
+use crate::output::{OutputBytes, ReplyFrame};
 use crate::pool_thread;
 use crate::program::stale_note;
 
@@ -40,9 +42,9 @@ impl Target {
         &self,
         id: u64,
         kind: CallKind,
-        out: &mut Vec<u8>,
+        out: &mut FrameBuf,
         max: usize,
-        encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+        encode_args: impl FnOnce(&mut FrameBuf) -> Result<(), E>,
     ) -> Result<Result<(), E>, FrameError> {
         match self {
             Target::Task(sig) => {
@@ -51,6 +53,27 @@ impl Target {
             Target::Function { function, .. } => {
                 loky_proto::encode_fn_call_frame(id, function, kind, out, max, encode_args)
             }
+        }
+    }
+}
+
+/// How a pool encodes its calls' frames: as its workers' channels take
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// Bytes only, for any channel: shared buffers travel as bytes.
+    Plain,
+    /// For workers on this machine (a Unix socket): a frame whose body
+    /// exceeds `threshold` bytes goes in a sealed memory file, and shared
+    /// buffers as descriptors.
+    Local { threshold: usize },
+}
+
+impl Encoding {
+    fn buffer(self) -> FrameBuf {
+        match self {
+            Encoding::Plain => FrameBuf::plain(),
+            Encoding::Local { threshold } => FrameBuf::local(threshold),
         }
     }
 }
@@ -66,7 +89,7 @@ pub(crate) struct WorkItem {
     /// The whole frame of the call, encoded on the submitting thread; kept
     /// until the reply so the call can be sent again to a replacement
     /// worker.
-    pub(crate) frame: Arc<Vec<u8>>,
+    pub(crate) frame: Arc<EncodedFrame>,
     /// One argument, or a `map` chunk of them.
     pub(crate) kind: CallKind,
     /// Kill the worker if the call runs longer than this.
@@ -77,17 +100,19 @@ pub(crate) struct WorkItem {
 
 impl WorkItem {
     /// A call of `target` numbered `id` whose arguments `encode_args` writes
-    /// straight into the call's frame (large arguments are never copied).
+    /// straight into the call's frame, as `encoding` says (large arguments
+    /// are never copied; for a local worker they go straight into shared
+    /// memory).
     pub(crate) fn new<E: std::error::Error + Send + Sync + 'static>(
         future: Arc<FutureState>,
         target: &Target,
         kind: CallKind,
         id: u64,
-        max_frame: usize,
-        encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+        (encoding, max_frame): (Encoding, usize),
+        encode_args: impl FnOnce(&mut FrameBuf) -> Result<(), E>,
     ) -> Result<WorkItem, Error> {
         let sig = target.signature();
-        let mut frame = Vec::new();
+        let mut frame = encoding.buffer();
         let encoded = target.encode_frame(id, kind, &mut frame, max_frame, encode_args);
         let failed = match encoded {
             Ok(Ok(())) => None,
@@ -105,7 +130,7 @@ impl WorkItem {
                 Target::Function { function, .. } => Some(function.clone()),
             },
             id,
-            frame: Arc::new(frame),
+            frame: Arc::new(frame.take_frame()),
             kind,
             timeout: None,
             initializer: false,
@@ -190,32 +215,36 @@ impl WorkerInfo {
     }
 }
 
-/// Turns a worker's outcome for `item` into the future's result.
+/// Turns a worker's outcome for `item`, which came in `frame`, into the
+/// future's result.
 pub(crate) fn settle_outcome(
     item: &WorkItem,
     outcome: Outcome<'_>,
     worker: &WorkerInfo,
+    frame: &ReplyFrame,
 ) -> Settled {
     match outcome {
-        Outcome::Value(bytes) => Ok(Arc::new(RawOutput::Value(bytes.into_owned()))),
+        Outcome::Value(bytes) => Ok(Arc::new(RawOutput::Value(frame.output(bytes)))),
         Outcome::Items(items) => Ok(Arc::new(RawOutput::Items(item_results(
-            item, items, worker,
+            item, items, worker, frame,
         )))),
         Outcome::Panic(info) => Err(panicked(item, info, worker)),
         Outcome::Failed(err) => Err(failed(item, err, worker)),
     }
 }
 
-/// The results of the items of the chunk call `item`.
+/// The results of the items of the chunk call `item`, which came in
+/// `frame`.
 pub(crate) fn item_results(
     item: &WorkItem,
     items: Vec<Outcome<'_>>,
     worker: &WorkerInfo,
-) -> Vec<Result<Vec<u8>, Error>> {
+    frame: &ReplyFrame,
+) -> Vec<Result<OutputBytes, Error>> {
     items
         .into_iter()
         .map(|item_outcome| match item_outcome {
-            Outcome::Value(bytes) => Ok(bytes.into_owned()),
+            Outcome::Value(bytes) => Ok(frame.output(bytes)),
             Outcome::Items(_) => Err(protocol_error(item, "a nested chunk in a chunk reply")),
             Outcome::Panic(info) => Err(panicked(item, info, worker)),
             Outcome::Failed(err) => Err(failed(item, err, worker)),
@@ -264,4 +293,57 @@ fn protocol_error(item: &WorkItem, what: &str) -> Error {
         "read the reply",
         what,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use loky_proto::{SharedBytes, Task};
+
+    use super::*;
+
+    /// A call of `(shared, bytes)` encoded as `encoding` says.
+    fn encoded(encoding: Encoding, shared: &SharedBytes, bytes: &[u8]) -> Arc<EncodedFrame> {
+        let task: Task<(SharedBytes, Vec<u8>), ()> = Task::new("t");
+        let future = FutureState::new("t", None);
+        let item = WorkItem::new(
+            future.clone(),
+            &Target::Task(task.signature()),
+            CallKind::Single,
+            1,
+            (encoding, loky_proto::DEFAULT_MAX_FRAME),
+            |out| loky_proto::encode_payload_into(&(shared, bytes), out),
+        )
+        .expect("encodes");
+        future.settle(Err(Error::Cancelled));
+        item.frame.clone()
+    }
+
+    #[test]
+    fn only_a_pool_of_local_workers_makes_frames_with_descriptors() {
+        let shared = SharedBytes::from(vec![1u8; 1 << 20]);
+        assert!(shared.is_shared());
+        let large = vec![2u8; 2 << 20];
+        // Workers reached otherwise (over TCP): every byte in the frame,
+        // the shared buffer and the large body included.
+        match &*encoded(Encoding::Plain, &shared, &large) {
+            EncodedFrame::Bytes(bytes) => assert!(bytes.len() > 3 << 20),
+            EncodedFrame::Descriptors(_) => panic!("descriptors for a plain pool"),
+        }
+        let local = Encoding::Local { threshold: 1 << 20 };
+        match &*encoded(local, &shared, &large) {
+            EncodedFrame::Descriptors(frame) => {
+                assert!(frame.body_in_shared_memory());
+                assert_eq!(frame.descriptors(), 2, "the body and the shared buffer");
+            }
+            EncodedFrame::Bytes(_) => panic!("no descriptor for a local pool"),
+        }
+        // Under the threshold, only the shared buffer travels aside.
+        match &*encoded(local, &shared, &large[..100]) {
+            EncodedFrame::Descriptors(frame) => {
+                assert!(!frame.body_in_shared_memory());
+                assert_eq!(frame.descriptors(), 1);
+            }
+            EncodedFrame::Bytes(_) => panic!("the shared buffer went as bytes"),
+        }
+    }
 }

@@ -6,6 +6,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use loky_proto::shm::FrameBuf;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -28,11 +29,35 @@ fn guarded<R, E: std::error::Error>(f: impl FnOnce() -> Result<R, E>) -> Result<
     }
 }
 
+/// Where values are encoded: a plain buffer, or a frame being encoded.
+pub(crate) trait Out: std::io::Write {
+    fn len(&self) -> usize;
+    fn truncate(&mut self, len: usize);
+}
+
+impl Out for Vec<u8> {
+    fn len(&self) -> usize {
+        self.len()
+    }
+    fn truncate(&mut self, len: usize) {
+        self.truncate(len);
+    }
+}
+
+impl Out for FrameBuf {
+    fn len(&self) -> usize {
+        self.len()
+    }
+    fn truncate(&mut self, len: usize) {
+        self.truncate(len);
+    }
+}
+
 /// Appends the encoding of `value` to `out`; on error `out` is as it was.
-pub(crate) fn encode_into<T: Serialize + ?Sized>(
+pub(crate) fn encode_into<T: Serialize + ?Sized, O: Out>(
     value: &T,
-    out: &mut Vec<u8>,
-) -> Result<(), impl std::error::Error + Send + Sync + 'static + use<T>> {
+    out: &mut O,
+) -> Result<(), impl std::error::Error + Send + Sync + 'static + use<T, O>> {
     let start = out.len();
     let encoded = guarded(|| loky_proto::encode_payload_into(value, out));
     if encoded.is_err() {
@@ -62,9 +87,10 @@ mod tests {
 
     #[test]
     fn a_panicking_serialize_is_an_error_and_leaves_the_buffer_as_it_was() {
-        let mut out = vec![1, 2, 3];
+        let mut out = FrameBuf::plain();
+        out.extend_from_slice(&[1, 2, 3]);
         let err = encode_into(&(7u8, Explodes), &mut out).unwrap_err();
-        assert_eq!(out, [1, 2, 3]);
+        assert_eq!(out.slice(0..out.len()), [1, 2, 3]);
         assert!(err.to_string().contains("Explodes explodes"), "{err}");
     }
 

@@ -108,6 +108,9 @@ pub(crate) struct Config {
     pub(crate) kill_grace: Duration,
     pub(crate) start_timeout: Duration,
     pub(crate) max_frame: usize,
+    /// Frames for local workers whose body exceeds this travel in shared
+    /// memory.
+    pub(crate) shm_threshold: usize,
     /// Nesting depth of the workers this pool starts.
     pub(crate) depth: u32,
     /// What dropping the last handle does.
@@ -182,7 +185,8 @@ impl Config {
     /// The environment changes every worker gets, the user's last.
     pub(crate) fn worker_env(&self) -> WorkerEnv {
         let mut changes = WorkerEnv {
-            remove: Vec::new(),
+            // Whoever reaches the worker says whether it takes descriptors.
+            remove: vec![env::SHM_THRESHOLD.into()],
             set: vec![
                 (env::DEPTH.into(), self.depth.to_string().into()),
                 (env::WORKER_PROGRAM.into(), self.program.clone().into()),
@@ -224,6 +228,7 @@ impl Config {
             kill_grace: Duration::from_millis(500),
             start_timeout: Duration::from_secs(30),
             max_frame: loky_proto::DEFAULT_MAX_FRAME,
+            shm_threshold: loky_proto::shm::DEFAULT_SHM_THRESHOLD,
             depth: 1,
             on_drop: Shutdown::default(),
             #[cfg(feature = "remote")]

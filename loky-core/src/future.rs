@@ -25,15 +25,16 @@ use crate::callbacks::{self, Callback};
 use crate::codec;
 use crate::deadline;
 use crate::error::{Error, Result, SerializationError};
+use crate::output::OutputBytes;
 
 /// What a finished call carries, still encoded: the output, or for a `map`
 /// chunk the outputs of its items.
 #[derive(Debug)]
 pub(crate) enum RawOutput {
     /// One encoded value (for a chunk: the encoded sequence of outputs).
-    Value(Vec<u8>),
+    Value(OutputBytes),
     /// A chunk in which some item failed: one result per item.
-    Items(Vec<Result<Vec<u8>>>),
+    Items(Vec<Result<OutputBytes>>),
 }
 
 /// How a call ended, as the future holds it.
@@ -52,7 +53,7 @@ struct Inner {
     wakers: Wakers,
     /// For a chunk call that runs: the results of its first items, as its
     /// worker reported them.
-    partial: Vec<Result<Vec<u8>>>,
+    partial: Vec<Result<OutputBytes>>,
 }
 
 /// The wakers of those awaiting a future, each under a key so that a
@@ -262,7 +263,7 @@ impl FutureState {
     }
 
     /// Keeps the results of the next items of a running chunk call.
-    pub(crate) fn add_partial(&self, items: impl IntoIterator<Item = Result<Vec<u8>>>) {
+    pub(crate) fn add_partial(&self, items: impl IntoIterator<Item = Result<OutputBytes>>) {
         let mut inner = self.lock();
         if matches!(inner.stage, Stage::Running) {
             inner.partial.extend(items);
@@ -270,7 +271,7 @@ impl FutureState {
     }
 
     /// The results of the first items of a chunk call, as reported.
-    pub(crate) fn take_partial(&self) -> Vec<Result<Vec<u8>>> {
+    pub(crate) fn take_partial(&self) -> Vec<Result<OutputBytes>> {
         std::mem::take(&mut self.lock().partial)
     }
 
@@ -523,7 +524,7 @@ impl<T: DeserializeOwned> Future<T> {
 
     fn decode(&self, settled: Settled) -> Result<T> {
         match &*settled? {
-            RawOutput::Value(bytes) => decode_output(&self.state, bytes),
+            RawOutput::Value(bytes) => bytes.decode_with(|b| decode_output(&self.state, b)),
             RawOutput::Items(_) => Err(Error::Serialization(SerializationError::described(
                 self.state.task,
                 "decode the result",
@@ -624,7 +625,7 @@ mod tests {
 
     fn value(n: u64) -> Settled {
         Ok(Arc::new(RawOutput::Value(
-            loky_proto::encode_payload(&n).unwrap(),
+            loky_proto::encode_payload(&n).unwrap().into(),
         )))
     }
 

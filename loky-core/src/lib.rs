@@ -26,11 +26,11 @@
 //!
 //! Modules, from the bottom up (each uses only those above it):
 //! `exit`, `deadline`, `pool_thread`, `error`, `program` (which workers may
-//! receive functions), `config`, `options`, `callbacks`, `codec`, `future`,
-//! `completions`, `timer`, `call`, `durations`, `link`, `events`, `os`,
-//! `worker` (the seam to the operating system), `supervisor`, `builder`,
-//! `map`, `executor`, `function` (`submit_fn` and kin), `wait`, `reusable`,
-//! `cpu`.
+//! receive functions), `config`, `options`, `callbacks`, `codec`, `output`,
+//! `future`, `completions`, `timer`, `call`, `durations`, `link`, `events`,
+//! `os`, `worker` (the seam to the operating system), `supervisor`,
+//! `builder`, `map`, `executor`, `function` (`submit_fn` and kin), `wait`,
+//! `reusable`, `cpu`.
 
 #![deny(missing_docs)]
 
@@ -55,6 +55,7 @@ mod link;
 mod map;
 mod options;
 mod os;
+mod output;
 mod pool_thread;
 mod program;
 #[cfg(feature = "remote")]

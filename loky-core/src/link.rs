@@ -189,7 +189,7 @@ impl Link {
     }
 
     /// The id of the call whose frame `frame` is.
-    pub(crate) fn id_of_frame(&self, frame: &Arc<Vec<u8>>) -> Option<u64> {
+    pub(crate) fn id_of_frame(&self, frame: &Arc<loky_proto::shm::EncodedFrame>) -> Option<u64> {
         lock(&self.calls)
             .queue
             .iter()

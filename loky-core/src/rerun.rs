@@ -11,11 +11,13 @@
 use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
 
+use loky_proto::shm::EncodedFrame;
 use loky_proto::{CallKind, HEADER_LEN, Request, decode_body, split_array};
 
 use crate::call::WorkItem;
 use crate::error::{ChunkItem, Error, Result};
 use crate::future::{FutureState, RawOutput};
+use crate::output::OutputBytes;
 
 /// What became of the running call of a dead worker.
 pub(crate) enum AfterDeath {
@@ -38,7 +40,7 @@ pub(crate) fn after_death(
         item.future.settle(Err(err));
         return AfterDeath::Settled;
     };
-    let mut results: Vec<Option<Result<Vec<u8>>>> =
+    let mut results: Vec<Option<Result<OutputBytes>>> =
         item.future.take_partial().into_iter().map(Some).collect();
     results.truncate(inputs.len());
     let left = inputs.len() - results.len();
@@ -81,8 +83,14 @@ pub(crate) fn after_death(
     AfterDeath::Rerun(calls)
 }
 
-/// The encoded inputs of `frame`'s call if it is a chunk of several.
-fn chunk_inputs(frame: &[u8]) -> Option<Vec<Vec<u8>>> {
+/// The encoded inputs of `frame`'s call if it is a chunk of several sent
+/// as bytes. A chunk sent with descriptors (its body in shared memory, or
+/// shared buffers among its inputs, which its items' bytes name by their
+/// place in the frame) is not split: it fails whole.
+fn chunk_inputs(frame: &EncodedFrame) -> Option<Vec<Vec<u8>>> {
+    let EncodedFrame::Bytes(frame) = frame else {
+        return None;
+    };
     let body = frame.get(HEADER_LEN..)?;
     let (kind, args) = match decode_body::<Request<'_>>(body).ok()? {
         Request::Call(call) => (call.kind, call.args),
@@ -118,7 +126,7 @@ pub(crate) fn name_running_item(item: &WorkItem, err: Error) -> Error {
     }
 }
 
-fn settle(chunk: &FutureState, results: Vec<Option<Result<Vec<u8>>>>) {
+fn settle(chunk: &FutureState, results: Vec<Option<Result<OutputBytes>>>) {
     let items = results
         .into_iter()
         .map(|r| r.expect("every item has its result"))
@@ -132,7 +140,7 @@ struct Assembly {
 }
 
 struct Parts {
-    results: Vec<Option<Result<Vec<u8>>>>,
+    results: Vec<Option<Result<OutputBytes>>>,
     left: usize,
     /// The chunk's call, kept until its future settles: dropping an
     /// unsettled call fails its future.

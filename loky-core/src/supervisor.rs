@@ -93,7 +93,11 @@ impl Supervisor {
     /// the pool its callers share.
     pub(crate) fn new(config: Arc<Config>, launcher: Box<dyn Launcher>) -> (Supervisor, Arc<Pool>) {
         let (events_tx, events) = crossbeam_channel::unbounded();
-        let pool = Arc::new(Pool::new(config.clone(), events_tx.clone()));
+        let pool = Arc::new(Pool::new(
+            config.clone(),
+            events_tx.clone(),
+            launcher.encoding(),
+        ));
         let supervisor = Supervisor {
             pool: pool.clone(),
             max_workers: config.max_workers,
@@ -231,7 +235,7 @@ impl Supervisor {
     fn on_ready(&mut self, id: WorkerId, hello: Hello) {
         self.start_crashes = 0;
         let init = self.config.initializer.clone();
-        let max_frame = self.config.max_frame;
+        let frames = self.pool.frames();
         let call_id = self.pool.next_call_id();
         let Some(slot) = self.slot(id) else { return };
         if !slot.starting() {
@@ -257,7 +261,7 @@ impl Supervisor {
                 &Target::Task(init.sig),
                 loky_proto::CallKind::Single,
                 call_id,
-                max_frame,
+                frames,
                 |frame| {
                     frame.extend_from_slice(&init.args);
                     Ok::<_, std::convert::Infallible>(())

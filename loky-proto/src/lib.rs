@@ -62,7 +62,7 @@ pub use message::{
     Call, CallError, CallKind, FnCall, Hello, Outcome, PROTOCOL_VERSION, PanicInfo, Progress,
     Reply, Request, Response, RetireReason, TaskInfo,
 };
-pub use shared::{Attachments, SHARE_FROM, SharedBytes, outside_frames};
+pub use shared::{Attachments, SHARE_FROM, SharedAttachments, SharedBytes, outside_frames};
 pub use task::{Payload, Signature, Task};
 pub use typename::{same_type_name, short_type_name, without_crate_names};
 

@@ -48,10 +48,6 @@ pub(crate) const MAX_ATTACHED: usize = 63;
 /// payload of megabytes that a task reads but does not change. Creating one
 /// from a `Vec<u8>` copies the bytes once into shared memory.
 ///
-/// The worker side of this path is in place; an executor does not pass
-/// descriptors to its workers yet, so from an executor a shared buffer
-/// still travels as bytes (copied into shared memory again on arrival).
-///
 /// Buffers under [`SHARE_FROM`] bytes stay on the heap and travel as bytes.
 /// Outside a frame for a local worker (serialized to JSON, or for a remote
 /// worker), a `SharedBytes` is serialized as plain bytes. Each shared
@@ -405,6 +401,18 @@ impl Attachments {
         result
     }
 
+    /// Maps every buffer now, for payloads decoded later, any number of
+    /// times and on any thread (see [`SharedAttachments`]).
+    pub fn share(self) -> SharedAttachments {
+        #[cfg(unix)]
+        if !self.slots.is_empty() {
+            let mut this = self;
+            let slots = (0..this.slots.len()).map(|i| this.get(i)).collect();
+            return SharedAttachments { slots: Some(slots) };
+        }
+        SharedAttachments::default()
+    }
+
     /// Received sealed memory files with their checked sizes.
     #[cfg(unix)]
     pub(crate) fn from_fds(fds: Vec<(OwnedFd, usize)>) -> Attachments {
@@ -440,5 +448,45 @@ impl Attachments {
         Err(format!(
             "shared buffer {index} is not attached to its frame"
         ))
+    }
+}
+
+/// The shared buffers that came with one frame, all mapped: a cheap
+/// [`Clone`] that decodes the frame's payloads as often as needed, from
+/// any thread. Made by [`Attachments::share`]. Each buffer holds its
+/// descriptor while a clone of this, or a value decoded from it, lives.
+#[derive(Debug, Clone, Default)]
+pub struct SharedAttachments {
+    /// Each buffer, or why it could not be mapped; `None` when none came.
+    #[cfg(unix)]
+    slots: Option<Arc<[Result<SharedBytes, String>]>>,
+}
+
+impl SharedAttachments {
+    /// Whether no buffer came with the frame.
+    pub fn is_empty(&self) -> bool {
+        #[cfg(unix)]
+        return self.slots.is_none();
+        #[cfg(not(unix))]
+        true
+    }
+
+    /// Runs `decode` (the decoding of a payload of the frame) where
+    /// `SharedBytes` values find these buffers, as [`Attachments::decode`].
+    pub fn decode<R>(&self, decode: impl FnOnce() -> R) -> R {
+        #[cfg(unix)]
+        if let Some(slots) = &self.slots {
+            let slots = slots
+                .iter()
+                .map(|slot| match slot {
+                    Ok(bytes) => Slot::Mapped(bytes.clone()),
+                    Err(err) => Slot::Failed(err.clone()),
+                })
+                .collect();
+            return Attachments { slots }.decode(decode);
+        }
+        // No attachment, but a frame's payload all the same: an attached
+        // buffer it names is an error, not bytes.
+        Attachments::default().decode(decode)
     }
 }

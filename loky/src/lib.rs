@@ -95,6 +95,8 @@
 //! [`SharedBytes`] is an immutable byte buffer in shared memory for payloads
 //! of megabytes (arrays, images, model weights): inside any argument or
 //! output type, only its file descriptor travels to and from a local worker.
+//! Other frames larger than [`ExecutorBuilder::shm_threshold`] travel to and
+//! from local workers through sealed shared memory rather than the socket.
 //!
 //! ## Crate layout
 //!

@@ -128,9 +128,13 @@ fn a_panic_in_the_supervisor_fails_every_call_and_breaks_the_pool() {
 #[test]
 #[ignore = "run by a_panic_in_a_writer_fails_its_calls_and_breaks_the_pool"]
 fn inner_writer() {
-    let ex = common::pool(1);
+    // Frames on the socket only (no shared memory), and one larger than a
+    // socket's buffers: the writer thread sends the rest.
+    let ex = common::builder(1)
+        .shm_threshold(usize::MAX)
+        .build()
+        .expect("the test worker program is built");
     let workers = warm(&ex);
-    // Larger than a socket's buffers: the writer thread sends the rest.
     let big = ByteBuf::from(vec![7u8; 8 << 20]);
     let failed = failing_call(|| {
         ex.submit(ECHO_BYTES, big)

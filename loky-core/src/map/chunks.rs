@@ -337,30 +337,42 @@ fn decode_chunk<O: DeserializeOwned>(
     payload: &RawOutput,
     len: usize,
 ) -> Ready<O> {
-    let task = future.task;
     let results: Vec<Result<O>> = match payload {
-        RawOutput::Value(bytes) => match decode_output::<Vec<O>>(future, bytes) {
-            Ok(values) if values.len() == len => return Ready::Values(values.into_iter()),
-            Ok(_) => (0..len).map(|_| Err(short_reply(task))).collect(),
-            // Some output does not decode: decode them one by one, so that
-            // it fails alone.
-            Err(err) => match loky_proto::split_array(bytes) {
-                Some(items) if items.len() == len => items
-                    .into_iter()
-                    .map(|item| decode_output(future, item))
-                    .collect(),
-                _ => (0..len).map(|_| Err(err.clone())).collect(),
-            },
+        RawOutput::Value(bytes) => match bytes.decode_with(|b| decode_sequence(future, b, len)) {
+            Ok(values) => return Ready::Values(values.into_iter()),
+            Err(results) => results,
         },
         RawOutput::Items(items) => items
             .iter()
             .map(|item| match item {
-                Ok(bytes) => decode_output(future, bytes),
+                Ok(bytes) => bytes.decode_with(|b| decode_output(future, b)),
                 Err(err) => Err(err.clone()),
             })
             .collect(),
     };
     Ready::Results(results.into_iter())
+}
+
+/// The `len` outputs of a chunk encoded as one sequence; if that fails, one
+/// result per item.
+fn decode_sequence<O: DeserializeOwned>(
+    future: &FutureState,
+    bytes: &[u8],
+    len: usize,
+) -> std::result::Result<Vec<O>, Vec<Result<O>>> {
+    match decode_output::<Vec<O>>(future, bytes) {
+        Ok(values) if values.len() == len => Ok(values),
+        Ok(_) => Err((0..len).map(|_| Err(short_reply(future.task))).collect()),
+        // Some output does not decode: decode them one by one, so that it
+        // fails alone.
+        Err(err) => Err(match loky_proto::split_array(bytes) {
+            Some(items) if items.len() == len => items
+                .into_iter()
+                .map(|item| decode_output(future, item))
+                .collect(),
+            _ => (0..len).map(|_| Err(err.clone())).collect(),
+        }),
+    }
 }
 
 fn short_reply(task: &str) -> Error {

@@ -178,9 +178,10 @@ mod tests {
         );
         assert_eq!(value(env::DEPTH).map(String::as_str), Some("1"));
         assert_eq!(value("APP").map(String::as_str), Some("1"));
-        assert_eq!(settings.env_remove, ["RUST_BACKTRACE"]);
+        // Shared memory never reaches a remote worker.
+        assert_eq!(settings.env_remove, [env::SHM_THRESHOLD, "RUST_BACKTRACE"]);
         config.memory_limit = None;
         let settings = worker_settings(&config).unwrap();
-        assert_eq!(settings.env_remove, [env::MEMORY_LIMIT]);
+        assert_eq!(settings.env_remove, [env::SHM_THRESHOLD, env::MEMORY_LIMIT]);
     }
 }

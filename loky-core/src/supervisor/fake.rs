@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use loky_proto::program::ProgramId;
+use loky_proto::shm::EncodedFrame;
 use loky_proto::{CallKind, Hello, PROTOCOL_VERSION, RetireReason, Signature, Task, TaskInfo};
 
 use super::{Pool, Supervisor};
@@ -101,7 +102,7 @@ impl WorkerHandle for FakeHandle {
         1000 + self.id as u32
     }
 
-    fn send(&mut self, frame: Arc<Vec<u8>>) {
+    fn send(&mut self, frame: Arc<EncodedFrame>) {
         let closed = lock(&self.world).workers[&self.id].closed;
         if !closed {
             // The call id is what the supervisor sent; the frame itself is
@@ -266,7 +267,7 @@ impl Harness {
         let bytes = loky_proto::encode_payload(&value).expect("encodes");
         call.item
             .future
-            .settle(Ok(Arc::new(RawOutput::Value(bytes))));
+            .settle(Ok(Arc::new(RawOutput::Value(bytes.into()))));
         self.event(worker, Event::Completed { worker, replies: 1 });
     }
 

@@ -12,12 +12,13 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use loky_proto::CallKind;
 
-use crate::call::{Target, WorkItem};
+use crate::call::{Encoding, Target, WorkItem};
 use crate::config::{Config, Shutdown};
 use crate::error::Error;
 use crate::events::Event;
 use crate::future::{FutureState, Killer};
 use crate::pool_thread;
+use loky_proto::shm::FrameBuf;
 
 /// What callers and the supervisor share.
 pub(crate) struct Pool {
@@ -26,6 +27,8 @@ pub(crate) struct Pool {
     status: Mutex<Status>,
     finished: Condvar,
     next_call: AtomicU64,
+    /// How calls are encoded for this pool's workers.
+    encoding: Encoding,
 }
 
 /// The pool's status, under [`Pool`]'s lock.
@@ -41,7 +44,7 @@ pub(super) struct Status {
 }
 
 impl Pool {
-    pub(super) fn new(config: Arc<Config>, events: Sender<Event>) -> Pool {
+    pub(super) fn new(config: Arc<Config>, events: Sender<Event>, encoding: Encoding) -> Pool {
         Pool {
             events,
             status: Mutex::new(Status {
@@ -51,6 +54,7 @@ impl Pool {
             config,
             finished: Condvar::new(),
             next_call: AtomicU64::new(0),
+            encoding,
         }
     }
 
@@ -87,15 +91,19 @@ impl Pool {
         target: &Target,
         kind: CallKind,
         timeout: Option<Duration>,
-        encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+        encode_args: impl FnOnce(&mut FrameBuf) -> Result<(), E>,
     ) -> Result<WorkItem, Error> {
         let killer: Weak<dyn Killer> = Arc::downgrade(self) as Weak<Pool>;
         let future = FutureState::new(target.signature().name, Some(killer));
         let id = self.next_call_id();
-        let max_frame = self.config.max_frame;
-        let mut item = WorkItem::new(future, target, kind, id, max_frame, encode_args)?;
+        let mut item = WorkItem::new(future, target, kind, id, self.frames(), encode_args)?;
         item.timeout = timeout.or(self.config.task_timeout);
         Ok(item)
+    }
+
+    /// How this pool encodes frames, and their largest size.
+    pub(crate) fn frames(&self) -> (Encoding, usize) {
+        (self.encoding, self.config.max_frame)
     }
 
     /// Queues calls, atomically with the checks of [`Pool::check_open`].
@@ -113,7 +121,7 @@ impl Pool {
         self: &Arc<Self>,
         target: &Target,
         timeout: Option<Duration>,
-        encode_args: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+        encode_args: impl FnOnce(&mut FrameBuf) -> Result<(), E>,
     ) -> Result<Arc<FutureState>, Error> {
         self.check_open()?;
         let item = self.prepare(target, CallKind::Single, timeout, encode_args)?;

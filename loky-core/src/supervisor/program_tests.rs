@@ -105,7 +105,7 @@ fn a_worker_that_forgot_init_breaks_the_pool_whatever_the_policy() {
         let refused = h
             .pool
             .submit_call(&Target::Task(TASK.signature()), None, |frame| {
-                frame.push(0);
+                frame.extend_from_slice(&[0]);
                 Ok::<_, std::convert::Infallible>(())
             });
         assert!(matches!(refused, Err(Error::MissingInit(_))));

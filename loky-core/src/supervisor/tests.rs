@@ -6,6 +6,8 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use loky_proto::shm::FrameBuf;
+
 use super::fake::{Action, Harness, OTHER, TASK};
 use crate::call::Target;
 use crate::config::{Config, CrashPolicy, Initializer, Shutdown};
@@ -111,9 +113,9 @@ fn a_launch_failure_breaks_the_pool_with_its_cause() {
     assert!(h.is_finished());
 }
 
-fn enc(x: u32) -> impl FnOnce(&mut Vec<u8>) -> Result<(), std::convert::Infallible> {
+fn enc(x: u32) -> impl FnOnce(&mut FrameBuf) -> Result<(), std::convert::Infallible> {
     move |frame| {
-        frame.extend(loky_proto::encode_payload(&x).expect("encodes"));
+        frame.extend_from_slice(&loky_proto::encode_payload(&x).expect("encodes"));
         Ok(())
     }
 }

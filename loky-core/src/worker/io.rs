@@ -12,14 +12,18 @@
 //! The supervisor writes a frame itself when nothing is queued for the
 //! writer (no thread hand-off on the common path).
 
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use loky_proto::{FrameBuffer, FrameError, Hello, PROTOCOL_VERSION, Response, decode_body};
+use loky_proto::shm::EncodedFrame;
+use loky_proto::{FrameError, Hello, PROTOCOL_VERSION, Response, decode_body};
+
+use inbox::{Inbox, Incoming};
 
 use super::{Stop, Whereabouts, WorkerHandle};
 use crate::call::{self, WorkerInfo, settle_outcome};
@@ -28,6 +32,7 @@ use crate::deadline;
 use crate::events::{End, Event, LinkError, StartFailure, WorkerId};
 use crate::exit::WorkerExit;
 use crate::link::Link;
+use crate::output::ReplyFrame;
 use crate::pool_thread::{self, Role};
 
 /// A worker's byte channel and its process (or what stands for it), as
@@ -43,6 +48,14 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// Reads what the worker sent: blocks until some bytes arrive; `Ok(0)`
     /// at the end of the channel.
     fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// The channel as a Unix socket to a worker on this machine, which
+    /// carries descriptors: frames with shared memory go (and come) only
+    /// through it. `None` (the default) for any other channel, whose
+    /// launcher's pool encodes bytes only.
+    fn local_socket(&self) -> Option<&UnixStream> {
+        None
+    }
 
     /// Waits until a read would not block, the worker's process ended, or
     /// `timeout` passed (`None`: no limit).
@@ -95,7 +108,27 @@ pub(crate) struct Readiness {
 const DRAIN_READS: usize = 256;
 
 /// A frame for the writer thread, from `offset` on.
-type Queued = (Arc<Vec<u8>>, usize);
+type Queued = (Arc<EncodedFrame>, usize);
+
+/// The socket for a frame with descriptors: only a pool of local workers
+/// makes such frames, and only local transports have one.
+fn socket_for_descriptors(transport: &dyn Transport) -> &UnixStream {
+    transport
+        .local_socket()
+        .expect("frames with descriptors are made only for local workers")
+}
+
+/// Writes what fits of `frame` without blocking; how much went.
+fn write_nonblocking(transport: &dyn Transport, frame: &EncodedFrame) -> usize {
+    match frame {
+        EncodedFrame::Bytes(bytes) => transport.try_write(bytes),
+        // Nothing sent (the socket is full, or failed): the writer goes on
+        // from the start, and finds out.
+        EncodedFrame::Descriptors(frame) => frame
+            .send(socket_for_descriptors(transport), 0, true)
+            .unwrap_or(0),
+    }
+}
 
 /// The handle on a worker whose I/O threads run here.
 struct Connection {
@@ -166,11 +199,11 @@ impl WorkerHandle for Connection {
     /// (the rest of it) through the writer thread. Frames stay in order:
     /// only the supervisor sends, and it writes directly only when the
     /// writer has put everything queued on the socket.
-    fn send(&mut self, frame: Arc<Vec<u8>>) {
+    fn send(&mut self, frame: Arc<EncodedFrame>) {
         let Some(frames) = &self.frames else { return };
         let mut offset = 0;
         if self.backlog.load(Ordering::Acquire) == 0 {
-            offset = self.transport.try_write(&frame);
+            offset = write_nonblocking(&*self.transport, &frame);
             if offset == frame.len() {
                 return;
             }
@@ -236,15 +269,15 @@ impl Writer {
 
     fn write_all(&self) {
         let mut out = BufWriter::with_capacity(64 << 10, WriteHalf(&*self.transport));
-        while let Ok((frame, offset)) = self.frames.recv() {
+        while let Ok(queued) = self.frames.recv() {
             pool_thread::injected_panic_point(Role::Writer);
             let mut written = 1;
-            if out.write_all(&frame[offset..]).is_err() {
+            if self.write(&mut out, queued).is_err() {
                 return; // The worker is gone; its reader reports it.
             }
-            while let Ok((frame, offset)) = self.frames.try_recv() {
+            while let Ok(queued) = self.frames.try_recv() {
                 written += 1;
-                if out.write_all(&frame[offset..]).is_err() {
+                if self.write(&mut out, queued).is_err() {
                     return;
                 }
             }
@@ -257,6 +290,23 @@ impl Writer {
         if out.flush().is_ok() {
             // Every sender is gone: tell the worker to leave.
             self.transport.close_input();
+        }
+    }
+
+    /// Writes one queued frame: bytes through `out`, which gathers them
+    /// into large writes; a frame with descriptors after what `out` holds.
+    fn write(&self, out: &mut BufWriter<WriteHalf<'_>>, (frame, offset): Queued) -> io::Result<()> {
+        match &*frame {
+            EncodedFrame::Bytes(bytes) => out.write_all(&bytes[offset..]),
+            EncodedFrame::Descriptors(frame) => {
+                out.flush()?;
+                let socket = socket_for_descriptors(&*self.transport);
+                let mut sent = offset;
+                while sent < frame.len() {
+                    sent += frame.send(socket, sent, false)?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -274,15 +324,6 @@ impl Write for WriteHalf<'_> {
     }
 }
 
-/// `Read` for a shared transport.
-struct ReadHalf<'a>(&'a dyn Transport);
-
-impl Read for ReadHalf<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
 struct Reader {
     id: WorkerId,
     transport: Arc<dyn Transport>,
@@ -294,7 +335,7 @@ struct Reader {
 
 impl Reader {
     fn run(mut self) {
-        let mut frames = FrameBuffer::new(self.settings.max_frame);
+        let mut frames = Inbox::new(&*self.transport, self.settings.max_frame);
         let hello = pool_thread::guarded(|| self.read_hello(&mut frames))
             .unwrap_or_else(|message| Err(StartFailure::Internal(self.internal(&message))));
         match hello {
@@ -344,13 +385,13 @@ impl Reader {
         }
     }
 
-    fn read_hello(&mut self, frames: &mut FrameBuffer) -> Result<Hello, StartFailure> {
+    fn read_hello(&mut self, frames: &mut Inbox) -> Result<Hello, StartFailure> {
         let timeout = self.settings.start_timeout;
         let deadline = deadline::from_now(timeout);
         loop {
             let frame = frames.next_frame().map_err(StartFailure::NotAWorker)?;
-            if let Some(body) = frame {
-                return check_hello(decode_body::<Response<'_>>(body));
+            if let Some(frame) = frame {
+                return check_hello(decode_body::<Response<'_>>(frame.body));
             }
             let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
             if left.is_some_and(|left| left.is_zero()) {
@@ -358,7 +399,7 @@ impl Reader {
             }
             let ready = self.transport.wait(left).map_err(StartFailure::Channel)?;
             if ready.channel || ready.exited {
-                match frames.fill_from(&mut ReadHalf(&*self.transport)) {
+                match frames.fill(&*self.transport) {
                     Ok(0) => return Err(StartFailure::Died),
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -371,7 +412,7 @@ impl Reader {
         }
     }
 
-    fn read_replies(&mut self, frames: &mut FrameBuffer) -> End {
+    fn read_replies(&mut self, frames: &mut Inbox) -> End {
         loop {
             let ready = match self.transport.wait(None) {
                 Ok(ready) => ready,
@@ -388,7 +429,7 @@ impl Reader {
     }
 
     /// Takes what the worker wrote before it died, then reports its end.
-    fn drain(&mut self, frames: &mut FrameBuffer) -> End {
+    fn drain(&mut self, frames: &mut Inbox) -> End {
         for _ in 0..DRAIN_READS {
             match self.transport.wait(Some(Duration::ZERO)) {
                 Ok(ready) if ready.channel => {}
@@ -402,8 +443,8 @@ impl Reader {
     }
 
     /// One read, then every whole frame it completed.
-    fn read_once(&mut self, frames: &mut FrameBuffer) -> Option<End> {
-        match frames.fill_from(&mut ReadHalf(&*self.transport)) {
+    fn read_once(&mut self, frames: &mut Inbox) -> Option<End> {
+        match frames.fill(&*self.transport) {
             // The end of the channel, even inside a frame: a worker that
             // dies while writing a reply died; it broke no protocol.
             Ok(0) => return Some(End::Closed),
@@ -417,7 +458,7 @@ impl Reader {
         let mut replies = 0;
         let result = loop {
             match frames.next_frame() {
-                Ok(Some(body)) => match self.handle_frame(body) {
+                Ok(Some(frame)) => match self.handle_frame(frame) {
                     Ok(is_reply) => replies += usize::from(is_reply),
                     Err(err) => break Some(End::Protocol(err)),
                 },
@@ -435,14 +476,15 @@ impl Reader {
     }
 
     /// Handles one frame; true if it was a reply.
-    fn handle_frame(&self, body: &[u8]) -> Result<bool, LinkError> {
-        let response = decode_body::<Response<'_>>(body).map_err(LinkError::Frame)?;
+    fn handle_frame(&self, frame: Incoming<'_>) -> Result<bool, LinkError> {
+        let response = decode_body::<Response<'_>>(frame.body).map_err(LinkError::Frame)?;
         match response {
             Response::Reply(reply) => {
                 pool_thread::injected_panic_point(Role::Reader);
                 let call = self.link.pop(reply.id).map_err(LinkError::Reply)?;
                 let info = self.info.as_ref().expect("the hello came first");
-                let settled = settle_outcome(&call.item, reply.outcome, info);
+                let came_in = ReplyFrame::new(frame.mapped, frame.attachments.share());
+                let settled = settle_outcome(&call.item, reply.outcome, info, &came_in);
                 if let Some(note) = &info.stale_note {
                     call.item.future.note_stale_worker(note);
                 }
@@ -451,10 +493,11 @@ impl Reader {
             }
             Response::Progress(progress) => {
                 let info = self.info.as_ref().expect("the hello came first");
+                let came_in = ReplyFrame::new(frame.mapped, frame.attachments.share());
                 self.link
                     .progress(progress.id, |item| {
-                        item.future
-                            .add_partial(call::item_results(item, progress.items, info));
+                        let items = call::item_results(item, progress.items, info, &came_in);
+                        item.future.add_partial(items);
                     })
                     .map_err(LinkError::Reply)?;
                 Ok(false)
@@ -483,5 +526,6 @@ fn check_hello(response: Result<Response<'_>, FrameError>) -> Result<Hello, Star
     }
 }
 
+mod inbox;
 #[cfg(test)]
 mod tests;

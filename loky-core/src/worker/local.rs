@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use loky_proto::env;
 
 use super::io::{Readiness, Transport};
 use super::{Launcher, Stop, WorkerHandle};
+use crate::call::Encoding;
 use crate::config::{Config, LinkSettings};
 use crate::error::{Error, SpawnError};
 use crate::events::{Event, WorkerId};
@@ -38,13 +40,23 @@ impl LocalLauncher {
 }
 
 impl Launcher for LocalLauncher {
+    fn encoding(&self) -> Encoding {
+        Encoding::Local {
+            threshold: self.config.shm_threshold,
+        }
+    }
+
     fn launch(
         &mut self,
         worker: WorkerId,
         link: Arc<Link>,
         events: Sender<Event>,
     ) -> Result<Box<dyn WorkerHandle>, Error> {
-        let spawned = os::spawn_worker(&self.config.command()).map_err(|e| {
+        let mut command = self.config.command();
+        // The worker sends its large replies in shared memory, and shared
+        // buffers as descriptors.
+        command.env(env::SHM_THRESHOLD, self.config.shm_threshold.to_string());
+        let spawned = os::spawn_worker(&command).map_err(|e| {
             Error::broken_by(
                 "a worker could not be started",
                 SpawnError::new(&self.config.program, e),
@@ -74,6 +86,10 @@ impl Transport for LocalTransport {
 
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.stream).read(buf)
+    }
+
+    fn local_socket(&self) -> Option<&UnixStream> {
+        Some(&self.stream)
     }
 
     fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness> {

@@ -24,14 +24,21 @@
 //! and calls [`io::start`]: the supervisor does not change.
 //!
 //! Frames that pass file descriptors (large payloads in sealed shared
-//! memory, sent with `SCM_RIGHTS`) are a capability of a transport, not of
-//! the supervisor: the local transport can offer it next to `write` and
-//! `read`; a TCP transport never does, so such frames never reach it.
+//! memory, shared buffers, sent with `SCM_RIGHTS`) are a capability of the
+//! way workers are reached, not of the supervisor: a launcher says how its
+//! pool encodes calls ([`Launcher::encoding`]), and only the local
+//! launcher asks for frames with descriptors. Such a frame
+//! ([`DescriptorFrame`](loky_proto::shm::DescriptorFrame)) can only be
+//! sent on a Unix socket, which only a local transport has
+//! ([`Transport::local_socket`](io::Transport::local_socket)); a TCP
+//! transport moves bytes, and its pool's frames are bytes.
 
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
+use loky_proto::shm::EncodedFrame;
 
+use crate::call::Encoding;
 use crate::error::Error;
 use crate::events::{Event, WorkerId};
 use crate::exit::WorkerExit;
@@ -51,6 +58,12 @@ pub(crate) enum Stop {
 
 /// Starts workers for a pool.
 pub(crate) trait Launcher: Send {
+    /// How the pool encodes calls for the workers this launcher starts:
+    /// plain bytes unless they take descriptors.
+    fn encoding(&self) -> Encoding {
+        Encoding::Plain
+    }
+
     /// Starts worker `worker`: news of it arrive on `events`, replies settle
     /// the calls recorded in `link`. An error means no worker was started
     /// (nothing to release, no event will come).
@@ -74,7 +87,7 @@ pub(crate) trait WorkerHandle: Send {
 
     /// Sends one frame (a call). Frames arrive in the order sent; a frame
     /// sent after [`close`](Self::close) is dropped.
-    fn send(&mut self, frame: Arc<Vec<u8>>);
+    fn send(&mut self, frame: Arc<EncodedFrame>);
 
     /// Ends the worker's input once every frame sent is written: the worker
     /// leaves when it reads that end.

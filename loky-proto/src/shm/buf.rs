@@ -14,6 +14,11 @@ use crate::shared::SharedBytes;
 /// of at least this much.
 const SPILL_STEP: usize = 2 << 20;
 
+/// Writes of at least this many bytes go into a memory file through the
+/// file (`pwrite`), not the mapping: fresh pages are filled from the data
+/// instead of being zeroed, then faulted in one by one.
+const WRITE_THROUGH_FROM: usize = 64 << 10;
+
 /// Encoded frames waiting to be sent on a local channel (a Unix socket).
 ///
 /// Frames are appended as to a `Vec<u8>` (positions are the same as if
@@ -118,7 +123,9 @@ impl FrameBuf {
                     // Out of memory for a frame: as for a vector.
                     panic!("cannot grow the memory file of a frame to {end} bytes: {err}");
                 }
-                map.bytes_mut()[*len..end].copy_from_slice(data);
+                if data.len() < WRITE_THROUGH_FROM || !map.write_at(*len, data) {
+                    map.bytes_mut()[*len..end].copy_from_slice(data);
+                }
                 *len = end;
             }
         }
@@ -266,6 +273,23 @@ impl FrameBuf {
         Ok(true)
     }
 
+    /// Takes the frame encoded here, before any of it is sent, to be kept
+    /// and sent whole (as many times as needed) with [`DescriptorFrame::send`]
+    /// or as bytes: a frame that carries no descriptor is plain bytes, for
+    /// any channel. Leaves this buffer empty. Holds exactly the frames
+    /// encoded since it was made (or last emptied); call it after one.
+    pub fn take_frame(&mut self) -> EncodedFrame {
+        debug_assert!(self.frame.is_none() && self.sent == 0);
+        let bytes = std::mem::take(&mut self.bytes);
+        match std::mem::take(&mut self.attached).pop() {
+            None => EncodedFrame::Bytes(bytes),
+            Some((at, fds)) => {
+                debug_assert_eq!(at, 0, "one frame, its descriptors with its first byte");
+                EncodedFrame::Descriptors(DescriptorFrame { bytes, fds })
+            }
+        }
+    }
+
     /// Gives back the memory of an exceptionally large frame.
     pub fn shrink_to(&mut self, keep: usize) {
         if self.bytes.is_empty() && self.bytes.capacity() > keep {
@@ -320,6 +344,83 @@ impl crate::frame::sealed::Sink for FrameBuf {
     }
     fn finish(&mut self, attached: Vec<SharedBytes>) -> io::Result<()> {
         self.end_frame(attached)
+    }
+}
+
+/// One encoded frame, kept whole to be sent (maybe more than once: a call
+/// goes again to the worker that replaces a dead one).
+#[derive(Debug)]
+pub enum EncodedFrame {
+    /// A plain frame, for any channel.
+    Bytes(Vec<u8>),
+    /// A frame with descriptors attached (its body in a memory file, or
+    /// shared buffers): only a local channel carries it.
+    Descriptors(DescriptorFrame),
+}
+
+impl EncodedFrame {
+    /// The bytes the frame takes on the socket (a descriptor frame's body
+    /// in a memory file is not counted).
+    pub fn len(&self) -> usize {
+        match self {
+            EncodedFrame::Bytes(bytes) => bytes.len(),
+            EncodedFrame::Descriptors(frame) => frame.len(),
+        }
+    }
+
+    /// Whether the frame has no byte (never, for a frame encoded whole).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A frame with descriptors attached, sendable only on a
+/// [`UnixStream`]: its bytes are no frame without the descriptors, so
+/// nothing else can send them.
+#[derive(Debug)]
+pub struct DescriptorFrame {
+    bytes: Vec<u8>,
+    fds: Vec<Attached>,
+}
+
+impl DescriptorFrame {
+    /// The bytes the frame takes on the socket.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the frame has no byte (never: its header is there).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// How many descriptors travel with it.
+    pub fn descriptors(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Whether its body is in a memory file (rather than after its header).
+    pub fn body_in_shared_memory(&self) -> bool {
+        matches!(self.fds.first(), Some(Attached::Body(_)))
+    }
+
+    /// Sends the frame's bytes from `offset` (how many went already) on
+    /// `stream`, the descriptors with its first byte; returns how many
+    /// more bytes went. Without blocking when `nonblocking`, then failing
+    /// with [`io::ErrorKind::WouldBlock`] if the socket takes nothing.
+    pub fn send(&self, stream: &UnixStream, offset: usize, nonblocking: bool) -> io::Result<usize> {
+        loop {
+            let sent = if offset == 0 {
+                let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(Attached::fd).collect();
+                os::send_with_fds(stream, &self.bytes, &fds, nonblocking)
+            } else {
+                os::send_bytes(stream, &self.bytes[offset..], nonblocking)
+            };
+            match sent {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                sent => return sent,
+            }
+        }
     }
 }
 

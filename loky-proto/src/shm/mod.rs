@@ -43,9 +43,9 @@ mod reader;
 #[cfg(test)]
 mod tests;
 
-pub use buf::FrameBuf;
+pub use buf::{DescriptorFrame, EncodedFrame, FrameBuf};
 pub use os::send_with_fds_blocking as send_with_fds;
-pub use reader::{Frame, LocalFrames};
+pub use reader::{Frame, LocalFrames, MappedBody};
 
 /// The length a descriptor frame's first header word announces.
 pub(crate) const FD_FRAME: u32 = 0;

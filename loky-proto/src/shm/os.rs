@@ -222,6 +222,23 @@ impl MapMut {
         Err(io::ErrorKind::Unsupported.into())
     }
 
+    /// Writes `data` at `offset` through the file rather than the mapping
+    /// (the same bytes either way): the kernel fills fresh pages straight
+    /// from `data` instead of zeroing them first and faulting them into
+    /// the mapping. False if it could not (the caller copies then).
+    pub(crate) fn write_at(&mut self, offset: usize, data: &[u8]) -> bool {
+        let mut done = 0;
+        while done < data.len() {
+            match rustix::io::pwrite(&self.fd, &data[done..], (offset + done) as u64) {
+                Ok(0) => return false,
+                Ok(n) => done += n,
+                Err(Errno::INTR) => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
     pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: `ptr` is valid for `capacity` bytes while `self` lives,
         // the file is not shared, and `&self` excludes writers.

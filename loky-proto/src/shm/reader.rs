@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
 use super::os::{self, Mapping};
 use super::{BODY_IN_FD, DESCRIPTOR_LEN, FD_FRAME, MAX_QUEUED_FDS};
@@ -31,7 +32,7 @@ pub struct LocalFrames {
     /// Descriptors received and not yet claimed by a frame, in order.
     fds: VecDeque<OwnedFd>,
     /// The mapped body of the last frame taken.
-    body: Option<Mapping>,
+    body: Option<MappedBody>,
 }
 
 /// One frame taken from a [`LocalFrames`].
@@ -43,6 +44,23 @@ pub struct Frame<'a> {
     pub attachments: Attachments,
     /// Whether the body came in a memory file rather than on the socket.
     pub body_in_shared_memory: bool,
+    /// The body's mapping when it came in a memory file: parts of the body
+    /// can be kept from it without copying them.
+    pub mapped_body: Option<MappedBody>,
+}
+
+/// The mapped body of a frame that came in a memory file: a cheap
+/// [`Clone`], immutable (the file is sealed), unmapped when the last clone
+/// goes. It holds no descriptor.
+#[derive(Debug, Clone)]
+pub struct MappedBody(Arc<Mapping>);
+
+impl std::ops::Deref for MappedBody {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.0.bytes()
+    }
 }
 
 impl LocalFrames {
@@ -116,6 +134,7 @@ impl LocalFrames {
                 body,
                 attachments: Attachments::default(),
                 body_in_shared_memory: false,
+                mapped_body: None,
             }));
         }
         if pending.len() < DESCRIPTOR_LEN {
@@ -142,24 +161,25 @@ impl LocalFrames {
         let taken = self
             .buf
             .take(DESCRIPTOR_LEN + if in_fd { 0 } else { descriptor.len });
-        let body = match body_fd {
-            Some(fd) => {
-                let len = os::sealed_len(fd.as_fd()).map_err(|e| refused_io("the body", e))?;
-                if len != descriptor.len {
-                    return Err(refused(
-                        "the body's memory file has another size than announced",
-                    ));
-                }
-                let map =
-                    Mapping::new(fd.as_fd(), len, true).map_err(|e| refused_io("the body", e))?;
-                self.body.insert(map).bytes()
+        if let Some(fd) = body_fd {
+            let len = os::sealed_len(fd.as_fd()).map_err(|e| refused_io("the body", e))?;
+            if len != descriptor.len {
+                return Err(refused(
+                    "the body's memory file has another size than announced",
+                ));
             }
+            let map = Mapping::new(fd.as_fd(), len, true).map_err(|e| refused_io("the body", e))?;
+            self.body = Some(MappedBody(Arc::new(map)));
+        }
+        let body = match &self.body {
+            Some(map) => &**map,
             None => &taken[DESCRIPTOR_LEN..],
         };
         Ok(Some(Frame {
             body,
             attachments,
             body_in_shared_memory: in_fd,
+            mapped_body: self.body.clone(),
         }))
     }
 

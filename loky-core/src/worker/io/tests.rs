@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
+use loky_proto::shm::EncodedFrame;
 use loky_proto::{Hello, PROTOCOL_VERSION, Response};
 
 use super::{Readiness, Transport, start};
@@ -171,7 +172,7 @@ fn release_returns_while_a_peer_holding_the_channel_never_reads() {
     )
     .expect("threads start");
     // Nothing fits: the frame goes to the writer, which blocks in `write`.
-    handle.send(Arc::new(vec![0; 1 << 16]));
+    handle.send(Arc::new(EncodedFrame::Bytes(vec![0; 1 << 16])));
     transport.worker_closes();
     assert!(matches!(
         next_event(&events),

@@ -96,6 +96,13 @@ fn pool(workers: usize) -> Result<Pool, String> {
 /// A pool of `workers` that all started and ran calls.
 fn warm_pool(workers: usize) -> Result<Pool, String> {
     let pool = pool(workers)?;
+    warm(&pool, workers)?;
+    Ok(pool)
+}
+
+/// One short sleep per worker at once, then 200 no-ops, as the loky-rs
+/// cases warm their pools.
+fn warm(pool: &Pool, workers: usize) -> Result<(), String> {
     let sleeps: Vec<_> = (0..workers)
         .map(|_| pool.spawn(20u64, |ms| std::thread::sleep(Duration::from_millis(ms))))
         .collect();
@@ -105,7 +112,7 @@ fn warm_pool(workers: usize) -> Result<Pool, String> {
     for _ in 0..200 {
         pool.spawn((), noop).join().map_err(|e| e.to_string())?;
     }
-    Ok(pool)
+    Ok(())
 }
 
 fn noop((): ()) {}
@@ -281,6 +288,9 @@ fn crash_new_pool() -> Run {
 fn crash_respawn(runs: usize) -> Samples {
     let pool = warm_pool(POOL)?;
     repeat(runs, || {
+        // Every worker serving and warm again before each crash, as in the
+        // loky-rs case.
+        warm(&pool, POOL)?;
         crash(&pool)?;
         let start = Instant::now();
         let value = pool.spawn(7, echo_i64).join().map_err(|e| e.to_string())?;

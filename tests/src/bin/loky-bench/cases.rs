@@ -332,7 +332,8 @@ impl Bench {
     }
 
     /// From a crash's error to the next result on a warm `Respawn` pool of
-    /// `workers`, in the unit `unit` gives.
+    /// `workers` (warmed again before each crash), in the unit `unit`
+    /// gives.
     fn respawn_next_result(&self, workers: usize, unit: fn(Duration) -> f64) -> Samples {
         let ex = self
             .builder(workers)
@@ -341,6 +342,9 @@ impl Bench {
             .and_then(|ex| warm(&ex, workers).map(|()| ex))
             .map_err(|e| e.to_string())?;
         stats::repeat(self.runs, || -> Run {
+            // Every worker serving and warm (the previous run's
+            // replacement included), as the case says.
+            warm(&ex, workers)?;
             crash(&ex)?;
             let start = Instant::now();
             let value = ex.submit(diagnostics::ECHO_I64, 7)?.result()?;

@@ -11,6 +11,7 @@ use loky_proto::{FrameError, Hello, RetireReason};
 
 use crate::call::WorkItem;
 use crate::config::Shutdown;
+use crate::error::Error;
 use crate::exit::WorkerExit;
 use crate::future::FutureState;
 use crate::link::UnexpectedReply;
@@ -23,6 +24,11 @@ pub(crate) type WorkerId = u64;
 pub(crate) enum Event {
     /// Calls to run, in order.
     Submit(Vec<WorkItem>),
+    /// A worker's process started (its pid is known); its hello is to
+    /// come.
+    Spawned { worker: WorkerId },
+    /// A worker could not be started: nothing is left of it.
+    LaunchFailed { worker: WorkerId, error: Error },
     /// A worker sent its hello.
     Ready { worker: WorkerId, hello: Hello },
     /// A worker never became ready; it is reaped.

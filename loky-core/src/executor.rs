@@ -246,9 +246,11 @@ impl ProcessPoolExecutor {
         self.handle.max_workers()
     }
 
-    /// The pids of the live workers (started, not yet reaped). A worker
-    /// started by a launcher (`ExecutorBuilder::launcher`, feature `remote`) is
-    /// listed once it connected back and said hello, with its pid on its
+    /// The pids of the live workers (started, not yet reaped). Local
+    /// workers being started are waited for (a spawn takes a fraction of a
+    /// millisecond) unless this runs on a pool's own thread. A worker
+    /// started by a launcher (`ExecutorBuilder::launcher`, feature `remote`)
+    /// is listed once it connected back and said hello, with its pid on its
     /// own host.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.handle.worker_pids()

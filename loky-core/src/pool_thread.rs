@@ -25,6 +25,8 @@ pub(crate) enum Role {
     Reader,
     /// A worker's writer: frames that did not fit the socket at once.
     Writer,
+    /// Starts a pool's workers and frees what is left of dead ones.
+    Spawner,
 }
 
 impl fmt::Display for Role {
@@ -33,6 +35,7 @@ impl fmt::Display for Role {
             Role::Supervisor => "supervisor",
             Role::Reader => "reader",
             Role::Writer => "writer",
+            Role::Spawner => "spawner",
         })
     }
 }

@@ -183,6 +183,8 @@ impl Supervisor {
     /// the launcher holds (a listener) goes first: a shutdown that returns
     /// leaves nothing of the pool behind.
     fn finish(&mut self) {
+        // What is left of the dead workers is freed before anyone hears
+        // that the pool is done: no descriptor of it outlives a `shutdown`.
         self.launcher.finish();
         self.pool.mark_finished();
         let err = self.broken.clone().unwrap_or_else(Error::shutdown);
@@ -197,6 +199,8 @@ impl Supervisor {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Submit(items) => self.on_submit(items),
+            Event::Spawned { worker } => self.on_spawned(worker),
+            Event::LaunchFailed { worker, error } => self.on_launch_failed(worker, error),
             Event::Ready { worker, hello } => self.on_ready(worker, hello),
             Event::StartFailed {
                 worker,
@@ -416,16 +420,32 @@ impl Supervisor {
         }
     }
 
-    /// Publishes the pids known (a worker started by a launcher has none
-    /// before its hello).
+    /// Its pid is known now: the pool's list of pids shows it.
+    fn on_spawned(&mut self, id: WorkerId) {
+        if let Some(slot) = self.slot(id) {
+            slot.pid = slot.handle.pid();
+            self.publish_pids();
+        }
+    }
+
+    /// Publishes the pids known: a local worker whose process is still
+    /// being started has none yet, nor has a worker started by a launcher
+    /// before its hello.
     fn publish_pids(&self) {
-        let pids = self
+        let pids: Vec<u32> = self
             .slots
             .iter()
             .map(|s| s.pid)
             .filter(|&pid| pid != 0)
             .collect();
-        self.pool.lock().pids = pids;
+        // `worker_pids` waits for local spawns only (a fraction of a
+        // millisecond); a launched worker may wait in a queue for hours.
+        let spawning = self
+            .slots
+            .iter()
+            .filter(|s| s.pid == 0 && s.handle.whereabouts().is_none())
+            .count();
+        self.pool.publish_pids(pids, spawning);
     }
 }
 

@@ -37,6 +37,14 @@ impl Supervisor {
         Some(slot)
     }
 
+    /// A worker could not be started at all: the pool is broken with the
+    /// cause (a program that cannot start would fail again and again).
+    pub(super) fn on_launch_failed(&mut self, id: WorkerId, error: Error) {
+        let Some(slot) = self.remove(id) else { return };
+        slot.handle.release();
+        self.break_pool(error);
+    }
+
     pub(super) fn on_start_failed(
         &mut self,
         id: WorkerId,

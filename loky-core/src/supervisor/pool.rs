@@ -7,7 +7,7 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use loky_proto::CallKind;
@@ -20,11 +20,16 @@ use crate::future::{FutureState, Killer};
 use crate::pool_thread;
 use loky_proto::shm::FrameBuf;
 
+/// At most this long [`Pool::worker_pids`] waits for the workers being
+/// started to have a pid.
+const SPAWN_WAIT: Duration = Duration::from_secs(5);
+
 /// What callers and the supervisor share.
 pub(crate) struct Pool {
     pub(crate) events: Sender<Event>,
     pub(crate) config: Arc<Config>,
     status: Mutex<Status>,
+    /// Notified when the pool finishes and when its pids change.
     finished: Condvar,
     next_call: AtomicU64,
     /// How calls are encoded for this pool's workers.
@@ -38,6 +43,8 @@ pub(super) struct Status {
     pub(super) shutdown: bool,
     pub(super) finished: bool,
     pub(super) pids: Vec<u32>,
+    /// Workers whose process is being started (no pid yet).
+    pub(super) spawning: usize,
     pub(super) max_workers: usize,
     /// Async waiters for the end of the pool (`shutdown_async`).
     finish_wakers: Vec<Waker>,
@@ -182,6 +189,14 @@ impl Pool {
         wakers.into_iter().for_each(Waker::wake);
     }
 
+    /// The pids of the workers, and how many are being started.
+    pub(super) fn publish_pids(&self, pids: Vec<u32>, spawning: usize) {
+        let mut status = self.lock();
+        status.pids = pids;
+        status.spawning = spawning;
+        self.finished.notify_all();
+    }
+
     /// Changes the number of workers.
     pub(crate) fn resize(&self, max_workers: usize) {
         let mut status = self.lock();
@@ -193,8 +208,27 @@ impl Pool {
         self.lock().max_workers
     }
 
+    /// The pids of the workers started and not reaped, once the workers
+    /// being started have a pid (a spawn takes a fraction of a millisecond;
+    /// this waits for at most [`SPAWN_WAIT`], and not at all on a pool's
+    /// own thread, which the wait could hold up).
     pub(crate) fn worker_pids(&self) -> Vec<u32> {
-        self.lock().pids.clone()
+        let mut status = self.lock();
+        if !pool_thread::is_pool_thread() {
+            let deadline = Instant::now() + SPAWN_WAIT;
+            while status.spawning > 0 && !status.finished {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                status = self
+                    .finished
+                    .wait_timeout(status, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        status.pids.clone()
     }
 
     pub(crate) fn is_broken(&self) -> bool {

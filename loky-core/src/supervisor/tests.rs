@@ -113,6 +113,26 @@ fn a_launch_failure_breaks_the_pool_with_its_cause() {
     assert!(h.is_finished());
 }
 
+#[test]
+fn a_launch_that_fails_after_it_returned_breaks_the_pool_with_its_cause() {
+    let mut h = harness(2, |_| {});
+    let future = h.submit(1);
+    h.turn();
+    assert_eq!(h.launched(), [1, 2]);
+    h.event(
+        2,
+        Event::LaunchFailed {
+            worker: 2,
+            error: Error::broken("no processes left"),
+        },
+    );
+    h.turn();
+    let err = error_of(&future);
+    assert!(err.to_string().contains("no processes left"), "{err}");
+    assert_eq!(h.actions(2), [Action::Released]);
+    assert!(h.actions(1).contains(&Action::Stopped(Stop::Kill)));
+}
+
 fn enc(x: u32) -> impl FnOnce(&mut FrameBuf) -> Result<(), std::convert::Infallible> {
     move |frame| {
         frame.extend_from_slice(&loky_proto::encode_payload(&x).expect("encodes"));

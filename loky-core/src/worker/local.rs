@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crossbeam_channel::Sender;
 use loky_proto::env;
 
 use super::io::{Readiness, Transport};
+use super::spawner::{Spawned, Spawner, Start};
 use super::{Launcher, Stop, WorkerHandle};
 use crate::call::Encoding;
 use crate::config::{Config, LinkSettings};
@@ -22,19 +24,20 @@ use crate::exit::WorkerExit;
 use crate::link::Link;
 use crate::os;
 
-/// Starts workers as child processes of this one.
+/// Starts workers as child processes of this one, on a thread of the
+/// pool's that lives as long as it does (see [`spawner`](super::spawner)):
+/// the supervisor never waits for a spawn.
 pub(crate) struct LocalLauncher {
     config: Arc<Config>,
-    settings: LinkSettings,
+    /// Started at the first launch.
+    spawner: Option<Spawner>,
 }
 
 impl LocalLauncher {
-    /// Call from a thread that lives as long as the workers it starts (the
-    /// supervisor's): their parent-death signal fires when it ends.
     pub(crate) fn new(config: Arc<Config>) -> Self {
         LocalLauncher {
-            settings: config.link_settings(),
             config,
+            spawner: None,
         }
     }
 }
@@ -52,11 +55,48 @@ impl Launcher for LocalLauncher {
         link: Arc<Link>,
         events: Sender<Event>,
     ) -> Result<Box<dyn WorkerHandle>, Error> {
-        let mut command = self.config.command();
+        let spawner = match &mut self.spawner {
+            Some(spawner) => spawner,
+            none => none.insert(
+                Spawner::start(LocalStart::new(self.config.clone())).map_err(|e| {
+                    Error::broken_by("could not start the thread that starts workers", e)
+                })?,
+            ),
+        };
+        spawner.launch(worker, link, events)
+    }
+
+    /// Waits for the spawner to free what is left of the dead workers,
+    /// and ends it.
+    fn finish(&mut self) {
+        self.spawner = None;
+    }
+}
+
+/// How the spawner starts a local worker.
+struct LocalStart {
+    config: Arc<Config>,
+    settings: LinkSettings,
+    command: Command,
+}
+
+impl LocalStart {
+    fn new(config: Arc<Config>) -> LocalStart {
+        let mut command = config.command();
         // The worker sends its large replies in shared memory, and shared
         // buffers as descriptors.
-        command.env(env::SHM_THRESHOLD, self.config.shm_threshold.to_string());
-        let spawned = os::spawn_worker(&command).map_err(|e| {
+        command.env(env::SHM_THRESHOLD, config.shm_threshold.to_string());
+        LocalStart {
+            settings: config.link_settings(),
+            config,
+            command,
+        }
+    }
+}
+
+impl Start for LocalStart {
+    fn spawn(&mut self, worker: WorkerId) -> Result<Spawned, Error> {
+        let spawned = os::spawn_worker(&self.command).map_err(|e| {
             Error::broken_by(
                 "a worker could not be started",
                 SpawnError::new(&self.config.program, e),
@@ -67,8 +107,14 @@ impl Launcher for LocalLauncher {
             process: spawned.process,
             pidfd: spawned.pidfd,
         });
-        super::io::start(worker, transport, link, &self.settings, events)
-            .map_err(|e| Error::broken_by("could not start a worker's threads", e))
+        let settings = self.settings.clone();
+        Ok(Spawned {
+            pid: transport.pid(),
+            connect: Box::new(move |link, events| {
+                super::io::start(worker, transport, link, &settings, events)
+                    .map_err(|e| Error::broken_by("could not start a worker's threads", e))
+            }),
+        })
     }
 }
 

@@ -46,6 +46,7 @@ use crate::link::Link;
 
 pub(crate) mod io;
 pub(crate) mod local;
+mod spawner;
 
 /// How to stop a worker (and everything it started).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,12 @@ pub(crate) trait Launcher: Send {
         Encoding::Plain
     }
 
+    /// Called once the pool is done, every worker reported dead and
+    /// released: whatever the launcher still does for them (freeing what
+    /// is left of them) is done, and what it holds for new workers (a
+    /// listener) freed, when this returns.
+    fn finish(&mut self) {}
+
     /// Starts worker `worker`: news of it arrive on `events`, replies settle
     /// the calls recorded in `link`. An error means no worker was started
     /// (nothing to release, no event will come).
@@ -73,10 +80,6 @@ pub(crate) trait Launcher: Send {
         link: Arc<Link>,
         events: Sender<Event>,
     ) -> Result<Box<dyn WorkerHandle>, Error>;
-
-    /// The pool is finished and every worker released: frees what the
-    /// launcher holds for new workers.
-    fn finish(&mut self) {}
 }
 
 /// What the supervisor may do to a started worker. No method blocks.

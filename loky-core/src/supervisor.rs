@@ -86,6 +86,8 @@ pub(crate) struct Supervisor {
     start_crashes: usize,
     /// How long each task's calls take, as the workers' readers measure.
     durations: Arc<Durations>,
+    /// When to start the replacement of a dead worker, if it waits.
+    replace_at: Option<Instant>,
 }
 
 impl Supervisor {
@@ -113,6 +115,7 @@ impl Supervisor {
             leak_warned: false,
             start_crashes: 0,
             durations: Arc::default(),
+            replace_at: None,
         };
         (supervisor, pool)
     }

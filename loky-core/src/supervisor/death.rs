@@ -194,7 +194,7 @@ impl Supervisor {
                 if let Some(running) = running {
                     self.after_running_call_died(running.item, err);
                 }
-                self.top_up();
+                self.replace_soon();
             }
         }
     }
@@ -212,7 +212,7 @@ impl Supervisor {
         for call in hit {
             self.after_running_call_died(call.item, err.clone());
         }
-        self.top_up();
+        self.replace_soon();
     }
 
     /// The call `item` was running when its worker died of `err`: it

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::Supervisor;
 use super::slot::{Retire, Slot};
+use crate::deadline;
 use crate::durations::TaskKey;
 use crate::error::Error;
 use crate::link::Link;
@@ -27,6 +28,9 @@ const MEDIUM_DEPTH: usize = 4;
 /// A call running longer than this gets no other call queued behind it,
 /// whatever its task usually takes.
 const LONG_CALL: Duration = Duration::from_millis(2);
+/// How long the replacement of a dead worker may wait while other workers
+/// serve (see [`Supervisor::replace_soon`]).
+const REPLACEMENT_DELAY: Duration = Duration::from_millis(5);
 
 /// How many calls of a task a worker may hold, by the task's typical
 /// duration: one (nothing sent ahead) while it is unknown or long.
@@ -43,7 +47,10 @@ impl Supervisor {
         if self.broken.is_some() {
             return;
         }
-        if !self.pending.is_empty() {
+        // A replacement that waits (see `replace_soon`) starts only if a
+        // call finds no worker.
+        let deferred = self.replace_at.is_some();
+        if !self.pending.is_empty() && !deferred {
             self.top_up();
         }
         // Durations change only as replies arrive: one look-up per task
@@ -71,6 +78,9 @@ impl Supervisor {
             }
             slot.calls += 1;
             slot.send(item, depth);
+        }
+        if deferred && !self.pending.is_empty() {
+            self.top_up();
         }
         if self.shutdown.is_some() && self.pending.is_empty() {
             for slot in &mut self.slots {
@@ -102,6 +112,7 @@ impl Supervisor {
 
     /// Starts workers until `max_workers` are live.
     pub(super) fn top_up(&mut self) {
+        self.replace_at = None;
         if self.broken.is_some() || matches!(self.shutdown, Some(how) if how.kill_workers) {
             return;
         }
@@ -110,6 +121,22 @@ impl Supervisor {
             if let Err(err) = self.launch() {
                 return self.break_pool(err);
             }
+        }
+    }
+
+    /// Replaces a worker that died: at once when no other worker serves or
+    /// calls wait in the queue; otherwise [`REPLACEMENT_DELAY`] later
+    /// (sooner if a call comes to wait), so that the calls that follow a
+    /// crash, which the other workers take at once, do not share the
+    /// machine with the start of a process.
+    pub(super) fn replace_soon(&mut self) {
+        let serving = self.slots.iter().any(|slot| slot.serving().is_some());
+        if !serving || !self.pending.is_empty() {
+            return self.top_up();
+        }
+        match deadline::from_now(REPLACEMENT_DELAY) {
+            Some(at) => self.replace_at = Some(self.replace_at.map_or(at, |soon| soon.min(at))),
+            None => self.top_up(),
         }
     }
 

@@ -329,6 +329,68 @@ fn a_death_while_busy_under_respawn_fails_the_running_call_and_resends_the_rest(
     assert!(!h.pool.is_broken());
 }
 
+/// Two serving workers under `Respawn`, one of which crashed running a
+/// call; and which one.
+fn one_of_two_crashed() -> (Harness, u64) {
+    let mut h = serving(2, |c| c.crash_policy = CrashPolicy::Respawn);
+    let crashing = h.submit(1);
+    h.turn();
+    let worker = if h.held(1) == 1 { 1 } else { 2 };
+    h.die(worker, KILLED, End::Closed);
+    h.turn();
+    assert!(matches!(error_of(&crashing), Error::TerminatedWorker(_)));
+    (h, worker)
+}
+
+#[test]
+fn while_other_workers_serve_a_crashed_worker_is_replaced_a_little_later() {
+    let (mut h, worker) = one_of_two_crashed();
+    assert_eq!(h.launched(), [1, 2], "not yet: the other worker serves");
+    // The next call goes at once to the other worker, alone on the machine.
+    let next = h.submit(2);
+    h.turn();
+    assert_eq!(h.held(3 - worker), 1);
+    h.reply(3 - worker, 4);
+    h.turn();
+    assert_eq!(value_of(&next), 4);
+    assert_eq!(h.launched(), [1, 2]);
+    h.turn_at(at(&h, 0.010));
+    assert_eq!(h.launched(), [1, 2, 3], "replaced within the delay");
+}
+
+#[test]
+fn a_replacement_that_waits_is_not_started_once_the_pool_shuts_down_with_nothing_queued() {
+    let (mut h, _) = one_of_two_crashed();
+    h.pool.shutdown(Shutdown {
+        wait: false,
+        ..Shutdown::default()
+    });
+    h.turn();
+    h.turn_at(at(&h, 0.010));
+    assert_eq!(
+        h.launched(),
+        [1, 2],
+        "no worker started for a pool shutting down"
+    );
+}
+
+#[test]
+fn a_crashed_worker_is_replaced_at_once_when_calls_wait_for_a_worker() {
+    let mut h = serving(2, |c| c.crash_policy = CrashPolicy::Respawn);
+    let busy = h.submit(1);
+    let crashing = h.submit(2);
+    h.turn();
+    assert_eq!((h.held(1), h.held(2)), (1, 1));
+    // Behind the busy worker, an unknown task's call waits in the queue.
+    let waiting = h.submit_sig(OTHER.signature(), 3);
+    h.turn();
+    h.die(2, KILLED, End::Closed);
+    h.turn();
+    assert!(matches!(error_of(&crashing), Error::TerminatedWorker(_)));
+    assert_eq!(h.launched(), [1, 2, 3]);
+    assert!(!busy.is_done() && !waiting.is_done());
+}
+
 #[test]
 fn a_death_while_idle_breaks_the_pool_under_break_pool_and_is_replaced_under_respawn() {
     let mut h = serving(1, |_| {});

@@ -1,4 +1,5 @@
-//! The supervisor's timers: kill escalation, idle timeout, task deadlines.
+//! The supervisor's timers: kill escalation, idle timeout, task deadlines,
+//! the deferred replacement of a dead worker.
 //! Every deadline saturates: a duration too long to add to an `Instant`
 //! (`Duration::MAX`, the usual "no limit") never fires.
 
@@ -22,11 +23,20 @@ impl Supervisor {
                 ]
             })
             .flatten()
+            .chain(self.replace_at)
             .min()
     }
 
     /// Runs the timers due at `now`.
     pub(super) fn on_timers(&mut self, now: Instant) {
+        if self.replace_at.is_some_and(|at| at <= now) {
+            if self.shutdown.is_some() && self.pending.is_empty() {
+                // Nothing left for a replacement to do.
+                self.replace_at = None;
+            } else {
+                self.top_up();
+            }
+        }
         let grace = self.config.kill_grace;
         for i in 0..self.slots.len() {
             let idle_at = self.idle_deadline(&self.slots[i]);

@@ -54,6 +54,9 @@ struct Inner {
     /// For a chunk call that runs: the results of its first items, as its
     /// worker reported them.
     partial: Vec<Result<OutputBytes>>,
+    /// Threads blocked in [`FutureState::wait`]: the condvar is notified
+    /// only if there are any (a notify is a system call).
+    sleepers: u32,
 }
 
 /// The wakers of those awaiting a future, each under a key so that a
@@ -97,6 +100,8 @@ impl Wakers {
 struct Done {
     wakers: Vec<(u64, Waker)>,
     callbacks: Vec<Callback>,
+    /// Whether threads wait in [`FutureState::wait`].
+    sleepers: bool,
 }
 
 impl Done {
@@ -104,6 +109,7 @@ impl Done {
         Done {
             wakers: inner.wakers.take(),
             callbacks: std::mem::take(&mut inner.callbacks),
+            sleepers: inner.sleepers > 0,
         }
     }
 
@@ -143,6 +149,7 @@ impl FutureState {
                 callbacks: Vec::new(),
                 wakers: Wakers::default(),
                 partial: Vec::new(),
+                sleepers: 0,
             }),
             cond: Condvar::new(),
             task,
@@ -196,9 +203,9 @@ impl FutureState {
             }
             inner.stage = Stage::Finished(result);
             inner.partial = Vec::new();
-            self.cond.notify_all();
             Done::take(&mut inner)
         };
+        self.wake_sleepers(done.sleepers);
         done.notify();
         true
     }
@@ -213,11 +220,20 @@ impl FutureState {
                 Stage::Pending => {}
             }
             inner.stage = Stage::Cancelled;
-            self.cond.notify_all();
             Done::take(&mut inner)
         };
+        self.wake_sleepers(done.sleepers);
         done.notify();
         true
+    }
+
+    /// Wakes the threads blocked in [`wait`](Self::wait), if there were any
+    /// when the future was settled. After the lock is released: a woken
+    /// thread takes it at once instead of blocking again on it.
+    fn wake_sleepers(&self, any: bool) {
+        if any {
+            self.cond.notify_all();
+        }
     }
 
     pub(crate) fn is_running(&self) -> bool {
@@ -246,19 +262,24 @@ impl FutureState {
                 Stage::Cancelled => return Err(Error::Cancelled),
                 Stage::Pending | Stage::Running => {}
             }
-            inner = match deadline {
+            let left = match deadline {
+                None => None,
+                Some(at) => match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Err(Error::Timeout),
+                },
+            };
+            inner.sleepers += 1;
+            inner = match left {
                 None => self.cond.wait(inner).unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(Error::Timeout);
-                    }
+                Some(left) => {
                     self.cond
-                        .wait_timeout(inner, deadline - now)
+                        .wait_timeout(inner, left)
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }
             };
+            inner.sleepers -= 1;
         }
     }
 

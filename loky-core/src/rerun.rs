@@ -83,15 +83,19 @@ pub(crate) fn after_death(
     AfterDeath::Rerun(calls)
 }
 
-/// The encoded inputs of `frame`'s call if it is a chunk of several sent
-/// as bytes. A chunk sent with descriptors (its body in shared memory, or
-/// shared buffers among its inputs, which its items' bytes name by their
-/// place in the frame) is not split: it fails whole.
+/// The encoded inputs of `frame`'s call if it is a chunk of several, its
+/// body sent as bytes or in a memory file (read back). A chunk with shared
+/// buffers among its inputs (which its items' bytes name by their place in
+/// the frame) is not split: it fails whole.
 fn chunk_inputs(frame: &EncodedFrame) -> Option<Vec<Vec<u8>>> {
-    let EncodedFrame::Bytes(frame) = frame else {
-        return None;
+    let spilled;
+    let body = match frame {
+        EncodedFrame::Bytes(frame) => frame.get(HEADER_LEN..)?,
+        EncodedFrame::Descriptors(frame) => {
+            spilled = frame.spilled_body()?.ok()?;
+            &spilled[..]
+        }
     };
-    let body = frame.get(HEADER_LEN..)?;
     let (kind, args) = match decode_body::<Request<'_>>(body).ok()? {
         Request::Call(call) => (call.kind, call.args),
         Request::CallFn(call) => (call.kind, call.args),

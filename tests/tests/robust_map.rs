@@ -15,7 +15,18 @@ fn respawning(workers: usize) -> loky::ExecutorBuilder {
 
 #[test]
 fn an_item_that_exits_fails_alone_and_its_chunk_neighbours_succeed() {
-    let ex = respawning(2).build().unwrap();
+    an_item_that_exits_fails_alone(respawning(2));
+}
+
+/// The same with every chunk's body in a memory file (a threshold of 16
+/// bytes): its items are read back from it to run again one by one.
+#[test]
+fn an_item_of_a_chunk_sent_in_shared_memory_fails_alone() {
+    an_item_that_exits_fails_alone(respawning(2).shm_threshold(16));
+}
+
+fn an_item_that_exits_fails_alone(builder: loky::ExecutorBuilder) {
+    let ex = builder.build().unwrap();
     let results: Vec<_> = ex.map(PROBLEMATIC, 0..20).chunksize(5).collect();
     assert_eq!(results.len(), 20);
     for (i, result) in results.iter().enumerate() {

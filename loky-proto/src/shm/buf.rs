@@ -404,6 +404,22 @@ impl DescriptorFrame {
         matches!(self.fds.first(), Some(Attached::Body(_)))
     }
 
+    /// A copy of its body, read back from its memory file, when that file
+    /// is all the frame carries: `None` if the body follows the header or
+    /// shared buffers travel with it (its bytes then name them by their
+    /// place in the frame, so they mean nothing on their own). For rare
+    /// paths, such as running the items of a chunk again one by one.
+    pub fn spilled_body(&self) -> Option<io::Result<Vec<u8>>> {
+        let [Attached::Body(fd)] = self.fds.as_slice() else {
+            return None;
+        };
+        let read = || {
+            let len = os::sealed_len(fd.as_fd())?;
+            Ok(os::Mapping::new(fd.as_fd(), len, true)?.bytes().to_vec())
+        };
+        Some(read())
+    }
+
     /// Sends the frame's bytes from `offset` (how many went already) on
     /// `stream`, the descriptors with its first byte; returns how many
     /// more bytes went. Without blocking when `nonblocking`, then failing

@@ -202,7 +202,7 @@ impl ExecutorBuilder {
     /// A hard cap on each worker's memory (address space), in bytes.
     ///
     /// A worker whose allocation fails under it exits with
-    /// [`exit_code::MEMORY_LIMIT`](loky_proto::exit_code::MEMORY_LIMIT) and its
+    /// `loky::exit_code::MEMORY_LIMIT` and its
     /// task's future fails with
     /// [`Error::TerminatedWorker`](crate::Error::TerminatedWorker), saying
     /// that it exceeded its memory limit of `bytes` bytes. On stderr the
@@ -246,7 +246,7 @@ impl ExecutorBuilder {
     /// instead of the socket: encoded straight into a sealed memory file,
     /// whose descriptor alone crosses, and decoded from it. Default 1 MiB;
     /// `usize::MAX`: never. Whatever the threshold,
-    /// [`SharedBytes`](loky_proto::SharedBytes) cross to local workers as
+    /// `loky::SharedBytes` cross to local workers as
     /// descriptors, never copied.
     ///
     /// ```no_run

@@ -29,18 +29,6 @@ use crate::task::Payload;
 /// A function of this program, as it travels to a worker: offsets from the
 /// program's anchor to a trampoline and to the function, and the identity
 /// of the program that made them.
-///
-/// ```
-/// use loky_proto::FnRef;
-///
-/// fn square(x: i64) -> i64 {
-///     x * x
-/// }
-///
-/// let f = FnRef::new(square as fn(i64) -> i64)?;
-/// assert_eq!(FnRef::new(|x: i64| x * x)?.program(), f.program());
-/// # Ok::<(), loky_proto::FnRefError>(())
-/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FnRef {
     /// Offset of the trampoline from the anchor.
@@ -203,6 +191,16 @@ mod tests {
     use super::*;
     use crate::invoke::tests::CatchUnwind;
     use crate::{decode_payload, encode_payload};
+
+    fn square(x: i64) -> i64 {
+        x * x
+    }
+
+    #[test]
+    fn a_function_and_a_closure_come_from_the_same_program() {
+        let f = FnRef::new(square as fn(i64) -> i64).unwrap();
+        assert_eq!(FnRef::new(|x: i64| x * x).unwrap().program(), f.program());
+    }
 
     fn run(f: &FnRef, arg: &impl Serialize) -> Outcome<'static> {
         let mut out = Vec::new();

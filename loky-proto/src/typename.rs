@@ -13,16 +13,6 @@ use std::borrow::Cow;
 /// `alloc::vec::Vec<app::tasks::Point>` becomes `vec::Vec<tasks::Point>`,
 /// `app::Point` becomes `Point`. Names without paths (`u32`, `&str`,
 /// `(i64, bool)`) are returned as they are.
-///
-/// ```
-/// use loky_proto::without_crate_names;
-///
-/// assert_eq!(
-///     without_crate_names("(alloc::string::String, my_app::tasks::Point)"),
-///     "(string::String, tasks::Point)"
-/// );
-/// assert_eq!(without_crate_names("u32"), "u32");
-/// ```
 pub fn without_crate_names(name: &str) -> Cow<'_, str> {
     drop_segments(name, |first| first)
 }
@@ -30,12 +20,6 @@ pub fn without_crate_names(name: &str) -> Cow<'_, str> {
 /// `name` with only the last segment of every path, for messages:
 /// `fn(alloc::vec::Vec<app::tasks::Point>) -> core::option::Option<f64>`
 /// becomes `fn(Vec<Point>) -> Option<f64>`.
-///
-/// ```
-/// use loky_proto::short_type_name;
-///
-/// assert_eq!(short_type_name("fn(core::time::Duration)"), "fn(Duration)");
-/// ```
 pub fn short_type_name(name: &str) -> Cow<'_, str> {
     drop_segments(name, |_| true)
 }
@@ -96,6 +80,16 @@ fn continues_identifier(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_examples_hold() {
+        assert_eq!(
+            without_crate_names("(alloc::string::String, my_app::tasks::Point)"),
+            "(string::String, tasks::Point)"
+        );
+        assert_eq!(without_crate_names("u32"), "u32");
+        assert_eq!(short_type_name("fn(core::time::Duration)"), "fn(Duration)");
+    }
 
     #[test]
     fn the_first_segment_of_each_path_goes() {

@@ -108,7 +108,7 @@ impl fmt::Debug for Registry {
 }
 
 /// A registered function with its types erased: runs it on a call's
-/// encoded argument(s), as [`loky_proto::invoke()`] does.
+/// encoded argument(s), as the protocol crate's `invoke()` does.
 type Handler =
     Box<dyn Fn(&str, CallKind, &[u8], &mut FrameBuf) -> Result<(), Outcome<'static>> + Send + Sync>;
 

@@ -12,10 +12,11 @@
 //! remote channel, a payload encoded without a frame) a `SharedBytes` is
 //! plain bytes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::thread::LocalKey;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::Serializer;
@@ -270,6 +271,13 @@ thread_local! {
     static ENCODING: RefCell<Option<Vec<SharedBytes>>> = const { RefCell::new(None) };
     /// The attachments of the frame whose payload this thread is decoding.
     static DECODING: RefCell<Option<Attachments>> = const { RefCell::new(None) };
+    /// Whether [`ENCODING`] is hidden: set by [`outside_frames`], cleared
+    /// while a frame inside it is encoded. A flag rather than a swap of the
+    /// table: a worker runs each item of a chunk outside the frames, and
+    /// swapping both tables out and back cost more than squaring an integer.
+    static ENCODING_HIDDEN: Cell<bool> = const { Cell::new(false) };
+    /// Whether [`DECODING`] is hidden, as [`ENCODING_HIDDEN`].
+    static DECODING_HIDDEN: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Registers `shm` with the frame being encoded; its index there, or
@@ -277,6 +285,9 @@ thread_local! {
 /// is full).
 #[cfg(unix)]
 fn attach(shm: &Arc<Shm>) -> Option<u32> {
+    if ENCODING_HIDDEN.get() {
+        return None;
+    }
     ENCODING.with(|table| {
         let mut table = table.borrow_mut();
         let table = table.as_mut()?;
@@ -293,46 +304,81 @@ fn attach(shm: &Arc<Shm>) -> Option<u32> {
 }
 
 fn decoding_frame() -> bool {
-    DECODING.with(|d| d.borrow().is_some())
+    !DECODING_HIDDEN.get() && DECODING.with(|d| d.borrow().is_some())
 }
 
 /// The shared buffer at `index` of the frame being decoded.
 fn attached(index: u32) -> Result<SharedBytes, String> {
+    let outside = || "an attached shared buffer outside the decoding of its frame".to_owned();
+    if DECODING_HIDDEN.get() {
+        return Err(outside());
+    }
     DECODING.with(|d| match d.borrow_mut().as_mut() {
         Some(attachments) => attachments.get(index as usize),
-        None => Err("an attached shared buffer outside the decoding of its frame".to_owned()),
+        None => Err(outside()),
     })
 }
 
-/// Restores a thread-local slot's previous value when dropped (also when
-/// the code that ran in between panicked).
+/// Restores a thread-local slot's previous value, and whether it was
+/// hidden, when dropped (also when the code that ran in between panicked).
 struct Restore<T: 'static> {
-    key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+    key: &'static LocalKey<RefCell<Option<T>>>,
+    hidden: &'static LocalKey<Cell<bool>>,
     previous: Option<Option<T>>,
+    was_hidden: bool,
 }
 
 impl<T: 'static> Drop for Restore<T> {
     fn drop(&mut self) {
         let previous = self.previous.take().flatten();
         self.key.with(|slot| *slot.borrow_mut() = previous);
+        self.hidden.set(self.was_hidden);
     }
 }
 
+/// Puts `value` in the slot `key` (visible, whatever hid the previous one)
+/// until the guard drops.
 fn install<T: 'static>(
-    key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+    key: &'static LocalKey<RefCell<Option<T>>>,
+    hidden: &'static LocalKey<Cell<bool>>,
     value: Option<T>,
 ) -> Restore<T> {
     let previous = key.with(|slot| slot.replace(value));
     Restore {
         key,
+        hidden,
         previous: Some(previous),
+        was_hidden: hidden.replace(false),
+    }
+}
+
+/// Hides both slots until dropped (also when the code in between
+/// panicked), then shows them as they were.
+struct Hide {
+    encoding: bool,
+    decoding: bool,
+}
+
+impl Hide {
+    fn both() -> Hide {
+        Hide {
+            encoding: ENCODING_HIDDEN.replace(true),
+            decoding: DECODING_HIDDEN.replace(true),
+        }
+    }
+}
+
+impl Drop for Hide {
+    fn drop(&mut self) {
+        ENCODING_HIDDEN.set(self.encoding);
+        DECODING_HIDDEN.set(self.decoding);
     }
 }
 
 /// Runs `encode` with a side table for the shared buffers it serializes;
 /// returns them, in index order, to be attached to the frame.
 pub(crate) fn encoding_attached<R>(encode: impl FnOnce() -> R) -> (R, Vec<SharedBytes>) {
-    let guard = install(&ENCODING, Some(Vec::new()));
+    let guard = install(&ENCODING, &ENCODING_HIDDEN, Some(Vec::new()));
     let result = encode();
     let table = ENCODING
         .with(|slot| slot.borrow_mut().take())
@@ -343,7 +389,7 @@ pub(crate) fn encoding_attached<R>(encode: impl FnOnce() -> R) -> (R, Vec<Shared
 
 /// Runs `encode` where shared buffers serialize as bytes.
 pub(crate) fn encoding_plain<R>(encode: impl FnOnce() -> R) -> R {
-    let _encoding = install(&ENCODING, None);
+    let _encoding = install(&ENCODING, &ENCODING_HIDDEN, None);
     encode()
 }
 
@@ -352,8 +398,7 @@ pub(crate) fn encoding_plain<R>(encode: impl FnOnce() -> R) -> R {
 /// attachments. A worker runs each task's own code so: a task that submits
 /// to an executor of its own encodes other frames.
 pub fn outside_frames<R>(f: impl FnOnce() -> R) -> R {
-    let _encoding = install(&ENCODING, None);
-    let _decoding = install(&DECODING, None);
+    let _hidden = Hide::both();
     f()
 }
 
@@ -392,7 +437,7 @@ impl Attachments {
     /// Runs `decode` (the decoding of the frame's payload) where
     /// `SharedBytes` values find these attachments.
     pub fn decode<R>(&mut self, decode: impl FnOnce() -> R) -> R {
-        let guard = install(&DECODING, Some(std::mem::take(self)));
+        let guard = install(&DECODING, &DECODING_HIDDEN, Some(std::mem::take(self)));
         let result = decode();
         *self = DECODING
             .with(|slot| slot.borrow_mut().take())
@@ -488,5 +533,64 @@ impl SharedAttachments {
         // No attachment, but a frame's payload all the same: an attached
         // buffer it names is an error, not bytes.
         Attachments::default().decode(decode)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn shared() -> (SharedBytes, Arc<Shm>) {
+        let bytes = SharedBytes::from(vec![7u8; SHARE_FROM]);
+        let Repr::Shared(shm) = &bytes.0 else {
+            panic!("a buffer of SHARE_FROM bytes is shared")
+        };
+        let shm = shm.clone();
+        (bytes, shm)
+    }
+
+    /// A task's own code runs outside the frames: what it serializes is
+    /// not attached to the reply being encoded around it (an
+    /// implementation that leaves the table visible attaches it), a frame
+    /// it encodes itself gets its own table (a flag that hid every table
+    /// would attach nothing there), and the reply's table is back once the
+    /// task returned or panicked (a flag not restored on unwinding would
+    /// hide it).
+    #[test]
+    fn code_outside_frames_sees_no_table_but_the_frames_it_encodes_itself() {
+        let (_a, a) = shared();
+        let (_b, b) = shared();
+        let ((), reply) = encoding_attached(|| {
+            assert_eq!(attach(&a), Some(0));
+            outside_frames(|| {
+                assert_eq!(attach(&b), None, "the task's own encoding");
+                let ((), own) = encoding_attached(|| assert_eq!(attach(&b), Some(0)));
+                assert_eq!(own.len(), 1, "the task's own frame");
+                assert_eq!(attach(&b), None, "after the task's own frame");
+            });
+            let panicked = std::panic::catch_unwind(|| outside_frames(|| panic!("a task")));
+            assert!(panicked.is_err());
+            assert_eq!(attach(&b), Some(1), "the reply again, after a panic");
+        });
+        assert_eq!(reply.len(), 2);
+        assert_eq!(attach(&a), None, "no frame is being encoded");
+    }
+
+    /// The same for the attachments of the frame being decoded.
+    #[test]
+    fn code_outside_frames_cannot_reach_the_attachments_being_decoded() {
+        let mut attachments = Attachments::default();
+        assert!(!decoding_frame());
+        attachments.decode(|| {
+            assert!(decoding_frame());
+            outside_frames(|| {
+                assert!(!decoding_frame());
+                assert!(attached(0).is_err());
+                Attachments::default().decode(|| assert!(decoding_frame()));
+                assert!(!decoding_frame());
+            });
+            assert!(decoding_frame());
+        });
+        assert!(!decoding_frame());
     }
 }

@@ -213,7 +213,9 @@ pub(crate) fn run_task<R>(f: impl FnOnce() -> R) -> Result<R, PanicInfo> {
     HOOK_RAN.set(false);
     let result = panic::catch_unwind(AssertUnwindSafe(f));
     ROLE.set(role);
-    let caught = CAUGHT.take();
+    // What the hook recorded, if it ran (a panic the task caught itself
+    // leaves a record too, which must not outlive this task).
+    let caught = if HOOK_RAN.get() { CAUGHT.take() } else { None };
     result.map_err(|payload| caught.unwrap_or_else(|| from_payload(payload)))
 }
 

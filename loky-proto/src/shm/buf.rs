@@ -104,7 +104,20 @@ impl FrameBuf {
     }
 
     /// Appends bytes (to the spilled body once there is one).
+    #[inline]
     pub fn extend_from_slice(&mut self, data: &[u8]) {
+        // Inline, as a `Vec` would be: the encoder writes each integer of a
+        // chunk's outputs as one or two calls of a few bytes.
+        if self.spill.is_none() && !self.should_spill(data.len()) {
+            self.bytes.extend_from_slice(data);
+        } else {
+            self.extend_spilling(data);
+        }
+    }
+
+    /// [`extend_from_slice`](Self::extend_from_slice) past the threshold.
+    #[cold]
+    fn extend_spilling(&mut self, data: &[u8]) {
         if self.spill.is_none()
             && self.should_spill(data.len())
             && self.start_spill(data.len()).is_err()
@@ -131,6 +144,7 @@ impl FrameBuf {
         }
     }
 
+    #[inline]
     fn should_spill(&self, more: usize) -> bool {
         match self.frame {
             Some(frame) => {
@@ -299,11 +313,13 @@ impl FrameBuf {
 }
 
 impl io::Write for FrameBuf {
+    #[inline]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.extend_from_slice(data);
         Ok(data.len())
     }
 
+    #[inline]
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         self.extend_from_slice(data);
         Ok(())

@@ -115,13 +115,12 @@ impl FrameBuf {
         }
     }
 
-    /// [`extend_from_slice`](Self::extend_from_slice) past the threshold.
+    /// [`extend_from_slice`](Self::extend_from_slice) once the body is in a
+    /// memory file, or when `data` takes it past the threshold (which
+    /// `extend_from_slice` checked).
     #[cold]
     fn extend_spilling(&mut self, data: &[u8]) {
-        if self.spill.is_none()
-            && self.should_spill(data.len())
-            && self.start_spill(data.len()).is_err()
-        {
+        if self.spill.is_none() && self.start_spill(data.len()).is_err() {
             // No memory file to be had (out of descriptors or memory): this
             // frame and the next ones go over the socket.
             self.threshold = usize::MAX;

@@ -405,11 +405,28 @@ impl Supervisor {
     /// Fails everything queued, kills every worker; later submits fail with
     /// `err`.
     fn break_pool(&mut self, err: Error) {
+        if self.mark_broken(err) {
+            self.stop_broken_pool();
+        }
+    }
+
+    /// Records that the pool is broken with `err` (later submits fail with
+    /// it); `false` if it already was. [`stop_broken_pool`](Self::stop_broken_pool)
+    /// must follow: a caller may settle the futures it holds in between,
+    /// so that their callers hear of the failure before the other workers
+    /// are stopped.
+    fn mark_broken(&mut self, err: Error) -> bool {
         if self.broken.is_some() {
-            return;
+            return false;
         }
         self.pool.lock().broken = Some(err.clone());
-        self.broken = Some(err.clone());
+        self.broken = Some(err);
+        true
+    }
+
+    /// Fails everything queued and kills every worker of a broken pool.
+    fn stop_broken_pool(&mut self) {
+        let err = self.broken.clone().expect("marked broken first");
         fail_all_items(self.pending.drain(..), &err);
         for slot in &mut self.slots {
             match &mut slot.state {

@@ -178,14 +178,20 @@ impl Supervisor {
         match self.config.crash_policy {
             CrashPolicy::BreakPool => {
                 // Broken first, so that whoever sees a failed future and
-                // submits again gets the broken error.
-                self.break_pool(err.clone());
+                // submits again gets the broken error; the other workers
+                // are stopped after the futures are settled, so that the
+                // callers do not wait for it (on a small machine, their
+                // deaths take the cores the callers need).
+                let newly = self.mark_broken(err.clone());
                 let mut calls = calls.into_iter();
                 if let Some(first) = calls.next() {
                     let named = rerun::name_running_item(&first.item, err.clone());
                     first.item.future.settle(Err(named));
                 }
                 fail_all(calls.collect(), &err);
+                if newly {
+                    self.stop_broken_pool();
+                }
             }
             CrashPolicy::Respawn => {
                 let mut calls = calls.into_iter();

@@ -212,6 +212,16 @@ impl Harness {
         lock(&self.world).workers[&worker].actions.clone()
     }
 
+    /// What the supervisor did to `worker` so far, as seen at any moment:
+    /// from a future's callback, say, while the supervisor is at work.
+    pub(super) fn actions_probe(
+        &self,
+        worker: WorkerId,
+    ) -> impl Fn() -> Vec<Action> + Send + use<> {
+        let world = self.world.clone();
+        move || lock(&world).workers[&worker].actions.clone()
+    }
+
     pub(super) fn sent(&self, worker: WorkerId) -> usize {
         self.actions(worker)
             .iter()

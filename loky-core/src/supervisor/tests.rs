@@ -305,6 +305,30 @@ fn a_death_while_busy_under_break_pool_fails_every_call_and_later_submits() {
 }
 
 #[test]
+fn a_crash_that_breaks_the_pool_settles_its_call_before_the_other_workers_are_stopped() {
+    let mut h = serving(2, |_| {});
+    let running = h.submit(1);
+    h.turn();
+    let crashed = if h.held(1) == 1 { 1 } else { 2 };
+    let other = 3 - crashed;
+    let probe = h.actions_probe(other);
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let record = seen.clone();
+    running.on_done(Box::new(move || {
+        *record.lock().unwrap() = Some(probe());
+    }));
+    h.die(crashed, WorkerExit::Signal(11), End::Closed);
+    h.turn();
+    assert!(matches!(error_of(&running), Error::TerminatedWorker(_)));
+    let at_settle = seen.lock().unwrap().take().expect("settled");
+    assert!(
+        !at_settle.contains(&Action::Stopped(Stop::Kill)),
+        "the other worker was stopped before the crashed call was settled: {at_settle:?}"
+    );
+    assert!(h.actions(other).contains(&Action::Stopped(Stop::Kill)));
+}
+
+#[test]
 fn a_death_while_busy_under_respawn_fails_the_running_call_and_resends_the_rest() {
     let mut h = serving(1, |c| c.crash_policy = CrashPolicy::Respawn);
     let calls: Vec<_> = (0..3).map(|x| h.submit(x)).collect();

@@ -264,6 +264,13 @@ impl<O: DeserializeOwned> Iterator for Map<'_, O> {
     type Item = Result<O>;
 
     fn next(&mut self) -> Option<Result<O>> {
+        // The common case, a value of a chunk that succeeded whole, made a
+        // `Result` here rather than moved as one (some hundred bytes, most
+        // of them the error's) through `poll_step`. Results wait in `ready`
+        // only while the map runs.
+        if let Some(value) = self.ready.next_value() {
+            return Some(Ok(value));
+        }
         match self.poll_step(&mut Blocking) {
             Poll::Ready(result) => result,
             Poll::Pending => unreachable!("a blocking wait is always ready"),
@@ -408,6 +415,10 @@ impl<O: DeserializeOwned> Stream for MapStream<'_, O> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<O>>> {
         let this = self.get_mut();
+        // As in `Map::next`.
+        if let Some(value) = this.map.ready.next_value() {
+            return Poll::Ready(Some(Ok(value)));
+        }
         let mut waiter = Polling {
             cx,
             key: &mut this.key,

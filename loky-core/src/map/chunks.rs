@@ -273,6 +273,17 @@ impl<O> Ready<O> {
             Ready::Results(results) => results.len(),
         }
     }
+
+    /// The next value of a chunk whose items all succeeded; `None` when
+    /// there is none, or the results carry errors (then `next` yields
+    /// them).
+    #[inline]
+    pub(crate) fn next_value(&mut self) -> Option<O> {
+        match self {
+            Ready::Values(values) => values.next(),
+            Ready::Results(_) => None,
+        }
+    }
 }
 
 impl<O> Iterator for Ready<O> {

@@ -76,6 +76,9 @@ where
     }
 }
 
+/// The outcomes of the items of a chunk that failed, by position.
+type Failures = Vec<(usize, Outcome<'static>)>;
+
 struct Typed<'a, F> {
     f: &'a F,
     task: &'a str,
@@ -90,17 +93,28 @@ impl<F> Typed<'_, F> {
         F: Fn(I) -> O,
         S: FrameSink + ?Sized,
     {
-        // The function's own code runs outside the frames: what it sends to
-        // an executor of its own attaches nothing to this reply.
-        let run = || crate::outside_frames(|| (self.f)(input));
-        match caught(self.unwind, || crate::encode_payload_into(&run(), out)) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(Outcome::Failed(CallError::EncodeOutput {
-                task: self.task.to_owned(),
-                message: err.to_string(),
-            })),
+        match caught(self.unwind, || self.apply_uncaught(input, out)) {
+            Ok(result) => result,
             Err(panic) => Err(Outcome::Panic(panic)),
         }
+    }
+
+    /// [`apply`](Self::apply) without catching a panic: the caller does.
+    fn apply_uncaught<I, O, S>(&self, input: I, out: &mut S) -> Result<(), Outcome<'static>>
+    where
+        O: Payload,
+        F: Fn(I) -> O,
+        S: FrameSink + ?Sized,
+    {
+        // The function's own code runs outside the frames: what it sends to
+        // an executor of its own attaches nothing to this reply.
+        let output = crate::outside_frames(|| (self.f)(input));
+        crate::encode_payload_into(&output, out).map_err(|err| {
+            Outcome::Failed(CallError::EncodeOutput {
+                task: self.task.to_owned(),
+                message: err.to_string(),
+            })
+        })
     }
 
     fn decode<T: Payload>(&self, args: &[u8]) -> Result<T, Outcome<'static>> {
@@ -115,6 +129,31 @@ impl<F> Typed<'_, F> {
         }
     }
 
+    /// The inputs of a chunk that decode, and the outcomes of those that
+    /// do not, by position; the chunk's outcome if it is not an array at
+    /// all.
+    fn decode_chunk<I: Payload>(
+        &self,
+        args: &[u8],
+    ) -> Result<(Vec<I>, Failures), Outcome<'static>> {
+        let outcome = match self.decode::<Vec<I>>(args) {
+            Ok(inputs) => return Ok((inputs, Vec::new())),
+            Err(outcome) => outcome,
+        };
+        // Some argument does not decode: decode them one by one, so that
+        // it fails alone.
+        let items = crate::split_array(args).ok_or(outcome)?;
+        let mut inputs = Vec::with_capacity(items.len());
+        let mut undecoded = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            match self.decode::<I>(item) {
+                Ok(input) => inputs.push(input),
+                Err(outcome) => undecoded.push((i, outcome)),
+            }
+        }
+        Ok((inputs, undecoded))
+    }
+
     fn chunk<I, O, S>(&self, args: &[u8], out: &mut S) -> Result<(), Outcome<'static>>
     where
         I: Payload,
@@ -122,42 +161,63 @@ impl<F> Typed<'_, F> {
         F: Fn(I) -> O,
         S: FrameSink + ?Sized,
     {
-        let inputs: Vec<Result<I, Outcome<'static>>> = match self.decode::<Vec<I>>(args) {
-            Ok(inputs) => inputs.into_iter().map(Ok).collect(),
-            // Some argument does not decode: decode them one by one, so
-            // that it fails alone.
-            Err(outcome) => match crate::split_array(args) {
-                Some(items) => items
-                    .into_iter()
-                    .map(|item| self.decode::<I>(item))
-                    .collect(),
-                None => return Err(outcome),
-            },
-        };
+        let (inputs, undecoded) = self.decode_chunk::<I>(args)?;
+        let len = inputs.len() + undecoded.len();
+        let mut inputs = inputs.into_iter();
+        let mut undecoded = undecoded.into_iter().peekable();
         // Outputs are encoded straight into `out`: a MessagePack array is
         // its length followed by its elements, so this is exactly
         // `encode_payload(&Vec<O>)`, with no allocation per item.
         let first = out.len();
-        crate::encode_array_header(inputs.len(), out);
+        crate::encode_array_header(len, out);
         let header = out.len() - first;
-        let mut ends = Vec::with_capacity(inputs.len());
-        let mut failures: Vec<(usize, Outcome<'static>)> = Vec::new();
+        let mut ends = Vec::with_capacity(len);
+        let mut failures: Failures = Vec::new();
         // The runtime reports the items done while a chunk runs long; the
         // loop compares its count with the next check and calls nothing in
         // between.
         let mut next_check = self.unwind.next_check();
-        for (i, input) in inputs.into_iter().enumerate() {
-            let start = out.len();
-            if let Err(failure) = input.and_then(|input| self.apply(input, out)) {
+        // Items done, and where the next one starts in `out`.
+        let mut done = 0;
+        let mut start = out.len();
+        while done < len {
+            // The items run under one catch, not one each: a panic fails
+            // the item it came from, and the loop goes on with the next
+            // one under a new catch. A progress check is made outside it.
+            let run = caught(self.unwind, || {
+                while done < len {
+                    start = out.len();
+                    // `peek` first: `next_if` would move the outcome out
+                    // and back for every item.
+                    let result = if undecoded.peek().is_some_and(|(at, _)| *at == done) {
+                        let (_, failure) = undecoded.next().expect("peeked");
+                        Err(failure)
+                    } else {
+                        let input = inputs.next().expect("an input for every item");
+                        self.apply_uncaught(input, out)
+                    };
+                    if let Err(failure) = result {
+                        out.truncate(start);
+                        failures.push((done, failure));
+                    }
+                    ends.push(out.len() - first);
+                    done += 1;
+                    if done >= next_check {
+                        return;
+                    }
+                }
+            });
+            if let Err(panic) = run {
                 out.truncate(start);
-                failures.push((i, failure));
+                failures.push((done, Outcome::Panic(panic)));
+                ends.push(out.len() - first);
+                done += 1;
             }
-            ends.push(out.len() - first);
-            if i + 1 < next_check {
+            if done < next_check {
                 continue;
             }
             let joined = out.bytes_at(first..out.len());
-            next_check = self.unwind.after_item(i + 1, &|j| match failures
+            next_check = self.unwind.after_item(done, &|j| match failures
                 .binary_search_by_key(&j, |(at, _)| *at)
             {
                 Ok(at) => failures[at].1.clone(),
@@ -179,7 +239,7 @@ impl<F> Typed<'_, F> {
 fn split_items(
     joined: &[u8],
     ends: &[usize],
-    failures: Vec<(usize, Outcome<'static>)>,
+    failures: Failures,
 ) -> Outcome<'static> {
     let mut failures = failures.into_iter().peekable();
     let mut start = header_len(joined);
@@ -288,6 +348,74 @@ pub(crate) mod tests {
         assert_eq!(value::<i64>(items[0].clone()), 4);
         assert!(matches!(&items[1], Outcome::Panic(p) if p.message == "negative"));
         assert_eq!(value::<i64>(items[2].clone()), 9);
+    }
+
+    #[test]
+    fn panics_at_the_ends_and_in_a_row_each_fail_their_item_alone() {
+        let args = encode_payload(&[-1i64, -2, 5, 6, -3]).unwrap();
+        let Outcome::Items(items) = run(CallKind::Chunk, &args) else {
+            panic!("expected items");
+        };
+        assert_eq!(items.len(), 5);
+        for at in [0, 1, 4] {
+            assert!(
+                matches!(&items[at], Outcome::Panic(p) if p.message == "negative"),
+                "item {at}: {:?}",
+                items[at]
+            );
+        }
+        assert_eq!(value::<i64>(items[2].clone()), 25);
+        assert_eq!(value::<i64>(items[3].clone()), 36);
+    }
+
+    /// A runtime asking for a progress check every `every` items, which
+    /// records the outcomes it is shown.
+    struct Checks {
+        every: usize,
+        seen: std::sync::Mutex<Vec<(usize, Vec<Outcome<'static>>)>>,
+    }
+
+    impl Runtime for Checks {
+        fn catch(&self, f: &mut dyn FnMut()) -> Result<(), PanicInfo> {
+            CatchUnwind.catch(f)
+        }
+
+        fn next_check(&self) -> usize {
+            self.every
+        }
+
+        fn after_item(&self, done: usize, outcome: &dyn Fn(usize) -> Outcome<'static>) -> usize {
+            let outcomes = (0..done).map(outcome).collect();
+            self.seen.lock().unwrap().push((done, outcomes));
+            done + self.every
+        }
+    }
+
+    #[test]
+    fn progress_checks_come_after_the_items_asked_for_panics_included() {
+        let runtime = Checks {
+            every: 2,
+            seen: Default::default(),
+        };
+        let args = encode_payload(&[1i64, -1, -2, 3, 4]).unwrap();
+        let mut out = Vec::new();
+        let result = invoke(
+            &square,
+            "square",
+            CallKind::Chunk,
+            &args,
+            &mut out,
+            &runtime,
+        );
+        assert!(matches!(result, Err(Outcome::Items(items)) if items.len() == 5));
+        let seen = runtime.seen.into_inner().unwrap();
+        let counts: Vec<usize> = seen.iter().map(|(done, _)| *done).collect();
+        assert_eq!(counts, [2, 4]);
+        let (_, at_four) = &seen[1];
+        assert_eq!(value::<i64>(at_four[0].clone()), 1);
+        assert!(matches!(&at_four[1], Outcome::Panic(_)));
+        assert!(matches!(&at_four[2], Outcome::Panic(_)));
+        assert_eq!(value::<i64>(at_four[3].clone()), 9);
     }
 
     #[test]

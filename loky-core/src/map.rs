@@ -23,7 +23,7 @@ use crate::timer::Alarm;
 mod chunks;
 mod unordered;
 
-use chunks::{Chunk, Feeder, Ready, Settings, cancel_all, results_of};
+use chunks::{Chunk, Feeder, Ready, Source, cancel_all, results_of};
 pub use unordered::{MapUnordered, MapUnorderedStream};
 
 /// The iterator returned by
@@ -62,21 +62,13 @@ pub use unordered::{MapUnordered, MapUnorderedStream};
 /// ```
 #[must_use = "a map does nothing until iterated"]
 pub struct Map<'a, O> {
-    feeder: Feeder<'a>,
-    settings: Settings,
+    /// The inputs, their chunks' calls counted as they are done.
+    source: Source<'a>,
     state: State,
     /// Chunks submitted and not yet yielded, in input order.
     chunks: VecDeque<(usize, Chunk)>,
     /// The results of the chunk being yielded.
     ready: Ready<O>,
-    /// Counts the items of the chunks done.
-    watch: Completions,
-    /// Chunks made so far (each one's number in `watch`).
-    made: usize,
-    /// Items that failed before they could be sent.
-    unsent_done: usize,
-    /// Items sent.
-    sent: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,14 +80,7 @@ enum State {
 
 impl<O> fmt::Debug for Map<'_, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Map")
-            .field("task", &self.feeder.task())
-            .field("chunksize", &self.settings.chunksize)
-            .field("timeout", &self.settings.timeout)
-            .field("buffersize", &self.settings.buffersize)
-            .field("done", &self.done())
-            .field("in_flight", &self.in_flight())
-            .finish_non_exhaustive()
+        self.source.debug("Map", f)
     }
 }
 
@@ -134,35 +119,30 @@ impl<'a, O: DeserializeOwned> Map<'a, O> {
         It::IntoIter: Send + 'a,
     {
         Map {
-            settings: Settings::new(),
-            feeder: Feeder::new(pool, target, inputs),
+            source: Source::new(Feeder::new(pool, target, inputs), Completions::counting()),
             state: State::Prepared,
             chunks: VecDeque::new(),
             ready: Ready::empty(),
-            watch: Completions::counting(),
-            made: 0,
-            unsent_done: 0,
-            sent: 0,
         }
     }
 
     /// This map with every item failing with `err` (its function cannot
     /// be sent), nothing being sent.
     pub(crate) fn refused(mut self, err: Error) -> Self {
-        self.feeder.refuse(err);
+        self.source.feeder.refuse(err);
         self
     }
 
     /// Sends the inputs `n` at a time (default 1); zero is an error.
     pub fn chunksize(mut self, n: usize) -> Self {
-        self.settings.chunksize = n;
+        self.source.settings.chunksize = n;
         self
     }
 
     /// Stops waiting `timeout` after the `map` call: the next result is then
     /// `Err(Error::Timeout)` and iteration ends.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.settings.timeout = Some(timeout);
+        self.source.settings.timeout = Some(timeout);
         self
     }
 
@@ -173,7 +153,7 @@ impl<'a, O: DeserializeOwned> Map<'a, O> {
     /// Without it, every input is taken and submitted at the first
     /// `next()`. Zero is an error.
     pub fn buffersize(mut self, n: usize) -> Self {
-        self.settings.buffersize = Some(n);
+        self.source.settings.buffersize = Some(n);
         self
     }
 
@@ -181,7 +161,7 @@ impl<'a, O: DeserializeOwned> Map<'a, O> {
     /// [`submit_with`](crate::ProcessPoolExecutor::submit_with): a timeout
     /// bounds each item, never a whole chunk.
     pub fn options(mut self, options: CallOptions) -> Self {
-        self.settings.options = options;
+        self.source.settings.options = options;
         self
     }
 
@@ -198,20 +178,12 @@ impl<'a, O: DeserializeOwned> Map<'a, O> {
 
     /// Submits chunks: all at first, or up to the buffer size.
     fn feed(&mut self) {
-        let room = self.settings.batch().saturating_sub(self.chunks.len());
-        if room == 0 || self.feeder.finished() {
-            return;
-        }
-        for chunk in self.feeder.feed(room, &self.settings) {
-            let number = self.made;
-            self.made += 1;
-            if let Some(future) = &chunk.future {
-                self.sent += chunk.sent();
-                self.watch.watch(number, chunk.sent(), future);
-            }
-            self.unsent_done += chunk.len - chunk.sent();
-            self.chunks.push_back((number, chunk));
-        }
+        let room = self
+            .source
+            .settings
+            .batch()
+            .saturating_sub(self.chunks.len());
+        self.chunks.extend(self.source.submit(room));
     }
 
     /// The next result, waiting with `waiter`.
@@ -221,7 +193,7 @@ impl<'a, O: DeserializeOwned> Map<'a, O> {
                 State::Done => return Poll::Ready(None),
                 State::Prepared => {
                     self.state = State::Running;
-                    if let Err(err) = self.settings.check() {
+                    if let Err(err) = self.source.settings.check() {
                         self.state = State::Done;
                         return Poll::Ready(Some(Err(err)));
                     }
@@ -238,15 +210,15 @@ impl<'a, O: DeserializeOwned> Map<'a, O> {
             };
             let settled = match &chunk.future {
                 None => Err(Error::Cancelled),
-                Some(future) => match waiter.wait(future, self.settings.deadline()) {
+                Some(future) => match waiter.wait(future, self.source.settings.deadline()) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Some(settled)) => settled,
                     Poll::Ready(None) => return Poll::Ready(Some(Err(self.time_out()))),
                 },
             };
             let (number, chunk) = self.chunks.pop_front().expect("front checked above");
-            self.watch.finished(number);
-            self.ready = results_of(self.feeder.task(), &chunk, settled);
+            self.source.watch.finished(number);
+            self.ready = results_of(self.source.feeder.task(), &chunk, settled);
             self.feed();
         }
     }
@@ -286,8 +258,8 @@ impl<O: DeserializeOwned> Iterator for Map<'_, O> {
             State::Running => {
                 let known =
                     self.ready.len() + self.chunks.iter().map(|(_, c)| c.len).sum::<usize>();
-                let upper = self.feeder.finished().then_some(known.max(1));
-                match self.settings.timeout {
+                let upper = self.source.feeder.finished().then_some(known.max(1));
+                match self.source.settings.timeout {
                     Some(_) => (known.min(1), upper),
                     None => (known, upper),
                 }
@@ -302,12 +274,12 @@ impl<O> Map<'_, O> {
     /// or not), or failed before they could be sent. Includes results not
     /// yielded yet. A cheap read of a counter.
     pub fn done(&self) -> usize {
-        self.unsent_done + self.watch.done()
+        self.source.done()
     }
 
     /// How many items were sent to the pool and have no result yet.
     pub fn in_flight(&self) -> usize {
-        self.sent - self.watch.done()
+        self.source.in_flight()
     }
 }
 

@@ -236,11 +236,7 @@ impl<F> Typed<'_, F> {
 
 /// One outcome per item of a chunk in which some item failed: the encoded
 /// outputs of the others are cut out of `joined` at `ends`.
-fn split_items(
-    joined: &[u8],
-    ends: &[usize],
-    failures: Failures,
-) -> Outcome<'static> {
+fn split_items(joined: &[u8], ends: &[usize], failures: Failures) -> Outcome<'static> {
     let mut failures = failures.into_iter().peekable();
     let mut start = header_len(joined);
     let mut items = Vec::with_capacity(ends.len());

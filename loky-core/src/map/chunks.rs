@@ -3,6 +3,7 @@
 //! once, or a few ahead of the consumer with a buffer size), and the
 //! results of a chunk decoded item by item.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::call::Target;
 use crate::codec;
+use crate::completions::Completions;
 use crate::deadline;
 use crate::error::{Error, Result, SerializationError};
 use crate::future::{FutureState, RawOutput, Settled, decode_output};
@@ -93,6 +95,78 @@ impl Chunk {
         } else {
             0
         }
+    }
+}
+
+/// What both kinds of map keep of their inputs: the feeder and the
+/// settings, the chunks' calls watched for completion, and the counts
+/// behind `done` and `in_flight`.
+pub(crate) struct Source<'a> {
+    pub(crate) feeder: Feeder<'a>,
+    pub(crate) settings: Settings,
+    /// The chunks' calls, each under its chunk's number.
+    pub(crate) watch: Completions,
+    /// Chunks made so far.
+    made: usize,
+    /// Items that failed before they could be sent.
+    unsent_done: usize,
+    /// Items sent.
+    sent: usize,
+}
+
+impl<'a> Source<'a> {
+    /// The inputs of `feeder`, their calls watched by `watch`.
+    pub(crate) fn new(feeder: Feeder<'a>, watch: Completions) -> Source<'a> {
+        Source {
+            feeder,
+            settings: Settings::new(),
+            watch,
+            made: 0,
+            unsent_done: 0,
+            sent: 0,
+        }
+    }
+
+    /// Items with their result: done in a worker, or failed unsent.
+    pub(crate) fn done(&self) -> usize {
+        self.unsent_done + self.watch.done()
+    }
+
+    /// Items sent and without a result.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.sent - self.watch.done()
+    }
+
+    /// Makes and submits up to `room` more chunks (none once the inputs
+    /// are all taken), each with its number; their calls are watched.
+    pub(crate) fn submit(&mut self, room: usize) -> impl Iterator<Item = (usize, Chunk)> + '_ {
+        let chunks = if room == 0 || self.feeder.finished() {
+            Vec::new()
+        } else {
+            self.feeder.feed(room, &self.settings)
+        };
+        chunks.into_iter().map(move |chunk| {
+            let number = self.made;
+            self.made += 1;
+            if let Some(future) = &chunk.future {
+                self.sent += chunk.sent();
+                self.watch.watch(number, chunk.sent(), future);
+            }
+            self.unsent_done += chunk.len - chunk.sent();
+            (number, chunk)
+        })
+    }
+
+    /// The `Debug` output of the map `name` of these inputs.
+    pub(crate) fn debug(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("task", &self.feeder.task())
+            .field("chunksize", &self.settings.chunksize)
+            .field("timeout", &self.settings.timeout)
+            .field("buffersize", &self.settings.buffersize)
+            .field("done", &self.done())
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
     }
 }
 

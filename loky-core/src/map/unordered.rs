@@ -12,7 +12,7 @@ use futures_core::Stream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::chunks::{Chunk, Feeder, Ready, Settings, cancel_all, results_of};
+use super::chunks::{Chunk, Feeder, Ready, Source, cancel_all, results_of};
 use crate::call::Target;
 use crate::completions::{Completions, TimedOut};
 use crate::error::{Error, Result};
@@ -48,32 +48,19 @@ use crate::timer::Alarm;
 /// ```
 #[must_use = "a map does nothing until iterated"]
 pub struct MapUnordered<'a, O> {
-    feeder: Feeder<'a>,
-    settings: Settings,
+    /// The inputs, their chunks' calls watched in completion order.
+    source: Source<'a>,
     started: bool,
     finished: bool,
     /// Chunks submitted and not yet done, by number.
     chunks: HashMap<usize, Chunk>,
     /// Results to yield: each chunk's first index and its results.
     ready: VecDeque<(usize, Ready<O>)>,
-    /// The chunks' calls, in completion order.
-    watch: Completions,
-    /// Chunks made so far.
-    made: usize,
-    unsent_done: usize,
-    sent: usize,
 }
 
 impl<O> fmt::Debug for MapUnordered<'_, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MapUnordered")
-            .field("task", &self.feeder.task())
-            .field("chunksize", &self.settings.chunksize)
-            .field("timeout", &self.settings.timeout)
-            .field("buffersize", &self.settings.buffersize)
-            .field("done", &self.done())
-            .field("in_flight", &self.in_flight())
-            .finish_non_exhaustive()
+        self.source.debug("MapUnordered", f)
     }
 }
 
@@ -88,30 +75,26 @@ impl<'a, O: DeserializeOwned> MapUnordered<'a, O> {
         It: IntoIterator<Item = I>,
         It::IntoIter: Send + 'a,
     {
+        let feeder = Feeder::new(pool, target, inputs);
         MapUnordered {
-            settings: Settings::new(),
-            feeder: Feeder::new(pool, target, inputs),
+            source: Source::new(feeder, Completions::in_completion_order()),
             started: false,
             finished: false,
             chunks: HashMap::new(),
             ready: VecDeque::new(),
-            watch: Completions::in_completion_order(),
-            made: 0,
-            unsent_done: 0,
-            sent: 0,
         }
     }
 
     /// This map with every item failing with `err` (its function cannot
     /// be sent), nothing being sent.
     pub(crate) fn refused(mut self, err: Error) -> Self {
-        self.feeder.refuse(err);
+        self.source.feeder.refuse(err);
         self
     }
 
     /// As [`Map::chunksize`](crate::Map::chunksize).
     pub fn chunksize(mut self, n: usize) -> Self {
-        self.settings.chunksize = n;
+        self.source.settings.chunksize = n;
         self
     }
 
@@ -119,20 +102,20 @@ impl<'a, O: DeserializeOwned> MapUnordered<'a, O> {
     /// `(i, Err(Error::Timeout))` with `i` the first input without a
     /// result, then the end.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.settings.timeout = Some(timeout);
+        self.source.settings.timeout = Some(timeout);
         self
     }
 
     /// As [`Map::buffersize`](crate::Map::buffersize): at most `n` chunks
     /// submitted whose results were not yielded yet.
     pub fn buffersize(mut self, n: usize) -> Self {
-        self.settings.buffersize = Some(n);
+        self.source.settings.buffersize = Some(n);
         self
     }
 
     /// As [`Map::options`](crate::Map::options).
     pub fn options(mut self, options: CallOptions) -> Self {
-        self.settings.options = options;
+        self.source.settings.options = options;
         self
     }
 
@@ -146,24 +129,14 @@ impl<'a, O: DeserializeOwned> MapUnordered<'a, O> {
 
     fn feed(&mut self) {
         let waiting = self.chunks.len() + self.ready.len();
-        let room = self.settings.batch().saturating_sub(waiting);
-        if room == 0 || self.feeder.finished() {
-            return;
-        }
-        for chunk in self.feeder.feed(room, &self.settings) {
-            self.unsent_done += chunk.len - chunk.sent();
-            match &chunk.future {
-                Some(future) => {
-                    let number = self.made;
-                    self.made += 1;
-                    self.sent += chunk.sent();
-                    self.watch.watch(number, chunk.sent(), future);
-                    self.chunks.insert(number, chunk);
-                }
-                None => {
-                    let results = results_of(self.feeder.task(), &chunk, Err(Error::Cancelled));
-                    self.ready.push_back((chunk.first, results));
-                }
+        let room = self.source.settings.batch().saturating_sub(waiting);
+        let task = self.source.feeder.task();
+        for (number, chunk) in self.source.submit(room) {
+            if chunk.future.is_some() {
+                self.chunks.insert(number, chunk);
+            } else {
+                let results = results_of(task, &chunk, Err(Error::Cancelled));
+                self.ready.push_back((chunk.first, results));
             }
         }
     }
@@ -178,7 +151,7 @@ impl<'a, O: DeserializeOwned> MapUnordered<'a, O> {
             Some(future) => future.wait(None),
             None => Err(Error::Cancelled),
         };
-        let results = results_of(self.feeder.task(), &chunk, settled);
+        let results = results_of(self.source.feeder.task(), &chunk, settled);
         self.ready.push_back((chunk.first, results));
     }
 
@@ -207,7 +180,7 @@ impl<'a, O: DeserializeOwned> MapUnordered<'a, O> {
         }
         if !self.started {
             self.started = true;
-            if let Err(err) = self.settings.check() {
+            if let Err(err) = self.source.settings.check() {
                 self.finished = true;
                 return Poll::Ready(Some((0, Err(err))));
             }
@@ -225,7 +198,7 @@ impl<'a, O: DeserializeOwned> MapUnordered<'a, O> {
                 }
                 continue;
             }
-            match wait(&mut self.watch, self.settings.deadline()) {
+            match wait(&mut self.source.watch, self.source.settings.deadline()) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(Some(number))) => self.collect(number),
                 Poll::Ready(Ok(None)) => unreachable!("chunks in flight are watched"),
@@ -259,12 +232,12 @@ impl<O: DeserializeOwned> Iterator for MapUnordered<'_, O> {
 impl<O> MapUnordered<'_, O> {
     /// As [`Map::done`](crate::Map::done).
     pub fn done(&self) -> usize {
-        self.unsent_done + self.watch.done()
+        self.source.done()
     }
 
     /// As [`Map::in_flight`](crate::Map::in_flight).
     pub fn in_flight(&self) -> usize {
-        self.sent - self.watch.done()
+        self.source.in_flight()
     }
 }
 

@@ -1,8 +1,9 @@
 //! How many CPUs this process may really use: loky's `cpu_count`.
 //!
-//! [`std::thread::available_parallelism`] already honours the affinity mask
-//! and the cgroup CPU quota (v1 and v2, every level of the hierarchy). What
-//! loky adds on top, and this module keeps, is the user's cap
+//! [`std::thread::available_parallelism`] honours the affinity mask and the
+//! cgroup CPU quota (v1 and v2, every level of the hierarchy), but rounds a
+//! fractional quota down where loky rounds it up; this module reads the
+//! quota itself to round it as loky does, and adds the user's cap
 //! `LOKY_MAX_CPU_COUNT` and the count of physical cores within the affinity
 //! mask. Parsing is done by pure functions over file contents, so every
 //! format is unit-tested from fixtures; the readers of the real files are
@@ -16,16 +17,15 @@ const MAX_CPU_COUNT_ENV: &str = "LOKY_MAX_CPU_COUNT";
 
 /// Returns the number of CPUs this process can use, at least 1.
 ///
-/// This is loky's `cpu_count()`: [`std::thread::available_parallelism`]
-/// (the online CPUs, the calling thread's affinity mask and the cgroup CPU
-/// quota), capped by the `LOKY_MAX_CPU_COUNT` environment variable. As in
-/// loky, the result is never less than 1: `LOKY_MAX_CPU_COUNT=0` or a
-/// negative value gives 1. A value that is not an integer (surrounding
-/// whitespace is allowed) is ignored, where loky raises `ValueError`.
-///
-/// One difference with loky: a fractional cgroup quota is rounded down by
-/// the standard library (a quota of 1.5 CPUs gives 1) where loky rounds it
-/// up.
+/// This is loky's `cpu_count()`: the CPUs of the calling thread's affinity
+/// mask, at most the cgroup CPU quota rounded up (a quota of 1.5 CPUs gives
+/// 2; v1 or v2, the smallest along the process's cgroup hierarchy), capped
+/// by the `LOKY_MAX_CPU_COUNT` environment variable. As in loky, the result
+/// is never less than one: `LOKY_MAX_CPU_COUNT=0` or a negative value gives
+/// one CPU. A value that is not an integer (surrounding whitespace is
+/// allowed) is ignored, where loky raises `ValueError`. Where the quota
+/// cannot be read, [`std::thread::available_parallelism`] stands for the
+/// mask and the quota (it rounds a fractional quota down).
 ///
 /// The value is computed afresh on each call, so it follows changes to the
 /// affinity mask, the cgroup or the environment.
@@ -37,9 +37,142 @@ const MAX_CPU_COUNT_ENV: &str = "LOKY_MAX_CPU_COUNT";
 /// assert!(workers >= 1);
 /// ```
 pub fn cpu_count() -> usize {
-    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let std_count = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let available = match (affinity_count(), cgroup_quota()) {
+        (Some(allowed), Some(quota)) => within_quota(allowed, quota),
+        _ => std_count,
+    };
     let user = env::var(MAX_CPU_COUNT_ENV).ok();
     usable(available, parse_max_cpu_count(user.as_deref()))
+}
+
+/// loky's `min(CPUs allowed, ceil(quota))`, `quota` in CPUs.
+fn within_quota(allowed: usize, quota: f64) -> usize {
+    // A quota is at most a few thousand CPUs: the conversion is exact.
+    let ceiling = quota.ceil() as usize;
+    allowed.min(ceiling.max(1))
+}
+
+/// How many CPUs the calling thread's affinity mask holds.
+#[cfg(target_os = "linux")]
+fn affinity_count() -> Option<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set, and the call
+    // writes at most its size into it.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(0, size, &mut set) != 0 {
+            return None;
+        }
+        set
+    };
+    // SAFETY: `set` was filled by sched_getaffinity above.
+    let count = unsafe { libc::CPU_COUNT(&set) };
+    usize::try_from(count).ok().filter(|&n| n > 0)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn affinity_count() -> Option<usize> {
+    None
+}
+
+/// The smallest CPU quota along this process's cgroup hierarchy, in CPUs
+/// (`quota / period`); `None` where there is none, or it cannot be read.
+fn cgroup_quota() -> Option<f64> {
+    let cgroups = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    quota_dirs(&cgroups, &mountinfo)
+        .into_iter()
+        .filter_map(|(version, dir)| {
+            let read = |name: &str| fs::read_to_string(dir.join(name)).ok();
+            match version {
+                Cgroup::V2 => parse_cpu_max(&read("cpu.max")?),
+                Cgroup::V1 => {
+                    parse_cfs_quota(&read("cpu.cfs_quota_us")?, &read("cpu.cfs_period_us")?)
+                }
+            }
+        })
+        .reduce(f64::min)
+}
+
+/// Which cgroup hierarchy a directory belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cgroup {
+    /// Unified: `cpu.max`.
+    V2,
+    /// The v1 `cpu` controller: `cpu.cfs_quota_us` and `cpu.cfs_period_us`.
+    V1,
+}
+
+/// The directories that may hold this process's CPU quota: its cgroup and
+/// each parent up to the root of the mount, for the unified hierarchy and
+/// for a v1 `cpu` controller, from `/proc/self/cgroup` (`cgroups`) and
+/// `/proc/self/mountinfo` (`mountinfo`).
+fn quota_dirs(cgroups: &str, mountinfo: &str) -> Vec<(Cgroup, std::path::PathBuf)> {
+    let mut dirs = Vec::new();
+    for line in cgroups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let version = if controllers.is_empty() {
+            Cgroup::V2
+        } else if controllers.split(',').any(|c| c == "cpu") {
+            Cgroup::V1
+        } else {
+            continue;
+        };
+        let Some((root, mount)) = mount_of(mountinfo, version) else {
+            continue;
+        };
+        // The path is the cgroup's within the whole hierarchy; the mount
+        // shows the hierarchy from `root` on.
+        let Ok(within) = std::path::Path::new(path).strip_prefix(root) else {
+            continue;
+        };
+        let mut dir = std::path::Path::new(mount).join(within);
+        loop {
+            dirs.push((version, dir.clone()));
+            if dir == std::path::Path::new(mount) || !dir.pop() {
+                break;
+            }
+        }
+    }
+    dirs
+}
+
+/// The root and mount point of the cgroup hierarchy of `version` in
+/// `/proc/self/mountinfo`'s `contents`.
+fn mount_of(contents: &str, version: Cgroup) -> Option<(&str, &str)> {
+    contents.lines().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        let mut mount = mount.split(' ');
+        let (root, point) = (mount.nth(3)?, mount.next()?);
+        let mut fs = fs.split(' ');
+        let (fstype, options) = (fs.next()?, fs.nth(1)?);
+        let matches = match version {
+            Cgroup::V2 => fstype == "cgroup2",
+            Cgroup::V1 => fstype == "cgroup" && options.split(',').any(|o| o == "cpu"),
+        };
+        matches.then_some((root, point))
+    })
+}
+
+/// A cgroup v2 `cpu.max` ("quota period", or "max period"), in CPUs.
+fn parse_cpu_max(contents: &str) -> Option<f64> {
+    let (quota, period) = contents.trim().split_once(' ')?;
+    quota_in_cpus(quota.parse().ok()?, period.trim().parse().ok()?)
+}
+
+/// A cgroup v1 quota (`-1`: none) and period, in CPUs.
+fn parse_cfs_quota(quota: &str, period: &str) -> Option<f64> {
+    quota_in_cpus(quota.trim().parse().ok()?, period.trim().parse().ok()?)
+}
+
+fn quota_in_cpus(quota: i64, period: i64) -> Option<f64> {
+    (quota > 0 && period > 0).then(|| quota as f64 / period as f64)
 }
 
 /// Returns the number of physical cores this process can use, at least 1.
@@ -219,6 +352,69 @@ mod tests {
             assert_eq!(parse_cpus_allowed(bad), None, "{bad:?}");
         }
         assert_eq!(parse_cpus_allowed("Cpus_allowed_list:\tx-2\n"), None);
+    }
+
+    #[test]
+    fn a_fractional_quota_is_rounded_up_as_loky_does() {
+        assert_eq!(within_quota(8, 1.5), 2);
+        assert_eq!(within_quota(8, 2.0), 2);
+        assert_eq!(within_quota(8, 0.25), 1);
+        assert_eq!(within_quota(2, 3.5), 2);
+    }
+
+    #[test]
+    fn cpu_max_and_cfs_quota() {
+        assert_eq!(parse_cpu_max("150000 100000\n"), Some(1.5));
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max(""), None);
+        assert_eq!(parse_cpu_max("-1 100000"), None);
+        assert_eq!(parse_cfs_quota("250000\n", "100000\n"), Some(2.5));
+        assert_eq!(parse_cfs_quota("-1\n", "100000\n"), None);
+        assert_eq!(parse_cfs_quota("50000", "0"), None);
+        assert_eq!(parse_cfs_quota("x", "100000"), None);
+    }
+
+    const MOUNTINFO_V1: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn quota_dirs_of_a_v1_cpu_controller_go_up_to_the_mount() {
+        let cgroups = "4:memory:/job\n2:cpu,cpuacct:/batch/job7\n0::/\n";
+        let dirs = quota_dirs(cgroups, MOUNTINFO_V1);
+        let expected = [
+            (Cgroup::V1, "/sys/fs/cgroup/cpu,cpuacct/batch/job7"),
+            (Cgroup::V1, "/sys/fs/cgroup/cpu,cpuacct/batch"),
+            (Cgroup::V1, "/sys/fs/cgroup/cpu,cpuacct"),
+            (Cgroup::V2, "/sys/fs/cgroup/unified"),
+        ];
+        let expected: Vec<_> = expected.iter().map(|(v, d)| (*v, d.into())).collect();
+        assert_eq!(dirs, expected);
+    }
+
+    #[test]
+    fn quota_dirs_in_a_container_start_at_the_mount_root() {
+        // A container's cgroup namespace: its cgroup is the root it sees.
+        let mountinfo = "1290 1279 0:27 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            quota_dirs("0::/\n", mountinfo),
+            [(Cgroup::V2, "/sys/fs/cgroup".into())]
+        );
+        // Without a namespace: the mount shows the hierarchy from its root.
+        let mountinfo = "25 20 0:22 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            quota_dirs("0::/docker/abc/inner\n", mountinfo),
+            [
+                (Cgroup::V2, "/sys/fs/cgroup/inner".into()),
+                (Cgroup::V2, "/sys/fs/cgroup".into())
+            ]
+        );
+        // A cgroup outside the mounted part, or no mount: nothing to read.
+        assert_eq!(quota_dirs("0::/elsewhere\n", mountinfo), []);
+        assert_eq!(quota_dirs("0::/\n", ""), []);
     }
 
     #[test]

@@ -22,7 +22,9 @@
 //!
 //! Internally, one supervisor thread per pool owns the queue and the
 //! workers; each worker has a reader thread (replies, death detection,
-//! reaping) and a writer thread (frames out). See `supervisor.md`.
+//! reaping) and a writer thread (frames out). A call submitted to an idle
+//! pool goes from the caller's thread straight to a free worker. See
+//! `supervisor.md`.
 //!
 //! Modules, from the bottom up (each uses only those above it):
 //! `exit`, `deadline`, `pool_thread`, `error`, `program` (which workers may

@@ -18,7 +18,13 @@ pub(crate) struct Link {
     calls: Mutex<Calls>,
     /// Where the durations of its calls are recorded: the pool's.
     durations: Arc<Durations>,
+    /// Told when its reader handled replies; says whether the supervisor
+    /// need not hear of them (see [`Link::replied`]).
+    on_replies: Option<OnReplies>,
 }
+
+/// See [`Link::replied`].
+pub(crate) type OnReplies = Box<dyn Fn() -> bool + Send + Sync>;
 
 struct Calls {
     queue: VecDeque<InFlight>,
@@ -61,7 +67,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Link {
     /// The link of a new worker, recording durations in `durations`.
+    #[cfg(test)]
     pub(crate) fn new(durations: Arc<Durations>) -> Link {
+        Link::with_hook(durations, None)
+    }
+
+    /// The link of a worker whose replies `on_replies` is told of.
+    pub(crate) fn with_replies(durations: Arc<Durations>, on_replies: OnReplies) -> Link {
+        Link::with_hook(durations, Some(on_replies))
+    }
+
+    fn with_hook(durations: Arc<Durations>, on_replies: Option<OnReplies>) -> Link {
         let now = Instant::now();
         Link {
             calls: Mutex::new(Calls {
@@ -72,7 +88,16 @@ impl Link {
                 idle_since: Some(now),
             }),
             durations,
+            on_replies,
         }
+    }
+
+    /// Its reader handled replies: whether the supervisor need not hear of
+    /// them (in a pool whose callers send calls themselves, the worker is
+    /// one they send to and nothing waits in the supervisor's queue; the
+    /// worker is then free for callers again if it holds no call).
+    pub(crate) fn replied(&self) -> bool {
+        self.on_replies.as_ref().is_some_and(|replied| replied())
     }
 
     /// Records a call sent to the worker.

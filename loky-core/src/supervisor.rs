@@ -9,6 +9,10 @@
 //! with room, and sleeps until the next event or timer. It reaches workers
 //! only through the [`Launcher`] and [`WorkerHandle`](crate::worker::WorkerHandle)
 //! traits, so that its unit tests drive it with a fake.
+//!
+//! One path goes around it: while nothing waits in its queue, a caller
+//! sends a single call straight to an idle worker it has enrolled
+//! (`direct.rs`), and neither the call nor its reply wakes it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -29,6 +33,7 @@ use crate::worker::local::LocalLauncher;
 use crate::worker::{Launcher, Stop};
 
 mod death;
+mod direct;
 mod dispatch;
 mod pool;
 mod slot;
@@ -41,6 +46,7 @@ mod program_tests;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use direct::Direct;
 pub(crate) use pool::{Pool, PoolHandle};
 use slot::{KillReason, Retire, Slot, SlotState, TaskTable};
 
@@ -88,6 +94,8 @@ pub(crate) struct Supervisor {
     durations: Arc<Durations>,
     /// When to start the replacement of a dead worker, if it waits.
     replace_at: Option<Instant>,
+    /// Calls received, ever (for callers: see `direct.rs`).
+    received: u64,
 }
 
 impl Supervisor {
@@ -116,6 +124,7 @@ impl Supervisor {
             start_crashes: 0,
             durations: Arc::default(),
             replace_at: None,
+            received: 0,
         };
         (supervisor, pool)
     }
@@ -170,10 +179,44 @@ impl Supervisor {
         }
     }
 
-    /// What follows each batch of events: timers at `now`, then dispatch.
+    /// What follows each batch of events: timers at `now`, dispatch, then
+    /// what callers may send themselves.
     fn after_events(&mut self, now: Instant) {
         self.on_timers(now);
         self.dispatch();
+        self.publish_direct();
+    }
+
+    /// Tells callers how many calls it received and queues, and which
+    /// workers they may send to: every serving one, unless the pool counts
+    /// its workers' calls (`max_tasks_per_child`), shuts down or broke.
+    fn publish_direct(&mut self) {
+        let enrolls = self.config.max_tasks_per_child.is_none()
+            && self.shutdown.is_none()
+            && self.broken.is_none();
+        let workers = enrolls.then(|| {
+            self.slots
+                .iter_mut()
+                .filter_map(|slot| {
+                    slot.serving()?;
+                    // Once started (a worker may say hello before its
+                    // handle is in place): from then on the supervisor's
+                    // calls go through the port it shares with callers.
+                    if slot.port.is_none() {
+                        slot.port = slot.handle.port();
+                    }
+                    Some(direct::Enrollment {
+                        id: slot.id,
+                        pid: slot.pid,
+                        link: slot.link.clone(),
+                        port: slot.port.clone()?,
+                        tasks: slot.serving()?.clone(),
+                    })
+                })
+                .collect()
+        });
+        let direct = &self.pool.direct;
+        direct.publish(self.received, self.pending.len(), workers);
     }
 
     fn finished(&self) -> bool {
@@ -186,6 +229,7 @@ impl Supervisor {
     /// the launcher holds (a listener) goes first: a shutdown that returns
     /// leaves nothing of the pool behind.
     fn finish(&mut self) {
+        self.pool.direct.withdraw_all();
         // What is left of the dead workers is freed before anyone hears
         // that the pool is done: no descriptor of it outlives a `shutdown`.
         self.launcher.finish();
@@ -229,6 +273,7 @@ impl Supervisor {
     }
 
     fn on_submit(&mut self, items: Vec<WorkItem>) {
+        self.received += items.len() as u64;
         pool_thread::injected_panic_point(Role::Supervisor);
         if let Some(err) = &self.broken {
             return fail_all_items(items.into_iter(), err);
@@ -340,6 +385,9 @@ impl Supervisor {
     }
 
     fn on_shutdown(&mut self, how: Shutdown) {
+        // Callers are refused from now on; the workers leave as the
+        // supervisor says.
+        self.pool.direct.withdraw_all();
         let previous = self.shutdown.unwrap_or(how);
         self.shutdown = Some(Shutdown {
             wait: how.wait,
@@ -421,6 +469,7 @@ impl Supervisor {
         }
         self.pool.lock().broken = Some(err.clone());
         self.broken = Some(err);
+        self.pool.direct.withdraw_all();
         true
     }
 

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use loky::diagnostics::{ECHO_BYTES, SQUARE};
-use loky::{Error, ProcessPoolExecutor};
+use loky::{CallOptions, Error, ProcessPoolExecutor};
 use serde_bytes::ByteBuf;
 
 const INJECT: &str = "LOKY_INTERNAL_INJECT_PANIC";
@@ -117,7 +117,21 @@ fn a_panic_in_a_reader_fails_its_calls_and_breaks_the_pool() {
 #[test]
 #[ignore = "run by a_panic_in_the_supervisor_fails_every_call_and_breaks_the_pool"]
 fn inner_supervisor() {
-    third_call_fails("supervisor");
+    // Calls with a deadline always go through the supervisor's queue (one
+    // without may go straight to an idle worker): each is one pass of the
+    // injection point, and the third meets the panic.
+    let ex = common::pool(1);
+    let options = CallOptions::new().timeout(Duration::from_secs(600));
+    let call = |x| {
+        ex.submit_with(SQUARE, x, options)
+            .unwrap()
+            .result_timeout(common::RESULT_TIMEOUT)
+    };
+    assert_eq!(call(3).unwrap(), 9);
+    assert_eq!(call(4).unwrap(), 16);
+    let workers = ex.worker_pids();
+    let failed = failing_call(|| call(5));
+    assert_broken_and_clean(&ex, &workers, failed, "supervisor");
 }
 
 #[test]

@@ -31,6 +31,8 @@ struct Death {
 
 impl Supervisor {
     fn remove(&mut self, id: WorkerId) -> Option<Slot> {
+        // First: every call a caller sent it is then in its link.
+        self.pool.direct.withdraw(id);
         let idx = self.slots.iter().position(|s| s.id == id)?;
         let slot = self.slots.swap_remove(idx);
         self.publish_pids();

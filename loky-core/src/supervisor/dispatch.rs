@@ -142,11 +142,18 @@ impl Supervisor {
 
     fn launch(&mut self) -> Result<(), Error> {
         self.next_worker += 1;
-        let link = Arc::new(Link::new(self.durations.clone()));
-        let handle =
-            self.launcher
-                .launch(self.next_worker, link.clone(), self.events_tx.clone())?;
-        self.slots.push(Slot::new(self.next_worker, link, handle));
+        let id = self.next_worker;
+        let direct = self.pool.direct.clone();
+        // Weak: the record of the workers callers take holds the links.
+        let replied = Arc::downgrade(&direct);
+        let link = Arc::new(Link::with_replies(
+            self.durations.clone(),
+            Box::new(move || replied.upgrade().is_some_and(|d| d.replied(id))),
+        ));
+        let handle = self
+            .launcher
+            .launch(id, link.clone(), self.events_tx.clone())?;
+        self.slots.push(Slot::new(id, link, handle, direct));
         self.publish_pids();
         Ok(())
     }

@@ -11,15 +11,15 @@ use loky_proto::program::ProgramId;
 use loky_proto::shm::EncodedFrame;
 use loky_proto::{CallKind, Hello, PROTOCOL_VERSION, RetireReason, Signature, Task, TaskInfo};
 
-use super::{Pool, Supervisor};
-use crate::call::Target;
+use super::{Direct, Pool, Supervisor};
+use crate::call::{InFlight, Target};
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::{End, Event, StartFailure, WorkerId};
 use crate::exit::WorkerExit;
 use crate::future::{FutureState, RawOutput};
 use crate::link::Link;
-use crate::worker::{Launcher, Stop, WorkerHandle};
+use crate::worker::{Launcher, Port, Stop, WorkerHandle};
 
 /// What the supervisor did to a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub(super) enum Action {
 
 #[derive(Default)]
 struct World {
+    /// The pool's record of the workers callers may take.
+    direct: Option<Arc<Direct>>,
     workers: HashMap<WorkerId, FakeWorker>,
     /// Launched workers, in order.
     launched: Vec<WorkerId>,
@@ -87,6 +89,20 @@ struct FakeHandle {
 }
 
 impl FakeHandle {
+    /// The supervisor must take a worker from callers before it closes or
+    /// stops it: a caller's call could otherwise reach a closed input.
+    fn check_withdrawn(&self, what: &str) {
+        let direct = lock(&self.world).direct.clone();
+        if let Some(direct) = direct {
+            let enrolled = direct.enrolled().iter().any(|&(id, _)| id == self.id);
+            assert!(
+                !enrolled,
+                "worker {} {what} while callers may take it",
+                self.id
+            );
+        }
+    }
+
     fn record(&self, action: Action) {
         let mut world = lock(&self.world);
         let worker = world.workers.get_mut(&self.id).expect("a launched worker");
@@ -116,6 +132,7 @@ impl WorkerHandle for FakeHandle {
     }
 
     fn close(&mut self) {
+        self.check_withdrawn("closed");
         if !self.is_closed() {
             self.record(Action::Closed);
         }
@@ -126,11 +143,31 @@ impl WorkerHandle for FakeHandle {
     }
 
     fn stop(&self, how: Stop) {
+        self.check_withdrawn("stopped");
         self.record(Action::Stopped(how));
     }
 
     fn release(self: Box<Self>) {
+        self.check_withdrawn("released");
         self.record(Action::Released);
+    }
+
+    fn port(&self) -> Option<Arc<dyn Port>> {
+        Some(Arc::new(FakeHandle {
+            id: self.id,
+            world: self.world.clone(),
+        }))
+    }
+}
+
+/// The fake worker's input as callers share it: the same record.
+impl Port for FakeHandle {
+    fn send(&self, link: &Link, call: InFlight) {
+        let id = call.item.id;
+        link.push(call);
+        if !lock(&self.world).workers[&self.id].closed {
+            self.record(Action::Sent(id));
+        }
     }
 }
 
@@ -151,6 +188,7 @@ impl Harness {
         let world = Arc::new(Mutex::new(World::default()));
         let launcher = Box::new(FakeLauncher(world.clone()));
         let (sup, pool) = Supervisor::new(Arc::new(config), launcher);
+        lock(&world).direct = Some(pool.direct.clone());
         Harness { sup, pool, world }
     }
 
@@ -178,6 +216,29 @@ impl Harness {
 
     pub(super) fn submit_sig(&mut self, sig: Signature, x: u32) -> Arc<FutureState> {
         self.submit_target(&Target::Task(sig), x)
+    }
+
+    /// Submits `TASK(x)` as a caller does: straight to a free worker if
+    /// the pool lets it, else to the queue.
+    pub(super) fn submit_direct(&mut self, x: u32) -> Arc<FutureState> {
+        self.submit_with_timeout(x, None).expect("the pool is open")
+    }
+
+    /// Submits `TASK(x)` as a caller does, with a deadline.
+    pub(super) fn submit_with_timeout(
+        &mut self,
+        x: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Arc<FutureState>, Error> {
+        self.pool
+            .submit_call(&Target::Task(TASK.signature()), timeout, |frame| {
+                loky_proto::encode_payload_into(&x, frame)
+            })
+    }
+
+    /// How many events wait for the supervisor.
+    pub(super) fn events_waiting(&self) -> usize {
+        self.sup.events.len()
     }
 
     /// Submits a call of `target` on `x`.
@@ -269,16 +330,22 @@ impl Harness {
     }
 
     /// Worker `worker` answers the call it runs with `value`, as its reader
-    /// would: the call off the link, its future settled, then the news.
-    pub(super) fn reply(&self, worker: WorkerId, value: u32) {
+    /// would: the call off the link, the worker free for callers again,
+    /// its future settled, then the news if the supervisor must hear it.
+    /// Whether it was told.
+    pub(super) fn reply(&self, worker: WorkerId, value: u32) -> bool {
         let link = self.link(worker);
         let front = *link.ids().first().expect("the worker holds a call");
         let call = link.pop(front).expect("the reply is for the front call");
+        let tell = !link.replied();
         let bytes = loky_proto::encode_payload(&value).expect("encodes");
         call.item
             .future
             .settle(Ok(Arc::new(RawOutput::Value(bytes.into()))));
-        self.event(worker, Event::Completed { worker, replies: 1 });
+        if tell {
+            self.event(worker, Event::Completed { worker, replies: 1 });
+        }
+        tell
     }
 
     /// Worker `worker` dies (its reader saw it and reaped it).

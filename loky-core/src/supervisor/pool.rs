@@ -34,6 +34,8 @@ pub(crate) struct Pool {
     next_call: AtomicU64,
     /// How calls are encoded for this pool's workers.
     encoding: Encoding,
+    /// The workers callers may send their calls to themselves.
+    pub(crate) direct: Arc<super::Direct>,
 }
 
 /// The pool's status, under [`Pool`]'s lock.
@@ -62,6 +64,7 @@ impl Pool {
             finished: Condvar::new(),
             next_call: AtomicU64::new(0),
             encoding,
+            direct: Arc::default(),
         }
     }
 
@@ -117,9 +120,27 @@ impl Pool {
     pub(crate) fn submit(&self, items: Vec<WorkItem>) -> Result<(), Error> {
         let status = self.lock();
         Self::open(&status)?;
+        self.queue(items)
+    }
+
+    /// Sends calls to the supervisor's queue, the pool's lock held.
+    fn queue(&self, items: Vec<WorkItem>) -> Result<(), Error> {
+        self.direct.queueing(items.len());
         self.events
             .send(Event::Submit(items))
             .map_err(|_| Error::shutdown())
+    }
+
+    /// Submits one call: straight to an idle worker when nothing waits in
+    /// the queue (see `direct.rs`), else to the queue; atomically with the
+    /// checks of [`Pool::check_open`], like [`submit`](Self::submit).
+    fn submit_one(&self, item: WorkItem) -> Result<(), Error> {
+        let status = self.lock();
+        Self::open(&status)?;
+        match self.direct.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(item) => self.queue(vec![item]),
+        }
     }
 
     /// Makes one call and submits it: the way `submit` and its variants
@@ -133,7 +154,7 @@ impl Pool {
         self.check_open()?;
         let item = self.prepare(target, CallKind::Single, timeout, encode_args)?;
         let future = item.future.clone();
-        self.submit(vec![item])?;
+        self.submit_one(item)?;
         Ok(future)
     }
 

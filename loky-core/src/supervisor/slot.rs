@@ -16,7 +16,8 @@ use crate::events::WorkerId;
 use crate::future::FutureState;
 use crate::link::Link;
 use crate::program::check_function_worker;
-use crate::worker::{Stop, WorkerHandle};
+use crate::supervisor::Direct;
+use crate::worker::{Port, Stop, WorkerHandle};
 
 /// Where a worker is in its life. See `supervisor.md` for the transitions.
 pub(super) enum SlotState {
@@ -74,7 +75,7 @@ pub(super) enum KillReason {
 }
 
 /// A worker's task table and program identity, from its hello.
-pub(super) struct TaskTable {
+pub(crate) struct TaskTable {
     program: String,
     identity: ProgramId,
     tasks: HashMap<String, TaskInfo>,
@@ -95,7 +96,7 @@ impl TaskTable {
 
     /// Whether worker `pid` can run `item`: a named task it registers with
     /// the same types, or a function of this very program build.
-    pub(super) fn check_item(&self, item: &WorkItem, pid: u32) -> Result<(), Error> {
+    pub(crate) fn check_item(&self, item: &WorkItem, pid: u32) -> Result<(), Error> {
         if item.function.is_some() {
             return check_function_worker(item.sig.name, &self.identity, &self.program, pid);
         }
@@ -131,21 +132,32 @@ pub(super) struct Slot {
     /// The calls it holds.
     pub(super) link: Arc<Link>,
     pub(super) handle: Box<dyn WorkerHandle>,
+    /// Its input as callers may share it, once it said hello.
+    pub(super) port: Option<Arc<dyn Port>>,
     pub(super) state: SlotState,
     /// Calls sent to it (the initializer not counted), for
     /// `max_tasks_per_child`.
     pub(super) calls: usize,
+    /// The pool's record of the workers callers may take.
+    direct: Arc<Direct>,
 }
 
 impl Slot {
-    pub(super) fn new(id: WorkerId, link: Arc<Link>, handle: Box<dyn WorkerHandle>) -> Slot {
+    pub(super) fn new(
+        id: WorkerId,
+        link: Arc<Link>,
+        handle: Box<dyn WorkerHandle>,
+        direct: Arc<Direct>,
+    ) -> Slot {
         Slot {
             id,
             pid: handle.pid(),
             link,
             handle,
+            port: None,
             state: SlotState::Starting,
             calls: 0,
+            direct,
         }
     }
 
@@ -184,19 +196,27 @@ impl Slot {
 
     /// Hands `item` to the worker; it was given room for `depth` calls.
     pub(super) fn send(&mut self, item: WorkItem, depth: usize) {
-        let frame = item.frame.clone();
-        // Recorded first: its reply may come before `send` returns.
-        self.link.push(InFlight {
+        let call = InFlight {
             item,
             sent: Instant::now(),
             depth,
-        });
+        };
+        if let Some(port) = &self.port {
+            // As callers send: the link's order is the channel's.
+            self.direct.take(self.id);
+            return port.send(&self.link, call);
+        }
+        let frame = call.item.frame.clone();
+        // Recorded first: its reply may come before `send` returns.
+        self.link.push(call);
         self.handle.send(frame);
     }
 
     /// Stops taking calls: it leaves once it holds none. Does nothing to a
     /// worker already leaving or being killed.
     pub(super) fn retire(&mut self, why: Retire) {
+        // First: a call a caller sends it now would find its input closed.
+        self.direct.withdraw(self.id);
         let init = match &self.state {
             SlotState::Starting | SlotState::Serving { .. } => None,
             SlotState::Initializing { init, .. } => Some(init.clone()),
@@ -219,6 +239,7 @@ impl Slot {
     /// Stops the worker for `reason`: at once (`SIGKILL`, its input closed),
     /// or politely with an escalation at `escalate_at`.
     pub(super) fn kill(&mut self, reason: KillReason, how: Stop, escalate_at: Option<Instant>) {
+        self.direct.withdraw(self.id);
         if how == Stop::Kill {
             self.handle.close();
         }

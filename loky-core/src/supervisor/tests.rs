@@ -931,3 +931,206 @@ fn a_dead_worker_is_released_after_its_futures_are_settled() {
     assert!(settled.load(std::sync::atomic::Ordering::SeqCst));
     assert_eq!(h.actions(1).last(), Some(&Action::Released));
 }
+
+// Calls sent by their caller
+
+/// The workers callers may take now, and whether each is free.
+fn enrolled(h: &Harness) -> Vec<(u64, bool)> {
+    let mut workers = h.pool.direct.enrolled();
+    workers.sort_unstable();
+    workers
+}
+
+#[test]
+fn a_call_to_an_idle_pool_goes_from_its_caller_to_a_free_worker_unseen_by_the_supervisor() {
+    let mut h = serving(1, |_| {});
+    assert_eq!(enrolled(&h), [(1, true)]);
+    let future = h.submit_direct(5);
+    assert_eq!(h.sent(1), 2, "sent without a turn of the supervisor");
+    assert_eq!(h.events_waiting(), 0);
+    assert_eq!(enrolled(&h), [(1, false)]);
+    assert!(!h.reply(1, 25), "the supervisor need not hear of the reply");
+    assert_eq!(value_of(&future), 25);
+    assert_eq!(enrolled(&h), [(1, true)], "free again for the next caller");
+    let next = h.submit_direct(6);
+    assert_eq!(h.sent(1), 3);
+    h.reply(1, 36);
+    assert_eq!(value_of(&next), 36);
+}
+
+#[test]
+fn a_caller_queues_behind_calls_that_wait_for_the_supervisor() {
+    let mut h = serving(1, |_| {});
+    let first = h.submit(1);
+    let second = h.submit_direct(2);
+    assert_eq!(h.sent(1), 1, "only the warm-up call is sent");
+    assert_eq!(h.events_waiting(), 2);
+    h.turn();
+    let sent: Vec<u64> = h
+        .actions(1)
+        .iter()
+        .filter_map(|a| match a {
+            Action::Sent(id) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), 3);
+    assert!(sent.windows(2).all(|w| w[0] < w[1]), "in order: {sent:?}");
+    h.reply(1, 1);
+    h.reply(1, 4);
+    assert_eq!((value_of(&first), value_of(&second)), (1, 4));
+}
+
+#[test]
+fn while_calls_wait_a_reply_is_told_to_the_supervisor_which_sends_the_next() {
+    let mut h = serving(1, |_| {});
+    h.task_takes(Duration::from_secs(1));
+    let running = h.submit_direct(1);
+    let waiting = h.submit(2);
+    h.turn();
+    assert_eq!(h.held(1), 1, "a long call gets nothing queued behind it");
+    assert!(
+        h.reply(1, 1),
+        "calls wait: the supervisor hears of the reply"
+    );
+    h.turn();
+    assert_eq!(h.held(1), 1);
+    h.reply(1, 4);
+    assert_eq!((value_of(&running), value_of(&waiting)), (1, 4));
+}
+
+#[test]
+fn a_worker_is_taken_from_callers_before_it_retires_or_is_killed() {
+    let mut h = serving(2, |c| {
+        c.crash_policy = CrashPolicy::Respawn;
+        c.kill_grace = Duration::from_millis(100);
+    });
+    assert_eq!(enrolled(&h), [(1, true), (2, true)]);
+    h.retire(1);
+    h.turn();
+    assert_eq!(enrolled(&h), [(2, true)]);
+    let future = h.submit_direct(3);
+    assert_eq!(h.held(2), 1, "sent to the worker still serving");
+    assert!(future.kill());
+    h.turn();
+    assert!(h.actions(2).contains(&Action::Stopped(Stop::Term)));
+    assert_eq!(enrolled(&h), []);
+    let queued = h.submit_direct(4);
+    assert_eq!(h.events_waiting(), 1, "no worker to take: queued");
+    h.die(2, KILLED, End::Closed);
+    h.turn();
+    assert!(matches!(error_of(&future), Error::Cancelled));
+    assert!(!queued.is_done());
+}
+
+#[test]
+fn a_call_a_caller_sent_to_a_worker_that_dies_fails_with_its_death() {
+    let mut h = serving(1, |c| c.crash_policy = CrashPolicy::Respawn);
+    let future = h.submit_direct(3);
+    h.die(1, WorkerExit::Signal(11), End::Closed);
+    h.turn();
+    assert!(matches!(error_of(&future), Error::TerminatedWorker(_)));
+    assert_eq!(enrolled(&h), []);
+    assert!(!h.pool.is_broken());
+}
+
+#[test]
+fn shutdown_and_a_broken_pool_take_every_worker_from_callers() {
+    let mut h = serving(2, |_| {});
+    h.pool.shutdown(Shutdown {
+        wait: false,
+        ..Shutdown::default()
+    });
+    assert!(matches!(
+        h.submit_with_timeout(1, None),
+        Err(Error::ShutdownExecutor(_))
+    ));
+    h.turn();
+    assert_eq!(enrolled(&h), []);
+
+    let mut h = serving(2, |_| {});
+    h.die(1, WorkerExit::Signal(11), End::Closed);
+    h.turn();
+    assert_eq!(enrolled(&h), []);
+    assert!(matches!(h.submit_with_timeout(1, None), Err(e) if e.is_broken_pool()));
+}
+
+#[test]
+fn calls_with_a_deadline_and_pools_that_recycle_workers_go_through_the_queue() {
+    let mut h = serving(1, |_| {});
+    let timed = h
+        .submit_with_timeout(1, Some(Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(h.events_waiting(), 1);
+    h.turn();
+    h.reply(1, 1);
+    assert_eq!(value_of(&timed), 1);
+
+    let mut h = serving(1, |c| c.max_tasks_per_child = Some(10));
+    assert_eq!(enrolled(&h), [], "its calls are counted by the supervisor");
+    let _queued = h.submit_direct(1);
+    assert_eq!(h.events_waiting(), 1);
+}
+
+#[test]
+fn a_worker_busy_with_a_callers_call_is_looked_at_again_for_the_idle_timeout() {
+    let mut h = serving(1, |c| c.idle_timeout = Some(Duration::from_secs(10)));
+    let future = h.submit_direct(1);
+    let next = h
+        .sup
+        .next_timer()
+        .expect("a timer while the worker is busy");
+    assert!(next <= at(&h, 10.0));
+    assert!(!h.reply(1, 1), "unseen by the supervisor");
+    assert_eq!(value_of(&future), 1);
+    let idle_since = h.link(1).idle_since().expect("idle");
+    h.turn_at(idle_since + Duration::from_secs(9));
+    assert!(!h.actions(1).contains(&Action::Closed));
+    assert_eq!(
+        h.sup.next_timer(),
+        Some(idle_since + Duration::from_secs(10))
+    );
+    h.turn_at(idle_since + Duration::from_secs(10));
+    assert!(h.actions(1).contains(&Action::Closed));
+    assert_eq!(enrolled(&h), []);
+}
+
+#[test]
+fn a_zero_idle_timeout_looks_at_a_busy_worker_without_spinning() {
+    let mut h = harness(1, |c| c.idle_timeout = Some(Duration::ZERO));
+    let _busy = h.submit(1);
+    h.turn();
+    h.hello(1);
+    h.turn();
+    assert_eq!(h.held(1), 1);
+    let before = Instant::now();
+    let next = h
+        .sup
+        .next_timer()
+        .expect("a timer while the worker is busy");
+    assert!(next >= before + Duration::from_millis(10), "{next:?}");
+}
+
+#[test]
+fn a_reply_that_leaves_calls_on_its_worker_is_told_so_the_next_deadline_starts() {
+    let mut h = serving(1, |_| {});
+    let first = h.submit(1);
+    let timed = h
+        .submit_with_timeout(2, Some(Duration::from_secs(60)))
+        .unwrap();
+    h.turn();
+    assert_eq!(h.held(1), 2, "the short task's calls are sent ahead");
+    assert!(
+        h.reply(1, 1),
+        "the call behind it starts now: the supervisor must time it"
+    );
+    h.turn();
+    let next = h
+        .sup
+        .next_timer()
+        .expect("the deadline of the call now running");
+    assert!(next <= at(&h, 60.0) && next > at(&h, 59.0), "{next:?}");
+    assert_eq!(value_of(&first), 1);
+    assert!(!h.reply(1, 4), "nothing left on it: unseen");
+    assert_eq!(value_of(&timed), 4);
+}

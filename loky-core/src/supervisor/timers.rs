@@ -3,12 +3,16 @@
 //! Every deadline saturates: a duration too long to add to an `Instant`
 //! (`Duration::MAX`, the usual "no limit") never fires.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Supervisor;
 use super::slot::{KillReason, Retire, Slot, SlotState};
 use crate::deadline;
 use crate::worker::Stop;
+
+/// How often, at most, the supervisor looks whether a busy worker has
+/// become idle, for the idle timeout.
+const BUSY_LOOK: Duration = Duration::from_millis(10);
 
 impl Supervisor {
     /// When the next timer fires, if any is set.
@@ -72,7 +76,14 @@ impl Supervisor {
         if !self.pending.is_empty() || slot.serving().is_none() {
             return None;
         }
-        deadline::after(slot.link.idle_since()?, timeout)
+        match slot.link.idle_since() {
+            Some(since) => deadline::after(since, timeout),
+            // Busy. The reply of a call its caller sent reaches no event, so
+            // the supervisor looks again when the worker could have been
+            // idle that long at the earliest (and not more often than
+            // every `BUSY_LOOK`: a zero timeout must not make it spin).
+            None => deadline::from_now(timeout.max(BUSY_LOOK)),
+        }
     }
 }
 

@@ -9,13 +9,14 @@
 //! The *writer* thread sends the frames that did not fit the socket at
 //! once, several per write when they queue up, and ends the worker's input
 //! when the supervisor closes it: that is how a worker is told to leave.
-//! The supervisor writes a frame itself when nothing is queued for the
-//! writer (no thread hand-off on the common path).
+//! Whoever sends a frame (the supervisor, or a caller sending its own
+//! call) writes it itself when nothing is queued for the writer (no thread
+//! hand-off on the common path), through the worker's port.
 
 use std::io::{self, BufWriter, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,8 @@ use loky_proto::{FrameError, Hello, PROTOCOL_VERSION, Response, decode_body};
 
 use inbox::{Inbox, Incoming};
 
-use super::{Stop, Whereabouts, WorkerHandle};
-use crate::call::{self, WorkerInfo, settle_outcome};
+use super::{Port, Stop, Whereabouts, WorkerHandle};
+use crate::call::{self, InFlight, WorkerInfo, settle_outcome};
 use crate::config::LinkSettings;
 use crate::deadline;
 use crate::events::{End, Event, LinkError, StartFailure, WorkerId};
@@ -130,13 +131,60 @@ fn write_nonblocking(transport: &dyn Transport, frame: &EncodedFrame) -> usize {
     }
 }
 
+/// The input of a worker whose I/O threads run here: frames go straight
+/// onto the channel when nothing is queued for the writer and they fit,
+/// else (what is left of them) through the writer thread. Every send holds
+/// the lock, so frames stay in order whoever sends them: a direct write
+/// happens only when the writer has put everything queued on the channel.
+struct ChannelPort {
+    transport: Arc<dyn Transport>,
+    /// Frames for the writer; `None` once closed (dropping the sender ends
+    /// the worker's input).
+    frames: Mutex<Option<Sender<Queued>>>,
+    /// Frames queued for the writer and not yet on the socket.
+    backlog: Arc<AtomicUsize>,
+}
+
+impl ChannelPort {
+    fn frames(&self) -> MutexGuard<'_, Option<Sender<Queued>>> {
+        // A poisoned lock only means a panic elsewhere while it was held.
+        self.frames.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `frame` on `frames`, the lock held.
+    fn write(&self, frames: &Option<Sender<Queued>>, frame: Arc<EncodedFrame>) {
+        let Some(frames) = frames else { return };
+        let mut offset = 0;
+        if self.backlog.load(Ordering::Acquire) == 0 {
+            offset = write_nonblocking(&*self.transport, &frame);
+            if offset == frame.len() {
+                return;
+            }
+        }
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        // If the writer is gone the worker is dying; its reader reports it.
+        let _ = frames.send((frame, offset));
+    }
+
+    fn close(&self) {
+        *self.frames() = None;
+    }
+}
+
+impl Port for ChannelPort {
+    fn send(&self, link: &Link, call: InFlight) {
+        let frames = self.frames();
+        let frame = call.item.frame.clone();
+        // Recorded first: its reply may come before the write returns.
+        link.push(call);
+        self.write(&frames, frame);
+    }
+}
+
 /// The handle on a worker whose I/O threads run here.
 struct Connection {
     transport: Arc<dyn Transport>,
-    /// Frames for the writer; dropping it ends the worker's input.
-    frames: Option<Sender<Queued>>,
-    /// Frames queued for the writer and not yet on the socket.
-    backlog: Arc<AtomicUsize>,
+    port: Arc<ChannelPort>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -182,10 +230,14 @@ pub(crate) fn start(
             return Err(err);
         }
     };
+    let port = Arc::new(ChannelPort {
+        transport: transport.clone(),
+        frames: Mutex::new(Some(frames_tx)),
+        backlog,
+    });
     Ok(Box::new(Connection {
         transport,
-        frames: Some(frames_tx),
-        backlog,
+        port,
         threads: vec![reader, writer],
     }))
 }
@@ -195,30 +247,18 @@ impl WorkerHandle for Connection {
         self.transport.pid()
     }
 
-    /// Straight onto the socket when nothing is queued and it fits, else
-    /// (the rest of it) through the writer thread. Frames stay in order:
-    /// only the supervisor sends, and it writes directly only when the
-    /// writer has put everything queued on the socket.
+    /// Through the port, as the calls of callers go.
     fn send(&mut self, frame: Arc<EncodedFrame>) {
-        let Some(frames) = &self.frames else { return };
-        let mut offset = 0;
-        if self.backlog.load(Ordering::Acquire) == 0 {
-            offset = write_nonblocking(&*self.transport, &frame);
-            if offset == frame.len() {
-                return;
-            }
-        }
-        self.backlog.fetch_add(1, Ordering::AcqRel);
-        // If the writer is gone the worker is dying; its reader reports it.
-        let _ = frames.send((frame, offset));
+        let frames = self.port.frames();
+        self.port.write(&frames, frame);
     }
 
     fn close(&mut self) {
-        self.frames = None;
+        self.port.close();
     }
 
     fn is_closed(&self) -> bool {
-        self.frames.is_none()
+        self.port.frames().is_none()
     }
 
     fn stop(&self, how: Stop) {
@@ -229,8 +269,12 @@ impl WorkerHandle for Connection {
         self.transport.whereabouts()
     }
 
+    fn port(&self) -> Option<Arc<dyn Port>> {
+        Some(self.port.clone())
+    }
+
     fn release(mut self: Box<Self>) {
-        self.frames = None;
+        self.port.close();
         // A process the worker left behind may hold its end of the channel
         // and never read: without this, the writer could block for good.
         self.transport.disconnect();
@@ -455,11 +499,12 @@ impl Reader {
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Some(End::Closed),
             Err(e) => return Some(End::Protocol(LinkError::Channel(e))),
         }
+        // Replies the supervisor must hear of.
         let mut replies = 0;
         let result = loop {
             match frames.next_frame() {
                 Ok(Some(frame)) => match self.handle_frame(frame) {
-                    Ok(is_reply) => replies += usize::from(is_reply),
+                    Ok(tell) => replies += usize::from(tell),
                     Err(err) => break Some(End::Protocol(err)),
                 },
                 Ok(None) => break None,
@@ -475,13 +520,17 @@ impl Reader {
         result
     }
 
-    /// Handles one frame; true if it was a reply.
+    /// Handles one frame; true if it was a reply the supervisor must hear
+    /// of.
     fn handle_frame(&self, frame: Incoming<'_>) -> Result<bool, LinkError> {
         let response = decode_body::<Response<'_>>(frame.body).map_err(LinkError::Frame)?;
         match response {
             Response::Reply(reply) => {
                 pool_thread::injected_panic_point(Role::Reader);
                 let call = self.link.pop(reply.id).map_err(LinkError::Reply)?;
+                // Before the future is settled: its caller's next call
+                // finds the worker free.
+                let tell = !self.link.replied();
                 let info = self.info.as_ref().expect("the hello came first");
                 let came_in = ReplyFrame::new(frame.mapped, frame.attachments.share());
                 let settled = settle_outcome(&call.item, reply.outcome, info, &came_in);
@@ -489,7 +538,7 @@ impl Reader {
                     call.item.future.note_stale_worker(note);
                 }
                 call.item.future.settle(settled);
-                Ok(true)
+                Ok(tell)
             }
             Response::Progress(progress) => {
                 let info = self.info.as_ref().expect("the hello came first");

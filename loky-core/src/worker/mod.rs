@@ -38,7 +38,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use loky_proto::shm::EncodedFrame;
 
-use crate::call::Encoding;
+use crate::call::{Encoding, InFlight};
 use crate::error::Error;
 use crate::events::{Event, WorkerId};
 use crate::exit::WorkerExit;
@@ -113,6 +113,25 @@ pub(crate) trait WorkerHandle: Send {
     fn whereabouts(&self) -> Option<Whereabouts> {
         None
     }
+
+    /// The worker's input as callers may share it, once the worker is
+    /// started: the supervisor then sends through it too, so that the
+    /// calls of both reach the worker in the order of its link. `None`
+    /// (the default) where only the supervisor sends.
+    fn port(&self) -> Option<Arc<dyn Port>> {
+        None
+    }
+}
+
+/// A worker's input, shared by the supervisor and the callers that send
+/// their calls themselves (see `supervisor/direct.rs`).
+pub(crate) trait Port: Send + Sync {
+    /// Records `call` in `link` and sends its frame, as one step with
+    /// respect to every other send through this port: the order of the
+    /// link is the order on the channel, whichever thread sends. Once the
+    /// input is closed, it only records the call (the worker's end then
+    /// settles it).
+    fn send(&self, link: &Link, call: InFlight);
 }
 
 /// Where a worker started through a launcher command runs, as far as its

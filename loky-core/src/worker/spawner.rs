@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 use loky_proto::shm::EncodedFrame;
 
-use super::{Stop, WorkerHandle};
+use super::{Port, Stop, WorkerHandle};
 use crate::error::Error;
 use crate::events::{Event, WorkerId};
 use crate::link::Link;
@@ -270,6 +270,13 @@ impl WorkerHandle for Launching {
             }
             Phase::Started(handle) => handle.stop(how),
             Phase::Gone => {}
+        }
+    }
+
+    fn port(&self) -> Option<Arc<dyn Port>> {
+        match &*self.shared.lock() {
+            Phase::Started(handle) => handle.port(),
+            Phase::Starting(_) | Phase::Gone => None,
         }
     }
 

@@ -207,7 +207,6 @@ impl Supervisor {
                     }
                     Some(direct::Enrollment {
                         id: slot.id,
-                        pid: slot.pid,
                         link: slot.link.clone(),
                         port: slot.port.clone()?,
                         tasks: slot.serving()?.clone(),

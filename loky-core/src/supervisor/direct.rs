@@ -52,7 +52,6 @@ impl State {
 /// A worker callers may take.
 struct Enrolled {
     id: WorkerId,
-    pid: u32,
     link: Arc<Link>,
     port: Arc<dyn Port>,
     tasks: Arc<TaskTable>,
@@ -87,7 +86,7 @@ impl Direct {
         let Some(worker) = state
             .workers
             .iter_mut()
-            .find(|w| w.free && w.tasks.check_item(&item, w.pid).is_ok())
+            .find(|w| w.free && w.tasks.runs(&item))
         else {
             return Err(item);
         };
@@ -166,7 +165,6 @@ impl Direct {
                 Some(worker) => worker.free |= free,
                 None => state.workers.push(Enrolled {
                     id: enrollment.id,
-                    pid: enrollment.pid,
                     link: enrollment.link,
                     port: enrollment.port,
                     tasks: enrollment.tasks,
@@ -186,7 +184,6 @@ impl Direct {
 /// A serving worker the supervisor lets callers take.
 pub(super) struct Enrollment {
     pub(super) id: WorkerId,
-    pub(super) pid: u32,
     pub(super) link: Arc<Link>,
     pub(super) port: Arc<dyn Port>,
     pub(super) tasks: Arc<TaskTable>,

@@ -75,7 +75,7 @@ pub(super) enum KillReason {
 }
 
 /// A worker's task table and program identity, from its hello.
-pub(crate) struct TaskTable {
+pub(super) struct TaskTable {
     program: String,
     identity: ProgramId,
     tasks: HashMap<String, TaskInfo>,
@@ -94,9 +94,25 @@ impl TaskTable {
         }
     }
 
-    /// Whether worker `pid` can run `item`: a named task it registers with
-    /// the same types, or a function of this very program build.
-    pub(crate) fn check_item(&self, item: &WorkItem, pid: u32) -> Result<(), Error> {
+    /// Whether the worker runs `item`: a named task it registers with the
+    /// same types, or a function of this very program build. A cheap test
+    /// (a caller's submit asks it of each free worker);
+    /// [`check_item`](Self::check_item) says why not.
+    pub(super) fn runs(&self, item: &WorkItem) -> bool {
+        if item.function.is_some() {
+            return self.identity.same_program(ProgramId::current());
+        }
+        self.tasks
+            .get(item.sig.name)
+            .is_some_and(|info| info.matches(&item.sig))
+    }
+
+    /// Whether worker `pid` can run `item`, as [`runs`](Self::runs) says,
+    /// and if not, the error that says why.
+    pub(super) fn check_item(&self, item: &WorkItem, pid: u32) -> Result<(), Error> {
+        if self.runs(item) {
+            return Ok(());
+        }
         if item.function.is_some() {
             return check_function_worker(item.sig.name, &self.identity, &self.program, pid);
         }

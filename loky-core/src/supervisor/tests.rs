@@ -1134,3 +1134,30 @@ fn a_reply_that_leaves_calls_on_its_worker_is_told_so_the_next_deadline_starts()
     assert!(!h.reply(1, 4), "nothing left on it: unseen");
     assert_eq!(value_of(&timed), 4);
 }
+
+#[test]
+fn a_call_no_free_worker_runs_goes_to_the_queue_which_says_why() {
+    let mut h = serving(1, |_| {});
+    let submit = |h: &Harness, sig: loky_proto::Signature| {
+        h.pool
+            .submit_call(&Target::Task(sig), None, |frame| {
+                loky_proto::encode_payload_into(&1u32, frame)
+            })
+            .expect("the pool is open")
+    };
+    let unknown = submit(&h, loky_proto::Task::<u32, u32>::new("nope").signature());
+    let mismatch = submit(&h, loky_proto::Task::<u64, u32>::new("t").signature());
+    assert_eq!(h.events_waiting(), 2, "not sent by their callers");
+    assert_eq!(enrolled(&h), [(1, true)]);
+    h.turn();
+    assert!(matches!(error_of(&unknown), Error::UnknownTask(_)));
+    assert!(matches!(error_of(&mismatch), Error::TaskMismatch(_)));
+    let good = h.submit_direct(3);
+    assert_eq!(
+        h.events_waiting(),
+        0,
+        "the worker stays free for calls it runs"
+    );
+    h.reply(1, 9);
+    assert_eq!(value_of(&good), 9);
+}

@@ -22,7 +22,7 @@ impl Supervisor {
             .flat_map(|slot| {
                 [
                     escalation(slot),
-                    self.idle_deadline(slot),
+                    self.idle_deadline(slot).or_else(|| self.busy_look(slot)),
                     call_deadline(slot),
                 ]
             })
@@ -76,14 +76,21 @@ impl Supervisor {
         if !self.pending.is_empty() || slot.serving().is_none() {
             return None;
         }
-        match slot.link.idle_since() {
-            Some(since) => deadline::after(since, timeout),
-            // Busy. The reply of a call its caller sent reaches no event, so
-            // the supervisor looks again when the worker could have been
-            // idle that long at the earliest (and not more often than
-            // every `BUSY_LOOK`: a zero timeout must not make it spin).
-            None => deadline::from_now(timeout.max(BUSY_LOOK)),
+        deadline::after(slot.link.idle_since()?, timeout)
+    }
+
+    /// When to look again at a busy serving worker for the idle timeout.
+    /// The reply of a call its caller sent reaches no event, so the
+    /// supervisor looks when the worker could have been idle that long at
+    /// the earliest (and not more often than every [`BUSY_LOOK`]: a zero
+    /// timeout must not make it spin).
+    fn busy_look(&self, slot: &Slot) -> Option<Instant> {
+        let timeout = self.config.idle_timeout?;
+        let busy = slot.link.idle_since().is_none();
+        if !busy || !self.pending.is_empty() || slot.serving().is_none() {
+            return None;
         }
+        deadline::from_now(timeout.max(BUSY_LOOK))
     }
 }
 

@@ -55,22 +55,27 @@ impl Process {
     }
 
     /// Blocks until the process has exited, without reaping it (its pid
-    /// stays reserved, so signals stay safe without holding the lock here).
-    pub(crate) fn wait_exited(&self) -> io::Result<()> {
+    /// stays reserved, so signals stay safe without holding the lock here);
+    /// how it ended.
+    pub(crate) fn wait_exited(&self) -> io::Result<ExitStatus> {
         loop {
             // SAFETY: info is a valid siginfo_t for the call to fill; the
             // pid is our unreaped child, and WNOWAIT leaves it unreaped.
-            let ret = unsafe {
+            let (ret, info) = unsafe {
                 let mut info: libc::siginfo_t = std::mem::zeroed();
-                libc::waitid(
+                let ret = libc::waitid(
                     libc::P_PID,
                     self.pid as libc::id_t,
                     &mut info,
                     libc::WEXITED | libc::WNOWAIT,
-                )
+                );
+                (ret, info)
             };
             if ret == 0 {
-                return Ok(());
+                // SAFETY: filled by a successful waitid for a child's exit,
+                // whose si_status is set.
+                let status = unsafe { info.si_status() };
+                return Ok(wait_status(info.si_code, status));
             }
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {
@@ -151,6 +156,17 @@ pub(crate) fn adopt(child: std::process::Child) -> (Process, Option<OwnedFd>) {
         reaped: Mutex::new(false),
     };
     (process, pidfd)
+}
+
+/// The exit status that `waitpid` would give for a child that `waitid`
+/// described with `code` (`CLD_*`) and `status` (its exit code or signal).
+fn wait_status(code: libc::c_int, status: libc::c_int) -> ExitStatus {
+    const CORE_DUMPED: libc::c_int = 0x80;
+    ExitStatus::from_raw(match code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => status | CORE_DUMPED,
+        _ => status,
+    })
 }
 
 /// Sends `signal` to `pid` and to the process group `pid` (errors ignored).
@@ -483,3 +499,41 @@ fn send(channel: &UnixStream, bytes: &[u8], flags: libc::c_int) -> io::Result<us
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 /// `SIGTERM`.
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Starts `sh -c script` as a worker (its channel unused).
+    fn sh(script: &str) -> Process {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        spawn_worker(&command).expect("sh starts").process
+    }
+
+    #[test]
+    fn the_status_seen_before_the_reap_is_the_one_the_reap_gives() {
+        for (script, code, signal) in [
+            ("exit 3", Some(3), None),
+            ("exit 0", Some(0), None),
+            ("kill -SEGV $$", None, Some(libc::SIGSEGV)),
+            ("kill -KILL $$", None, Some(libc::SIGKILL)),
+        ] {
+            let process = sh(script);
+            let seen = process.wait_exited().expect("waitid");
+            let reaped = process.reap().expect("waitpid");
+            assert_eq!(seen, reaped, "{script}");
+            assert_eq!((seen.code(), seen.signal()), (code, signal), "{script}");
+        }
+    }
+
+    #[test]
+    fn a_process_seen_exited_stays_unreaped_until_its_reap() {
+        let process = sh("exit 7");
+        process.wait_exited().expect("waitid");
+        // Still ours to reap, however often its exit is looked at.
+        assert_eq!(process.wait_exited().expect("waitid").code(), Some(7));
+        assert_eq!(process.reap().expect("waitpid").code(), Some(7));
+        assert!(process.reap().is_err(), "reaped once only");
+    }
+}

@@ -83,6 +83,19 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// and says how it ended.
     fn reap(&self) -> io::Result<WorkerExit>;
 
+    /// Once the worker's end was seen: stops what is left of it and waits
+    /// for its exit, which it says; [`finish`](Self::finish) then reaps
+    /// it. By default (a transport that learns the end only as it reaps),
+    /// this reaps it.
+    fn exited(&self) -> io::Result<WorkerExit> {
+        self.reap()
+    }
+
+    /// After [`exited`](Self::exited): reaps the worker, if that did not.
+    fn finish(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// The worker said hello: a transport that reaches it through another
     /// process (an agent on its machine) learns its pid here.
     fn introduced(&self, _hello: &Hello) {}
@@ -408,12 +421,19 @@ impl Reader {
                     orphans: call::take_orphans(),
                 }
             });
-        let exit = self.reap();
+        // Its status is known once it exited: the supervisor hears of the
+        // death before the reap, and joins this thread (so waits for the
+        // reap) only once it has settled the worker's calls.
+        let exit = self.exit_status(|t| t.exited());
         let _ = self.events.send(Event::Died {
             worker: self.id,
             exit,
             end,
         });
+        // The supervisor, likely woken on this core, settles the calls
+        // first; the rest of the reap and this thread's exit come after.
+        std::thread::yield_now();
+        let _ = pool_thread::guarded(|| self.transport.finish());
     }
 
     fn internal(&self, message: &str) -> String {
@@ -422,7 +442,15 @@ impl Reader {
 
     /// Stops what is left of the worker and reaps it.
     fn reap(&self) -> WorkerExit {
-        match pool_thread::guarded(|| self.transport.reap()) {
+        self.exit_status(|t| t.reap())
+    }
+
+    /// How the worker ended, as `wait` says.
+    fn exit_status(
+        &self,
+        wait: impl FnOnce(&dyn Transport) -> io::Result<WorkerExit>,
+    ) -> WorkerExit {
+        match pool_thread::guarded(|| wait(&*self.transport)) {
             Ok(Ok(exit)) => exit,
             // Not reaped here: the transport reaps it as it drops.
             Ok(Err(_)) | Err(_) => WorkerExit::Code(-1),

@@ -170,11 +170,23 @@ impl Transport for LocalTransport {
     /// then reaps it. Waiting for the exit holds no lock, so a concurrent
     /// [`stop`](Self::stop) never waits for it.
     fn reap(&self) -> io::Result<WorkerExit> {
+        let exit = self.exited()?;
+        self.finish()?;
+        Ok(exit)
+    }
+
+    /// Kills the worker and what is left of its group, and waits for its
+    /// exit, leaving it unreaped: its status is known as soon as it exited,
+    /// before its reap.
+    fn exited(&self) -> io::Result<WorkerExit> {
         self.process.signal(os::SIGKILL);
-        self.process.wait_exited()?;
-        // Its group may have gained members while it died.
-        self.process.signal(os::SIGKILL);
-        let status = self.process.reap()?;
+        let status = self.process.wait_exited()?;
         Ok(WorkerExit::from_status(status))
+    }
+
+    /// Kills what its group gained while it died, and reaps it.
+    fn finish(&self) -> io::Result<()> {
+        self.process.signal(os::SIGKILL);
+        self.process.reap().map(drop)
     }
 }

@@ -24,7 +24,9 @@ use crate::supervisor::{self, Pool, PoolHandle};
 /// A cheap `Clone` handle; the pool shuts down (waiting for its tasks) when
 /// the last handle is dropped, like Python's `with` block
 /// ([`ExecutorBuilder::on_drop`](crate::ExecutorBuilder::on_drop) chooses
-/// otherwise). Workers start on the first submit.
+/// otherwise). Workers start on the first submit: local workers one
+/// first, so that the first result does not wait for every start, and the
+/// others as soon as it is ready.
 ///
 /// ```
 /// use loky::{ProcessPoolExecutor, Task};

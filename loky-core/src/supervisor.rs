@@ -284,6 +284,17 @@ impl Supervisor {
     }
 
     fn on_ready(&mut self, id: WorkerId, hello: Hello) {
+        let first = !self.greeted();
+        self.greet(id, hello);
+        // The first worker of a pool started here starts alone (see
+        // `top_up`); the others start once it said hello. A replacement
+        // that waits (`replace_soon`) still waits.
+        if first && self.greeted() && self.launcher.starts_here() && self.replace_at.is_none() {
+            self.top_up();
+        }
+    }
+
+    fn greet(&mut self, id: WorkerId, hello: Hello) {
         self.start_crashes = 0;
         let init = self.config.initializer.clone();
         let frames = self.pool.frames();

@@ -117,11 +117,25 @@ impl Supervisor {
             return;
         }
         let live = self.slots.iter().filter(|s| s.live()).count();
-        for _ in live..self.max_workers {
+        // A pool of workers started on this machine, none of which said
+        // hello, starts one alone: the others start once it did
+        // (`on_ready`), so that its start, and the first result, do not
+        // share the cores with every other start.
+        let target = if self.launcher.starts_here() && !self.greeted() {
+            1
+        } else {
+            self.max_workers
+        };
+        for _ in live..target {
             if let Err(err) = self.launch() {
                 return self.break_pool(err);
             }
         }
+    }
+
+    /// Whether a live worker of the pool has said hello.
+    pub(super) fn greeted(&self) -> bool {
+        self.slots.iter().any(|s| s.live() && !s.starting())
     }
 
     /// Replaces a worker that died: at once when no other worker serves or

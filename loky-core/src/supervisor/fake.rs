@@ -40,6 +40,8 @@ struct World {
     launched: Vec<WorkerId>,
     /// Launches fail while set.
     refuse: Option<&'static str>,
+    /// The workers start on this machine (`Launcher::starts_here`).
+    here: bool,
 }
 
 struct FakeWorker {
@@ -56,6 +58,10 @@ fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
 struct FakeLauncher(Arc<Mutex<World>>);
 
 impl Launcher for FakeLauncher {
+    fn starts_here(&self) -> bool {
+        lock(&self.0).here
+    }
+
     fn launch(
         &mut self,
         worker: WorkerId,
@@ -190,6 +196,12 @@ impl Harness {
         let (sup, pool) = Supervisor::new(Arc::new(config), launcher);
         lock(&world).direct = Some(pool.direct.clone());
         Harness { sup, pool, world }
+    }
+
+    /// Makes the fake workers start on this machine, as local workers do
+    /// (`Launcher::starts_here`).
+    pub(super) fn start_here(&self) {
+        lock(&self.world).here = true;
     }
 
     /// Makes `TASK`'s calls typically take `typical`, whatever the calls

@@ -83,6 +83,68 @@ fn the_first_submit_starts_max_workers_workers_that_get_no_call_before_hello() {
 }
 
 #[test]
+fn a_pool_of_workers_started_here_starts_its_first_worker_alone_then_the_others() {
+    let mut h = harness(3, |_| {});
+    h.start_here();
+    let first = h.submit(1);
+    let second = h.submit(2);
+    h.turn();
+    assert_eq!(h.launched(), [1], "one start while none said hello");
+    h.hello(1);
+    h.turn();
+    assert_eq!(h.launched(), [1, 2, 3], "the others once the first did");
+    assert_eq!(h.sent(1), 1, "the first worker serves at once");
+    h.hello(2);
+    h.turn();
+    assert_eq!(h.sent(2), 1);
+    assert_eq!(h.launched(), [1, 2, 3], "no more than max_workers");
+    h.reply(1, 10);
+    h.reply(2, 20);
+    h.turn();
+    assert_eq!((value_of(&first), value_of(&second)), (10, 20));
+}
+
+#[test]
+fn a_pool_of_workers_started_here_whose_first_start_crashed_starts_one_again_alone() {
+    let mut h = harness(2, |c| c.crash_policy = CrashPolicy::Respawn);
+    h.start_here();
+    let future = h.submit(1);
+    h.turn();
+    h.fail_start(1, StartFailure::Died, KILLED);
+    h.turn();
+    assert_eq!(h.launched(), [1, 2], "one replacement, alone");
+    h.hello(2);
+    h.turn();
+    assert_eq!(h.launched(), [1, 2, 3]);
+    assert_eq!(h.sent(2), 1);
+    h.reply(2, 5);
+    h.turn();
+    assert_eq!(value_of(&future), 5);
+}
+
+#[test]
+fn a_pool_that_has_a_serving_worker_replaces_every_dead_one_at_once() {
+    let mut h = harness(3, |c| c.crash_policy = CrashPolicy::Respawn);
+    h.start_here();
+    h.submit(1);
+    h.turn();
+    for id in 1..=3 {
+        h.hello(id);
+        h.turn();
+    }
+    h.reply(1, 1);
+    h.turn();
+    // Two die at once while calls wait: both are replaced together, since
+    // a worker of the pool serves.
+    let waiting: Vec<_> = (0..4).map(|x| h.submit(x)).collect();
+    h.die(2, KILLED, End::Closed);
+    h.die(3, KILLED, End::Closed);
+    h.turn();
+    assert_eq!(h.launched(), [1, 2, 3, 4, 5]);
+    assert!(waiting.iter().all(|f| !f.is_done()));
+}
+
+#[test]
 fn hello_makes_a_worker_serve_the_queued_call() {
     let mut h = harness(1, |_| {});
     let future = h.submit(7);

@@ -43,6 +43,10 @@ impl LocalLauncher {
 }
 
 impl Launcher for LocalLauncher {
+    fn starts_here(&self) -> bool {
+        true
+    }
+
     fn encoding(&self) -> Encoding {
         Encoding::Local {
             threshold: self.config.shm_threshold,

@@ -65,6 +65,13 @@ pub(crate) trait Launcher: Send {
         Encoding::Plain
     }
 
+    /// Whether the workers it starts share this machine's cores: a pool
+    /// none of whose workers said hello then starts one alone (see
+    /// `Supervisor::top_up`).
+    fn starts_here(&self) -> bool {
+        false
+    }
+
     /// Called once the pool is done, every worker reported dead and
     /// released: whatever the launcher still does for them (freeing what
     /// is left of them) is done, and what it holds for new workers (a

@@ -94,14 +94,18 @@ impl Direct {
             return Err(item); // Cancelled already: the queue drops it.
         }
         worker.free = false;
+        let (port, link) = (worker.port.clone(), worker.link.clone());
         let call = InFlight {
             item,
             sent: Instant::now(),
             depth: 1,
         };
-        // Under the lock: a withdrawal that follows finds the call in the
-        // link.
-        worker.port.send(&worker.link, call);
+        // Recorded under the lock: a withdrawal that follows finds the
+        // call in the link. Written after it: the worker may answer before
+        // the write returns (on one core, before this thread runs again),
+        // and its reader takes the lock.
+        let mut state = Some(state);
+        port.send(&link, call, &mut || drop(state.take()));
         Ok(())
     }
 

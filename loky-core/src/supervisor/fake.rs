@@ -168,9 +168,10 @@ impl WorkerHandle for FakeHandle {
 
 /// The fake worker's input as callers share it: the same record.
 impl Port for FakeHandle {
-    fn send(&self, link: &Link, call: InFlight) {
+    fn send(&self, link: &Link, call: InFlight, recorded: &mut dyn FnMut()) {
         let id = call.item.id;
         link.push(call);
+        recorded();
         if !lock(&self.world).workers[&self.id].closed {
             self.record(Action::Sent(id));
         }

@@ -220,7 +220,7 @@ impl Slot {
         if let Some(port) = &self.port {
             // As callers send: the link's order is the channel's.
             self.direct.take(self.id);
-            return port.send(&self.link, call);
+            return port.send(&self.link, call, &mut || {});
         }
         let frame = call.item.frame.clone();
         // Recorded first: its reply may come before `send` returns.

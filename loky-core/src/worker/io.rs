@@ -185,11 +185,12 @@ impl ChannelPort {
 }
 
 impl Port for ChannelPort {
-    fn send(&self, link: &Link, call: InFlight) {
+    fn send(&self, link: &Link, call: InFlight, recorded: &mut dyn FnMut()) {
         let frames = self.frames();
         let frame = call.item.frame.clone();
         // Recorded first: its reply may come before the write returns.
         link.push(call);
+        recorded();
         self.write(&frames, frame);
     }
 }

@@ -138,7 +138,12 @@ pub(crate) trait Port: Send + Sync {
     /// link is the order on the channel, whichever thread sends. Once the
     /// input is closed, it only records the call (the worker's end then
     /// settles it).
-    fn send(&self, link: &Link, call: InFlight);
+    ///
+    /// `recorded` runs once the call is in the link, before its frame is
+    /// written: a caller lets go there of what it held to record it (the
+    /// record of free workers), which the reader of the reply, which may
+    /// come before the write returns, takes.
+    fn send(&self, link: &Link, call: InFlight, recorded: &mut dyn FnMut());
 }
 
 /// Where a worker started through a launcher command runs, as far as its

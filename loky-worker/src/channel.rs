@@ -62,6 +62,13 @@ impl CallReader {
             Err(err) => end_on(err),
         }
     }
+
+    /// Unmaps the last call's body if it came in a memory file: once its
+    /// reply is out, the pages go back while the executor reads the reply,
+    /// not after the next call has arrived.
+    pub(crate) fn release(&mut self) {
+        self.frames.release();
+    }
 }
 
 /// Ends the worker on a frame error: quietly at the end of the channel,

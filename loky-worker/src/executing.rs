@@ -196,6 +196,7 @@ impl<'a> Executing<'a> {
         // Every reply goes out before the next task starts: should that
         // task crash the worker, the results already computed are safe.
         out.flush();
+        calls.release();
     }
 }
 

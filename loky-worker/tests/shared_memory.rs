@@ -171,6 +171,47 @@ fn large_calls_and_replies_travel_through_shared_memory_intact() {
     }
 }
 
+/// Waits until the worker's executing (main) thread blocks reading its
+/// channel: it is done with the last call and waits for the next.
+fn wait_until_reading(pid: u32) {
+    let path = format!("/proc/{pid}/task/{pid}/syscall");
+    let reading = libc::SYS_recvmsg.to_string();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let syscall = std::fs::read_to_string(&path).expect("the worker's system call");
+        if syscall.split(' ').next() == Some(reading.as_str()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never waited for a call: {syscall}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// The worker's mappings of memory files (`memfd:` in its map).
+fn mapped_memory_files(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .expect("the worker's mappings")
+        .lines()
+        .filter(|line| line.contains("/memfd:"))
+        .count()
+}
+
+#[test]
+fn a_large_calls_memory_file_is_unmapped_before_the_worker_waits_for_the_next() {
+    let mut local = Local::start(MIB);
+    let pid = local.worker.pid();
+    for (id, len) in [(1, 3 * MIB), (2, 100)] {
+        let payload = ByteBuf::from(pattern(len, id as u8));
+        let (back, _) = local.call(id, ECHO_BYTES, &payload);
+        assert!(back == payload);
+        wait_until_reading(pid);
+        assert_eq!(mapped_memory_files(pid), 0, "after a call of {len} bytes");
+    }
+}
+
 #[test]
 fn the_executors_threshold_decides_which_replies_use_shared_memory() {
     let threshold = 200_000;

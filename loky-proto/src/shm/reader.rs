@@ -121,6 +121,15 @@ impl LocalFrames {
         }
     }
 
+    /// Lets go of the last frame's mapped body (clones of it given out
+    /// keep it mapped). [`LocalFrames::next_frame`] does this too; a reader
+    /// that is done with a frame calls this first to unmap its memory file
+    /// while it has nothing else to do, rather than once the next frame has
+    /// arrived.
+    pub fn release(&mut self) {
+        self.body = None;
+    }
+
     /// The next whole frame, if one has arrived.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
         self.body = None;

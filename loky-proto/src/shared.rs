@@ -360,6 +360,9 @@ struct Hide {
 }
 
 impl Hide {
+    // Inline (here and in `drop`): a worker hides the frames around every
+    // item of a chunk, and a call across crates costs more than the flags.
+    #[inline]
     fn both() -> Hide {
         Hide {
             encoding: ENCODING_HIDDEN.replace(true),
@@ -369,6 +372,7 @@ impl Hide {
 }
 
 impl Drop for Hide {
+    #[inline]
     fn drop(&mut self) {
         ENCODING_HIDDEN.set(self.encoding);
         DECODING_HIDDEN.set(self.decoding);

@@ -87,6 +87,7 @@ impl FrameBuf {
     }
 
     /// The length the bytes would have in one vector.
+    #[inline]
     pub fn len(&self) -> usize {
         match &self.spill {
             Some((_, len)) => self.spill_base() + len,
@@ -332,9 +333,13 @@ impl io::Write for FrameBuf {
 impl crate::frame::FrameSink for FrameBuf {}
 
 impl crate::frame::sealed::Sink for FrameBuf {
+    // Inline: called for every item of a chunk (as `append` is for every
+    // small value).
+    #[inline]
     fn len(&self) -> usize {
         FrameBuf::len(self)
     }
+    #[inline]
     fn append(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
     }

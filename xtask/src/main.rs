@@ -1,6 +1,7 @@
 //! Project automation for loky-rs, run as `cargo xtask <command>`.
 //!
-//! - `cargo xtask test [--quick] [--no-chaos] [--no-nextest] [--slurm]`:
+//! - `cargo xtask test [--quick] [--no-chaos] [--no-nextest] [--slurm]
+//!   [--ssh]`:
 //!   every check CI runs, in order, each under a deadline, stopping at the
 //!   first failure, then a summary table (see [`test`](mod@test)).
 //! - `cargo xtask bench [args...]`: the benchmark binary of `loky-tests`
@@ -13,6 +14,8 @@
 //!   doc tests as packed (see [`package`](mod@package)).
 //! - `cargo xtask slurm -- COMMAND...`: COMMAND against a single-node Slurm
 //!   cluster on this machine (see [`slurm`](mod@slurm)).
+//! - `cargo xtask ssh -- COMMAND...`: COMMAND against an ssh server of its
+//!   own on this machine (see [`ssh`](mod@ssh)).
 //!
 //! Only the standard library and libc (process groups and signals, in
 //! `os`) are used, so the first `cargo xtask` on a clean checkout builds in
@@ -27,7 +30,9 @@ mod os;
 mod package;
 mod runner;
 mod slurm;
+mod ssh;
 mod steps;
+mod system;
 mod test;
 
 use std::process::ExitCode;
@@ -39,7 +44,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  test [--quick] [--no-chaos] [--no-nextest] [--slurm]
+  test [--quick] [--no-chaos] [--no-nextest] [--slurm] [--ssh]
       fmt check, clippy (-D warnings), docs (-D warnings), the build, tests
       (nextest when installed, else cargo test), doctests, the feature
       `remote` (its clippy, docs and tests; the network-namespace tests as
@@ -51,6 +56,8 @@ commands:
       --no-nextest  run the tests with cargo test even where nextest is installed
       --slurm       also run the Slurm tests on a single-node cluster (root:
                     installs Slurm from Debian's packages if missing)
+      --ssh         also run the ssh launcher's tests against an ssh server
+                    of their own (root: installs OpenSSH if missing)
   bench [--peers] [args...]
       run the loky-bench binary of loky-tests (release build); every argument,
       --peers included, is passed through to it.
@@ -69,6 +76,10 @@ commands:
   slurm -- COMMAND [ARGS...]
       run COMMAND with SLURM_CONF set, against a single-node Slurm cluster
       started for it (root: installs it if missing) and stopped after it.
+  ssh -- COMMAND [ARGS...]
+      run COMMAND with an `ssh` on its PATH that logs in to an sshd started
+      for it on a loopback port (LOKY_SSH_HOST names it; root: installs
+      OpenSSH if missing), and stop the server after it.
   help
       print this text.";
 
@@ -94,6 +105,7 @@ fn main() -> ExitCode {
         "doc-examples" => doc_examples::run(&Workspace::locate()),
         "package" => package::run(&Workspace::locate()),
         "slurm" => slurm::run(&Workspace::locate(), rest),
+        "ssh" => ssh::run(&Workspace::locate(), rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -19,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::runner::{self, Workspace};
+use crate::system::{self, wait_until};
 
 /// Debian's packages of a single-node cluster.
 const PACKAGES: &[&str] = &["slurmd", "slurmctld", "slurm-client", "munge"];
@@ -106,46 +107,13 @@ fn run_command(command: &[String], conf: &Path) -> Result<(), String> {
     runner::run(&mut child)
 }
 
-/// Whether `program` is on the path (or in the system directories, which a
-/// non-login root shell may lack).
-fn installed(program: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .any(|dir| dir.join(program).is_file())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-}
-
 /// Installs the packages unless every program is there.
 fn install() -> Result<(), String> {
-    if ["slurmd", "slurmctld", "srun", "sinfo", "munged"]
-        .iter()
-        .all(|program| installed(program))
-    {
-        return Ok(());
-    }
-    if !is_root() {
-        return Err(format!(
-            "Slurm is not installed and only root can install it (apt-get install {})",
-            PACKAGES.join(" ")
-        ));
-    }
-    let mut update = Command::new("apt-get");
-    update.args(["update", "-qq"]).stdin(Stdio::null());
-    runner::run(&mut update)?;
-    let mut install = Command::new("apt-get");
-    install
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(PACKAGES)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::null());
-    runner::run(&mut install)
+    system::install(
+        "Slurm",
+        &["slurmd", "slurmctld", "srun", "sinfo", "munged"],
+        PACKAGES,
+    )
 }
 
 /// The short host name (as `hostname -s` prints it), which Slurm expects
@@ -325,19 +293,4 @@ fn wait_idle(conf: &Path) -> Result<(), String> {
             .output()
             .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "idle")
     })
-}
-
-/// Polls `ready` with a short backoff until it holds or `within` passes:
-/// the daemons offer nothing to wait on but their answers.
-fn wait_until(within: Duration, what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
-    let deadline = Instant::now() + within;
-    let mut backoff = Duration::from_millis(20);
-    while !ready() {
-        if Instant::now() >= deadline {
-            return Err(format!("timed out after {within:?} waiting for {what}"));
-        }
-        thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_millis(500));
-    }
-    Ok(())
 }

@@ -82,6 +82,8 @@ pub(crate) struct Options {
     nextest: bool,
     /// Run the Slurm tests (`--slurm`).
     slurm: bool,
+    /// Run the ssh launcher's tests (`--ssh`).
+    ssh: bool,
 }
 
 impl Options {
@@ -92,6 +94,7 @@ impl Options {
             chaos: true,
             nextest: true,
             slurm: false,
+            ssh: false,
         };
         for arg in args {
             match arg.as_str() {
@@ -99,6 +102,7 @@ impl Options {
                 "--no-chaos" => options.chaos = false,
                 "--no-nextest" => options.nextest = false,
                 "--slurm" => options.slurm = true,
+                "--ssh" => options.ssh = true,
                 other => return Err(format!("unknown option `{other}` for `test`")),
             }
         }
@@ -347,15 +351,17 @@ mod tests {
                 chaos: true,
                 nextest: true,
                 slurm: false,
+                ssh: false,
             })
         );
         assert_eq!(
-            parse(&["--quick", "--no-chaos", "--no-nextest", "--slurm"]),
+            parse(&["--quick", "--no-chaos", "--no-nextest", "--slurm", "--ssh"]),
             Ok(Options {
                 quick: true,
                 chaos: false,
                 nextest: false,
                 slurm: true,
+                ssh: true,
             })
         );
         assert!(parse(&["--fast"]).is_err());
@@ -372,6 +378,7 @@ mod tests {
                 chaos: true,
                 nextest,
                 slurm: true,
+                ssh: true,
             };
             let steps = plan_with(&workspace, options, nextest);
             for step in &steps {

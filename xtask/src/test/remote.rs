@@ -9,12 +9,15 @@
 //!   cluster that `cargo xtask slurm` starts and stops; `slurm allocation`:
 //!   the executors' Slurm tests again inside an allocation (`salloc`), as
 //!   in an `sbatch` script, where each worker is a step of the job.
+//! - `ssh` (with `--ssh`): the tests of `Launcher::ssh`, against an ssh
+//!   server that `cargo xtask ssh` starts on a loopback port and stops.
 
 use std::process::{Command, Stdio};
 
 use super::{Options, deadline, test_command};
 use crate::runner::Workspace;
 use crate::steps::Step;
+use crate::system::is_root;
 
 /// Turns the feature on in every crate of the workspace, and the
 /// end-to-end tests of remote executors.
@@ -48,6 +51,16 @@ const EXECUTOR_TESTS: &[&str] = &[
     "loky-tests/remote",
     "--test",
     "remote_cluster",
+];
+
+/// The tests of the ssh launcher, marked `#[ignore]`.
+const SSH_TESTS: &[&str] = &[
+    "-p",
+    "loky-tests",
+    "--features",
+    "loky-tests/remote",
+    "--test",
+    "remote_ssh",
 ];
 
 /// An allocation of two tasks (the single-node cluster has at least two
@@ -89,14 +102,17 @@ pub(super) fn steps(workspace: &Workspace, options: Options, nextest: bool) -> V
     steps.push(Step::run("remote test", deadline::REMOTE, vec![test]));
     steps.push(netns_step(workspace, nextest));
     let all = ignored_tests(workspace, IGNORED_TESTS, "slurm", nextest);
-    steps.push(slurm_step(options, "slurm", &[], &all));
+    steps.push(daemon_step(Daemon::Slurm, options, "slurm", &[], &all));
     let executors = ignored_tests(workspace, EXECUTOR_TESTS, "slurm", nextest);
-    steps.push(slurm_step(
+    steps.push(daemon_step(
+        Daemon::Slurm,
         options,
         "slurm allocation",
         ALLOCATION,
         &executors,
     ));
+    let ssh = ignored_tests(workspace, SSH_TESTS, "ssh_", nextest);
+    steps.push(daemon_step(Daemon::Ssh, options, "ssh", &[], &ssh));
     steps
 }
 
@@ -137,15 +153,35 @@ fn netns_step(workspace: &Workspace, nextest: bool) -> Step {
     )
 }
 
-/// `tests`, run by `cargo xtask slurm` (after the words of `prefix`).
-fn slurm_step(options: Options, name: &str, prefix: &[&str], tests: &Command) -> Step {
-    if !options.slurm {
-        return Step::skip(name, "needs --slurm");
+/// The daemons that xtask brings up for the tests that need them.
+#[derive(Debug, Clone, Copy)]
+enum Daemon {
+    /// A single-node Slurm cluster (`cargo xtask slurm`, `--slurm`).
+    Slurm,
+    /// An ssh server (`cargo xtask ssh`, `--ssh`).
+    Ssh,
+}
+
+/// `tests`, run by `cargo xtask slurm` or `cargo xtask ssh` (after the
+/// words of `prefix`) when the option that asks for them is given.
+fn daemon_step(
+    daemon: Daemon,
+    options: Options,
+    name: &str,
+    prefix: &[&str],
+    tests: &Command,
+) -> Step {
+    let (subcommand, wanted) = match daemon {
+        Daemon::Slurm => ("slurm", options.slurm),
+        Daemon::Ssh => ("ssh", options.ssh),
+    };
+    if !wanted {
+        return Step::skip(name, &format!("needs --{subcommand}"));
     }
     let xtask = std::env::current_exe().unwrap_or_else(|_| "cargo-xtask".into());
     let mut command = Command::new(xtask);
     command
-        .args(["slurm", "--"])
+        .args([subcommand, "--"])
         .args(prefix)
         .arg(tests.get_program())
         .args(tests.get_args())
@@ -154,13 +190,6 @@ fn slurm_step(options: Options, name: &str, prefix: &[&str], tests: &Command) ->
         command.current_dir(dir);
     }
     Step::run(name, deadline::REMOTE, vec![command])
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
 #[cfg(test)]
@@ -185,10 +214,12 @@ mod tests {
                 "remote test",
                 "netns",
                 "slurm",
-                "slurm allocation"
+                "slurm allocation",
+                "ssh"
             ]
         );
         assert!(matches!(&steps[4].action, Action::Skip(reason) if reason == "needs --slurm"));
+        assert!(matches!(&steps[6].action, Action::Skip(reason) if reason == "needs --ssh"));
         let slurm = Options::parse(&["--slurm".into()]).unwrap();
         let steps = super::steps(&workspace, slurm, true);
         let Action::Run(commands) = &steps[4].action else {
@@ -208,5 +239,24 @@ mod tests {
         assert_eq!(args[..3], ["slurm", "--", "salloc"]);
         assert!(args.iter().any(|a| a == "remote_cluster"), "{args:?}");
         assert!(!args.iter().any(|a| a == "connect_back"), "{args:?}");
+        assert!(
+            matches!(&steps[6].action, Action::Skip(_)),
+            "ssh waits for --ssh"
+        );
+        let ssh = Options::parse(&["--ssh".into()]).unwrap();
+        let steps = super::steps(&workspace, ssh, true);
+        let Action::Run(commands) = &steps[6].action else {
+            panic!("the ssh step runs with --ssh");
+        };
+        let args: Vec<_> = commands[0]
+            .get_args()
+            .map(|a| a.to_string_lossy())
+            .collect();
+        assert_eq!(args[..2], ["ssh", "--"]);
+        assert!(args.iter().any(|a| a == "remote_ssh"), "{args:?}");
+        assert!(
+            matches!(&steps[4].action, Action::Skip(_)),
+            "slurm waits for --slurm"
+        );
     }
 }

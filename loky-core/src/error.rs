@@ -565,12 +565,35 @@ impl UnknownTask {
 }
 
 /// The worker registers the task with other argument or output types.
+///
+/// Its message names the types by their last path segment
+/// (`Vec<String> -> i64`) unless that would make the two signatures look
+/// the same (two `Point`s of different modules); the accessors give the
+/// full names.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("task `{task}` is submitted as `{handle}` but the worker registers it as `{worker}`")]
 pub struct TaskMismatch {
     pub(crate) task: String,
     pub(crate) handle: String,
     pub(crate) worker: String,
+}
+
+impl fmt::Display for TaskMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (handle, worker) = (
+            loky_proto::short_type_name(&self.handle),
+            loky_proto::short_type_name(&self.worker),
+        );
+        let (handle, worker) = if handle == worker {
+            (self.handle.as_str().into(), self.worker.as_str().into())
+        } else {
+            (handle, worker)
+        };
+        write!(
+            f,
+            "task `{}` is submitted as `{handle}` but the worker registers it as `{worker}`",
+            self.task
+        )
+    }
 }
 
 impl TaskMismatch {
@@ -731,6 +754,31 @@ mod tests {
         assert!(chain[1].starts_with("could not start worker program"));
         assert!(err.is_broken_pool());
         assert!(Error::broken("no cause").source().is_none());
+    }
+
+    #[test]
+    fn a_task_mismatch_names_types_briefly_unless_that_hides_the_difference() {
+        let mismatch = |handle: &str, worker: &str| {
+            Error::TaskMismatch(TaskMismatch {
+                task: "t".into(),
+                handle: handle.into(),
+                worker: worker.into(),
+            })
+            .to_string()
+        };
+        assert_eq!(
+            mismatch(
+                "alloc::vec::Vec<alloc::string::String> -> i64",
+                "core::option::Option<app::Point> -> i64"
+            ),
+            "task `t` is submitted as `Vec<String> -> i64` but the worker registers it as \
+             `Option<Point> -> i64`"
+        );
+        assert_eq!(
+            mismatch("app::a::Point -> i64", "app::b::Point -> i64"),
+            "task `t` is submitted as `app::a::Point -> i64` but the worker registers it as \
+             `app::b::Point -> i64`"
+        );
     }
 
     #[test]

@@ -177,11 +177,7 @@ fn task_mismatch_names_both_signatures() {
     one_line(
         "TaskMismatch",
         &err,
-        &[
-            "`square`",
-            "String -> alloc::string::String",
-            "`i64 -> i64`",
-        ],
+        &["`square`", "`String -> String`", "`i64 -> i64`"],
     );
 }
 

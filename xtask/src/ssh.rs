@@ -124,14 +124,14 @@ fn with_server(dir: &Path, body: impl FnOnce(&Env) -> Result<(), String>) -> Res
     result
 }
 
-/// The absolute path of `program` (sshd must be started by one).
+/// The absolute path of `name` (sshd must be started by one).
 fn program(name: &str) -> Result<PathBuf, String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file() && candidate.is_absolute())
-        .ok_or_else(|| format!("{name} is not installed"))
+    system::find(name).ok_or_else(|| format!("{name} is not installed"))
+}
+
+/// `path` quoted for a POSIX shell.
+fn quoted(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
 }
 
 /// Writes the keys and configurations under `dir` (emptied first).
@@ -156,9 +156,9 @@ fn configure(dir: &Path) -> Result<Env, String> {
     let server = format!(
         "Port {port}
 ListenAddress 127.0.0.1
-HostKey {d}/host_key
-PidFile {d}/sshd.pid
-AuthorizedKeysFile {d}/authorized_keys
+HostKey \"{d}/host_key\"
+PidFile \"{d}/sshd.pid\"
+AuthorizedKeysFile \"{d}/authorized_keys\"
 StrictModes no
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -186,16 +186,16 @@ LogLevel ERROR
     Port {port}
     User {user}
     IdentitiesOnly yes
-    UserKnownHostsFile {d}/known_hosts
+    UserKnownHostsFile \"{d}/known_hosts\"
     GlobalKnownHostsFile /dev/null
     StrictHostKeyChecking yes
     LogLevel ERROR
 
 Host {HOST}
-    IdentityFile {d}/client_key
+    IdentityFile \"{d}/client_key\"
 
 Host {DENIED_HOST}
-    IdentityFile {d}/refused_key
+    IdentityFile \"{d}/refused_key\"
 "
     );
     fs::write(dir.join("ssh_config"), client).map_err(io("write ssh_config".into()))?;
@@ -204,8 +204,9 @@ Host {DENIED_HOST}
     fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nexec '{}' -F '{d}/ssh_config' \"$@\"\n",
-            ssh.display()
+            "#!/bin/sh\nexec {} -F {} \"$@\"\n",
+            quoted(&ssh),
+            quoted(&dir.join("ssh_config"))
         ),
     )
     .map_err(io("write the ssh wrapper".into()))?;

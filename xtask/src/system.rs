@@ -2,6 +2,7 @@
 //! ssh server) ask of the machine: root, Debian packages, and a bounded
 //! wait for a daemon to answer.
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,13 +17,19 @@ pub(crate) fn is_root() -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
-/// Whether `program` is on the path (or in the system directories, which a
-/// non-login root shell may lack).
-pub(crate) fn installed(program: &str) -> bool {
+/// Where `program` is on the path (or in the system directories, which a
+/// non-login root shell may lack), as an absolute path.
+pub(crate) fn find(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin".into(), "/sbin".into()])
-        .any(|dir| dir.join(program).is_file())
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_absolute() && candidate.is_file())
+}
+
+/// Whether `program` is installed (see [`find`]).
+pub(crate) fn installed(program: &str) -> bool {
+    find(program).is_some()
 }
 
 /// Installs Debian's `packages` (as root, with `apt-get`) unless every one

@@ -249,6 +249,16 @@ impl ExecutorBuilder {
     /// `loky::SharedBytes` cross to local workers as
     /// descriptors, never copied.
     ///
+    /// A memory file is fresh memory for every frame, and on a kernel
+    /// without huge pages for shared memory, allocating its pages costs
+    /// about as much as the socket's copies it saves: for plain bytes
+    /// (`Vec<u8>`, `ByteBuf`), which are copied in and out either way, the
+    /// socket can be as fast (row 5 of the repository's `BENCHMARKS.md`
+    /// measures both). The memory file keeps the socket free for other
+    /// messages while a large frame crosses; for large buffers sent as they
+    /// are (arrays, images, model weights), `SharedBytes` avoids the copies
+    /// altogether.
+    ///
     /// ```no_run
     /// use loky::ProcessPoolExecutor;
     ///

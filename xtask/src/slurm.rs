@@ -16,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::runner::{self, Workspace};
 use crate::system::{self, wait_until};
@@ -27,24 +27,13 @@ const PACKAGES: &[&str] = &["slurmd", "slurmctld", "slurm-client", "munge"];
 /// How long the cluster may take to come up.
 const STARTUP: Duration = Duration::from_secs(60);
 
-/// How long a daemon may take to stop before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(10);
-
 /// Runs `cargo xtask slurm ARGS`.
 pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
-    let command = match args.split_first() {
-        Some((dashes, command)) if dashes == "--" && !command.is_empty() => command,
-        _ => {
-            eprintln!("usage: cargo xtask slurm -- COMMAND [ARGS...]");
-            return ExitCode::from(2);
+    match system::command_after_dashes("slurm", args) {
+        Ok(command) => {
+            system::exit_code(with_cluster(workspace, |conf| run_command(command, conf)))
         }
-    };
-    match with_cluster(workspace, |conf| run_command(command, conf)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
+        Err(usage) => usage,
     }
 }
 
@@ -77,7 +66,7 @@ fn cancel_jobs(conf: &Path) {
         .arg("--me")
         .env("SLURM_CONF", conf)
         .status();
-    let _ = wait_until(STOP_GRACE, "the jobs to end", || {
+    let _ = wait_until(system::STOP_GRACE, "the jobs to end", || {
         Command::new("squeue")
             .arg("-h")
             .env("SLURM_CONF", conf)
@@ -226,18 +215,7 @@ impl Daemons {
     /// a grace period.
     fn stop(&mut self) {
         while let Some((name, mut child)) = self.started.pop() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + STOP_GRACE;
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(50));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-            println!("stopped {name}");
+            system::stop(name, &mut child);
         }
         // A step whose srun was killed can outlive slurmd, waiting for it.
         for pid in step_daemons() {

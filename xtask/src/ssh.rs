@@ -27,38 +27,26 @@ const PACKAGES: &[&str] = &["openssh-server", "openssh-client"];
 
 /// The host name under which the client reaches the server with a key it
 /// accepts.
-pub(crate) const HOST: &str = "loky-ssh-test";
+const HOST: &str = "loky-ssh-test";
 
 /// The same server reached with a key it does not accept.
-pub(crate) const DENIED_HOST: &str = "loky-ssh-denied";
+const DENIED_HOST: &str = "loky-ssh-denied";
 
 /// How long the server may take to accept a first login.
 const STARTUP: Duration = Duration::from_secs(60);
 
-/// How long the server may take to stop before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(10);
-
 /// Runs `cargo xtask ssh ARGS`.
 pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
-    let command = match args.split_first() {
-        Some((dashes, command)) if dashes == "--" && !command.is_empty() => command,
-        _ => {
-            eprintln!("usage: cargo xtask ssh -- COMMAND [ARGS...]");
-            return ExitCode::from(2);
-        }
+    let command = match system::command_after_dashes("ssh", args) {
+        Ok(command) => command,
+        Err(usage) => return usage,
     };
     let dir = workspace.target_dir().join("ssh");
-    match with_server(&dir, |env| {
+    system::exit_code(with_server(&dir, |env| {
         let mut child = Command::new(&command[0]);
         child.args(&command[1..]).envs(env.vars());
         runner::run(&mut child)
-    }) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    }))
 }
 
 /// What a command run against the server needs.
@@ -246,22 +234,10 @@ impl Server {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// SIGTERM, then SIGKILL after a grace period; reaped either way.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let _ = wait_until(STOP_GRACE, "sshd to stop", || {
-            !matches!(child.try_wait(), Ok(None))
-        });
-        if matches!(child.try_wait(), Ok(None)) {
-            let _ = child.kill();
+        if let Some(mut child) = self.child.take() {
+            system::stop("sshd", &mut child);
         }
-        let _ = child.wait();
-        println!("stopped sshd");
     }
 }
 

@@ -3,7 +3,7 @@
 //! wait for a daemon to answer.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -74,4 +74,50 @@ pub(crate) fn wait_until(
         backoff = (backoff * 2).min(Duration::from_millis(500));
     }
     Ok(())
+}
+
+/// How long a daemon may take to stop before it is killed.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The COMMAND of `cargo xtask SUBCOMMAND -- COMMAND [ARGS...]`, or the
+/// exit code of a usage error (printed).
+pub(crate) fn command_after_dashes<'a>(
+    subcommand: &str,
+    args: &'a [String],
+) -> Result<&'a [String], ExitCode> {
+    match args.split_first() {
+        Some((dashes, command)) if dashes == "--" && !command.is_empty() => Ok(command),
+        _ => {
+            eprintln!("usage: cargo xtask {subcommand} -- COMMAND [ARGS...]");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// The exit code of a subcommand that ended with `result`, its error
+/// printed.
+pub(crate) fn exit_code(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Stops the daemon `name` that runs as `child`: SIGTERM, then SIGKILL
+/// after [`STOP_GRACE`]; reaped either way.
+pub(crate) fn stop(name: &str, child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = wait_until(STOP_GRACE, &format!("{name} to stop"), || {
+        !matches!(child.try_wait(), Ok(None))
+    });
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    println!("stopped {name}");
 }

@@ -110,10 +110,17 @@ impl Supervisor {
             .map(|(i, _)| i)
     }
 
-    /// Starts workers until `max_workers` are live.
+    /// Starts workers until `max_workers` are live; none once the pool
+    /// broke, or shuts down with no call waiting for a worker (a worker
+    /// started then would only be closed, and the next hello would start
+    /// another).
     pub(super) fn top_up(&mut self) {
         self.replace_at = None;
-        if self.broken.is_some() || matches!(self.shutdown, Some(how) if how.kill_workers) {
+        let shutting_down = matches!(
+            self.shutdown,
+            Some(how) if how.kill_workers || self.pending.is_empty()
+        );
+        if self.broken.is_some() || shutting_down {
             return;
         }
         let live = self.slots.iter().filter(|s| s.live()).count();

@@ -853,6 +853,38 @@ fn shutdown_waits_for_the_calls_then_closes_every_worker() {
 }
 
 #[test]
+fn a_worker_that_says_hello_after_shutdown_starts_no_other_and_the_pool_finishes() {
+    let mut h = harness(2, |_| {});
+    h.start_here();
+    let future = h.submit(1);
+    h.turn();
+    h.hello(1);
+    h.turn();
+    assert_eq!(h.launched(), [1, 2]);
+    h.reply(1, 7);
+    h.turn();
+    assert_eq!(value_of(&future), 7);
+    // Shut down while the second worker still starts: the first leaves,
+    // then the second says hello, the only live worker that did.
+    h.pool.shutdown(Shutdown {
+        wait: false,
+        ..Shutdown::default()
+    });
+    h.turn();
+    assert!(h.actions(1).contains(&Action::Closed));
+    h.die(1, EXITED, End::Closed);
+    h.turn();
+    h.hello(2);
+    h.turn();
+    assert_eq!(h.launched(), [1, 2], "nothing to do: no worker starts");
+    assert!(h.actions(2).contains(&Action::Closed));
+    h.die(2, EXITED, End::Closed);
+    h.turn();
+    assert_eq!(h.launched(), [1, 2]);
+    assert!(h.is_finished());
+}
+
+#[test]
 fn shutdown_with_cancel_futures_cancels_what_is_queued() {
     let mut h = harness(1, |_| {});
     let running = h.submit(1);

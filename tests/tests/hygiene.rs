@@ -70,12 +70,22 @@ fn descriptors(pid: u32) -> BTreeMap<i32, String> {
 
 /// The workers of `ex`, every one started and idle.
 fn idle_workers(ex: &loky::ProcessPoolExecutor) -> Vec<u32> {
-    let calls: Vec<_> = (0..8).map(|_| ex.submit(PID, ()).unwrap()).collect();
-    for call in calls {
-        call.result_bounded().unwrap();
-    }
-    let pids = ex.worker_pids();
-    assert_eq!(pids.len(), ex.max_workers(), "{pids:?}");
+    // A pool starts its other workers once the first said hello, and the
+    // first can answer every call meanwhile: calls go on until each worker
+    // has answered one, so none is still starting (and closing what it
+    // inherited) when its descriptors are read.
+    let mut answered = std::collections::BTreeSet::new();
+    let all_served = common::eventually(common::RESULT_TIMEOUT, || {
+        let calls: Vec<_> = (0..ex.max_workers())
+            .map(|_| ex.submit(PID, ()).unwrap())
+            .collect();
+        answered.extend(calls.into_iter().map(|call| call.result_bounded().unwrap()));
+        answered.len() == ex.max_workers()
+    });
+    assert!(all_served, "hang: only workers {answered:?} answered");
+    let mut pids = ex.worker_pids();
+    pids.sort_unstable();
+    assert_eq!(pids, answered.into_iter().collect::<Vec<_>>());
     pids
 }
 

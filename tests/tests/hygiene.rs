@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use common::FutureExt;
-use loky::diagnostics::{PID, SQUARE};
+use loky::diagnostics::SQUARE;
 
 /// The tests here count the descriptors and children of the whole test
 /// process, so they must not overlap.
@@ -68,27 +68,6 @@ fn descriptors(pid: u32) -> BTreeMap<i32, String> {
         .collect()
 }
 
-/// The workers of `ex`, every one started and idle.
-fn idle_workers(ex: &loky::ProcessPoolExecutor) -> Vec<u32> {
-    // A pool starts its other workers once the first said hello, and the
-    // first can answer every call meanwhile: calls go on until each worker
-    // has answered one, so none is still starting (and closing what it
-    // inherited) when its descriptors are read.
-    let mut answered = std::collections::BTreeSet::new();
-    let all_served = common::eventually(common::RESULT_TIMEOUT, || {
-        let calls: Vec<_> = (0..ex.max_workers())
-            .map(|_| ex.submit(PID, ()).unwrap())
-            .collect();
-        answered.extend(calls.into_iter().map(|call| call.result_bounded().unwrap()));
-        answered.len() == ex.max_workers()
-    });
-    assert!(all_served, "hang: only workers {answered:?} answered");
-    let mut pids = ex.worker_pids();
-    pids.sort_unstable();
-    assert_eq!(pids, answered.into_iter().collect::<Vec<_>>());
-    pids
-}
-
 /// Catches a worker that inherits a descriptor its parent opened: the
 /// channel of a sibling (whose end of channel would then never come), of
 /// another pool, or anything else; and a worker whose stdin is not
@@ -107,9 +86,9 @@ fn a_worker_holds_only_its_stdio_and_descriptors_of_its_own() {
     // A first pool's channels are open in this process when the second
     // pool starts its workers.
     let first = common::pool(2);
-    let mut workers = idle_workers(&first);
+    let mut workers = common::every_worker_serving(&first);
     let second = common::pool(2);
-    workers.extend(idle_workers(&second));
+    workers.extend(common::every_worker_serving(&second));
     let mut channels = Vec::new();
     for &pid in &workers {
         let held = descriptors(pid);

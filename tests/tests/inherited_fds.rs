@@ -11,8 +11,6 @@ mod common;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use loky::diagnostics::PID;
-
 /// A pipe made as C code makes it: neither end close-on-exec.
 fn inheritable_pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
@@ -66,11 +64,7 @@ fn workers_hold_no_inherited_descriptor_and_a_pipe_closed_by_the_parent_ends() {
         .unwrap()
         .1;
     let ex = common::pool(2);
-    let futs: Vec<_> = (0..4).map(|_| ex.submit(PID, ()).unwrap()).collect();
-    for fut in futs {
-        fut.result_timeout(common::RESULT_TIMEOUT).unwrap();
-    }
-    let pids = ex.worker_pids();
+    let pids = common::every_worker_serving(&ex);
     assert_eq!(pids.len(), 2);
 
     for &pid in &pids {

@@ -158,3 +158,24 @@ where
 {
     ex.submit(task, args).expect("submit").result_bounded()
 }
+
+/// The pids of the workers of `ex` once every one of them has answered a
+/// call, sorted: none is still starting (and closing what it inherited).
+/// A pool starts its other workers once its first said hello, and the
+/// first can answer every call meanwhile, so calls go on, bounded, until
+/// each worker has answered one.
+pub fn every_worker_serving(ex: &ProcessPoolExecutor) -> Vec<u32> {
+    let mut answered = std::collections::BTreeSet::new();
+    let all_served = eventually(RESULT_TIMEOUT, || {
+        let calls: Vec<_> = (0..ex.max_workers())
+            .map(|_| ex.submit(loky::diagnostics::PID, ()).unwrap())
+            .collect();
+        answered.extend(calls.into_iter().map(|call| call.result_bounded().unwrap()));
+        answered.len() == ex.max_workers()
+    });
+    assert!(all_served, "hang: only workers {answered:?} answered");
+    let mut pids = ex.worker_pids();
+    pids.sort_unstable();
+    assert_eq!(pids, answered.into_iter().collect::<Vec<_>>());
+    pids
+}

@@ -82,6 +82,29 @@ fn results_map_and_panics_come_back_as_from_local_workers() {
     assert!(common::reaped_within(&workers, RESULT_TIMEOUT));
 }
 
+/// The worker looks the executor's host name up itself (through libc's
+/// resolver: for a statically linked worker, the name-service modules it
+/// loads at run time).
+#[test]
+fn a_worker_told_a_host_name_looks_it_up_and_connects_back() {
+    let ex = builder(1)
+        .advertise("localhost")
+        .build()
+        .expect("a launcher of workers dialing `localhost`");
+    assert_eq!(run(&ex, SQUARE, 9).unwrap(), 81);
+    ex.shutdown(true);
+    // The name is the one dialed: one that resolves nowhere (`.invalid` is
+    // reserved for that) leaves the worker unable to connect.
+    let ex = builder(1)
+        .advertise("loky-test.invalid")
+        .start_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let err = run(&ex, SQUARE, 9).unwrap_err();
+    assert!(matches!(err, Error::BrokenProcessPool(_)), "{err:?}");
+    assert!(err.to_string().contains("never connected back"), "{err}");
+}
+
 #[test]
 fn a_crash_breaks_the_pool_with_a_terminated_worker_naming_its_host() {
     let ex = pool(1);

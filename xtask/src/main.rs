@@ -31,6 +31,7 @@ mod package;
 mod runner;
 mod slurm;
 mod ssh;
+mod static_link;
 mod steps;
 mod system;
 mod test;

@@ -2,9 +2,11 @@
 //!
 //! The steps are fmt, clippy, doc, doc examples (no example on `loky`'s
 //! pages names an inner crate), build, test, doctest, package (the
-//! published crates build and pass `loky`'s doc tests as packed), chaos,
-//! one step per entry of [`EXAMPLES`], and a short run of each fuzz target
-//! (which builds its instrumented targets itself). Each runs in a process group of its own under
+//! published crates build and pass `loky`'s doc tests as packed), the
+//! steps of the feature `remote` ([`remote`]), static (tests and their
+//! worker linked statically), chaos, one step per entry of
+//! [`EXAMPLES`], and a short run of each fuzz target (which builds its
+//! instrumented targets itself). Each runs in a process group of its own under
 //! a deadline: past it, the step is stopped with its whole group and fails
 //! as hung, naming itself. The deadlines are generous for a loaded two-core
 //! machine; compilation happens in the steps with the long ones (clippy,
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 use crate::examples::EXAMPLES;
 use crate::runner::Workspace;
+use crate::static_link;
 use crate::steps::{self, Action, Step};
 
 mod remote;
@@ -66,6 +69,10 @@ mod deadline {
     /// A step of the feature `remote` (it compiles the workspace with the
     /// feature on).
     pub(super) const REMOTE: Duration = Duration::from_secs(60 * 60);
+    /// Builds a few test binaries and the test worker for the host target
+    /// (their dependencies again, in a directory of their own) and runs
+    /// them: about a minute.
+    pub(super) const STATIC: Duration = Duration::from_secs(30 * 60);
     /// Builds the instrumented fuzz targets (about 10 minutes of wall time
     /// on a loaded machine) and runs each briefly.
     pub(super) const FUZZ: Duration = Duration::from_secs(45 * 60);
@@ -146,6 +153,7 @@ fn plan_with(workspace: &Workspace, options: Options, nextest: bool) -> Vec<Step
         vec![xtask(&["package"])],
     ));
     steps.extend(remote::steps(workspace, options, nextest));
+    steps.push(static_step(workspace, nextest));
     steps.push(chaos_step(workspace, options, CHAOS_BIN, "chaos"));
     steps.push(chaos_step(workspace, options, MAP_CHAOS_BIN, "map-chaos"));
     steps.extend(example_steps(workspace));
@@ -295,6 +303,47 @@ fn stock_worker(workspace: &Workspace) -> PathBuf {
         .join(target)
         .join("debug")
         .join("loky-worker")
+}
+
+/// The test binaries of `loky-tests` run linked statically, the test
+/// worker with them: its crashes, its memory files and memory limit, its
+/// parent's death, its descriptors, and its connecting back (by host name
+/// among others).
+const STATIC_TESTS: &[&str] = &[
+    "crash",
+    "respawn",
+    "shared_memory",
+    "memory_limit",
+    "parent_death",
+    "hygiene",
+    "remote",
+];
+
+/// [`STATIC_TESTS`], built for the host target with every program linked
+/// statically, as README shows; skipped where the toolchain does not
+/// target glibc.
+fn static_step(workspace: &Workspace, nextest: bool) -> Step {
+    const NAME: &str = "static";
+    let words: &[&str] = if nextest {
+        &["nextest", "run", "--profile", NEXTEST_PROFILE]
+    } else {
+        &["test"]
+    };
+    let mut test = match static_link::cargo(workspace, words) {
+        Ok((test, _)) => test,
+        Err(why) => return Step::skip(NAME, &why),
+    };
+    test.args([
+        "--no-fail-fast",
+        "-p",
+        "loky-tests",
+        "--features",
+        "loky-tests/remote",
+    ]);
+    for name in STATIC_TESTS {
+        test.args(["--test", name]);
+    }
+    Step::run(NAME, deadline::STATIC, vec![test])
 }
 
 /// The chaos run of `bin`, as step `name`, when enabled and the binary

@@ -1,11 +1,14 @@
 //! `cargo xtask bench`: the `loky-bench` binary of `loky-tests`, in release,
-//! after building the stock `loky-worker` program it measures and, with
-//! `--peers`, the procspawn peer (a bench target of `loky-tests`, so that
+//! after building the stock `loky-worker` program it measures (also linked
+//! statically, for the rows that compare) and, with `--peers`, the
+//! procspawn peer (a bench target of `loky-tests`, so that
 //! procspawn stays a dev-dependency).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::runner::{self, Workspace};
+use crate::static_link;
 
 /// Binary of `loky-tests` that measures the performance targets of DESIGN.md.
 const BENCH_BIN: &str = "loky-bench";
@@ -18,6 +21,9 @@ const PROCSPAWN_PEER: &str = "procspawn-peer";
 
 /// Tells the bench where the procspawn peer's executable is.
 const PROCSPAWN_ENV: &str = "LOKY_BENCH_PROCSPAWN_PEER";
+
+/// Tells the bench where the statically linked stock worker is.
+const STATIC_WORKER_ENV: &str = "LOKY_BENCH_STATIC_WORKER";
 
 /// Runs the benchmark with `args` (`--peers` included) passed through.
 pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
@@ -43,6 +49,12 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;
     }
+    // Rows 1s, 7ds and 9s: the same worker linked statically. Not every
+    // toolchain can (a target other than glibc's, a missing `libc.a`): the
+    // rows then say it was not built, and the rest runs.
+    let static_worker = build_static_worker(workspace)
+        .inspect_err(|why| eprintln!("note: no statically linked worker: {why}"))
+        .ok();
     let procspawn = if args.iter().any(|a| a == "--peers") {
         match build_procspawn_peer(workspace) {
             Ok(path) => Some(path),
@@ -70,6 +82,9 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
     command.env(COMMAND_ENV, invocation(args));
     if let Some(path) = procspawn {
         command.env(PROCSPAWN_ENV, path);
+    }
+    if let Some(path) = static_worker {
+        command.env(STATIC_WORKER_ENV, path);
     }
     let (result, elapsed) = runner::timed(&header, || runner::run(&mut command));
     println!("bench: {:.1}s", elapsed.as_secs_f64());
@@ -99,6 +114,14 @@ fn build_procspawn_peer(workspace: &Workspace) -> Result<String, String> {
     });
     executable(&messages?, PROCSPAWN_PEER)
         .ok_or_else(|| format!("cargo named no executable for {PROCSPAWN_PEER}"))
+}
+
+/// Builds the stock worker in release, linked statically; returns its
+/// path.
+fn build_static_worker(workspace: &Workspace) -> Result<PathBuf, String> {
+    let (mut build, program) = static_link::worker_build(workspace)?;
+    let (built, _) = runner::timed(&runner::display(&build), || runner::run(&mut build));
+    built.map(|()| program)
 }
 
 /// The `"executable"` of target `name` in cargo's JSON `messages` (a bench

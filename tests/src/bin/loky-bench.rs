@@ -23,6 +23,10 @@
 //!   with one of the comma-separated PREFIXES, e.g. `--only
 //!   round_trip,raw_latency`; for profiling one case.
 //!
+//! The rows 1s, 7ds and 9s measure the stock worker linked statically
+//! (`+crt-static`), whose path `cargo xtask bench` passes in
+//! `LOKY_BENCH_STATIC_WORKER`; without it they say "not built".
+//!
 //! The hidden subcommand `raw-echo` makes this binary the echo child of the
 //! raw-limit baseline.
 
@@ -50,6 +54,11 @@ use report::Report;
 
 #[global_allocator]
 static ALLOCATOR: heap::Counting = heap::Counting;
+
+/// The environment variable naming the stock worker linked statically, for
+/// the rows that measure it (`cargo xtask bench` builds it on Linux with
+/// glibc).
+const STATIC_WORKER_ENV: &str = "LOKY_BENCH_STATIC_WORKER";
 
 /// Sequential round trips per run of the latency cases.
 const ROUND_TRIPS: usize = 2_000;
@@ -179,8 +188,13 @@ fn run(options: &Options) -> Result<(), String> {
     let runs = options.runs();
     let wants = |key: &str| options.wants(key);
     let raw = raw::measure(runs, options.round_trips(), &wants);
+    let static_worker = std::env::var_os(STATIC_WORKER_ENV)
+        .map(PathBuf::from)
+        .filter(|path| path.is_file())
+        .ok_or_else(|| format!("not built (no file in {STATIC_WORKER_ENV})"));
     let loky = cases::Bench {
         worker,
+        static_worker,
         runs,
         round_trips: options.round_trips(),
     }

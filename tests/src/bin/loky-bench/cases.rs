@@ -35,6 +35,7 @@ const BUSY: Duration = Duration::from_secs(4);
 pub(crate) mod key {
     pub(crate) const COLD_START: &str = "cold_start_ms";
     pub(crate) const COLD_START_REMOTE: &str = "cold_start_remote_ms";
+    pub(crate) const COLD_START_STATIC: &str = "cold_start_static_ms";
     pub(crate) const SUBMIT: &str = "submit_per_sec";
     pub(crate) const AWAIT: &str = "await_per_sec";
     pub(crate) const ROUND_TRIP: &str = "round_trip_us";
@@ -48,9 +49,11 @@ pub(crate) mod key {
     pub(crate) const CRASH_NEW_POOL: &str = "crash_new_pool_ms";
     pub(crate) const CRASH_RESPAWN: &str = "crash_respawn_us";
     pub(crate) const CRASH_RESPAWN_ALONE: &str = "crash_respawn_alone_ms";
+    pub(crate) const CRASH_RESPAWN_ALONE_STATIC: &str = "crash_respawn_alone_static_ms";
     pub(crate) const PENDING_MEMORY: &str = "pending_future_bytes";
     pub(crate) const IDLE_RSS: &str = "idle_rss_mib";
     pub(crate) const IDLE_PSS: &str = "idle_pss_mib";
+    pub(crate) const IDLE_RSS_STATIC: &str = "idle_rss_static_mib";
 }
 
 /// Figures by case key.
@@ -60,6 +63,8 @@ pub(crate) type Results = BTreeMap<String, Samples>;
 pub(crate) struct Bench {
     /// The stock `loky-worker` program.
     pub(crate) worker: PathBuf,
+    /// The same program linked statically, or why there is none.
+    pub(crate) static_worker: Result<PathBuf, String>,
     pub(crate) runs: usize,
     /// Round trips per run of the latency case.
     pub(crate) round_trips: usize,
@@ -73,8 +78,11 @@ type Measure = fn(&Bench) -> Samples;
 impl Bench {
     /// Measures every case.
     pub(crate) fn measure(&self, wants: &dyn Fn(&str) -> bool) -> Results {
-        let cases: [(&str, Measure); 18] = [
+        let cases: [(&str, Measure); 21] = [
             (key::COLD_START, Bench::cold_start),
+            (key::COLD_START_STATIC, |b| {
+                b.on_static_worker(Bench::cold_start)
+            }),
             (key::COLD_START_REMOTE, remote::cold_start),
             (key::SUBMIT, Bench::submit_throughput),
             (key::AWAIT, Bench::await_throughput),
@@ -89,9 +97,15 @@ impl Bench {
             (key::CRASH_NEW_POOL, Bench::crash_new_pool),
             (key::CRASH_RESPAWN, Bench::crash_respawn),
             (key::CRASH_RESPAWN_ALONE, Bench::crash_respawn_alone),
+            (key::CRASH_RESPAWN_ALONE_STATIC, |b| {
+                b.on_static_worker(Bench::crash_respawn_alone)
+            }),
             (key::PENDING_MEMORY, Bench::pending_memory),
             (key::IDLE_RSS, Bench::idle_rss),
             (key::IDLE_PSS, Bench::idle_pss),
+            (key::IDLE_RSS_STATIC, |b| {
+                b.on_static_worker(Bench::idle_rss)
+            }),
         ];
         let mut results = Results::new();
         for (key, measure) in cases.into_iter().filter(|(key, _)| wants(key)) {
@@ -99,6 +113,16 @@ impl Bench {
             results.insert(key.to_owned(), measure(self));
         }
         results
+    }
+
+    /// Case `measure` with the statically linked stock worker.
+    fn on_static_worker(&self, measure: Measure) -> Samples {
+        let worker = self.static_worker.clone()?;
+        measure(&Bench {
+            worker,
+            static_worker: Err("a static worker's own variant".to_owned()),
+            ..*self
+        })
     }
 
     pub(crate) fn builder(&self, workers: usize) -> ExecutorBuilder {

@@ -43,7 +43,7 @@ pub(crate) struct Row {
 }
 
 /// The rows, in DESIGN.md's order.
-pub(crate) const ROWS: [Row; 18] = [
+pub(crate) const ROWS: [Row; 21] = [
     Row {
         id: "1",
         label: "cold: create pool of 2 → first result",
@@ -52,6 +52,15 @@ pub(crate) const ROWS: [Row; 18] = [
         target: Target::AtMost(2.0),
         raw: Some(raw::key::SPAWN_ECHO),
         headline: true,
+    },
+    Row {
+        id: "1s",
+        label: "the same, the worker linked statically",
+        key: key::COLD_START_STATIC,
+        unit: Unit::Millis,
+        target: Target::Info,
+        raw: Some(raw::key::SPAWN_ECHO),
+        headline: false,
     },
     Row {
         id: "1r",
@@ -180,6 +189,15 @@ pub(crate) const ROWS: [Row; 18] = [
         headline: false,
     },
     Row {
+        id: "7ds",
+        label: "the same, the worker linked statically",
+        key: key::CRASH_RESPAWN_ALONE_STATIC,
+        unit: Unit::Millis,
+        target: Target::Info,
+        raw: None,
+        headline: false,
+    },
+    Row {
         id: "8",
         label: "parent memory per pending future (200 000 queued)",
         key: key::PENDING_MEMORY,
@@ -204,6 +222,15 @@ pub(crate) const ROWS: [Row; 18] = [
         unit: Unit::Mib,
         target: Target::Info,
         raw: Some(raw::key::IDLE_PSS),
+        headline: false,
+    },
+    Row {
+        id: "9s",
+        label: "idle worker memory (VmRSS), the worker linked statically",
+        key: key::IDLE_RSS_STATIC,
+        unit: Unit::Mib,
+        target: Target::Info,
+        raw: Some(raw::key::IDLE_RSS),
         headline: false,
     },
 ];

@@ -338,7 +338,7 @@ impl Supervisor {
                     tasks,
                     init: future,
                 };
-                slot.send(item, 1);
+                slot.send(vec![(item, 1)]);
             }
             Err(err) => self.break_pool(Error::broken_by("the initializer cannot run", err)),
         }

@@ -7,10 +7,11 @@
 //! Among workers with room, the one holding the fewest calls gets it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Supervisor;
 use super::slot::{Retire, Slot};
+use crate::call::WorkItem;
 use crate::deadline;
 use crate::durations::TaskKey;
 use crate::error::Error;
@@ -56,6 +57,9 @@ impl Supervisor {
         // Durations change only as replies arrive: one look-up per task
         // and dispatch is enough (a burst is usually of one task).
         let mut known: Option<(TaskKey, usize)> = None;
+        // The calls each worker gets in this round, sent together at its
+        // end: one write for a burst, not one per call.
+        let mut batches: Vec<Vec<(WorkItem, usize)>> = Vec::new();
         while let Some(front) = self.pending.front() {
             let key = TaskKey::of(front);
             let depth = match known {
@@ -63,7 +67,7 @@ impl Supervisor {
                 _ => depth(self.durations.typical(key)),
             };
             known = Some((key, depth));
-            let Some(idx) = self.pick(depth) else {
+            let Some(idx) = self.pick(depth, &batches) else {
                 break;
             };
             let item = self.pending.pop_front().expect("checked non-empty");
@@ -77,7 +81,15 @@ impl Supervisor {
                 continue;
             }
             slot.calls += 1;
-            slot.send(item, depth);
+            if batches.len() <= idx {
+                batches.resize_with(idx + 1, Vec::new);
+            }
+            batches[idx].push((item, depth));
+        }
+        for (slot, batch) in self.slots.iter_mut().zip(batches) {
+            if !batch.is_empty() {
+                slot.send(batch);
+            }
         }
         if deferred && !self.pending.is_empty() {
             self.top_up();
@@ -95,16 +107,27 @@ impl Supervisor {
     /// fewest calls, as the workers' links count them now: a count kept by
     /// the supervisor would lag behind replies on their way to it, and a
     /// call could queue behind a busy worker while another one is idle.
-    fn pick(&self, depth: usize) -> Option<usize> {
+    /// Calls of this round not yet sent (`batches`, by worker) count as
+    /// held.
+    fn pick(&self, depth: usize, batches: &[Vec<(WorkItem, usize)>]) -> Option<usize> {
         let max_calls = self.config.max_tasks_per_child;
         let starting = self.slots.iter().any(Slot::starting);
+        let batch = |i: usize| batches.get(i).map_or(&[][..], Vec::as_slice);
         (0..self.slots.len())
-            .map(|i| (i, self.slots[i].link.held()))
+            .map(|i| (i, self.slots[i].link.held() + batch(i).len()))
             .filter(|&(i, held)| {
                 let slot = &self.slots[i];
+                // The call it runs first: the oldest it holds, else the
+                // first of its batch (sent as of now).
+                let front = || {
+                    slot.link.front_depth().or_else(|| {
+                        let (_, depth) = batch(i).first()?;
+                        Some((*depth, Instant::now()))
+                    })
+                };
                 slot.serving().is_some()
                     && max_calls.is_none_or(|max| slot.calls < max)
-                    && has_room(&slot.link, held, depth, starting)
+                    && has_room(front, held, depth, starting)
             })
             .min_by_key(|&(_, held)| held)
             .map(|(i, _)| i)
@@ -180,8 +203,15 @@ impl Supervisor {
     }
 }
 
-/// Whether a worker holding `held` calls may take one more of `depth`.
-fn has_room(link: &Link, held: usize, depth: usize, pool_starting: bool) -> bool {
+/// Whether a worker holding `held` calls may take one more of `depth`;
+/// `front` gives the depth of the call it runs first and when that was
+/// sent.
+fn has_room(
+    front: impl FnOnce() -> Option<(usize, Instant)>,
+    held: usize,
+    depth: usize,
+    pool_starting: bool,
+) -> bool {
     if held == 0 {
         return true;
     }
@@ -189,7 +219,7 @@ fn has_room(link: &Link, held: usize, depth: usize, pool_starting: bool) -> bool
     if held >= depth || pool_starting {
         return false;
     }
-    match link.front_depth() {
+    match front() {
         None => true, // Answered meanwhile.
         Some((front_depth, since)) => front_depth > 1 && since.elapsed() <= LONG_CALL,
     }

@@ -48,6 +48,8 @@ struct FakeWorker {
     link: Arc<Link>,
     events: Sender<Event>,
     actions: Vec<Action>,
+    /// The sizes of the batches the supervisor sent through the port.
+    batches: Vec<usize>,
     closed: bool,
 }
 
@@ -79,6 +81,7 @@ impl Launcher for FakeLauncher {
                 link,
                 events,
                 actions: Vec::new(),
+                batches: Vec::new(),
                 closed: false,
             },
         );
@@ -175,6 +178,16 @@ impl Port for FakeHandle {
         if !lock(&self.world).workers[&self.id].closed {
             self.record(Action::Sent(id));
         }
+    }
+
+    fn send_all(&self, link: &Link, calls: Vec<InFlight>) {
+        let size = calls.len();
+        for call in calls {
+            self.send(link, call, &mut || {});
+        }
+        let mut world = lock(&self.world);
+        let worker = world.workers.get_mut(&self.id).expect("a launched worker");
+        worker.batches.push(size);
     }
 }
 
@@ -280,6 +293,11 @@ impl Harness {
 
     pub(super) fn launched(&self) -> Vec<WorkerId> {
         lock(&self.world).launched.clone()
+    }
+
+    /// The sizes of the batches of calls sent to `worker` through its port.
+    pub(super) fn batches(&self, worker: WorkerId) -> Vec<usize> {
+        lock(&self.world).workers[&worker].batches.clone()
     }
 
     pub(super) fn actions(&self, worker: WorkerId) -> Vec<Action> {

@@ -210,22 +210,24 @@ impl Slot {
         }
     }
 
-    /// Hands `item` to the worker; it was given room for `depth` calls.
-    pub(super) fn send(&mut self, item: WorkItem, depth: usize) {
-        let call = InFlight {
-            item,
-            sent: Instant::now(),
-            depth,
-        };
+    /// Hands `items` to the worker, in order, each with the room for
+    /// calls it was given (its depth).
+    pub(super) fn send(&mut self, items: Vec<(WorkItem, usize)>) {
+        let sent = Instant::now();
+        let calls = items
+            .into_iter()
+            .map(|(item, depth)| InFlight { item, sent, depth });
         if let Some(port) = &self.port {
             // As callers send: the link's order is the channel's.
             self.direct.take(self.id);
-            return port.send(&self.link, call, &mut || {});
+            return port.send_all(&self.link, calls.collect());
         }
-        let frame = call.item.frame.clone();
-        // Recorded first: its reply may come before `send` returns.
-        self.link.push(call);
-        self.handle.send(frame);
+        for call in calls {
+            let frame = call.item.frame.clone();
+            // Recorded first: its reply may come before `send` returns.
+            self.link.push(call);
+            self.handle.send(frame);
+        }
     }
 
     /// Stops taking calls: it leaves once it holds none. Does nothing to a

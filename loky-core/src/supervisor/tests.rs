@@ -950,6 +950,21 @@ fn calls_of_a_task_measured_short_are_sent_ahead() {
 }
 
 #[test]
+fn the_calls_a_worker_gets_in_one_round_are_sent_together_in_order() {
+    let mut h = serving(2, |_| {});
+    let before = (h.batches(1).len(), h.batches(2).len());
+    (0..10).for_each(|x| drop(h.submit(x)));
+    h.turn();
+    // Spread fewest first, five each, in one batch per worker.
+    assert_eq!(h.batches(1)[before.0..], [5]);
+    assert_eq!(h.batches(2)[before.1..], [5]);
+    for worker in [1, 2] {
+        let ids = h.link(worker).ids();
+        assert!(ids.is_sorted(), "in submission order: {ids:?}");
+    }
+}
+
+#[test]
 fn calls_of_a_task_measured_long_are_never_sent_ahead() {
     let mut h = serving(1, |_| {});
     h.task_takes(Duration::from_secs(2));

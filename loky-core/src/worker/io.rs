@@ -11,7 +11,8 @@
 //! when the supervisor closes it: that is how a worker is told to leave.
 //! Whoever sends a frame (the supervisor, or a caller sending its own
 //! call) writes it itself when nothing is queued for the writer (no thread
-//! hand-off on the common path), through the worker's port.
+//! hand-off on the common path), through the worker's port; the calls the
+//! supervisor sends together go out in one write.
 
 use std::io::{self, BufWriter, Write};
 use std::os::unix::net::UnixStream;
@@ -121,6 +122,10 @@ pub(crate) struct Readiness {
 /// that holds its end and keeps writing.
 const DRAIN_READS: usize = 256;
 
+/// At most this many bytes of small frames sent together are gathered into
+/// one write (a burst of calls: one system call, not one per call).
+const GATHER: usize = 64 << 10;
+
 /// A frame for the writer thread, from `offset` on.
 type Queued = (Arc<EncodedFrame>, usize);
 
@@ -166,7 +171,9 @@ impl ChannelPort {
 
     /// Sends `frame` on `frames`, the lock held.
     fn write(&self, frames: &Option<Sender<Queued>>, frame: Arc<EncodedFrame>) {
-        let Some(frames) = frames else { return };
+        if frames.is_none() {
+            return;
+        }
         let mut offset = 0;
         if self.backlog.load(Ordering::Acquire) == 0 {
             offset = write_nonblocking(&*self.transport, &frame);
@@ -174,6 +181,54 @@ impl ChannelPort {
                 return;
             }
         }
+        self.queue(frames, frame, offset);
+    }
+
+    /// Sends `batch` on `frames`, in order, the lock held: the leading
+    /// frames of bytes, up to [`GATHER`] bytes of them, in one write.
+    fn write_all(&self, frames: &Option<Sender<Queued>>, batch: Vec<Arc<EncodedFrame>>) {
+        if frames.is_none() {
+            return;
+        }
+        let mut batch = batch.into_iter().peekable();
+        if self.backlog.load(Ordering::Acquire) == 0 {
+            let mut gathered = Vec::new();
+            let mut bytes = Vec::new();
+            while let Some(frame) = batch.next_if(|frame| match &**frame {
+                EncodedFrame::Bytes(b) => bytes.len() + b.len() <= GATHER,
+                EncodedFrame::Descriptors(_) => false,
+            }) {
+                if let EncodedFrame::Bytes(b) = &*frame {
+                    bytes.extend_from_slice(b);
+                }
+                gathered.push(frame);
+            }
+            let mut written = if bytes.is_empty() {
+                0
+            } else {
+                self.transport.try_write(&bytes)
+            };
+            let mut gathered = gathered.into_iter();
+            for frame in gathered.by_ref() {
+                if written < frame.len() {
+                    // What did not fit goes through the writer, in order.
+                    self.queue(frames, frame, written);
+                    break;
+                }
+                written -= frame.len();
+            }
+            for frame in gathered {
+                self.queue(frames, frame, 0);
+            }
+        }
+        for frame in batch {
+            self.write(frames, frame);
+        }
+    }
+
+    /// Queues `frame`, from `offset` on, for the writer.
+    fn queue(&self, frames: &Option<Sender<Queued>>, frame: Arc<EncodedFrame>, offset: usize) {
+        let Some(frames) = frames else { return };
         self.backlog.fetch_add(1, Ordering::AcqRel);
         // If the writer is gone the worker is dying; its reader reports it.
         let _ = frames.send((frame, offset));
@@ -192,6 +247,19 @@ impl Port for ChannelPort {
         link.push(call);
         recorded();
         self.write(&frames, frame);
+    }
+
+    fn send_all(&self, link: &Link, calls: Vec<InFlight>) {
+        let frames = self.frames();
+        let batch = calls
+            .into_iter()
+            .map(|call| {
+                let frame = call.item.frame.clone();
+                link.push(call);
+                frame
+            })
+            .collect();
+        self.write_all(&frames, batch);
     }
 }
 

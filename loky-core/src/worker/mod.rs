@@ -144,6 +144,14 @@ pub(crate) trait Port: Send + Sync {
     /// record of free workers), which the reader of the reply, which may
     /// come before the write returns, takes.
     fn send(&self, link: &Link, call: InFlight, recorded: &mut dyn FnMut());
+
+    /// Records and sends `calls`, in order, as [`send`](Self::send) does
+    /// each; a port may write their frames together.
+    fn send_all(&self, link: &Link, calls: Vec<InFlight>) {
+        for call in calls {
+            self.send(link, call, &mut || {});
+        }
+    }
 }
 
 /// Where a worker started through a launcher command runs, as far as its

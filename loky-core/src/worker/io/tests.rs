@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use crossbeam_channel::Receiver;
 use loky_proto::shm::EncodedFrame;
 use loky_proto::{Hello, PROTOCOL_VERSION, Response};
 
-use super::{Readiness, Transport, start};
+use super::{ChannelPort, GATHER, Readiness, Transport, start};
 use crate::config::LinkSettings;
 use crate::events::{End, Event, StartFailure};
 use crate::exit::WorkerExit;
@@ -38,6 +38,10 @@ struct FakeTransport {
     /// Writes block until disconnected: a peer that never reads.
     stuck_peer: bool,
     reaped: AtomicBool,
+    /// What each direct (non-blocking) write took.
+    direct_writes: Mutex<Vec<Vec<u8>>>,
+    /// How many bytes a direct write takes at most (`None`: all).
+    direct_room: Option<usize>,
 }
 
 impl FakeTransport {
@@ -103,7 +107,13 @@ impl Transport for FakeTransport {
     }
 
     fn try_write(&self, bytes: &[u8]) -> usize {
-        if self.stuck_peer { 0 } else { bytes.len() }
+        if self.stuck_peer {
+            return 0;
+        }
+        let taken = bytes.len().min(self.direct_room.unwrap_or(usize::MAX));
+        let mut writes = self.direct_writes.lock().unwrap_or_else(|e| e.into_inner());
+        writes.push(bytes[..taken].to_vec());
+        taken
     }
 
     fn write(&self, bytes: &[u8]) -> io::Result<usize> {
@@ -257,4 +267,89 @@ fn a_reader_that_panics_still_reaps_its_worker_and_reports_an_internal_error() {
         "reaped after the panic"
     );
     handle.release();
+}
+
+/// A port over `transport` whose writer is the returned receiver.
+fn port(transport: Arc<FakeTransport>) -> (ChannelPort, Receiver<super::Queued>) {
+    let (frames, queued) = crossbeam_channel::unbounded();
+    let port = ChannelPort {
+        transport,
+        frames: Mutex::new(Some(frames)),
+        backlog: Arc::new(AtomicUsize::new(0)),
+    };
+    (port, queued)
+}
+
+fn frame(byte: u8, len: usize) -> Arc<EncodedFrame> {
+    Arc::new(EncodedFrame::Bytes(vec![byte; len]))
+}
+
+/// What went to the writer: each frame's first byte and its offset.
+fn queued(queued: &Receiver<super::Queued>) -> Vec<(u8, usize)> {
+    queued
+        .try_iter()
+        .map(|(frame, offset)| match &*frame {
+            EncodedFrame::Bytes(bytes) => (bytes[0], offset),
+            EncodedFrame::Descriptors(_) => panic!("only bytes here"),
+        })
+        .collect()
+}
+
+#[test]
+fn small_frames_sent_together_go_out_in_one_write() {
+    let transport = Arc::new(FakeTransport::default());
+    let (port, writer) = port(transport.clone());
+    let frames = port.frames();
+    port.write_all(&frames, vec![frame(1, 10), frame(2, 10), frame(3, 10)]);
+    let writes = transport.direct_writes.lock().unwrap().clone();
+    let mut expected = vec![1; 10];
+    expected.extend([2; 10]);
+    expected.extend([3; 10]);
+    assert_eq!(writes, vec![expected]);
+    assert!(queued(&writer).is_empty());
+    assert_eq!(port.backlog.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn what_a_gathered_write_leaves_goes_to_the_writer_in_order_from_where_it_stopped() {
+    let transport = Arc::new(FakeTransport {
+        direct_room: Some(15),
+        ..FakeTransport::default()
+    });
+    let (port, writer) = port(transport.clone());
+    let frames = port.frames();
+    port.write_all(&frames, vec![frame(1, 10), frame(2, 10), frame(3, 10)]);
+    assert_eq!(transport.direct_writes.lock().unwrap().len(), 1);
+    // The first frame went whole, the second from its sixth byte on.
+    assert_eq!(queued(&writer), vec![(2, 5), (3, 0)]);
+    assert_eq!(port.backlog.load(Ordering::SeqCst), 2);
+    // With frames queued, later ones queue behind them, none written.
+    port.write_all(&frames, vec![frame(4, 10)]);
+    assert_eq!(transport.direct_writes.lock().unwrap().len(), 1);
+    assert_eq!(queued(&writer), vec![(4, 0)]);
+}
+
+#[test]
+fn frames_past_the_gathering_limit_are_written_one_by_one_after_it() {
+    let transport = Arc::new(FakeTransport::default());
+    let (port, writer) = port(transport.clone());
+    let frames = port.frames();
+    let big = GATHER / 2 + 1;
+    port.write_all(&frames, vec![frame(1, 8), frame(2, big), frame(3, big)]);
+    let writes = transport.direct_writes.lock().unwrap().clone();
+    let lens: Vec<usize> = writes.iter().map(Vec::len).collect();
+    assert_eq!(lens, vec![8 + big, big]);
+    assert_eq!(writes[1][0], 3);
+    assert!(queued(&writer).is_empty());
+}
+
+#[test]
+fn a_closed_port_writes_nothing() {
+    let transport = Arc::new(FakeTransport::default());
+    let (port, writer) = port(transport.clone());
+    port.close();
+    let frames = port.frames();
+    port.write_all(&frames, vec![frame(1, 10)]);
+    assert!(transport.direct_writes.lock().unwrap().is_empty());
+    assert!(queued(&writer).is_empty());
 }

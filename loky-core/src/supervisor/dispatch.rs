@@ -29,6 +29,9 @@ const MEDIUM_DEPTH: usize = 4;
 /// A call running longer than this gets no other call queued behind it,
 /// whatever its task usually takes.
 const LONG_CALL: Duration = Duration::from_millis(2);
+/// At most this many calls of a round of dispatch wait to be sent with
+/// others: past it, what was gathered goes.
+const BATCH: usize = 256;
 /// How long the replacement of a dead worker may wait while other workers
 /// serve (see [`Supervisor::replace_soon`]).
 const REPLACEMENT_DELAY: Duration = Duration::from_millis(5);
@@ -58,8 +61,10 @@ impl Supervisor {
         // and dispatch is enough (a burst is usually of one task).
         let mut known: Option<(TaskKey, usize)> = None;
         // The calls each worker gets in this round, sent together at its
-        // end: one write for a burst, not one per call.
+        // end (or every `BATCH` calls, so that the first go soon in a large
+        // pool): one write for a burst, not one per call.
         let mut batches: Vec<Vec<(WorkItem, usize)>> = Vec::new();
+        let mut batched = 0;
         while let Some(front) = self.pending.front() {
             let key = TaskKey::of(front);
             let depth = match known {
@@ -85,12 +90,13 @@ impl Supervisor {
                 batches.resize_with(idx + 1, Vec::new);
             }
             batches[idx].push((item, depth));
-        }
-        for (slot, batch) in self.slots.iter_mut().zip(batches) {
-            if !batch.is_empty() {
-                slot.send(batch);
+            batched += 1;
+            if batched == BATCH {
+                self.send_batches(&mut batches);
+                batched = 0;
             }
         }
+        self.send_batches(&mut batches);
         if deferred && !self.pending.is_empty() {
             self.top_up();
         }
@@ -99,6 +105,15 @@ impl Supervisor {
                 if slot.serving().is_some() && slot.link.held() == 0 {
                     slot.retire(Retire::Shutdown);
                 }
+            }
+        }
+    }
+
+    /// Sends each worker the calls of its batch, emptying them.
+    fn send_batches(&mut self, batches: &mut [Vec<(WorkItem, usize)>]) {
+        for (slot, batch) in self.slots.iter_mut().zip(batches) {
+            if !batch.is_empty() {
+                slot.send(std::mem::take(batch));
             }
         }
     }

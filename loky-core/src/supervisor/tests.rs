@@ -965,6 +965,20 @@ fn the_calls_a_worker_gets_in_one_round_are_sent_together_in_order() {
 }
 
 #[test]
+fn a_round_larger_than_a_batch_sends_what_it_gathered_as_it_goes() {
+    let mut h = serving(8, |_| {});
+    let before: Vec<usize> = (1..=8).map(|w| h.batches(w).len()).collect();
+    (0..400).for_each(|x| drop(h.submit(x)));
+    h.turn();
+    // 8 workers with room for 64 each take 400 calls: the first 256 go in
+    // one batch per worker (32 each), the other 144 in a second (18 each).
+    for (w, before) in (1..=8).zip(before) {
+        assert_eq!(h.batches(w)[before..], [32, 18], "worker {w}");
+        assert_eq!(h.held(w), 50);
+    }
+}
+
+#[test]
 fn calls_of_a_task_measured_long_are_never_sent_ahead() {
     let mut h = serving(1, |_| {});
     h.task_takes(Duration::from_secs(2));

@@ -11,9 +11,10 @@ mod hang_guard;
 use std::time::Duration;
 
 use hang_guard::Guarded;
-use loky::diagnostics::NOOP;
+use loky::diagnostics::{ECHO_BYTES, NOOP};
 use loky::{Error, Shutdown};
 use loky_tests::{GATE, Gate, Ran, SLEEP_AND_REPORT};
+use serde_bytes::ByteBuf;
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -137,4 +138,31 @@ fn a_burst_of_mixed_durations_is_scheduled_greedily() {
         - ran.iter().map(|r| r.started_ns).min().unwrap();
     eprintln!("makespan: {:.2} s (greedy: 2.8 s)", makespan as f64 / 1e9);
     assert!(common::shutdown_within(&ex, BOUND));
+}
+
+/// A burst of short calls of 8 KiB each, which the pool sends ahead to
+/// its workers several at a time, their frames gathered into one write:
+/// every reply comes back whole, to its own future.
+#[test]
+fn a_burst_of_calls_sent_together_comes_back_whole_each_to_its_own_future() {
+    let ex = warm_pool(2);
+    let small: Vec<_> = (0..200)
+        .map(|_| ex.submit(ECHO_BYTES, ByteBuf::from(vec![0; 8])).unwrap())
+        .collect();
+    for fut in small {
+        fut.result_timeout(BOUND).unwrap();
+    }
+    let payload = |i: usize| {
+        ByteBuf::from(
+            (0..8 << 10)
+                .map(|j| (i * 31 + j) as u8)
+                .collect::<Vec<u8>>(),
+        )
+    };
+    let futures: Vec<_> = (0..2000)
+        .map(|i| ex.submit(ECHO_BYTES, payload(i)).unwrap())
+        .collect();
+    for (i, fut) in futures.into_iter().enumerate() {
+        assert!(fut.result_timeout(BOUND).unwrap() == payload(i), "call {i}");
+    }
 }

@@ -193,20 +193,27 @@ impl ChannelPort {
         let mut batch = batch.into_iter().peekable();
         if self.backlog.load(Ordering::Acquire) == 0 {
             let mut gathered = Vec::new();
-            let mut bytes = Vec::new();
+            let mut size = 0;
             while let Some(frame) = batch.next_if(|frame| match &**frame {
-                EncodedFrame::Bytes(b) => bytes.len() + b.len() <= GATHER,
+                EncodedFrame::Bytes(b) => size + b.len() <= GATHER,
                 EncodedFrame::Descriptors(_) => false,
             }) {
-                if let EncodedFrame::Bytes(b) = &*frame {
-                    bytes.extend_from_slice(b);
-                }
+                size += frame.len();
                 gathered.push(frame);
             }
-            let mut written = if bytes.is_empty() {
-                0
-            } else {
-                self.transport.try_write(&bytes)
+            let mut written = match gathered.as_slice() {
+                [] => 0,
+                // Alone, a frame is written from where it is.
+                [one] => write_nonblocking(&*self.transport, one),
+                several => {
+                    let mut bytes = Vec::with_capacity(size);
+                    for frame in several {
+                        if let EncodedFrame::Bytes(b) = &**frame {
+                            bytes.extend_from_slice(b);
+                        }
+                    }
+                    self.transport.try_write(&bytes)
+                }
             };
             let mut gathered = gathered.into_iter();
             for frame in gathered.by_ref() {

@@ -307,8 +307,9 @@ fn stock_worker(workspace: &Workspace) -> PathBuf {
 
 /// The test binaries of `loky-tests` run linked statically, the test
 /// worker with them: its crashes, its memory files and memory limit, its
-/// parent's death, its descriptors, and its connecting back (by host name
-/// among others).
+/// parent's death, its descriptors, its connecting back (by host name
+/// among others), and a test binary that is its own worker (`submit_fn`,
+/// `loky::init`), locally and through a launcher.
 const STATIC_TESTS: &[&str] = &[
     "crash",
     "respawn",
@@ -317,6 +318,9 @@ const STATIC_TESTS: &[&str] = &[
     "parent_death",
     "hygiene",
     "remote",
+    "functions",
+    "remote_functions",
+    "init",
 ];
 
 /// [`STATIC_TESTS`], built for the host target with every program linked

@@ -120,7 +120,7 @@ impl Bench {
         let worker = self.static_worker.clone()?;
         measure(&Bench {
             worker,
-            static_worker: Err("a static worker's own variant".to_owned()),
+            static_worker: Err("this case runs the static worker already".to_owned()),
             ..*self
         })
     }

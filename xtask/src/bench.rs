@@ -34,16 +34,8 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
     // The bench runs the stock worker from beside its own binary; `cargo run`
     // builds only the bench's package, not other packages' binaries. Both
     // with the feature `remote`, for the rows of workers that connect back.
-    let mut build = workspace.cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "loky-worker",
-        "--bin",
-        "loky-worker",
-        "--features",
-        "remote",
-    ]);
+    let mut build = workspace.cargo(&["build", "--release"]);
+    build.args(static_link::STOCK_WORKER);
     let (built, _) = runner::timed(&runner::display(&build), || runner::run(&mut build));
     if let Err(error) = built {
         eprintln!("error: {error}");

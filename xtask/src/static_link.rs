@@ -28,18 +28,22 @@ pub(crate) fn cargo(workspace: &Workspace, words: &[&str]) -> Result<(Command, S
     Ok((command, host))
 }
 
+/// What cargo builds the stock worker with: `loky-worker`'s binary, with
+/// the feature `remote` (for the bench's rows of workers that connect back).
+pub(crate) const STOCK_WORKER: &[&str] = &[
+    "-p",
+    "loky-worker",
+    "--bin",
+    "loky-worker",
+    "--features",
+    "remote",
+];
+
 /// The stock worker's build in release (with the feature `remote`), linked
 /// statically, and where it puts the program.
 pub(crate) fn worker_build(workspace: &Workspace) -> Result<(Command, PathBuf), String> {
     let (mut command, host) = cargo(workspace, &["build", "--release"])?;
-    command.args([
-        "-p",
-        "loky-worker",
-        "--bin",
-        "loky-worker",
-        "--features",
-        "remote",
-    ]);
+    command.args(STOCK_WORKER);
     let program = workspace
         .target_dir()
         .join(host)

@@ -147,11 +147,7 @@ pub(crate) trait Port: Send + Sync {
 
     /// Records and sends `calls`, in order, as [`send`](Self::send) does
     /// each; a port may write their frames together.
-    fn send_all(&self, link: &Link, calls: Vec<InFlight>) {
-        for call in calls {
-            self.send(link, call, &mut || {});
-        }
-    }
+    fn send_all(&self, link: &Link, calls: Vec<InFlight>);
 }
 
 /// Where a worker started through a launcher command runs, as far as its

@@ -156,7 +156,8 @@ fn a_launchs_worker_is_admitted_and_mapped_to_its_launch() {
     let liveness = listener.shared.config.liveness;
     assert_relays(&first, &relay_worker(a, liveness), b"to a");
     assert_relays(&second, &relay_worker(b, liveness), b"to b");
-    let stats = listener.stats();
+    // A launch has its link before the handshake's thread counts it.
+    let stats = settle(&listener, |s| s.admitted >= 2);
     assert_eq!((stats.accepted, stats.admitted), (2, 2), "{stats:?}");
 }
 
@@ -168,7 +169,7 @@ fn credentials_are_admitted_once() {
     assert!(launch.wait(WAIT).is_some());
     let replay = dial(launch.ticket(), "replay").join().unwrap().unwrap_err();
     assert!(matches!(replay, ConnectError::Refused { .. }), "{replay:?}");
-    let stats = settle(&listener, |s| s.unexpected == 1);
+    let stats = settle(&listener, |s| s.unexpected == 1 && s.admitted >= 1);
     assert_eq!(stats.admitted, 1, "{stats:?}");
 }
 
@@ -336,7 +337,8 @@ fn handshakes_under_way_are_bounded_and_timed() {
         socket.set_read_timeout(Some(WAIT)).unwrap();
         assert!(matches!(socket.read(&mut byte), Ok(0) | Err(_)));
     }
-    let stats = settle(&listener, |s| s.failed == 2);
+    // The launch has its link before the handshake's thread counts it.
+    let stats = settle(&listener, |s| s.failed == 2 && s.admitted >= 1);
     assert_eq!(stats.admitted, 1, "{stats:?}");
 }
 

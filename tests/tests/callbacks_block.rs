@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use loky::diagnostics::{ECHO_I64, EXIT, SQUARE};
 use loky::{Error, ProcessPoolExecutor, ReturnWhen};
+use loky_tests::{GATE, Gate};
 
 /// Generous: for things that must happen.
 const LONG: Duration = Duration::from_secs(20);
@@ -93,6 +94,11 @@ fn a_callback_waiting_for_another_callback_does_not_stop_it() {
     for i in 0..50 {
         assert_eq!(common::run(&ex, ECHO_I64, i).unwrap(), i);
     }
+    // The one worker is held until both callbacks are added: a future
+    // done before would run its callback at once, on this thread.
+    let gate = Gate::new();
+    let holding = ex.submit(GATE, gate.arg()).unwrap();
+    let held = gate.entered(LONG);
     let first = ex.submit(ECHO_I64, 1).unwrap();
     let second = ex.submit(ECHO_I64, 2).unwrap();
     let (signal_tx, signal_rx) = mpsc::channel::<()>();
@@ -103,5 +109,8 @@ fn a_callback_waiting_for_another_callback_does_not_stop_it() {
     second.add_done_callback(move |_| {
         let _ = signal_tx.send(());
     });
+    assert!(!first.done() && !second.done());
+    held.release();
+    holding.result_timeout(LONG).unwrap();
     assert!(reported(&rx, ex, "two callbacks"));
 }

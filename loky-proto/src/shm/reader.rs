@@ -177,7 +177,11 @@ impl LocalFrames {
                     "the body's memory file has another size than announced",
                 ));
             }
-            let map = Mapping::new(fd.as_fd(), len, true).map_err(|e| refused_io("the body", e))?;
+            // Not populated: the decoder reads the body once, front to back,
+            // and its read faults map the file's pages a batch at a time,
+            // which costs less than populating them one by one.
+            let map =
+                Mapping::new(fd.as_fd(), len, false).map_err(|e| refused_io("the body", e))?;
             self.body = Some(MappedBody(Arc::new(map)));
         }
         let body = match &self.body {

@@ -1,8 +1,8 @@
-//! `cargo xtask bench`: the `loky-bench` binary of `loky-tests`, in release,
-//! after building the stock `loky-worker` program it measures (also linked
-//! statically, for the rows that compare) and, with `--peers`, the
-//! procspawn peer (a bench target of `loky-tests`, so that
-//! procspawn stays a dev-dependency).
+//! `cargo xtask bench`: the `loky-bench` binary of `loky-tests`, built with
+//! the profile [`PROFILE`] as everything it runs, after building the stock
+//! `loky-worker` program it measures (also linked statically, for the rows
+//! that compare) and, with `--peers`, the procspawn peer (a bench target of
+//! `loky-tests`, so that procspawn stays a dev-dependency).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +12,11 @@ use crate::static_link;
 
 /// Binary of `loky-tests` that measures the performance targets of DESIGN.md.
 const BENCH_BIN: &str = "loky-bench";
+
+/// The cargo profile of every program the bench runs: the workspace's
+/// `release` with link-time optimization and one codegen unit, as README's
+/// "Performance" advises applications whose calls are many and small.
+const PROFILE: &str = "release-lto";
 
 /// Tells the bench the command that ran it, for `BENCHMARKS.md`.
 const COMMAND_ENV: &str = "LOKY_BENCH_COMMAND";
@@ -34,7 +39,7 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
     // The bench runs the stock worker from beside its own binary; `cargo run`
     // builds only the bench's package, not other packages' binaries. Both
     // with the feature `remote`, for the rows of workers that connect back.
-    let mut build = workspace.cargo(&["build", "--release"]);
+    let mut build = workspace.cargo(&["build", "--profile", PROFILE]);
     build.args(static_link::STOCK_WORKER);
     let (built, _) = runner::timed(&runner::display(&build), || runner::run(&mut build));
     if let Err(error) = built {
@@ -60,7 +65,8 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
     };
     let mut command = workspace.cargo(&[
         "run",
-        "--release",
+        "--profile",
+        PROFILE,
         "-p",
         "loky-tests",
         "--features",
@@ -89,12 +95,13 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
     }
 }
 
-/// Builds the procspawn peer in release; returns its executable (a bench
-/// target's name carries a hash, which cargo reports).
+/// Builds the procspawn peer with [`PROFILE`]; returns its executable (a
+/// bench target's name carries a hash, which cargo reports).
 fn build_procspawn_peer(workspace: &Workspace) -> Result<String, String> {
     let mut build = workspace.cargo(&[
         "build",
-        "--release",
+        "--profile",
+        PROFILE,
         "-p",
         "loky-tests",
         "--bench",
@@ -108,10 +115,10 @@ fn build_procspawn_peer(workspace: &Workspace) -> Result<String, String> {
         .ok_or_else(|| format!("cargo named no executable for {PROCSPAWN_PEER}"))
 }
 
-/// Builds the stock worker in release, linked statically; returns its
-/// path.
+/// Builds the stock worker with [`PROFILE`], linked statically; returns
+/// its path.
 fn build_static_worker(workspace: &Workspace) -> Result<PathBuf, String> {
-    let (mut build, program) = static_link::worker_build(workspace)?;
+    let (mut build, program) = static_link::worker_build(workspace, PROFILE)?;
     let (built, _) = runner::timed(&runner::display(&build), || runner::run(&mut build));
     built.map(|()| program)
 }

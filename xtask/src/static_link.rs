@@ -39,15 +39,18 @@ pub(crate) const STOCK_WORKER: &[&str] = &[
     "remote",
 ];
 
-/// The stock worker's build in release (with the feature `remote`), linked
-/// statically, and where it puts the program.
-pub(crate) fn worker_build(workspace: &Workspace) -> Result<(Command, PathBuf), String> {
-    let (mut command, host) = cargo(workspace, &["build", "--release"])?;
+/// The stock worker's build with the cargo profile `profile` (with the
+/// feature `remote`), linked statically, and where it puts the program.
+pub(crate) fn worker_build(
+    workspace: &Workspace,
+    profile: &str,
+) -> Result<(Command, PathBuf), String> {
+    let (mut command, host) = cargo(workspace, &["build", "--profile", profile])?;
     command.args(STOCK_WORKER);
     let program = workspace
         .target_dir()
         .join(host)
-        .join("release")
+        .join(profile)
         .join("loky-worker");
     Ok((command, program))
 }
@@ -87,13 +90,14 @@ mod tests {
     #[test]
     fn the_worker_is_built_for_the_host_with_crt_static_and_found_under_it() {
         let workspace = Workspace::locate();
-        let Ok((command, program)) = worker_build(&workspace) else {
+        let Ok((command, program)) = worker_build(&workspace, "release-lto") else {
             return; // Not a glibc host: nothing to build.
         };
         let args: Vec<_> = command.get_args().collect();
-        let host = args[args.iter().position(|a| *a == "--target").unwrap() + 1];
-        assert!(args.contains(&"--release".as_ref()));
-        assert!(program.ends_with(PathBuf::from(host).join("release/loky-worker")));
+        let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+        let host = after("--target");
+        assert_eq!(after("--profile"), "release-lto");
+        assert!(program.ends_with(PathBuf::from(host).join("release-lto/loky-worker")));
         let flags = command
             .get_envs()
             .find(|(key, _)| *key == "RUSTFLAGS")

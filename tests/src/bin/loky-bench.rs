@@ -4,7 +4,9 @@
 //! `--peers`, Python loky on the same cases.
 //!
 //! Run it with `cargo xtask bench [OPTIONS]`, which builds the stock
-//! `loky-worker` program first and runs this binary in release.
+//! `loky-worker` program first and runs this binary, both with the cargo
+//! profile `release-lto` (the workspace's `release` with link-time
+//! optimization and one codegen unit).
 //!
 //! Options:
 //! - `--runs N`: runs per case (default 10); each figure is the median of the
@@ -178,8 +180,9 @@ fn run(options: &Options) -> Result<(), String> {
     let worker = dir.join(format!("loky-worker{}", std::env::consts::EXE_SUFFIX));
     if !worker.is_file() {
         return Err(format!(
-            "the stock worker program {} is missing: build it with \
-             `cargo build --release -p loky-worker` (`cargo xtask bench` does)",
+            "the stock worker program {} is missing: build it with the same \
+             profile as this program, e.g. `cargo build --profile release-lto \
+             -p loky-worker --features remote` (`cargo xtask bench` does)",
             worker.display()
         ));
     }
@@ -215,6 +218,11 @@ fn run(options: &Options) -> Result<(), String> {
     let report = Report { loky, raw, peers };
     let context = Context {
         command: command_line(),
+        // Cargo puts a profile's programs in a directory named after it.
+        profile: dir.file_name().map_or_else(
+            || "?".to_owned(),
+            |name| name.to_string_lossy().into_owned(),
+        ),
         machine,
         load_before,
         load_after: load_average(),
@@ -239,6 +247,8 @@ fn run(options: &Options) -> Result<(), String> {
 /// How the run was made: the command, the machine, the load.
 struct Context {
     command: String,
+    /// The cargo profile this program and the stock worker were built with.
+    profile: String,
     machine: Machine,
     load_before: String,
     load_after: String,
@@ -252,6 +262,10 @@ impl Context {
         let mut lines = vec![
             format!("Command: `{}`", self.command),
             format!("Machine: {}", self.machine),
+            format!(
+                "Build: cargo profile `{}` (this program, the stock worker, the procspawn peer)",
+                self.profile
+            ),
             format!(
                 "Load average (1, 5, 15 min): {} before, {} after",
                 self.load_before, self.load_after

@@ -32,7 +32,9 @@ pub use unordered::{MapUnordered, MapUnorderedStream};
 ///
 /// The inputs are taken (and encoded) at the first `next()`: all of them,
 /// or, with [`buffersize`](Map::buffersize), a few chunks ahead of the
-/// results consumed, so that an endless iterator works. Dropping the map
+/// results consumed, so that an endless iterator works. Each chunk goes to
+/// the pool as soon as it is made (the first alone, then in batches that
+/// double), so workers start while later inputs are encoded. Dropping the map
 /// (or reaching its timeout) cancels the chunks that have not started.
 ///
 /// [`done`](Map::done) and [`in_flight`](Map::in_flight) tell how far it

@@ -50,6 +50,34 @@ fn results_come_in_input_order() {
     );
 }
 
+/// A map sends its first chunk as soon as it is made, not after every
+/// input is taken and encoded: here the iterator gives its second input
+/// only once the first runs on a worker (the test would wait for that in
+/// vain if the map took every input before sending any).
+#[test]
+fn a_worker_starts_on_the_first_chunk_while_the_next_inputs_are_taken() {
+    let ex = common::pool(1);
+    let gate = Gate::new();
+    let first = gate.arg();
+    let mut asked = 0;
+    let inputs = std::iter::from_fn(move || {
+        asked += 1;
+        match asked {
+            1 => Some(first.clone()),
+            2 => {
+                gate.entered(LONG).release();
+                Some("/nonexistent/gate.sock".to_owned())
+            }
+            _ => None,
+        }
+    });
+    let results = ex.map(GATE, inputs).collect_bounded();
+    assert!(
+        matches!(results[..], [Ok(()), Err(Error::Task(_))]),
+        "{results:?}"
+    );
+}
+
 /// With `max_tasks_per_child(1)` every worker runs a single call and
 /// leaves: the items of a chunk all ran on one worker, and every chunk on a
 /// worker of its own, only if each chunk was one call (items sent one by

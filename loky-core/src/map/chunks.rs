@@ -233,35 +233,54 @@ impl<'a> Feeder<'a> {
     }
 
     /// Makes up to `max` chunks of `settings.chunksize` inputs and submits
-    /// them in one batch. If the pool refuses them, every item of the batch
-    /// fails with its error and no input is taken after them.
+    /// them: the first chunk as soon as it is made, then batches twice as
+    /// large as the one before, so that workers start on the first chunks
+    /// while the next are encoded, and a long map is still submitted in a
+    /// few batches. If the pool refuses a batch, every item of it fails
+    /// with its error and no input is taken after it; if the pool was
+    /// closed before the first, every chunk up to `max` fails so.
     pub(crate) fn feed(&mut self, max: usize, settings: &Settings) -> Vec<Chunk> {
         let mut chunks = Vec::new();
-        let mut items = Vec::new();
         let open = match &self.refused {
             Some(err) => Err(err.clone()),
             None => self.pool.check_open(),
         };
+        if let Err(err) = open {
+            while chunks.len() < max && !self.finished {
+                match self.make_chunk(settings, false) {
+                    Some((chunk, _)) => chunks.push(chunk),
+                    None => self.finished = true,
+                }
+            }
+            self.finished = true;
+            refuse(&mut chunks, &err);
+            return chunks;
+        }
+        let mut items = Vec::new();
+        // Where the batch being made starts in `chunks`, and its size.
+        let mut batch_start = 0;
+        let mut batch = 1;
         while chunks.len() < max && !self.finished {
-            match self.make_chunk(settings, open.is_ok()) {
+            match self.make_chunk(settings, true) {
                 Some((chunk, item)) => {
                     items.extend(item);
                     chunks.push(chunk);
                 }
                 None => self.finished = true,
             }
-        }
-        let submitted = match open {
-            Ok(()) if items.is_empty() => Ok(()),
-            Ok(()) => self.pool.submit(items),
-            Err(err) => Err(err),
-        };
-        if let Err(err) = submitted {
-            self.finished = true;
-            for chunk in &mut chunks {
-                chunk.future = None;
-                chunk.failed = (0..chunk.len).map(|i| (i, err.clone())).collect();
+            let full = chunks.len() - batch_start >= batch || chunks.len() == max;
+            if !(full || self.finished) {
+                continue;
             }
+            // A batch none of whose inputs could be encoded has no call.
+            if !items.is_empty()
+                && let Err(err) = self.pool.submit(std::mem::take(&mut items))
+            {
+                self.finished = true;
+                refuse(&mut chunks[batch_start..], &err);
+            }
+            batch_start = chunks.len();
+            batch *= 2;
         }
         chunks
     }
@@ -317,6 +336,14 @@ impl<'a> Feeder<'a> {
                 Some((chunk, None))
             }
         }
+    }
+}
+
+/// Makes every item of `chunks` fail with `err`, none being sent.
+fn refuse(chunks: &mut [Chunk], err: &Error) {
+    for chunk in chunks {
+        chunk.future = None;
+        chunk.failed = (0..chunk.len).map(|i| (i, err.clone())).collect();
     }
 }
 

@@ -253,7 +253,8 @@ impl ExecutorBuilder {
     /// without huge pages for shared memory, allocating its pages costs
     /// about as much as the socket's copies it saves: for plain bytes
     /// (`Vec<u8>`, `ByteBuf`), which are copied in and out either way, the
-    /// socket can be as fast (row 5 of the repository's `BENCHMARKS.md`
+    /// socket can be as fast or faster, as it overlaps the sender's copy
+    /// with the receiver's (row 5 of the repository's `BENCHMARKS.md`
     /// measures both). The memory file keeps the socket free for other
     /// messages while a large frame crosses; for large buffers sent as they
     /// are (arrays, images, model weights), `SharedBytes` avoids the copies

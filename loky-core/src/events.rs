@@ -20,10 +20,39 @@ use crate::pool_thread::Role;
 /// Identifies a worker within its pool (pids can be reused; these are not).
 pub(crate) type WorkerId = u64;
 
+/// Calls submitted together: one on its own (as `submit` sends when no
+/// worker is free, with no vector allocated for it), or several in order.
+pub(crate) enum Calls {
+    One(WorkItem),
+    Many(Vec<WorkItem>),
+}
+
+impl Calls {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Calls::One(_) => 1,
+            Calls::Many(items) => items.len(),
+        }
+    }
+}
+
+impl IntoIterator for Calls {
+    type Item = WorkItem;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<WorkItem>, std::vec::IntoIter<WorkItem>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        let (one, many) = match self {
+            Calls::One(item) => (Some(item), Vec::new()),
+            Calls::Many(items) => (None, items),
+        };
+        one.into_iter().chain(many)
+    }
+}
+
 /// What the supervisor reacts to.
 pub(crate) enum Event {
     /// Calls to run, in order.
-    Submit(Vec<WorkItem>),
+    Submit(Calls),
     /// A worker's process started (its pid is known); its hello is to
     /// come.
     Spawned { worker: WorkerId },

@@ -26,7 +26,7 @@ use crate::config::{Config, Shutdown};
 use crate::deadline;
 use crate::durations::Durations;
 use crate::error::Error;
-use crate::events::{Event, WorkerId};
+use crate::events::{Calls, Event, WorkerId};
 use crate::future::FutureState;
 use crate::pool_thread::{self, Role};
 use crate::worker::local::LocalLauncher;
@@ -271,7 +271,7 @@ impl Supervisor {
         self.slots.iter_mut().find(|s| s.id == id)
     }
 
-    fn on_submit(&mut self, items: Vec<WorkItem>) {
+    fn on_submit(&mut self, items: Calls) {
         self.received += items.len() as u64;
         pool_thread::injected_panic_point(Role::Supervisor);
         if let Some(err) = &self.broken {

@@ -15,7 +15,7 @@ use loky_proto::CallKind;
 use crate::call::{Encoding, Target, WorkItem};
 use crate::config::{Config, Shutdown};
 use crate::error::Error;
-use crate::events::Event;
+use crate::events::{Calls, Event};
 use crate::future::{FutureState, Killer};
 use crate::pool_thread;
 use loky_proto::shm::FrameBuf;
@@ -120,11 +120,11 @@ impl Pool {
     pub(crate) fn submit(&self, items: Vec<WorkItem>) -> Result<(), Error> {
         let status = self.lock();
         Self::open(&status)?;
-        self.queue(items)
+        self.queue(Calls::Many(items))
     }
 
     /// Sends calls to the supervisor's queue, the pool's lock held.
-    fn queue(&self, items: Vec<WorkItem>) -> Result<(), Error> {
+    fn queue(&self, items: Calls) -> Result<(), Error> {
         self.direct.queueing(items.len());
         self.events
             .send(Event::Submit(items))
@@ -139,7 +139,7 @@ impl Pool {
         Self::open(&status)?;
         match self.direct.try_send(item) {
             Ok(()) => Ok(()),
-            Err(item) => self.queue(vec![item]),
+            Err(item) => self.queue(Calls::One(item)),
         }
     }
 

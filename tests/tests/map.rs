@@ -4,6 +4,8 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{FutureExt, MapExt};
@@ -74,6 +76,38 @@ fn a_worker_starts_on_the_first_chunk_while_the_next_inputs_are_taken() {
     let results = ex.map(GATE, inputs).collect_bounded();
     assert!(
         matches!(results[..], [Ok(()), Err(Error::Task(_))]),
+        "{results:?}"
+    );
+}
+
+/// A pool shut down while a map takes its inputs: the chunk sent before
+/// the shutdown runs, the batch the pool refuses after it fails with the
+/// shutdown's error, and no input is taken past that batch.
+#[test]
+fn a_map_whose_pool_shuts_down_while_it_takes_inputs_stops_at_the_refused_batch() {
+    let ex = common::pool(1);
+    let pool = ex.clone();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let counter = taken.clone();
+    let inputs = (0..100i64).inspect(move |&i| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        if i == 1 {
+            // The first chunk (input 0) was sent alone already; the next
+            // batch (inputs 1 and 2) meets a closed pool.
+            pool.shutdown(false);
+        }
+    });
+    let results = ex.map(ECHO_I64, inputs).collect_bounded();
+    assert_eq!(taken.load(Ordering::SeqCst), 3, "{results:?}");
+    assert!(
+        matches!(
+            results[..],
+            [
+                Ok(0),
+                Err(Error::ShutdownExecutor(_)),
+                Err(Error::ShutdownExecutor(_))
+            ]
+        ),
         "{results:?}"
     );
 }

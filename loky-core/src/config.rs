@@ -111,6 +111,9 @@ pub(crate) struct Config {
     /// Frames for local workers whose body exceeds this travel in shared
     /// memory.
     pub(crate) shm_threshold: usize,
+    /// How long a thread blocked on a result may watch for it before it
+    /// sleeps (see `ExecutorBuilder::wait_spin`); zero on one CPU.
+    pub(crate) wait_spin: Duration,
     /// Nesting depth of the workers this pool starts.
     pub(crate) depth: u32,
     /// What dropping the last handle does.
@@ -229,6 +232,7 @@ impl Config {
             start_timeout: Duration::from_secs(30),
             max_frame: loky_proto::DEFAULT_MAX_FRAME,
             shm_threshold: loky_proto::shm::DEFAULT_SHM_THRESHOLD,
+            wait_spin: Duration::ZERO,
             depth: 1,
             on_drop: Shutdown::default(),
             #[cfg(feature = "remote")]

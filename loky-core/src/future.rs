@@ -15,6 +15,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -122,6 +123,44 @@ impl Done {
     }
 }
 
+/// The threads of this process watching for a result without sleeping
+/// (see [`FutureState::wait`]).
+static WATCHING: AtomicU32 = AtomicU32::new(0);
+
+/// At most this many threads watch at once: one fewer than the CPUs, so
+/// that watchers never take every CPU from the workers they wait for.
+fn max_watchers() -> u32 {
+    // Unit tests run their waiters side by side in one process.
+    if cfg!(test) {
+        return u32::MAX;
+    }
+    static MAX: OnceLock<u32> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        u32::try_from(crate::cpu::cpu_count().saturating_sub(1)).unwrap_or(u32::MAX)
+    })
+}
+
+/// A thread's place among those watching for a result, given back on drop.
+struct Watcher(&'static AtomicU32);
+
+impl Watcher {
+    /// A place in `watching` if fewer than `max` are taken.
+    fn enter(watching: &'static AtomicU32, max: u32) -> Option<Watcher> {
+        watching
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Watcher(watching))
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
 /// Asks the pool to stop the task of a running future.
 pub(crate) trait Killer: Send + Sync {
     fn kill(&self, state: &Arc<FutureState>);
@@ -131,6 +170,18 @@ pub(crate) trait Killer: Send + Sync {
 pub(crate) struct FutureState {
     inner: Mutex<Inner>,
     cond: Condvar,
+    /// Set with the stage when the future settles or is cancelled: what a
+    /// spinning waiter watches without the lock.
+    settled: AtomicBool,
+    /// While its call runs on a worker and is expected to answer soon: how
+    /// long (in µs) a thread about to block on it first checks for the
+    /// result instead (see [`expect_soon`](Self::expect_soon)); 0 otherwise.
+    spin_us: AtomicU32,
+    /// How often a waiter watched without sleeping, and slept.
+    #[cfg(test)]
+    spins: AtomicU32,
+    #[cfg(test)]
+    parks: AtomicU32,
     pub(crate) task: &'static str,
     killer: Option<std::sync::Weak<dyn Killer>>,
     /// Set when the worker that answered runs another build of the program:
@@ -152,6 +203,12 @@ impl FutureState {
                 sleepers: 0,
             }),
             cond: Condvar::new(),
+            settled: AtomicBool::new(false),
+            spin_us: AtomicU32::new(0),
+            #[cfg(test)]
+            spins: AtomicU32::new(0),
+            #[cfg(test)]
+            parks: AtomicU32::new(0),
             task,
             killer,
             stale_worker: OnceLock::new(),
@@ -189,7 +246,17 @@ impl FutureState {
         let mut inner = self.lock();
         if matches!(inner.stage, Stage::Running) {
             inner.stage = Stage::Pending;
+            self.spin_us.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// The call was sent to a worker, which is expected to answer within
+    /// `spin`: a thread that waits for it checks for the result for up to
+    /// that long before it goes to sleep, which saves it the wake-up (see
+    /// [`ExecutorBuilder::wait_spin`](crate::ExecutorBuilder::wait_spin)).
+    pub(crate) fn expect_soon(&self, spin: Duration) {
+        let us = u32::try_from(spin.as_micros()).unwrap_or(u32::MAX);
+        self.spin_us.store(us, Ordering::Relaxed);
     }
 
     /// Settles the future once; later calls do nothing. Wakes its waiters
@@ -202,6 +269,7 @@ impl FutureState {
                 Stage::Finished(_) | Stage::Cancelled => return false,
             }
             inner.stage = Stage::Finished(result);
+            self.settled.store(true, Ordering::Release);
             inner.partial = Vec::new();
             Done::take(&mut inner)
         };
@@ -220,6 +288,7 @@ impl FutureState {
                 Stage::Pending => {}
             }
             inner.stage = Stage::Cancelled;
+            self.settled.store(true, Ordering::Release);
             Done::take(&mut inner)
         };
         self.wake_sleepers(done.sleepers);
@@ -254,8 +323,11 @@ impl FutureState {
     }
 
     /// Blocks until settled or `deadline`; `Err(Timeout)` at the deadline.
+    /// A call expected to answer soon (see [`expect_soon`](Self::expect_soon))
+    /// is first watched for without sleeping.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Settled {
         let mut inner = self.lock();
+        let mut spun = false;
         loop {
             match &inner.stage {
                 Stage::Finished(result) => return result.clone(),
@@ -269,6 +341,21 @@ impl FutureState {
                     _ => return Err(Error::Timeout),
                 },
             };
+            if !spun {
+                spun = true;
+                let spin = self.spin_us.load(Ordering::Relaxed);
+                if spin > 0
+                    && matches!(inner.stage, Stage::Running)
+                    && let Some(_watching) = Watcher::enter(&WATCHING, max_watchers())
+                {
+                    drop(inner);
+                    self.spin(Duration::from_micros(spin.into()), deadline);
+                    inner = self.lock();
+                    continue;
+                }
+            }
+            #[cfg(test)]
+            self.parks.fetch_add(1, Ordering::Relaxed);
             inner.sleepers += 1;
             inner = match left {
                 None => self.cond.wait(inner).unwrap_or_else(|e| e.into_inner()),
@@ -280,6 +367,34 @@ impl FutureState {
                 }
             };
             inner.sleepers -= 1;
+        }
+    }
+
+    /// How long a waiter would watch for the result (zero: it sleeps at
+    /// once).
+    #[cfg(test)]
+    pub(crate) fn expected_within(&self) -> Duration {
+        Duration::from_micros(self.spin_us.load(Ordering::Relaxed).into())
+    }
+
+    /// Watches for the future to settle for up to `spin` (and not past
+    /// `deadline`), without the lock and without sleeping.
+    fn spin(&self, spin: Duration, deadline: Option<Instant>) {
+        let start = Instant::now();
+        let until = deadline.map_or(start + spin, |at| at.min(start + spin));
+        #[cfg(test)]
+        self.spins.fetch_add(1, Ordering::Relaxed);
+        loop {
+            // A clock read costs some 20 ns: look at the flag more often.
+            for _ in 0..64 {
+                if self.settled.load(Ordering::Acquire) {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            if Instant::now() >= until {
+                return;
+            }
         }
     }
 
@@ -523,6 +638,9 @@ impl<T> Future<T> {
 
 impl<T: DeserializeOwned> Future<T> {
     /// Blocks until the task is done and returns its output, or its error.
+    /// For a call expected to answer within moments, the thread checks for
+    /// the result for a while before it sleeps (see
+    /// [`ExecutorBuilder::wait_spin`](crate::ExecutorBuilder::wait_spin)).
     pub fn result(&self) -> Result<T> {
         self.decode(self.state.wait(None))
     }
@@ -720,5 +838,102 @@ mod tests {
         let counting = Arc::new(Counting::default());
         assert_eq!(state.wake_when_done(&Waker::from(counting.clone())), None);
         assert_eq!(counting.0.load(Ordering::SeqCst), 1);
+    }
+
+    /// A waiter blocked in `wait` on another thread, once it either
+    /// watches without sleeping or sleeps.
+    fn waiter_started(state: &Arc<FutureState>) -> std::thread::JoinHandle<Settled> {
+        let spins = state.spins.load(Ordering::SeqCst);
+        let waiting = state.clone();
+        let waiter = std::thread::spawn(move || waiting.wait(None));
+        while state.spins.load(Ordering::SeqCst) == spins && state.sleepers() == 0 {
+            std::thread::yield_now();
+        }
+        waiter
+    }
+
+    impl FutureState {
+        fn sleepers(&self) -> u32 {
+            self.lock().sleepers
+        }
+    }
+
+    fn seven(settled: Settled) -> u64 {
+        let Ok(output) = settled else {
+            panic!("{settled:?}")
+        };
+        match &*output {
+            RawOutput::Value(bytes) => loky_proto::decode_payload(bytes).unwrap(),
+            RawOutput::Items(_) => panic!("items"),
+        }
+    }
+
+    #[test]
+    fn a_waiter_for_a_call_expected_soon_gets_its_result_without_sleeping() {
+        let state = FutureState::new("t", None);
+        assert!(state.set_running());
+        // Far longer than the test: the waiter cannot stop watching early.
+        state.expect_soon(Duration::from_secs(600));
+        let waiter = waiter_started(&state);
+        assert!(state.settle(value(7)));
+        assert_eq!(seven(waiter.join().unwrap()), 7);
+        assert_eq!(state.spins.load(Ordering::SeqCst), 1);
+        assert_eq!(state.parks.load(Ordering::SeqCst), 0, "the waiter slept");
+    }
+
+    #[test]
+    fn watchers_are_counted_up_to_their_limit_and_leave_on_drop() {
+        static WATCHING: AtomicU32 = AtomicU32::new(0);
+        let first = Watcher::enter(&WATCHING, 2).expect("0 of 2");
+        let second = Watcher::enter(&WATCHING, 2).expect("1 of 2");
+        assert!(Watcher::enter(&WATCHING, 2).is_none(), "2 of 2");
+        drop(first);
+        let third = Watcher::enter(&WATCHING, 2).expect("a place was given back");
+        drop((second, third));
+        assert_eq!(WATCHING.load(Ordering::SeqCst), 0);
+        assert!(Watcher::enter(&WATCHING, 0).is_none(), "a single CPU: none");
+    }
+
+    #[test]
+    fn a_waiter_sleeps_at_once_for_a_call_not_expected_soon() {
+        let state = FutureState::new("t", None);
+        assert!(state.set_running());
+        let waiter = waiter_started(&state);
+        assert!(state.settle(value(7)));
+        assert_eq!(seven(waiter.join().unwrap()), 7);
+        assert_eq!(state.spins.load(Ordering::SeqCst), 0);
+        assert_eq!(state.parks.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_call_back_in_the_queue_is_no_longer_expected_soon() {
+        let state = FutureState::new("t", None);
+        assert!(state.set_running());
+        state.expect_soon(Duration::from_secs(600));
+        state.requeue();
+        assert!(state.set_running());
+        let waiter = waiter_started(&state);
+        assert!(state.settle(value(7)));
+        assert_eq!(seven(waiter.join().unwrap()), 7);
+        assert_eq!(state.spins.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_waiter_watching_for_a_result_stops_at_its_deadline_and_when_cancelled() {
+        let state = FutureState::new("t", None);
+        assert!(state.set_running());
+        state.expect_soon(Duration::from_secs(600));
+        let start = Instant::now();
+        let timed_out = state.wait(Some(start + Duration::from_millis(20)));
+        assert!(matches!(timed_out, Err(Error::Timeout)), "{timed_out:?}");
+        // Not a measure of speed: only that the 600 s watch was cut short.
+        assert!(start.elapsed() < Duration::from_secs(300));
+        assert_eq!(state.parks.load(Ordering::SeqCst), 0);
+
+        let waiter = waiter_started(&state);
+        assert_eq!(state.spins.load(Ordering::SeqCst), 2);
+        state.requeue();
+        assert!(state.cancel());
+        assert!(matches!(waiter.join().unwrap(), Err(Error::Cancelled)));
     }
 }

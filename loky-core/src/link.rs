@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ pub(crate) struct Link {
     calls: Mutex<Calls>,
     /// Where the durations of its calls are recorded: the pool's.
     durations: Arc<Durations>,
+    /// Which calls a thread waiting for their result may watch for.
+    watch: Arc<Watch>,
     /// Told when its reader handled replies; says whether the supervisor
     /// need not hear of them (see [`Link::replied`]).
     on_replies: Option<OnReplies>,
@@ -69,15 +72,24 @@ impl Link {
     /// The link of a new worker, recording durations in `durations`.
     #[cfg(test)]
     pub(crate) fn new(durations: Arc<Durations>) -> Link {
-        Link::with_hook(durations, None)
+        Link::with_hook(durations, Arc::new(Watch::new(Duration::ZERO, 1)), None)
     }
 
-    /// The link of a worker whose replies `on_replies` is told of.
-    pub(crate) fn with_replies(durations: Arc<Durations>, on_replies: OnReplies) -> Link {
-        Link::with_hook(durations, Some(on_replies))
+    /// The link of a worker whose replies `on_replies` is told of, and
+    /// whose calls `watch` marks.
+    pub(crate) fn with_replies(
+        durations: Arc<Durations>,
+        watch: Arc<Watch>,
+        on_replies: OnReplies,
+    ) -> Link {
+        Link::with_hook(durations, watch, Some(on_replies))
     }
 
-    fn with_hook(durations: Arc<Durations>, on_replies: Option<OnReplies>) -> Link {
+    fn with_hook(
+        durations: Arc<Durations>,
+        watch: Arc<Watch>,
+        on_replies: Option<OnReplies>,
+    ) -> Link {
         let now = Instant::now();
         Link {
             calls: Mutex::new(Calls {
@@ -88,6 +100,7 @@ impl Link {
                 idle_since: Some(now),
             }),
             durations,
+            watch,
             on_replies,
         }
     }
@@ -102,12 +115,26 @@ impl Link {
 
     /// Records a call sent to the worker.
     pub(crate) fn push(&self, call: InFlight) {
+        let typical = if self.watch.spin.is_zero() {
+            None
+        } else {
+            self.durations.typical(TaskKey::of(&call.item))
+        };
         let mut calls = lock(&self.calls);
         if calls.queue.is_empty() {
             calls.front_since = call.sent;
             calls.deadline_since = call.sent;
         }
-        calls.idle_since = None;
+        let busy = if calls.idle_since.take().is_some() {
+            self.watch.busy.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.watch.busy.load(Ordering::Relaxed)
+        };
+        // It answers once the calls ahead of it did.
+        let place = u32::try_from(calls.queue.len() + 1).unwrap_or(u32::MAX);
+        if let Some(typical) = typical {
+            self.watch.mark(&call.item.future, typical, place, busy);
+        }
         calls.queue.push_back(call);
     }
 
@@ -134,6 +161,7 @@ impl Link {
         calls.deadline_since = now;
         if calls.queue.is_empty() {
             calls.idle_since = Some(now);
+            self.watch.busy.fetch_sub(1, Ordering::Relaxed);
         }
         drop(calls);
         let took = now.saturating_duration_since(started);
@@ -177,7 +205,10 @@ impl Link {
     /// Every call still in flight (the first one was running).
     pub(crate) fn take_all(&self) -> Vec<InFlight> {
         let mut calls = lock(&self.calls);
-        calls.idle_since.get_or_insert_with(Instant::now);
+        if calls.idle_since.is_none() {
+            calls.idle_since = Some(Instant::now());
+            self.watch.busy.fetch_sub(1, Ordering::Relaxed);
+        }
         calls.queue.drain(..).collect()
     }
 
@@ -206,6 +237,51 @@ impl Link {
     }
 }
 
+impl Drop for Link {
+    fn drop(&mut self) {
+        let calls = self.calls.get_mut().unwrap_or_else(|e| e.into_inner());
+        if calls.idle_since.is_none() {
+            self.watch.busy.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Which calls a thread waiting for their result may watch for instead of
+/// sleeping at once (see `ExecutorBuilder::wait_spin`): those expected
+/// within the pool's spin time, while a CPU is left for the watcher. One
+/// per pool, shared by its links.
+pub(crate) struct Watch {
+    /// How long a waiter may watch; zero: never.
+    spin: Duration,
+    /// The CPUs this process may use.
+    cpus: usize,
+    /// The pool's workers that hold calls.
+    busy: AtomicUsize,
+}
+
+impl Watch {
+    pub(crate) fn new(spin: Duration, cpus: usize) -> Watch {
+        Watch {
+            spin,
+            cpus,
+            busy: AtomicUsize::new(0),
+        }
+    }
+
+    /// Marks `future`, whose call is `place`th in its worker's queue, when
+    /// calls of its task typically take `typical` and `busy` workers hold
+    /// calls.
+    fn mark(&self, future: &FutureState, typical: Duration, place: u32, busy: usize) {
+        let soon = typical
+            .checked_mul(place)
+            .is_some_and(|expected| expected <= self.spin);
+        // A watcher takes a CPU: none while the workers could use them all.
+        if soon && busy < self.cpus {
+            future.expect_soon(self.spin);
+        }
+    }
+}
+
 #[cfg(test)]
 impl Link {
     /// The ids of the calls held, running one first.
@@ -220,5 +296,94 @@ impl Link {
             .iter()
             .find(|c| Arc::ptr_eq(&c.item.frame, frame))
             .map(|c| c.item.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use loky_proto::{CallKind, Task};
+
+    use super::*;
+    use crate::call::{Encoding, Target};
+
+    /// A call of task `t`, as sent now.
+    fn call(id: u64) -> InFlight {
+        let task: Task<(), ()> = Task::new("t");
+        let item = WorkItem::new(
+            FutureState::new("t", None),
+            &Target::Task(task.signature()),
+            CallKind::Single,
+            id,
+            (Encoding::Plain, loky_proto::DEFAULT_MAX_FRAME),
+            |out| loky_proto::encode_payload_into(&(), out),
+        )
+        .expect("encodes");
+        InFlight {
+            item,
+            sent: Instant::now(),
+            depth: 4,
+        }
+    }
+
+    /// Pushes call `id` on `link`; how long a waiter would watch for it.
+    fn pushed(link: &Link, id: u64) -> Duration {
+        let call = call(id);
+        let future = call.item.future.clone();
+        link.push(call);
+        future.expected_within()
+    }
+
+    fn link(durations: &Arc<Durations>, watch: &Arc<Watch>) -> Link {
+        Link::with_hook(durations.clone(), watch.clone(), None)
+    }
+
+    #[test]
+    fn calls_expected_within_the_wait_spin_are_marked_so() {
+        let durations = Arc::new(Durations::default());
+        let spin = Duration::from_micros(100);
+        let watch = Arc::new(Watch::new(spin, 2));
+        let first = link(&durations, &watch);
+        assert_eq!(pushed(&first, 1), Duration::ZERO, "a task not measured yet");
+        let key = TaskKey::of(&call(0).item);
+        durations.set(key, Duration::from_micros(40));
+        assert_eq!(pushed(&first, 2), spin, "answers after 2 calls of 40 µs");
+        assert_eq!(pushed(&first, 3), Duration::ZERO, "after 3 calls of 40 µs");
+
+        let never = link(&durations, &Arc::new(Watch::new(Duration::ZERO, 2)));
+        assert_eq!(pushed(&never, 4), Duration::ZERO, "a pool that never spins");
+
+        durations.set(key, Duration::from_millis(1));
+        let long = link(&durations, &Arc::new(Watch::new(spin, 2)));
+        assert_eq!(pushed(&long, 5), Duration::ZERO, "a call of 1 ms");
+    }
+
+    #[test]
+    fn no_call_is_marked_while_the_busy_workers_could_use_every_cpu() {
+        let durations = Arc::new(Durations::default());
+        let spin = Duration::from_micros(100);
+        let key = TaskKey::of(&call(0).item);
+        durations.set(key, Duration::from_micros(10));
+        let watch = Arc::new(Watch::new(spin, 2));
+        let (first, second) = (link(&durations, &watch), link(&durations, &watch));
+        assert_eq!(pushed(&first, 1), spin, "1 busy worker of 2 CPUs");
+        assert_eq!(pushed(&second, 2), Duration::ZERO, "2 busy workers");
+        assert_eq!(pushed(&first, 3), Duration::ZERO, "still 2");
+        // The first worker answers both calls: it is idle again.
+        first.pop(1).expect("front");
+        first.pop(3).expect("front");
+        durations.set(key, Duration::from_micros(10));
+        assert_eq!(pushed(&second, 4), spin, "1 busy worker again");
+        // A worker that dies with calls, or goes away, is idle.
+        assert_eq!(second.take_all().len(), 2);
+        drop(second);
+        let busy = link(&durations, &watch);
+        assert_eq!(pushed(&busy, 5), spin);
+        drop(busy);
+        assert_eq!(watch.busy.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            pushed(&link(&durations, &Arc::new(Watch::new(spin, 1))), 6),
+            Duration::ZERO,
+            "one CPU"
+        );
     }
 }

@@ -28,6 +28,7 @@ use crate::durations::Durations;
 use crate::error::Error;
 use crate::events::{Calls, Event, WorkerId};
 use crate::future::FutureState;
+use crate::link::Watch;
 use crate::pool_thread::{self, Role};
 use crate::worker::local::LocalLauncher;
 use crate::worker::{Launcher, Stop};
@@ -92,6 +93,8 @@ pub(crate) struct Supervisor {
     start_crashes: usize,
     /// How long each task's calls take, as the workers' readers measure.
     durations: Arc<Durations>,
+    /// Which calls their waiters may watch for, shared by the links.
+    watch: Arc<Watch>,
     /// When to start the replacement of a dead worker, if it waits.
     replace_at: Option<Instant>,
     /// Calls received, ever (for callers: see `direct.rs`).
@@ -108,6 +111,7 @@ impl Supervisor {
             events_tx.clone(),
             launcher.encoding(),
         ));
+        let watch = Arc::new(Watch::new(config.wait_spin, crate::cpu::cpu_count()));
         let supervisor = Supervisor {
             pool: pool.clone(),
             max_workers: config.max_workers,
@@ -123,6 +127,7 @@ impl Supervisor {
             leak_warned: false,
             start_crashes: 0,
             durations: Arc::default(),
+            watch,
             replace_at: None,
             received: 0,
         };

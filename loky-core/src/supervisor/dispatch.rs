@@ -207,6 +207,7 @@ impl Supervisor {
         let replied = Arc::downgrade(&direct);
         let link = Arc::new(Link::with_replies(
             self.durations.clone(),
+            self.watch.clone(),
             Box::new(move || replied.upgrade().is_some_and(|d| d.replied(id))),
         ));
         let handle = self

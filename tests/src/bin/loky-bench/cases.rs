@@ -40,6 +40,7 @@ pub(crate) mod key {
     pub(crate) const AWAIT: &str = "await_per_sec";
     pub(crate) const ROUND_TRIP: &str = "round_trip_us";
     pub(crate) const ROUND_TRIP_FN: &str = "round_trip_fn_us";
+    pub(crate) const ROUND_TRIP_SLEEPING: &str = "round_trip_sleeping_us";
     pub(crate) const ROUND_TRIP_REMOTE: &str = "round_trip_remote_us";
     pub(crate) const MAP: &str = "map_per_sec";
     pub(crate) const ECHO: &str = "echo_mib_per_sec";
@@ -78,7 +79,7 @@ type Measure = fn(&Bench) -> Samples;
 impl Bench {
     /// Measures every case.
     pub(crate) fn measure(&self, wants: &dyn Fn(&str) -> bool) -> Results {
-        let cases: [(&str, Measure); 21] = [
+        let cases: [(&str, Measure); 22] = [
             (key::COLD_START, Bench::cold_start),
             (key::COLD_START_STATIC, |b| {
                 b.on_static_worker(Bench::cold_start)
@@ -88,6 +89,7 @@ impl Bench {
             (key::AWAIT, Bench::await_throughput),
             (key::ROUND_TRIP, Bench::round_trip),
             (key::ROUND_TRIP_FN, Bench::round_trip_fn),
+            (key::ROUND_TRIP_SLEEPING, Bench::round_trip_sleeping),
             (key::ROUND_TRIP_REMOTE, remote::round_trip),
             (key::MAP, Bench::map_throughput),
             (key::ECHO, Bench::echo_payload),
@@ -205,6 +207,18 @@ impl Bench {
     /// pool of 1.
     fn round_trip(&self) -> Samples {
         let ex = self.warm_pool(1).map_err(|e| e.to_string())?;
+        self.latency(|i| ex.submit(diagnostics::ECHO_I64, i))
+    }
+
+    /// Case 3s: case 3 with a waiting thread that sleeps at once, as the
+    /// raw echo's does, instead of checking for its result for a while.
+    fn round_trip_sleeping(&self) -> Samples {
+        let ex = self
+            .builder(1)
+            .wait_spin(Duration::ZERO)
+            .build()
+            .map_err(|e| e.to_string())?;
+        warm(&ex, 1).map_err(|e| e.to_string())?;
         self.latency(|i| ex.submit(diagnostics::ECHO_I64, i))
     }
 

@@ -43,7 +43,7 @@ pub(crate) struct Row {
 }
 
 /// The rows, in DESIGN.md's order.
-pub(crate) const ROWS: [Row; 21] = [
+pub(crate) const ROWS: [Row; 22] = [
     Row {
         id: "1",
         label: "cold: create pool of 2 → first result",
@@ -104,6 +104,15 @@ pub(crate) const ROWS: [Row; 21] = [
         key: key::ROUND_TRIP_FN,
         unit: Unit::Micros,
         target: Target::AtMostTimesRow(key::ROUND_TRIP, 1.05),
+        raw: Some(raw::key::LATENCY),
+        headline: false,
+    },
+    Row {
+        id: "3s",
+        label: "the same as 3, the waiting thread asleep at once (`wait_spin(ZERO)`)",
+        key: key::ROUND_TRIP_SLEEPING,
+        unit: Unit::Micros,
+        target: Target::Info,
         raw: Some(raw::key::LATENCY),
         headline: false,
     },

@@ -213,6 +213,17 @@ impl ProcessPoolExecutor {
         self.handle.shutdown(how);
     }
 
+    /// Shuts down as `how` says, and drops this handle as if it were `how`
+    /// and not the `on_drop` setting that said what the last handle's drop
+    /// does: with `how.wait` false, this never waits, even for the last
+    /// handle.
+    pub(crate) fn release(self, how: Shutdown) {
+        self.handle.shutdown(how);
+        if let Some(handle) = Arc::into_inner(self.handle) {
+            handle.release(how);
+        }
+    }
+
     /// Shuts down as [`shutdown_with`](Self::shutdown_with), and, if
     /// `how.wait`, resolves once every task ran and every worker exited
     /// and was reaped, without blocking a thread: what async code calls

@@ -81,9 +81,11 @@ impl ExecutorBuilder {
         // whose done callback asks for the reusable executor in turn.
         if let Some(old) = old {
             // A broken pool has nothing left to wait for: its futures are
-            // failed and its workers killed; it finishes in the background.
-            old.shutdown_with(Shutdown {
-                wait: !old.is_broken(),
+            // failed and its workers killed; it finishes in the background,
+            // even when the registry held its last handle.
+            let wait = !old.is_broken();
+            old.release(Shutdown {
+                wait,
                 kill_workers: self.kill_workers,
                 cancel_futures: false,
             });

@@ -223,6 +223,32 @@ fn a_broken_pool_is_replaced() {
 }
 
 #[test]
+fn a_broken_pool_whose_last_handle_the_registry_held_still_reaps_its_workers() {
+    let _serial = serial();
+    let ex = fresh(2);
+    let pids = ex.worker_pids();
+    assert_eq!(pids.len(), 2);
+    let err = ex.submit(EXIT, 3).unwrap().result_bounded().unwrap_err();
+    assert!(err.is_broken_pool(), "{err:?}");
+    // The registry now holds the broken pool's last handle: `get` lets it
+    // go without waiting, and the pool finishes in the background.
+    drop(ex);
+    let replacement = get(2);
+    assert_eq!(
+        replacement
+            .submit(SQUARE, 4)
+            .unwrap()
+            .result_bounded()
+            .unwrap(),
+        16
+    );
+    assert!(
+        common::reaped_within(&pids, common::RESULT_TIMEOUT),
+        "the broken pool's workers {pids:?} were not all reaped"
+    );
+}
+
+#[test]
 fn a_shut_down_pool_is_replaced() {
     let _serial = serial();
     let ex = fresh(2);

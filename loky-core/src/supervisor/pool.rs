@@ -271,15 +271,27 @@ impl Killer for Pool {
 /// Keeps its pool open: the pool shuts down, waiting for its tasks, when
 /// the last handle goes (as Python's `with` block), whether it was held by
 /// an executor or by a `map` still running.
-pub(crate) struct PoolHandle(Arc<Pool>);
+pub(crate) struct PoolHandle {
+    pool: Arc<Pool>,
+    /// What dropping it does: the pool's `on_drop` setting, unless
+    /// [`release`](Self::release) says otherwise.
+    on_drop: Shutdown,
+}
 
 impl PoolHandle {
     pub(crate) fn new(pool: Arc<Pool>) -> PoolHandle {
-        PoolHandle(pool)
+        let on_drop = pool.config.on_drop;
+        PoolHandle { pool, on_drop }
     }
 
     pub(crate) fn pool(&self) -> &Arc<Pool> {
-        &self.0
+        &self.pool
+    }
+
+    /// Lets the pool go as `how` says rather than as its `on_drop`
+    /// setting does.
+    pub(crate) fn release(mut self, how: Shutdown) {
+        self.on_drop = how;
     }
 }
 
@@ -287,12 +299,12 @@ impl Deref for PoolHandle {
     type Target = Pool;
 
     fn deref(&self) -> &Pool {
-        &self.0
+        &self.pool
     }
 }
 
 impl Drop for PoolHandle {
     fn drop(&mut self) {
-        self.0.shutdown(self.0.config.on_drop);
+        self.pool.shutdown(self.on_drop);
     }
 }

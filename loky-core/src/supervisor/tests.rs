@@ -853,6 +853,26 @@ fn shutdown_waits_for_the_calls_then_closes_every_worker() {
 }
 
 #[test]
+fn a_released_last_handle_leaves_its_pool_finishing_in_the_background() {
+    let h = serving(1, |_| {});
+    let handle = super::PoolHandle::new(h.pool.clone());
+    let (released, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        handle.release(Shutdown {
+            wait: false,
+            ..Shutdown::default()
+        });
+        let _ = released.send(());
+    });
+    // Nothing turns the supervisor: had the drop waited for the pool to
+    // finish, as the default `on_drop` does, it would never return.
+    done.recv_timeout(Duration::from_secs(60))
+        .expect("the release waited for the pool to finish");
+    assert!(h.pool.is_shut_down());
+    assert!(!h.is_finished());
+}
+
+#[test]
 fn a_worker_that_says_hello_after_shutdown_starts_no_other_and_the_pool_finishes() {
     let mut h = harness(2, |_| {});
     h.start_here();

@@ -233,15 +233,7 @@ fn a_broken_pool_whose_last_handle_the_registry_held_still_reaps_its_workers() {
     // The registry now holds the broken pool's last handle: `get` lets it
     // go without waiting, and the pool finishes in the background.
     drop(ex);
-    let replacement = get(2);
-    assert_eq!(
-        replacement
-            .submit(SQUARE, 4)
-            .unwrap()
-            .result_bounded()
-            .unwrap(),
-        16
-    );
+    assert_eq!(common::run(&get(2), SQUARE, 4).unwrap(), 16);
     assert!(
         common::reaped_within(&pids, common::RESULT_TIMEOUT),
         "the broken pool's workers {pids:?} were not all reaped"

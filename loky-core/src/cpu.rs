@@ -46,6 +46,14 @@ pub fn cpu_count() -> usize {
     usable(available, parse_max_cpu_count(user.as_deref()))
 }
 
+/// [`cpu_count`] as first counted in this process: for the executor's
+/// own decisions on the way of a call, where counting again (several
+/// files read, some 200 µs) would cost more than the decision is worth.
+pub(crate) fn process_cpu_count() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(cpu_count)
+}
+
 /// loky's `min(CPUs allowed, ceil(quota))`, `quota` in CPUs.
 fn within_quota(allowed: usize, quota: f64) -> usize {
     // A quota is at most a few thousand CPUs: the conversion is exact.

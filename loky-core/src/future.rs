@@ -134,10 +134,7 @@ fn max_watchers() -> u32 {
     if cfg!(test) {
         return u32::MAX;
     }
-    static MAX: OnceLock<u32> = OnceLock::new();
-    *MAX.get_or_init(|| {
-        u32::try_from(crate::cpu::cpu_count().saturating_sub(1)).unwrap_or(u32::MAX)
-    })
+    u32::try_from(crate::cpu::process_cpu_count().saturating_sub(1)).unwrap_or(u32::MAX)
 }
 
 /// A thread's place among those watching for a result, given back on drop.

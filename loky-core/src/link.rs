@@ -72,7 +72,11 @@ impl Link {
     /// The link of a new worker, recording durations in `durations`.
     #[cfg(test)]
     pub(crate) fn new(durations: Arc<Durations>) -> Link {
-        Link::with_hook(durations, Arc::new(Watch::new(Duration::ZERO, 1)), None)
+        Link::with_hook(
+            durations,
+            Arc::new(Watch::with_cpus(Duration::ZERO, 1)),
+            None,
+        )
     }
 
     /// The link of a worker whose replies `on_replies` is told of, and
@@ -253,18 +257,30 @@ impl Drop for Link {
 pub(crate) struct Watch {
     /// How long a waiter may watch; zero: never.
     spin: Duration,
-    /// The CPUs this process may use.
-    cpus: usize,
+    /// The CPUs this process may use; `None`: as counted once for the
+    /// process, when a call is first marked (counting reads several files,
+    /// which a pool's start should not wait for).
+    cpus: Option<usize>,
     /// The pool's workers that hold calls.
     busy: AtomicUsize,
 }
 
 impl Watch {
-    pub(crate) fn new(spin: Duration, cpus: usize) -> Watch {
+    /// Watches for calls within `spin`, while a CPU is left over.
+    pub(crate) fn new(spin: Duration) -> Watch {
         Watch {
             spin,
-            cpus,
+            cpus: None,
             busy: AtomicUsize::new(0),
+        }
+    }
+
+    /// As [`new`](Self::new), on a machine of `cpus` CPUs.
+    #[cfg(test)]
+    fn with_cpus(spin: Duration, cpus: usize) -> Watch {
+        Watch {
+            cpus: Some(cpus),
+            ..Watch::new(spin)
         }
     }
 
@@ -276,7 +292,7 @@ impl Watch {
             .checked_mul(place)
             .is_some_and(|expected| expected <= self.spin);
         // A watcher takes a CPU: none while the workers could use them all.
-        if soon && busy < self.cpus {
+        if soon && busy < self.cpus.unwrap_or_else(crate::cpu::process_cpu_count) {
             future.expect_soon(self.spin);
         }
     }
@@ -341,7 +357,7 @@ mod tests {
     fn calls_expected_within_the_wait_spin_are_marked_so() {
         let durations = Arc::new(Durations::default());
         let spin = Duration::from_micros(100);
-        let watch = Arc::new(Watch::new(spin, 2));
+        let watch = Arc::new(Watch::with_cpus(spin, 2));
         let first = link(&durations, &watch);
         assert_eq!(pushed(&first, 1), Duration::ZERO, "a task not measured yet");
         let key = TaskKey::of(&call(0).item);
@@ -349,11 +365,11 @@ mod tests {
         assert_eq!(pushed(&first, 2), spin, "answers after 2 calls of 40 µs");
         assert_eq!(pushed(&first, 3), Duration::ZERO, "after 3 calls of 40 µs");
 
-        let never = link(&durations, &Arc::new(Watch::new(Duration::ZERO, 2)));
+        let never = link(&durations, &Arc::new(Watch::with_cpus(Duration::ZERO, 2)));
         assert_eq!(pushed(&never, 4), Duration::ZERO, "a pool that never spins");
 
         durations.set(key, Duration::from_millis(1));
-        let long = link(&durations, &Arc::new(Watch::new(spin, 2)));
+        let long = link(&durations, &Arc::new(Watch::with_cpus(spin, 2)));
         assert_eq!(pushed(&long, 5), Duration::ZERO, "a call of 1 ms");
     }
 
@@ -363,7 +379,7 @@ mod tests {
         let spin = Duration::from_micros(100);
         let key = TaskKey::of(&call(0).item);
         durations.set(key, Duration::from_micros(10));
-        let watch = Arc::new(Watch::new(spin, 2));
+        let watch = Arc::new(Watch::with_cpus(spin, 2));
         let (first, second) = (link(&durations, &watch), link(&durations, &watch));
         assert_eq!(pushed(&first, 1), spin, "1 busy worker of 2 CPUs");
         assert_eq!(pushed(&second, 2), Duration::ZERO, "2 busy workers");
@@ -381,7 +397,7 @@ mod tests {
         drop(busy);
         assert_eq!(watch.busy.load(Ordering::SeqCst), 0);
         assert_eq!(
-            pushed(&link(&durations, &Arc::new(Watch::new(spin, 1))), 6),
+            pushed(&link(&durations, &Arc::new(Watch::with_cpus(spin, 1))), 6),
             Duration::ZERO,
             "one CPU"
         );

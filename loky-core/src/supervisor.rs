@@ -111,7 +111,7 @@ impl Supervisor {
             events_tx.clone(),
             launcher.encoding(),
         ));
-        let watch = Arc::new(Watch::new(config.wait_spin, crate::cpu::cpu_count()));
+        let watch = Arc::new(Watch::new(config.wait_spin));
         let supervisor = Supervisor {
             pool: pool.clone(),
             max_workers: config.max_workers,

@@ -281,9 +281,11 @@ impl ExecutorBuilder {
     /// How long a thread blocked on a result
     /// ([`result`](crate::Future::result), `result_timeout`, `exception`)
     /// keeps checking for it before it goes to sleep, when the call is
-    /// expected that soon: it runs on a worker, and its task's calls
-    /// typically take no longer (counting those queued before it on that
-    /// worker). Default 100 µs; `Duration::ZERO`: sleep at once.
+    /// expected that soon: it runs on a worker, its task's calls typically
+    /// take no longer (counting those queued before it on that worker),
+    /// and fewer of the pool's workers hold calls than there are CPUs (a
+    /// CPU is left for the thread that checks). Default 100 µs;
+    /// `Duration::ZERO`: sleep at once.
     ///
     /// Waking a sleeping thread takes from a few microseconds on bare metal
     /// to some 30 µs on a virtual machine, as long as a whole short call

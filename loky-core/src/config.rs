@@ -112,7 +112,7 @@ pub(crate) struct Config {
     /// memory.
     pub(crate) shm_threshold: usize,
     /// How long a thread blocked on a result may watch for it before it
-    /// sleeps (see `ExecutorBuilder::wait_spin`); zero on one CPU.
+    /// sleeps (see `ExecutorBuilder::wait_spin`); zero: never.
     pub(crate) wait_spin: Duration,
     /// Nesting depth of the workers this pool starts.
     pub(crate) depth: u32,

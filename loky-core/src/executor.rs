@@ -213,10 +213,9 @@ impl ProcessPoolExecutor {
         self.handle.shutdown(how);
     }
 
-    /// Shuts down as `how` says, and drops this handle as if it were `how`
-    /// and not the `on_drop` setting that said what the last handle's drop
-    /// does: with `how.wait` false, this never waits, even for the last
-    /// handle.
+    /// Shuts down as `how` says and lets this handle go. Were it the last
+    /// one, its drop follows `how` too, not the pool's `on_drop` setting:
+    /// with `how.wait` false, this never waits.
     pub(crate) fn release(self, how: Shutdown) {
         self.handle.shutdown(how);
         if let Some(handle) = Arc::into_inner(self.handle) {

@@ -264,7 +264,10 @@ impl ExecutorBuilder {
     /// measures both). The memory file keeps the socket free for other
     /// messages while a large frame crosses; for large buffers sent as they
     /// are (arrays, images, model weights), `SharedBytes` avoids the copies
-    /// altogether.
+    /// altogether. Freeing the pages of a memory file (when its last
+    /// mapping of 1 MiB or more goes) is left to a background thread of
+    /// the process, started at the first, so that the thread that drops a
+    /// large argument or result does not wait for it.
     ///
     /// ```no_run
     /// use loky::ProcessPoolExecutor;

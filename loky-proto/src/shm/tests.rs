@@ -362,3 +362,38 @@ fn plain_frames_are_unchanged_and_attach_nothing() {
     assert!(frames.iter().all(|f| f.attachments.is_empty() && !f.in_shm));
     assert_eq!(frames[0].value::<SharedBytes>(), shared);
 }
+
+/// Whether this process maps the range of `len` bytes at `start` (rounded
+/// to pages) now.
+fn mapped(start: usize, len: usize) -> bool {
+    let end = (start + len).next_multiple_of(4096);
+    let range = format!("{start:x}-{end:x} ");
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .any(|line| line.starts_with(&range))
+}
+
+#[test]
+fn large_mappings_are_unmapped_in_the_background_and_small_ones_at_once() {
+    // Odd lengths, so that no other test's mapping has the same range.
+    let small = 4096 * 3 + 17;
+    let large = 2 * MIB + 4096 * 5 + 17;
+    for (len, at_once) in [(small, true), (large, false)] {
+        let fd = sealed(len);
+        let map = os::Mapping::new(fd.as_fd(), len, false).unwrap();
+        drop(fd);
+        assert!(map.bytes().iter().all(|&b| b == 0));
+        let start = map.bytes().as_ptr() as usize;
+        assert!(mapped(start, len));
+        drop(map);
+        if at_once {
+            assert!(
+                !mapped(start, len),
+                "a small mapping is unmapped when dropped"
+            );
+        }
+        os::wait_for_unmapping();
+        assert!(!mapped(start, len), "{len} bytes still mapped");
+    }
+}

@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: the `loky-bench` binary of `loky-tests`, built with
 //! the profile [`PROFILE`] as everything it runs, after building the stock
-//! `loky-worker` program it measures (also linked statically, for the rows
-//! that compare) and, with `--peers`, the procspawn peer (a bench target of
-//! `loky-tests`, so that procspawn stays a dev-dependency).
+//! `loky-worker` program it measures (also linked statically, and with the
+//! feature `remote`, for the rows that compare) and, with `--peers`, the
+//! procspawn peer (a bench target of `loky-tests`, so that procspawn stays
+//! a dev-dependency).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,15 +31,31 @@ const PROCSPAWN_ENV: &str = "LOKY_BENCH_PROCSPAWN_PEER";
 /// Tells the bench where the statically linked stock worker is.
 const STATIC_WORKER_ENV: &str = "LOKY_BENCH_STATIC_WORKER";
 
+/// Tells the bench where the stock worker built with `remote` is.
+const REMOTE_WORKER_ENV: &str = "LOKY_BENCH_REMOTE_WORKER";
+
+/// The name the stock worker built with `remote` is kept under, beside the
+/// stock worker (which takes its place when built after it).
+const REMOTE_WORKER: &str = "loky-worker-remote";
+
 /// Runs the benchmark with `args` (`--peers` included) passed through.
 pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
     if !workspace.has_test_bin(BENCH_BIN) {
         eprintln!("no benchmark is defined yet (expected tests/src/bin/{BENCH_BIN}.rs)");
         return ExitCode::FAILURE;
     }
+    // Rows 1r, 3r and 9r: workers that connect back need the feature
+    // `remote`; that build is kept under another name before the stock
+    // build (as users ship it for local pools) takes its place.
+    let remote_worker = match build_remote_worker(workspace) {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     // The bench runs the stock worker from beside its own binary; `cargo run`
-    // builds only the bench's package, not other packages' binaries. Both
-    // with the feature `remote`, for the rows of workers that connect back.
+    // builds only the bench's package, not other packages' binaries.
     let mut build = workspace.cargo(&["build", "--profile", PROFILE]);
     build.args(static_link::STOCK_WORKER);
     let (built, _) = runner::timed(&runner::display(&build), || runner::run(&mut build));
@@ -78,6 +95,7 @@ pub(crate) fn run(workspace: &Workspace, args: &[String]) -> ExitCode {
     command.args(args);
     let header = runner::display(&command);
     command.env(COMMAND_ENV, invocation(args));
+    command.env(REMOTE_WORKER_ENV, remote_worker);
     if let Some(path) = procspawn {
         command.env(PROCSPAWN_ENV, path);
     }
@@ -113,6 +131,21 @@ fn build_procspawn_peer(workspace: &Workspace) -> Result<String, String> {
     });
     executable(&messages?, PROCSPAWN_PEER)
         .ok_or_else(|| format!("cargo named no executable for {PROCSPAWN_PEER}"))
+}
+
+/// Builds the stock worker with [`PROFILE`] and the feature `remote`, and
+/// keeps a copy of it as [`REMOTE_WORKER`]; returns the copy's path.
+fn build_remote_worker(workspace: &Workspace) -> Result<PathBuf, String> {
+    let mut build = workspace.cargo(&["build", "--profile", PROFILE]);
+    build.args(static_link::STOCK_WORKER);
+    build.args(["--features", "remote"]);
+    let (built, _) = runner::timed(&runner::display(&build), || runner::run(&mut build));
+    built?;
+    let dir = workspace.target_dir().join(PROFILE);
+    let kept = dir.join(REMOTE_WORKER);
+    std::fs::copy(dir.join("loky-worker"), &kept)
+        .map_err(|e| format!("cannot copy the worker to {}: {e}", kept.display()))?;
+    Ok(kept)
 }
 
 /// Builds the stock worker with [`PROFILE`], linked statically; returns

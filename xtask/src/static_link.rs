@@ -29,18 +29,11 @@ pub(crate) fn cargo(workspace: &Workspace, words: &[&str]) -> Result<(Command, S
 }
 
 /// What cargo builds the stock worker with: `loky-worker`'s binary, with
-/// the feature `remote` (for the bench's rows of workers that connect back).
-pub(crate) const STOCK_WORKER: &[&str] = &[
-    "-p",
-    "loky-worker",
-    "--bin",
-    "loky-worker",
-    "--features",
-    "remote",
-];
+/// its default features, as users ship it for local pools.
+pub(crate) const STOCK_WORKER: &[&str] = &["-p", "loky-worker", "--bin", "loky-worker"];
 
-/// The stock worker's build with the cargo profile `profile` (with the
-/// feature `remote`), linked statically, and where it puts the program.
+/// The stock worker's build with the cargo profile `profile`, linked
+/// statically, and where it puts the program.
 pub(crate) fn worker_build(
     workspace: &Workspace,
     profile: &str,

@@ -27,7 +27,9 @@
 //!
 //! The rows 1s, 7ds and 9s measure the stock worker linked statically
 //! (`+crt-static`), whose path `cargo xtask bench` passes in
-//! `LOKY_BENCH_STATIC_WORKER`; without it they say "not built".
+//! `LOKY_BENCH_STATIC_WORKER`; the rows 1r, 3r and 9r the stock worker
+//! built with the feature `remote`, in `LOKY_BENCH_REMOTE_WORKER`. Without
+//! them they say "not built".
 //!
 //! The hidden subcommand `raw-echo` makes this binary the echo child of the
 //! raw-limit baseline.
@@ -61,6 +63,10 @@ static ALLOCATOR: heap::Counting = heap::Counting;
 /// the rows that measure it (`cargo xtask bench` builds it on Linux with
 /// glibc).
 const STATIC_WORKER_ENV: &str = "LOKY_BENCH_STATIC_WORKER";
+
+/// The environment variable naming the stock worker built with the feature
+/// `remote`, for the rows of workers that connect back and row 9r.
+const REMOTE_WORKER_ENV: &str = "LOKY_BENCH_REMOTE_WORKER";
 
 /// Sequential round trips per run of the latency cases.
 const ROUND_TRIPS: usize = 2_000;
@@ -182,7 +188,7 @@ fn run(options: &Options) -> Result<(), String> {
         return Err(format!(
             "the stock worker program {} is missing: build it with the same \
              profile as this program, e.g. `cargo build --profile release-lto \
-             -p loky-worker --features remote` (`cargo xtask bench` does)",
+             -p loky-worker` (`cargo xtask bench` does)",
             worker.display()
         ));
     }
@@ -191,13 +197,16 @@ fn run(options: &Options) -> Result<(), String> {
     let runs = options.runs();
     let wants = |key: &str| options.wants(key);
     let raw = raw::measure(runs, options.round_trips(), &wants);
-    let static_worker = std::env::var_os(STATIC_WORKER_ENV)
-        .map(PathBuf::from)
-        .filter(|path| path.is_file())
-        .ok_or_else(|| format!("not built (no file in {STATIC_WORKER_ENV})"));
+    let built = |env: &str| {
+        std::env::var_os(env)
+            .map(PathBuf::from)
+            .filter(|path| path.is_file())
+            .ok_or_else(|| format!("not built (no file in {env})"))
+    };
     let loky = cases::Bench {
         worker,
-        static_worker,
+        static_worker: built(STATIC_WORKER_ENV),
+        remote_worker: built(REMOTE_WORKER_ENV),
         runs,
         round_trips: options.round_trips(),
     }

@@ -55,6 +55,7 @@ pub(crate) mod key {
     pub(crate) const IDLE_RSS: &str = "idle_rss_mib";
     pub(crate) const IDLE_PSS: &str = "idle_pss_mib";
     pub(crate) const IDLE_RSS_STATIC: &str = "idle_rss_static_mib";
+    pub(crate) const IDLE_RSS_REMOTE: &str = "idle_rss_remote_mib";
 }
 
 /// Figures by case key.
@@ -62,10 +63,13 @@ pub(crate) type Results = BTreeMap<String, Samples>;
 
 /// How to run the loky-rs cases.
 pub(crate) struct Bench {
-    /// The stock `loky-worker` program.
+    /// The stock `loky-worker` program, as `cargo build` builds it.
     pub(crate) worker: PathBuf,
     /// The same program linked statically, or why there is none.
     pub(crate) static_worker: Result<PathBuf, String>,
+    /// The same program built with the feature `remote` (which workers
+    /// that connect back need), or why there is none.
+    pub(crate) remote_worker: Result<PathBuf, String>,
     pub(crate) runs: usize,
     /// Round trips per run of the latency case.
     pub(crate) round_trips: usize,
@@ -79,18 +83,22 @@ type Measure = fn(&Bench) -> Samples;
 impl Bench {
     /// Measures every case.
     pub(crate) fn measure(&self, wants: &dyn Fn(&str) -> bool) -> Results {
-        let cases: [(&str, Measure); 22] = [
+        let cases: [(&str, Measure); 23] = [
             (key::COLD_START, Bench::cold_start),
             (key::COLD_START_STATIC, |b| {
-                b.on_static_worker(Bench::cold_start)
+                b.on_worker(&b.static_worker, Bench::cold_start)
             }),
-            (key::COLD_START_REMOTE, remote::cold_start),
+            (key::COLD_START_REMOTE, |b| {
+                b.on_worker(&b.remote_worker, remote::cold_start)
+            }),
             (key::SUBMIT, Bench::submit_throughput),
             (key::AWAIT, Bench::await_throughput),
             (key::ROUND_TRIP, Bench::round_trip),
             (key::ROUND_TRIP_FN, Bench::round_trip_fn),
             (key::ROUND_TRIP_SLEEPING, Bench::round_trip_sleeping),
-            (key::ROUND_TRIP_REMOTE, remote::round_trip),
+            (key::ROUND_TRIP_REMOTE, |b| {
+                b.on_worker(&b.remote_worker, remote::round_trip)
+            }),
             (key::MAP, Bench::map_throughput),
             (key::ECHO, Bench::echo_payload),
             (key::ECHO_SHARED, Bench::echo_shared),
@@ -100,13 +108,16 @@ impl Bench {
             (key::CRASH_RESPAWN, Bench::crash_respawn),
             (key::CRASH_RESPAWN_ALONE, Bench::crash_respawn_alone),
             (key::CRASH_RESPAWN_ALONE_STATIC, |b| {
-                b.on_static_worker(Bench::crash_respawn_alone)
+                b.on_worker(&b.static_worker, Bench::crash_respawn_alone)
             }),
             (key::PENDING_MEMORY, Bench::pending_memory),
             (key::IDLE_RSS, Bench::idle_rss),
             (key::IDLE_PSS, Bench::idle_pss),
             (key::IDLE_RSS_STATIC, |b| {
-                b.on_static_worker(Bench::idle_rss)
+                b.on_worker(&b.static_worker, Bench::idle_rss)
+            }),
+            (key::IDLE_RSS_REMOTE, |b| {
+                b.on_worker(&b.remote_worker, Bench::idle_rss)
             }),
         ];
         let mut results = Results::new();
@@ -117,12 +128,14 @@ impl Bench {
         results
     }
 
-    /// Case `measure` with the statically linked stock worker.
-    fn on_static_worker(&self, measure: Measure) -> Samples {
-        let worker = self.static_worker.clone()?;
+    /// Case `measure` with `worker` (the static or the remote build of the
+    /// stock worker) instead of the stock worker.
+    fn on_worker(&self, worker: &Result<PathBuf, String>, measure: Measure) -> Samples {
+        let other = || Err("this case runs another worker already".to_owned());
         measure(&Bench {
-            worker,
-            static_worker: Err("this case runs the static worker already".to_owned()),
+            worker: worker.clone()?,
+            static_worker: other(),
+            remote_worker: other(),
             ..*self
         })
     }

@@ -43,7 +43,7 @@ pub(crate) struct Row {
 }
 
 /// The rows, in DESIGN.md's order.
-pub(crate) const ROWS: [Row; 22] = [
+pub(crate) const ROWS: [Row; 23] = [
     Row {
         id: "1",
         label: "cold: create pool of 2 → first result",
@@ -237,6 +237,15 @@ pub(crate) const ROWS: [Row; 22] = [
         id: "9s",
         label: "idle worker memory (VmRSS), the worker linked statically",
         key: key::IDLE_RSS_STATIC,
+        unit: Unit::Mib,
+        target: Target::Info,
+        raw: Some(raw::key::IDLE_RSS),
+        headline: false,
+    },
+    Row {
+        id: "9r",
+        label: "idle worker memory (VmRSS), the worker built with `remote`",
+        key: key::IDLE_RSS_REMOTE,
         unit: Unit::Mib,
         target: Target::Info,
         raw: Some(raw::key::IDLE_RSS),

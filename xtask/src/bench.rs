@@ -142,8 +142,9 @@ fn build_remote_worker(workspace: &Workspace) -> Result<PathBuf, String> {
     let (built, _) = runner::timed(&runner::display(&build), || runner::run(&mut build));
     built?;
     let dir = workspace.target_dir().join(PROFILE);
-    let kept = dir.join(REMOTE_WORKER);
-    std::fs::copy(dir.join("loky-worker"), &kept)
+    let exe = std::env::consts::EXE_SUFFIX;
+    let kept = dir.join(format!("{REMOTE_WORKER}{exe}"));
+    std::fs::copy(dir.join(format!("loky-worker{exe}")), &kept)
         .map_err(|e| format!("cannot copy the worker to {}: {e}", kept.display()))?;
     Ok(kept)
 }

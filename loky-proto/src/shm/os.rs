@@ -190,27 +190,32 @@ enum Unmapping {
 }
 
 /// The process's unmapping thread, started at the first large mapping
-/// dropped; `None` if it could not start.
-fn unmapper() -> &'static Option<mpsc::Sender<Unmapping>> {
-    static UNMAPPER: OnceLock<Option<mpsc::Sender<Unmapping>>> = OnceLock::new();
-    UNMAPPER.get_or_init(|| {
-        let (send, receive) = mpsc::channel();
-        let unmap_all = move || {
-            for job in receive {
-                match job {
-                    Unmapping::Range(range) => range.now(),
-                    #[cfg(test)]
-                    Unmapping::Flush(done) => drop(done.send(())),
+/// dropped; `None` if it could not start, or in a child forked after it
+/// started (which has the channel but not the thread).
+fn unmapper() -> Option<&'static mpsc::Sender<Unmapping>> {
+    /// The channel to the thread, and the process that started it.
+    static UNMAPPER: OnceLock<Option<(u32, mpsc::Sender<Unmapping>)>> = OnceLock::new();
+    let (started_by, send) = UNMAPPER
+        .get_or_init(|| {
+            let (send, receive) = mpsc::channel();
+            let unmap_all = move || {
+                for job in receive {
+                    match job {
+                        Unmapping::Range(range) => range.now(),
+                        #[cfg(test)]
+                        Unmapping::Flush(done) => drop(done.send(())),
+                    }
                 }
-            }
-        };
-        std::thread::Builder::new()
-            .name("loky-unmap".into())
-            .stack_size(64 << 10)
-            .spawn(unmap_all)
-            .ok()
-            .map(|_| send)
-    })
+            };
+            std::thread::Builder::new()
+                .name("loky-unmap".into())
+                .stack_size(64 << 10)
+                .spawn(unmap_all)
+                .ok()
+                .map(|_| (std::process::id(), send))
+        })
+        .as_ref()?;
+    (*started_by == std::process::id()).then_some(send)
 }
 
 /// Unmaps `range` now if it is small, or hands it to the process's unmapping

@@ -397,3 +397,36 @@ fn large_mappings_are_unmapped_in_the_background_and_small_ones_at_once() {
         assert!(!mapped(start, len), "{len} bytes still mapped");
     }
 }
+
+#[test]
+fn a_forked_child_unmaps_at_once_without_the_parents_thread() {
+    let len = 3 * MIB + 4096 * 7 + 17;
+    let map = |len| {
+        let fd = sealed(len);
+        let map = os::Mapping::new(fd.as_fd(), len, false).unwrap();
+        let start = map.bytes().as_ptr() as usize;
+        (map, start)
+    };
+    // The parent's thread runs.
+    drop(map(len).0);
+    os::wait_for_unmapping();
+    // SAFETY: the child only maps, unmaps, reads a file and exits with
+    // `_exit`; glibc's `fork` leaves the allocator usable in the child.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let (mapping, start) = map(len);
+        drop(mapping);
+        let unmapped = !mapped(start, len);
+        // SAFETY: ends the child without running the parent's destructors
+        // or test harness.
+        unsafe { libc::_exit(if unmapped { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child left its mapping to a thread it does not have (status {status:#x})"
+    );
+}

@@ -55,6 +55,10 @@ fn caught<R>(unwind: &dyn Runtime, f: impl FnOnce() -> R) -> Result<R, PanicInfo
 /// too); the function itself runs outside the frames (see
 /// [`outside_frames`](crate::outside_frames)). `task` names the function
 /// in errors.
+///
+/// Only decoding, the call and encoding are compiled for each function:
+/// the rest (failures, panics, progress) is shared by all of them, so that
+/// a program registering many tasks does not carry a copy of it for each.
 pub fn invoke<I, O, F, S>(
     f: &F,
     task: &str,
@@ -69,169 +73,213 @@ where
     F: Fn(I) -> O,
     S: FrameSink + ?Sized,
 {
-    let call = Typed { f, task, unwind };
     match kind {
-        CallKind::Single => call.apply(call.decode::<I>(args)?, out),
-        CallKind::Chunk => call.chunk(args, out),
+        CallKind::Single => {
+            let input = decode::<I>(task, args, unwind)?;
+            caught(unwind, || apply(f, task, input, out)).unwrap_or_else(|p| Err(Outcome::Panic(p)))
+        }
+        CallKind::Chunk => {
+            let (inputs, undecoded) = decode_chunk::<I>(task, args, unwind)?;
+            let len = inputs.len() + undecoded.len();
+            let mut inputs = inputs.into_iter();
+            // The loop over the items is compiled for each function, so that
+            // it calls the function and the encoder directly; the rest of a
+            // chunk's bookkeeping is not.
+            run_chunk(len, undecoded, out, unwind, &mut |out, at, until| {
+                while at.done < until {
+                    at.start = out.len();
+                    let input = inputs.next().expect("an input for every item");
+                    apply(f, task, input, out)?;
+                    at.ends.push(out.len() - at.first);
+                    at.done += 1;
+                }
+                Ok(())
+            })
+        }
     }
 }
 
 /// The outcomes of the items of a chunk that failed, by position.
 type Failures = Vec<(usize, Outcome<'static>)>;
 
-struct Typed<'a, F> {
-    f: &'a F,
-    task: &'a str,
-    unwind: &'a dyn Runtime,
+/// Runs the function on `input` and encodes its output into `out`,
+/// without catching a panic: the caller does.
+fn apply<I, O, F, S>(f: &F, task: &str, input: I, out: &mut S) -> Result<(), Outcome<'static>>
+where
+    O: Payload,
+    F: Fn(I) -> O,
+    S: FrameSink + ?Sized,
+{
+    // The function's own code runs outside the frames: what it sends to
+    // an executor of its own attaches nothing to this reply.
+    let output = crate::outside_frames(|| f(input));
+    crate::encode_payload_into(&output, out).map_err(|err| encode_failed(task, &err))
 }
 
-impl<F> Typed<'_, F> {
-    /// Runs the function on `input` and encodes its output into `out`.
-    fn apply<I, O, S>(&self, input: I, out: &mut S) -> Result<(), Outcome<'static>>
-    where
-        O: Payload,
-        F: Fn(I) -> O,
-        S: FrameSink + ?Sized,
-    {
-        match caught(self.unwind, || self.apply_uncaught(input, out)) {
-            Ok(result) => result,
-            Err(panic) => Err(Outcome::Panic(panic)),
+fn decode<T: Payload>(
+    task: &str,
+    args: &[u8],
+    unwind: &dyn Runtime,
+) -> Result<T, Outcome<'static>> {
+    match caught(unwind, || crate::decode_payload::<T>(args)) {
+        Ok(Ok(input)) => Ok(input),
+        Ok(Err(err)) => Err(decode_failed(task, type_name::<T>(), &err)),
+        Err(panic) => Err(Outcome::Panic(panic)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn encode_failed(task: &str, err: &rmp_serde::encode::Error) -> Outcome<'static> {
+    Outcome::Failed(CallError::EncodeOutput {
+        task: task.to_owned(),
+        message: err.to_string(),
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn decode_failed(task: &str, expected: &str, err: &rmp_serde::decode::Error) -> Outcome<'static> {
+    Outcome::Failed(CallError::DecodeArgs {
+        task: task.to_owned(),
+        expected: expected.to_owned(),
+        message: err.to_string(),
+    })
+}
+
+/// The inputs of a chunk that decode, and the outcomes of those that do
+/// not, by position; the chunk's outcome if it is not an array at all.
+fn decode_chunk<I: Payload>(
+    task: &str,
+    args: &[u8],
+    unwind: &dyn Runtime,
+) -> Result<(Vec<I>, Failures), Outcome<'static>> {
+    match decode::<Vec<I>>(task, args, unwind) {
+        Ok(inputs) => Ok((inputs, Vec::new())),
+        Err(outcome) => {
+            let mut inputs = Vec::new();
+            let undecoded = decode_each(args, outcome, &mut |item| {
+                decode::<I>(task, item, unwind).map(|input| inputs.push(input))
+            })?;
+            Ok((inputs, undecoded))
         }
     }
+}
 
-    /// [`apply`](Self::apply) without catching a panic: the caller does.
-    fn apply_uncaught<I, O, S>(&self, input: I, out: &mut S) -> Result<(), Outcome<'static>>
-    where
-        O: Payload,
-        F: Fn(I) -> O,
-        S: FrameSink + ?Sized,
-    {
-        // The function's own code runs outside the frames: what it sends to
-        // an executor of its own attaches nothing to this reply.
-        let output = crate::outside_frames(|| (self.f)(input));
-        crate::encode_payload_into(&output, out).map_err(|err| {
-            Outcome::Failed(CallError::EncodeOutput {
-                task: self.task.to_owned(),
-                message: err.to_string(),
-            })
-        })
-    }
-
-    fn decode<T: Payload>(&self, args: &[u8]) -> Result<T, Outcome<'static>> {
-        match caught(self.unwind, || crate::decode_payload::<T>(args)) {
-            Ok(Ok(input)) => Ok(input),
-            Ok(Err(err)) => Err(Outcome::Failed(CallError::DecodeArgs {
-                task: self.task.to_owned(),
-                expected: type_name::<T>().to_owned(),
-                message: err.to_string(),
-            })),
-            Err(panic) => Err(Outcome::Panic(panic)),
+/// Some argument of a chunk does not decode: decodes them one by one with
+/// `decode`, so that it fails alone. Gives the outcomes of those that do
+/// not decode, by position, or `outcome` if `args` is not an array.
+#[cold]
+#[inline(never)]
+fn decode_each(
+    args: &[u8],
+    outcome: Outcome<'static>,
+    decode: &mut dyn FnMut(&[u8]) -> Result<(), Outcome<'static>>,
+) -> Result<Failures, Outcome<'static>> {
+    let items = crate::split_array(args).ok_or(outcome)?;
+    let mut undecoded = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        if let Err(outcome) = decode(item) {
+            undecoded.push((i, outcome));
         }
     }
+    Ok(undecoded)
+}
 
-    /// The inputs of a chunk that decode, and the outcomes of those that
-    /// do not, by position; the chunk's outcome if it is not an array at
-    /// all.
-    fn decode_chunk<I: Payload>(
-        &self,
-        args: &[u8],
-    ) -> Result<(Vec<I>, Failures), Outcome<'static>> {
-        let outcome = match self.decode::<Vec<I>>(args) {
-            Ok(inputs) => return Ok((inputs, Vec::new())),
-            Err(outcome) => outcome,
+/// How far a chunk has run: what the loop over its items updates.
+struct At {
+    /// Items done.
+    done: usize,
+    /// Where the running item's output starts in `out`.
+    start: usize,
+    /// Where the chunk's output starts in `out`.
+    first: usize,
+    /// Where each item's output ends, from `first`.
+    ends: Vec<usize>,
+}
+
+/// Runs the items of a chunk in order from `at.done` up to `until`,
+/// encoding their outputs into `out`; gives the running item's failure.
+type Items<'a, S> = dyn FnMut(&mut S, &mut At, usize) -> Result<(), Outcome<'static>> + 'a;
+
+/// Runs the `len` items of a chunk with `items`; `undecoded` are the
+/// outcomes of those that did not decode, by position.
+fn run_chunk<S: FrameSink + ?Sized>(
+    len: usize,
+    undecoded: Failures,
+    out: &mut S,
+    unwind: &dyn Runtime,
+    items: &mut Items<'_, S>,
+) -> Result<(), Outcome<'static>> {
+    let mut undecoded = undecoded.into_iter().peekable();
+    // Outputs are encoded straight into `out`: a MessagePack array is its
+    // length followed by its elements, so this is exactly
+    // `encode_payload(&Vec<O>)`, with no allocation per item.
+    let first = out.len();
+    crate::encode_array_header(len, out);
+    let header = out.len() - first;
+    let mut at = At {
+        done: 0,
+        start: out.len(),
+        first,
+        ends: Vec::with_capacity(len),
+    };
+    let mut failures: Failures = Vec::new();
+    // The runtime reports the items done while a chunk runs long; the items
+    // run in stretches up to its next check, and nothing is called in
+    // between.
+    let mut next_check = unwind.next_check();
+    while at.done < len {
+        at.start = out.len();
+        let failed = match undecoded.next_if(|(i, _)| *i == at.done) {
+            Some((_, failure)) => Some(failure),
+            None => {
+                // At least one item: a runtime that asks for its next check
+                // too early still sees the chunk go on.
+                let until = undecoded
+                    .peek()
+                    .map_or(len, |(i, _)| *i)
+                    .min(next_check)
+                    .max(at.done + 1);
+                // The items run under one catch, not one each: a panic
+                // fails the item it came from, and the loop goes on with
+                // the next one under a new catch.
+                match caught(unwind, || items(out, &mut at, until)) {
+                    Ok(Ok(())) => None,
+                    Ok(Err(failure)) => Some(failure),
+                    Err(panic) => Some(Outcome::Panic(panic)),
+                }
+            }
         };
-        // Some argument does not decode: decode them one by one, so that
-        // it fails alone.
-        let items = crate::split_array(args).ok_or(outcome)?;
-        let mut inputs = Vec::with_capacity(items.len());
-        let mut undecoded = Vec::new();
-        for (i, item) in items.into_iter().enumerate() {
-            match self.decode::<I>(item) {
-                Ok(input) => inputs.push(input),
-                Err(outcome) => undecoded.push((i, outcome)),
-            }
+        if let Some(failure) = failed {
+            out.truncate(at.start);
+            failures.push((at.done, failure));
+            at.ends.push(out.len() - first);
+            at.done += 1;
         }
-        Ok((inputs, undecoded))
+        if at.done < next_check {
+            continue;
+        }
+        let joined = out.bytes_at(first..out.len());
+        let ends = &at.ends;
+        next_check = unwind.after_item(at.done, &|j| match failures
+            .binary_search_by_key(&j, |(i, _)| *i)
+        {
+            Ok(i) => failures[i].1.clone(),
+            Err(_) => {
+                let from = if j == 0 { header } else { ends[j - 1] };
+                Outcome::Value(joined[from..ends[j]].to_vec().into())
+            }
+        });
     }
-
-    fn chunk<I, O, S>(&self, args: &[u8], out: &mut S) -> Result<(), Outcome<'static>>
-    where
-        I: Payload,
-        O: Payload,
-        F: Fn(I) -> O,
-        S: FrameSink + ?Sized,
-    {
-        let (inputs, undecoded) = self.decode_chunk::<I>(args)?;
-        let len = inputs.len() + undecoded.len();
-        let mut inputs = inputs.into_iter();
-        let mut undecoded = undecoded.into_iter().peekable();
-        // Outputs are encoded straight into `out`: a MessagePack array is
-        // its length followed by its elements, so this is exactly
-        // `encode_payload(&Vec<O>)`, with no allocation per item.
-        let first = out.len();
-        crate::encode_array_header(len, out);
-        let header = out.len() - first;
-        let mut ends = Vec::with_capacity(len);
-        let mut failures: Failures = Vec::new();
-        // The runtime reports the items done while a chunk runs long; the
-        // loop compares its count with the next check and calls nothing in
-        // between.
-        let mut next_check = self.unwind.next_check();
-        // Items done, and where the next one starts in `out`.
-        let mut done = 0;
-        let mut start = out.len();
-        while done < len {
-            // The items run under one catch, not one each: a panic fails
-            // the item it came from, and the loop goes on with the next
-            // one under a new catch. A progress check is made outside it.
-            let run = caught(self.unwind, || {
-                while done < len {
-                    start = out.len();
-                    // `peek` first: `next_if` would move the outcome out
-                    // and back for every item.
-                    let result = if undecoded.peek().is_some_and(|(at, _)| *at == done) {
-                        let (_, failure) = undecoded.next().expect("peeked");
-                        Err(failure)
-                    } else {
-                        let input = inputs.next().expect("an input for every item");
-                        self.apply_uncaught(input, out)
-                    };
-                    if let Err(failure) = result {
-                        out.truncate(start);
-                        failures.push((done, failure));
-                    }
-                    ends.push(out.len() - first);
-                    done += 1;
-                    if done >= next_check {
-                        return;
-                    }
-                }
-            });
-            if let Err(panic) = run {
-                out.truncate(start);
-                failures.push((done, Outcome::Panic(panic)));
-                ends.push(out.len() - first);
-                done += 1;
-            }
-            if done < next_check {
-                continue;
-            }
-            let joined = out.bytes_at(first..out.len());
-            next_check = self.unwind.after_item(done, &|j| match failures
-                .binary_search_by_key(&j, |(at, _)| *at)
-            {
-                Ok(at) => failures[at].1.clone(),
-                Err(_) => {
-                    let from = if j == 0 { header } else { ends[j - 1] };
-                    Outcome::Value(joined[from..ends[j]].to_vec().into())
-                }
-            });
-        }
-        if failures.is_empty() {
-            return Ok(());
-        }
-        Err(split_items(out.bytes_at(first..out.len()), &ends, failures))
+    if failures.is_empty() {
+        return Ok(());
     }
+    Err(split_items(
+        out.bytes_at(first..out.len()),
+        &at.ends,
+        failures,
+    ))
 }
 
 /// One outcome per item of a chunk in which some item failed: the encoded
@@ -412,6 +460,42 @@ pub(crate) mod tests {
         assert!(matches!(&at_four[1], Outcome::Panic(_)));
         assert!(matches!(&at_four[2], Outcome::Panic(_)));
         assert_eq!(value::<i64>(at_four[3].clone()), 9);
+    }
+
+    /// A runtime whose next check is always the one just made.
+    struct Eager(std::sync::atomic::AtomicUsize);
+
+    impl Runtime for Eager {
+        fn catch(&self, f: &mut dyn FnMut()) -> Result<(), PanicInfo> {
+            CatchUnwind.catch(f)
+        }
+
+        fn next_check(&self) -> usize {
+            0
+        }
+
+        fn after_item(&self, done: usize, _: &dyn Fn(usize) -> Outcome<'static>) -> usize {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            done
+        }
+    }
+
+    #[test]
+    fn a_runtime_asking_for_checks_too_early_sees_one_per_item() {
+        let runtime = Eager(Default::default());
+        let args = encode_payload(&[1i64, 2, 3]).unwrap();
+        let mut out = Vec::new();
+        invoke(
+            &square,
+            "square",
+            CallKind::Chunk,
+            &args,
+            &mut out,
+            &runtime,
+        )
+        .unwrap();
+        assert_eq!(decode_payload::<Vec<i64>>(&out).unwrap(), [1, 4, 9]);
+        assert_eq!(runtime.0.into_inner(), 3);
     }
 
     #[test]

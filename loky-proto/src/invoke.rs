@@ -435,22 +435,25 @@ pub(crate) mod tests {
         }
     }
 
+    /// Runs `square` on a chunk of `inputs` under `runtime`: its result and
+    /// what it wrote.
+    fn chunk_with(
+        runtime: &dyn Runtime,
+        inputs: &[i64],
+    ) -> (Result<(), Outcome<'static>>, Vec<u8>) {
+        let args = encode_payload(inputs).unwrap();
+        let mut out = Vec::new();
+        let result = invoke(&square, "square", CallKind::Chunk, &args, &mut out, runtime);
+        (result, out)
+    }
+
     #[test]
     fn progress_checks_come_after_the_items_asked_for_panics_included() {
         let runtime = Checks {
             every: 2,
             seen: Default::default(),
         };
-        let args = encode_payload(&[1i64, -1, -2, 3, 4]).unwrap();
-        let mut out = Vec::new();
-        let result = invoke(
-            &square,
-            "square",
-            CallKind::Chunk,
-            &args,
-            &mut out,
-            &runtime,
-        );
+        let (result, _) = chunk_with(&runtime, &[1, -1, -2, 3, 4]);
         assert!(matches!(result, Err(Outcome::Items(items)) if items.len() == 5));
         let seen = runtime.seen.into_inner().unwrap();
         let counts: Vec<usize> = seen.iter().map(|(done, _)| *done).collect();
@@ -462,40 +465,18 @@ pub(crate) mod tests {
         assert_eq!(value::<i64>(at_four[3].clone()), 9);
     }
 
-    /// A runtime whose next check is always the one just made.
-    struct Eager(std::sync::atomic::AtomicUsize);
-
-    impl Runtime for Eager {
-        fn catch(&self, f: &mut dyn FnMut()) -> Result<(), PanicInfo> {
-            CatchUnwind.catch(f)
-        }
-
-        fn next_check(&self) -> usize {
-            0
-        }
-
-        fn after_item(&self, done: usize, _: &dyn Fn(usize) -> Outcome<'static>) -> usize {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            done
-        }
-    }
-
     #[test]
     fn a_runtime_asking_for_checks_too_early_sees_one_per_item() {
-        let runtime = Eager(Default::default());
-        let args = encode_payload(&[1i64, 2, 3]).unwrap();
-        let mut out = Vec::new();
-        invoke(
-            &square,
-            "square",
-            CallKind::Chunk,
-            &args,
-            &mut out,
-            &runtime,
-        )
-        .unwrap();
+        let runtime = Checks {
+            every: 0,
+            seen: Default::default(),
+        };
+        let (result, out) = chunk_with(&runtime, &[1, 2, 3]);
+        assert_eq!(result, Ok(()));
         assert_eq!(decode_payload::<Vec<i64>>(&out).unwrap(), [1, 4, 9]);
-        assert_eq!(runtime.0.into_inner(), 3);
+        let seen = runtime.seen.into_inner().unwrap();
+        let counts: Vec<usize> = seen.iter().map(|(done, _)| *done).collect();
+        assert_eq!(counts, [1, 2, 3]);
     }
 
     #[test]

@@ -260,7 +260,8 @@ impl ProcessPoolExecutor {
 
     /// The pids of the live workers (started, not yet reaped). Local
     /// workers being started are waited for (a spawn takes a fraction of a
-    /// millisecond) unless this runs on a pool's own thread. A worker
+    /// millisecond), those a grown reusable executor starts included,
+    /// unless this runs on a pool's own thread. A worker
     /// started by a launcher (`ExecutorBuilder::launcher`, feature `remote`)
     /// is listed once it connected back and said hello, with its pid on its
     /// own host.

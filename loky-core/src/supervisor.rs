@@ -434,6 +434,7 @@ impl Supervisor {
         if !self.slots.is_empty() {
             self.top_up();
         }
+        self.pool.resized();
     }
 
     fn on_kill(&mut self, future: Arc<FutureState>) {

@@ -116,7 +116,12 @@ fn growing_keeps_the_workers_and_adds_new_ones() {
     let grown = get(4);
     assert!(ex.same_pool(&grown));
     assert_eq!(grown.max_workers(), 4);
+    // The new workers are listed at once: `worker_pids` waits for the
+    // resize to be handled and its workers spawned.
+    let listed: HashSet<u32> = grown.worker_pids().into_iter().collect();
+    assert_eq!(listed.len(), 4, "{listed:?}");
     let now = warm_up(&grown);
+    assert_eq!(now, listed);
     assert_eq!(now.len(), 4, "{now:?}");
     assert!(old.is_subset(&now), "{old:?} not in {now:?}");
     assert!(old.iter().all(|&pid| common::alive(pid)));

@@ -47,6 +47,9 @@ pub(super) struct Status {
     pub(super) pids: Vec<u32>,
     /// Workers whose process is being started (no pid yet).
     pub(super) spawning: usize,
+    /// Resizes sent to the supervisor and not yet handled: the workers a
+    /// grown pool starts are not counted in `spawning` until then.
+    resizing: usize,
     pub(super) max_workers: usize,
     /// Async waiters for the end of the pool (`shutdown_async`).
     finish_wakers: Vec<Waker>,
@@ -222,7 +225,17 @@ impl Pool {
     pub(crate) fn resize(&self, max_workers: usize) {
         let mut status = self.lock();
         status.max_workers = max_workers;
-        let _ = self.events.send(Event::Resize(max_workers));
+        if self.events.send(Event::Resize(max_workers)).is_ok() {
+            status.resizing += 1;
+        }
+    }
+
+    /// The supervisor handled a resize (and started the workers it
+    /// needed, whose spawns [`publish_pids`](Self::publish_pids) counted).
+    pub(super) fn resized(&self) {
+        let mut status = self.lock();
+        status.resizing = status.resizing.saturating_sub(1);
+        self.finished.notify_all();
     }
 
     pub(crate) fn max_workers(&self) -> usize {
@@ -230,14 +243,15 @@ impl Pool {
     }
 
     /// The pids of the workers started and not reaped, once the workers
-    /// being started have a pid (a spawn takes a fraction of a millisecond;
-    /// this waits for at most [`SPAWN_WAIT`], and not at all on a pool's
-    /// own thread, which the wait could hold up).
+    /// being started have a pid, those of a resize just asked for included
+    /// (a spawn takes a fraction of a millisecond; this waits for at most
+    /// [`SPAWN_WAIT`], and not at all on a pool's own thread, which the
+    /// wait could hold up).
     pub(crate) fn worker_pids(&self) -> Vec<u32> {
         let mut status = self.lock();
         if !pool_thread::is_pool_thread() {
             let deadline = Instant::now() + SPAWN_WAIT;
-            while status.spawning > 0 && !status.finished {
+            while (status.spawning > 0 || status.resizing > 0) && !status.finished {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;

@@ -22,6 +22,12 @@ pub const MEMORY_LIMIT: &str = "LOKY_WORKER_MEMORY_LIMIT";
 /// descriptor frames from its executor). Never set for remote workers.
 pub const SHM_THRESHOLD: &str = "LOKY_WORKER_SHM_THRESHOLD";
 
+/// Set by an executor for a local worker it gave a reply journal (see
+/// [`JournalWriter`](crate::shm::JournalWriter)): the journal's fd number
+/// in the worker, [`JOURNAL_FD_NUMBER`]. Unset, the worker sends every
+/// reply as soon as it is ready.
+pub const JOURNAL: &str = "LOKY_WORKER_JOURNAL";
+
 /// The largest frame body, in bytes, that the worker may read or send: the
 /// executor's `max_frame_size`, so both sides use the same limit. Unset:
 /// [`DEFAULT_MAX_FRAME`](crate::DEFAULT_MAX_FRAME).
@@ -40,6 +46,9 @@ pub const MEMORY_CHECK_INTERVAL: &str = "LOKY_MEMORY_CHECK_INTERVAL";
 
 /// The fd number the channel gets in the worker on Unix.
 pub const CHANNEL_FD_NUMBER: i32 = 3;
+
+/// The fd number a local worker's journal gets (see [`JOURNAL`]).
+pub const JOURNAL_FD_NUMBER: i32 = 4;
 
 /// The value of [`CHANNEL`] for a worker whose channel is `fd` and whose
 /// parent is `parent_pid`.

@@ -358,6 +358,15 @@ impl FrameBuffer {
         self.fill_with(want, |space| r.read(space))
     }
 
+    /// Appends `bytes` as if read from the stream (frames recovered from
+    /// elsewhere, such as a dead worker's journal).
+    pub fn extend(&mut self, bytes: &[u8]) {
+        let _ = self.fill_with(bytes.len(), |space| {
+            space[..bytes.len()].copy_from_slice(bytes);
+            Ok(bytes.len())
+        });
+    }
+
     /// Reads once with `read`, offering it room for `want` bytes.
     pub(crate) fn fill_with(
         &mut self,

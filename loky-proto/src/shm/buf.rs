@@ -255,6 +255,22 @@ impl FrameBuf {
         Ok(())
     }
 
+    /// The frames queued, if they are plain bytes: no descriptor to
+    /// attach, none of it sent, no frame being encoded.
+    pub fn plain_bytes(&self) -> Option<&[u8]> {
+        (self.frame.is_none() && self.attached.is_empty() && self.sent == 0)
+            .then_some(&self.bytes[..])
+    }
+
+    /// Drops every frame queued (those of [`plain_bytes`](Self::plain_bytes)
+    /// once they went another way).
+    pub fn clear(&mut self) {
+        debug_assert!(self.frame.is_none(), "a frame is still being encoded");
+        self.bytes.clear();
+        self.attached.clear();
+        self.sent = 0;
+    }
+
     /// Sends everything queued on `stream`, blocking until it is sent.
     pub fn send_to(&mut self, stream: &UnixStream) -> io::Result<()> {
         self.send(stream, false).map(|_| ())

@@ -38,12 +38,14 @@
 //! shared buffers as bytes, so a remote channel never carries a descriptor.
 
 mod buf;
+mod journal;
 pub(crate) mod os;
 mod reader;
 #[cfg(test)]
 mod tests;
 
 pub use buf::{DescriptorFrame, EncodedFrame, FrameBuf};
+pub use journal::{JOURNAL_LEN, JournalReader, JournalWriter};
 pub use os::send_with_fds_blocking as send_with_fds;
 pub use reader::{Frame, LocalFrames, MappedBody};
 

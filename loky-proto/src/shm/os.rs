@@ -91,6 +91,79 @@ pub(crate) fn sealed_len(_fd: BorrowedFd<'_>) -> io::Result<usize> {
     ))
 }
 
+/// The seals of a file whose size cannot change (but whose bytes can):
+/// what a journal carries.
+#[cfg(target_os = "linux")]
+const SIZE_SEALS: SealFlags = SealFlags::SEAL
+    .union(SealFlags::SHRINK)
+    .union(SealFlags::GROW);
+
+/// Seals `fd` against resizing (see [`SIZE_SEALS`]).
+#[cfg(target_os = "linux")]
+pub(crate) fn seal_size(fd: &OwnedFd) -> io::Result<()> {
+    rustix::fs::fcntl_add_seals(fd, SIZE_SEALS)?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn seal_size(_fd: &OwnedFd) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// The size of `fd` if it is a memory file sealed against resizing (as
+/// [`seal_size`] leaves it).
+#[cfg(target_os = "linux")]
+pub(crate) fn size_sealed_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let seals = match rustix::fs::fcntl_get_seals(fd) {
+        Ok(seals) => seals,
+        Err(Errno::INVAL) => {
+            return Err(io::Error::other("the descriptor is not a memory file"));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if !seals.contains(SIZE_SEALS) {
+        return Err(io::Error::other(
+            "the memory file is not sealed against resizing",
+        ));
+    }
+    let size = rustix::fs::fstat(fd)?.st_size;
+    usize::try_from(size).map_err(|_| io::Error::other("the memory file has an invalid size"))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn size_sealed_len(_fd: BorrowedFd<'_>) -> io::Result<usize> {
+    Err(io::Error::other(
+        "memory files are not supported on this platform",
+    ))
+}
+
+/// Maps the first `len` (> 0) bytes of `fd`, shared, read-only or
+/// read-write. The caller must make sure the file cannot shrink while it
+/// is mapped, and unmaps it with [`unmap`].
+pub(crate) fn map_shared(
+    fd: BorrowedFd<'_>,
+    len: usize,
+    writable: bool,
+) -> io::Result<NonNull<u8>> {
+    let prot = if writable {
+        ProtFlags::READ | ProtFlags::WRITE
+    } else {
+        ProtFlags::READ
+    };
+    // SAFETY: a fresh mapping at an address the kernel chooses aliases no
+    // Rust object.
+    let ptr =
+        unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd, 0)? };
+    NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap gave null"))
+}
+
+/// Unmaps a range [`map_shared`] mapped; nothing may point into it any more.
+pub(crate) fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: the caller gives a range `map_shared` returned, once, with no
+    // reference into it left.
+    let _ = unsafe { rustix::mm::munmap(ptr.as_ptr().cast(), len) };
+}
+
 /// A read-only shared mapping of a whole sealed memory file.
 #[derive(Debug)]
 pub(crate) struct Mapping {

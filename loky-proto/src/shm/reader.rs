@@ -90,6 +90,12 @@ impl LocalFrames {
         Ok(n)
     }
 
+    /// Appends `bytes` as if received without descriptors (see
+    /// [`FrameBuffer::extend`]).
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend(bytes);
+    }
+
     /// How many bytes to offer the next read (as [`FrameBuffer`] does).
     fn wanted(&self) -> usize {
         let pending = self.buf.unread();

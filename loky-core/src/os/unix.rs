@@ -181,7 +181,8 @@ fn kill_process_and_group(pid: u32, signal: i32) {
 }
 
 /// Starts `command` (its program, arguments and environment; nothing else
-/// of it is used) as a worker: its channel end as fd 3, stdin from
+/// of it is used) as a worker: its channel end as fd 3, its reply journal
+/// (if given) as fd 4, stdin from
 /// `/dev/null`, stdout and stderr inherited, in its own process group, with
 /// default signal dispositions and an empty signal mask. No other
 /// descriptor of this process reaches the worker, even one without
@@ -195,7 +196,10 @@ fn kill_process_and_group(pid: u32, signal: i32) {
 /// parent-death signal and its memory limit itself, from its environment.
 /// Call from a thread that lives as long as the workers it starts: the
 /// parent-death signal fires when that thread ends.
-pub(crate) fn spawn_worker(command: &Command) -> io::Result<SpawnedWorker> {
+pub(crate) fn spawn_worker(
+    command: &Command,
+    journal: Option<&OwnedFd>,
+) -> io::Result<SpawnedWorker> {
     let (parent_end, child_end) = UnixStream::pair()?;
     // dup2 onto fd 3 clears close-on-exec there, unless the source already
     // is fd 3: then it stays close-on-exec, so move it first.
@@ -206,15 +210,31 @@ pub(crate) fn spawn_worker(command: &Command) -> io::Result<SpawnedWorker> {
     } else {
         OwnedFd::from(child_end)
     };
+    // The journal goes to fd 4 after the channel went to fd 3: from
+    // neither of them (fd 3 would be overwritten first; a dup2 onto itself
+    // keeps close-on-exec).
+    let moved_journal = match journal {
+        Some(fd) if fd.as_raw_fd() <= env::JOURNAL_FD_NUMBER => Some(fcntl_dupfd_cloexec(
+            fd.as_raw_fd(),
+            env::JOURNAL_FD_NUMBER + 1,
+        )?),
+        _ => None,
+    };
+    let journal = moved_journal.as_ref().or(journal).map(AsRawFd::as_raw_fd);
     let channel = env::channel_value(env::CHANNEL_FD_NUMBER, std::process::id());
     let argv = c_strings(std::iter::once(command.get_program()).chain(command.get_args()))?;
     let envp = c_strings(
-        environment(command, &channel)
+        environment(command, &channel, journal.is_some())
             .iter()
             .map(OsString::as_os_str),
     )?;
     let program = CString::new(command.get_program().as_bytes())?;
-    let pid = posix_spawnp(&program, child_end.as_raw_fd(), &argv, &envp)?;
+    let fds = ChildFds {
+        channel: child_end.as_raw_fd(),
+        journal,
+    };
+    let pid = posix_spawnp(&program, fds, &argv, &envp)?;
+    drop(moved_journal);
     let process = Process {
         pid,
         reaped: Mutex::new(false),
@@ -229,8 +249,8 @@ pub(crate) fn spawn_worker(command: &Command) -> io::Result<SpawnedWorker> {
 }
 
 /// The parent's environment with `command`'s changes and the channel's
-/// variable, as `KEY=VALUE` strings.
-fn environment(command: &Command, channel: &str) -> Vec<OsString> {
+/// variable (and the journal's, if it has one), as `KEY=VALUE` strings.
+fn environment(command: &Command, channel: &str, journal: bool) -> Vec<OsString> {
     let mut vars: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
     for (key, value) in command.get_envs() {
         match value {
@@ -239,6 +259,14 @@ fn environment(command: &Command, channel: &str) -> Vec<OsString> {
         };
     }
     vars.insert(env::CHANNEL.into(), channel.into());
+    if journal {
+        vars.insert(
+            env::JOURNAL.into(),
+            env::JOURNAL_FD_NUMBER.to_string().into(),
+        );
+    } else {
+        vars.remove(OsStr::new(env::JOURNAL));
+    }
     vars.into_iter()
         .map(|(mut key, value)| {
             key.push("=");
@@ -274,11 +302,19 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// The descriptors a worker gets: its channel as fd 3, its journal (if
+/// any) as fd 4.
+#[derive(Clone, Copy)]
+struct ChildFds {
+    channel: RawFd,
+    journal: Option<RawFd>,
+}
+
 /// The spawn itself: `program` (searched on `PATH` if it has no slash) with
-/// `child_fd` as fd 3 and `/dev/null` as stdin.
+/// `fds` in place and `/dev/null` as stdin.
 fn posix_spawnp(
     program: &CStr,
-    child_fd: RawFd,
+    fds: ChildFds,
     argv: &[CString],
     envp: &[CString],
 ) -> io::Result<u32> {
@@ -298,7 +334,7 @@ fn posix_spawnp(
             libc::posix_spawnattr_destroy(&mut attr);
             return Err(err);
         }
-        let result = configure(&mut attr, &mut actions, child_fd).and_then(|()| {
+        let result = configure(&mut attr, &mut actions, fds).and_then(|()| {
             check(libc::posix_spawnp(
                 &mut pid,
                 program.as_ptr(),
@@ -321,7 +357,7 @@ fn posix_spawnp(
 unsafe fn configure(
     attr: &mut libc::posix_spawnattr_t,
     actions: &mut libc::posix_spawn_file_actions_t,
-    child_fd: RawFd,
+    fds: ChildFds,
 ) -> io::Result<()> {
     const DEV_NULL: &CStr = c"/dev/null";
     let flags =
@@ -341,9 +377,16 @@ unsafe fn configure(
         check(libc::posix_spawnattr_setsigdefault(attr, &all))?;
         check(libc::posix_spawn_file_actions_adddup2(
             actions,
-            child_fd,
+            fds.channel,
             env::CHANNEL_FD_NUMBER,
         ))?;
+        if let Some(journal) = fds.journal {
+            check(libc::posix_spawn_file_actions_adddup2(
+                actions,
+                journal,
+                env::JOURNAL_FD_NUMBER,
+            ))?;
+        }
         check(libc::posix_spawn_file_actions_addopen(
             actions,
             libc::STDIN_FILENO,
@@ -352,7 +395,11 @@ unsafe fn configure(
             0,
         ))?;
         if let Some(addclosefrom) = addclosefrom_np() {
-            check(addclosefrom(actions, env::CHANNEL_FD_NUMBER + 1))?;
+            let last = match fds.journal {
+                Some(_) => env::JOURNAL_FD_NUMBER,
+                None => env::CHANNEL_FD_NUMBER,
+            };
+            check(addclosefrom(actions, last + 1))?;
         }
     }
     Ok(())
@@ -508,7 +555,7 @@ mod tests {
     fn sh(script: &str) -> Process {
         let mut command = Command::new("sh");
         command.args(["-c", script]);
-        spawn_worker(&command).expect("sh starts").process
+        spawn_worker(&command, None).expect("sh starts").process
     }
 
     #[test]

@@ -105,6 +105,14 @@ pub(crate) trait Transport: Send + Sync + 'static {
     fn whereabouts(&self) -> Option<Whereabouts> {
         None
     }
+
+    /// Once the worker is dead: what it held back past the first
+    /// `received` bytes it wrote (see
+    /// [`JournalReader::recover`](loky_proto::shm::JournalReader::recover)).
+    /// Nothing for a worker without a journal.
+    fn recover(&self, _received: u64) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 /// What became ready in [`Transport::wait`].
@@ -587,7 +595,20 @@ impl Reader {
                 return end;
             }
         }
-        End::Exited
+        self.recover(frames, End::Exited)
+    }
+
+    /// Takes the replies the dead worker held back (its journal's), as if
+    /// they had come on the channel, then reports `end`. A journal that
+    /// does not hold whole, valid frames loses its replies (their calls
+    /// fail with the worker's death), nothing else.
+    fn recover(&mut self, frames: &mut Inbox, end: End) -> End {
+        let held = self.transport.recover(frames.received());
+        if !held.is_empty() {
+            frames.extend(&held);
+            let _ = self.take_frames(frames);
+        }
+        end
     }
 
     /// One read, then every whole frame it completed.
@@ -595,14 +616,22 @@ impl Reader {
         match frames.fill(&*self.transport) {
             // The end of the channel, even inside a frame: a worker that
             // dies while writing a reply died; it broke no protocol.
-            Ok(0) => return Some(End::Closed),
+            Ok(0) => return Some(self.recover(frames, End::Closed)),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
             // A worker that dies with unread input resets the connection:
             // that is its death, not a protocol failure.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Some(End::Closed),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Some(self.recover(frames, End::Closed));
+            }
             Err(e) => return Some(End::Protocol(LinkError::Channel(e))),
         }
+        self.take_frames(frames)
+    }
+
+    /// Handles every whole frame received, and tells the supervisor of the
+    /// replies among them.
+    fn take_frames(&mut self, frames: &mut Inbox) -> Option<End> {
         // Replies the supervisor must hear of.
         let mut replies = 0;
         let result = loop {

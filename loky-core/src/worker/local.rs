@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use loky_proto::env;
+use loky_proto::shm::JournalReader;
 
 use super::io::{Readiness, Transport};
 use super::spawner::{Spawned, Spawner, Start};
@@ -100,7 +101,10 @@ impl LocalStart {
 
 impl Start for LocalStart {
     fn spawn(&mut self, worker: WorkerId) -> Result<Spawned, Error> {
-        let spawned = os::spawn_worker(&self.command).map_err(|e| {
+        // Without a journal (no memory files here), the worker sends each
+        // reply as soon as it is ready.
+        let (journal_fd, journal) = JournalReader::create().ok().unzip();
+        let spawned = os::spawn_worker(&self.command, journal_fd.as_ref()).map_err(|e| {
             Error::broken_by(
                 "a worker could not be started",
                 SpawnError::new(&self.config.program, e),
@@ -110,6 +114,7 @@ impl Start for LocalStart {
             stream: spawned.channel,
             process: spawned.process,
             pidfd: spawned.pidfd,
+            journal,
         });
         let settings = self.settings.clone();
         Ok(Spawned {
@@ -127,6 +132,8 @@ struct LocalTransport {
     stream: UnixStream,
     process: os::Process,
     pidfd: Option<OwnedFd>,
+    /// The replies the worker holds back, for after its death.
+    journal: Option<JournalReader>,
 }
 
 impl Transport for LocalTransport {
@@ -153,6 +160,12 @@ impl Transport for LocalTransport {
 
     fn write(&self, bytes: &[u8]) -> io::Result<usize> {
         os::send_blocking(&self.stream, bytes)
+    }
+
+    fn recover(&self, received: u64) -> Vec<u8> {
+        self.journal
+            .as_ref()
+            .map_or_else(Vec::new, |journal| journal.recover(received))
     }
 
     fn close_input(&self) {

@@ -10,7 +10,13 @@ use loky_proto::{Attachments, FrameBuffer, FrameError};
 use super::Transport;
 
 /// The frames arriving from one worker.
-pub(super) enum Inbox {
+pub(super) struct Inbox {
+    frames: Frames,
+    /// Bytes read from the channel so far.
+    received: u64,
+}
+
+enum Frames {
     Bytes(FrameBuffer),
     Local(LocalFrames),
 }
@@ -28,34 +34,54 @@ impl Inbox {
     /// The inbox for `transport`'s channel, taking frames of at most `max`
     /// bytes.
     pub(super) fn new(transport: &dyn Transport, max: usize) -> Inbox {
-        match transport.local_socket() {
-            Some(_) => Inbox::Local(LocalFrames::new(max)),
-            None => Inbox::Bytes(FrameBuffer::new(max)),
+        let frames = match transport.local_socket() {
+            Some(_) => Frames::Local(LocalFrames::new(max)),
+            None => Frames::Bytes(FrameBuffer::new(max)),
+        };
+        Inbox {
+            frames,
+            received: 0,
         }
     }
 
     /// One read from `transport` (the one it was made for); `Ok(0)` at the
     /// end of the channel.
     pub(super) fn fill(&mut self, transport: &dyn Transport) -> io::Result<usize> {
-        match self {
-            Inbox::Bytes(buffer) => buffer.fill_from(&mut ReadHalf(transport)),
-            Inbox::Local(frames) => frames.fill_from(
+        let n = match &mut self.frames {
+            Frames::Bytes(buffer) => buffer.fill_from(&mut ReadHalf(transport)),
+            Frames::Local(frames) => frames.fill_from(
                 transport
                     .local_socket()
                     .expect("a local inbox is made for a local socket"),
             ),
+        }?;
+        self.received += n as u64;
+        Ok(n)
+    }
+
+    /// Bytes read from the channel so far.
+    pub(super) fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Appends bytes that did not come on the channel (what a dead
+    /// worker's journal held), as if they had.
+    pub(super) fn extend(&mut self, bytes: &[u8]) {
+        match &mut self.frames {
+            Frames::Bytes(buffer) => buffer.extend(bytes),
+            Frames::Local(frames) => frames.extend(bytes),
         }
     }
 
     /// The next whole frame, if one has arrived.
     pub(super) fn next_frame(&mut self) -> Result<Option<Incoming<'_>>, FrameError> {
-        match self {
-            Inbox::Bytes(buffer) => Ok(buffer.next_frame()?.map(|body| Incoming {
+        match &mut self.frames {
+            Frames::Bytes(buffer) => Ok(buffer.next_frame()?.map(|body| Incoming {
                 body,
                 mapped: None,
                 attachments: Attachments::default(),
             })),
-            Inbox::Local(frames) => Ok(frames.next_frame()?.map(|frame| Incoming {
+            Frames::Local(frames) => Ok(frames.next_frame()?.map(|frame| Incoming {
                 body: frame.body,
                 mapped: frame.mapped_body,
                 attachments: frame.attachments,

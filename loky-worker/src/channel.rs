@@ -9,6 +9,7 @@ use std::error::Error;
 use std::fmt::Write as _;
 use std::io;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
 use loky_proto::shm::{FrameBuf, LocalFrames};
 use loky_proto::{
@@ -17,6 +18,7 @@ use loky_proto::{
 };
 
 use crate::os;
+use crate::outbox::Outbox;
 
 /// Buffers of at most this size are kept for the next frame (reusing them
 /// spares the page faults of fresh memory on every large call); after a
@@ -61,6 +63,11 @@ impl CallReader {
             Ok(request) => (request, frame.attachments),
             Err(err) => end_on(err),
         }
+    }
+
+    /// Whether the next call has already arrived (whole).
+    pub(crate) fn has_next(&self) -> bool {
+        self.frames.has_frame()
     }
 
     /// Unmaps the last call's body if it came in a memory file: once its
@@ -114,7 +121,7 @@ pub(crate) fn fatal(code: i32, message: &str) -> ! {
 /// Writes responses to the executor, one frame each.
 #[derive(Debug)]
 pub(crate) struct ResponseWriter {
-    stream: UnixStream,
+    outbox: Arc<Outbox>,
     /// Encoded frames not yet written; reused between writes.
     buf: FrameBuf,
     /// The executor's maximum frame size: a larger reply is never sent.
@@ -122,13 +129,13 @@ pub(crate) struct ResponseWriter {
 }
 
 impl ResponseWriter {
-    /// A writer that sends replies over `threshold` bytes in shared memory
-    /// and attaches shared buffers, if the executor takes descriptor frames
-    /// (it gave a threshold), else one that sends bytes only; no frame over
-    /// `max_frame` bytes.
-    pub(crate) fn new(stream: UnixStream, threshold: Option<usize>, max_frame: usize) -> Self {
+    /// A writer through `outbox` that sends replies over `threshold` bytes
+    /// in shared memory and attaches shared buffers, if the executor takes
+    /// descriptor frames (it gave a threshold), else one that sends bytes
+    /// only; no frame over `max_frame` bytes.
+    pub(crate) fn new(outbox: Arc<Outbox>, threshold: Option<usize>, max_frame: usize) -> Self {
         ResponseWriter {
-            stream,
+            outbox,
             buf: threshold.map_or_else(FrameBuf::plain, FrameBuf::local),
             max_frame,
         }
@@ -187,15 +194,15 @@ impl ResponseWriter {
     /// Writes everything queued. If the executor is gone, the worker ends
     /// as at the end of the channel.
     pub(crate) fn flush(&mut self) {
-        if let Err(err) = self.buf.send_to(&self.stream) {
-            match err.kind() {
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => os::terminate(0),
-                _ => fatal(
-                    exit_code::CHANNEL_ERROR,
-                    &format!("the channel to the executor failed: {err}"),
-                ),
-            }
-        }
+        self.outbox.send(&mut self.buf);
         self.buf.shrink_to(KEEP_BUFFER);
+    }
+
+    /// Holds everything queued back, if the outbox can (see
+    /// [`Outbox::hold`]); else writes it as [`flush`](Self::flush) does.
+    pub(crate) fn hold_or_flush(&mut self) {
+        if !self.outbox.hold(&mut self.buf) {
+            self.flush();
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The executing thread, which runs calls one at a time, in order, and the
 //! watcher thread, which ends the worker as soon as its channel hangs up
-//! (the executor closed it or died), even while a task runs.
+//! (the executor closed it or died), even while a task runs, and sends the
+//! replies the executing thread held back once a task ran past
+//! [`HOLD_AT_MOST`](crate::outbox::HOLD_AT_MOST) after them.
 //!
 //! The watcher also replaces an executing thread that is lost. A task whose
 //! panic message cannot be formatted (its `Display` panics) makes std abort
@@ -10,20 +12,22 @@
 //! the handler, so the abort never completes, and wakes the watcher, which
 //! starts a new executing thread. That one answers the lost call with a
 //! placeholder panic and serves on with the same reader of calls (which may
-//! hold calls already received), a new writer (every earlier reply was sent
-//! before the lost task started) and a new leak check.
+//! hold calls already received), a new writer on the same outbox (every
+//! earlier reply was sent or held back before the lost task started) and a new leak check.
 
 use std::cell::UnsafeCell;
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, Scope};
 use std::time::Instant;
 
+use loky_proto::shm::JournalWriter;
 use loky_proto::{Outcome, Reply, Response, exit_code};
 
 use crate::channel::{CallReader, ResponseWriter, fatal};
 use crate::memory::LeakCheck;
+use crate::outbox::Outbox;
 use crate::{Registry, call, os, panic, progress};
 
 /// Stack of a replacement executing thread: what the main thread usually
@@ -39,8 +43,11 @@ pub(crate) struct Executing<'a> {
     calls: UnsafeCell<CallReader>,
     /// The writer of the first executing thread, taken when it starts.
     first_out: Mutex<Option<ResponseWriter>>,
-    /// The channel and its settings, for a replacement's writer.
+    /// The channel, which the watcher watches.
     stream: UnixStream,
+    /// Where every writer writes, and its settings, for a replacement's
+    /// writer.
+    outbox: Arc<Outbox>,
     shm_threshold: Option<usize>,
     max_frame: usize,
     /// The call whose task runs now, if any.
@@ -65,15 +72,18 @@ impl<'a> Executing<'a> {
         registry: &'a Registry,
         calls: CallReader,
         stream: UnixStream,
+        journal: Option<JournalWriter>,
         shm_threshold: Option<usize>,
         max_frame: usize,
     ) -> Self {
-        let out = ResponseWriter::new(writer_stream(&stream), shm_threshold, max_frame);
+        let outbox = Arc::new(Outbox::new(writer_stream(&stream), journal));
+        let out = ResponseWriter::new(outbox.clone(), shm_threshold, max_frame);
         Executing {
             registry,
             calls: UnsafeCell::new(calls),
             first_out: Mutex::new(Some(out)),
             stream,
+            outbox,
             shm_threshold,
             max_frame,
             running: Mutex::new(None),
@@ -119,8 +129,9 @@ impl<'a> Executing<'a> {
     fn watch<'s>(&'s self, scope: &'s Scope<'s, '_>, rescue: &os::RescuePipe) {
         panic::set_runtime_thread();
         loop {
-            match os::wait_for_hangup_or(&self.stream, rescue) {
+            match os::wait_for_hangup_or(&self.stream, rescue, self.outbox.timer()) {
                 os::Woken::HangUp => os::terminate(0),
+                os::Woken::Timer => self.outbox.send_held(),
                 os::Woken::Rescue => {
                     let started = thread::Builder::new()
                         .name("loky-worker-exec".into())
@@ -144,11 +155,7 @@ impl<'a> Executing<'a> {
     /// A new writer, having answered the call whose thread was lost with a
     /// placeholder panic.
     fn answer_lost_call(&self) -> ResponseWriter {
-        let mut out = ResponseWriter::new(
-            writer_stream(&self.stream),
-            self.shm_threshold,
-            self.max_frame,
-        );
+        let mut out = ResponseWriter::new(self.outbox.clone(), self.shm_threshold, self.max_frame);
         if let Some(id) = lock(&self.running).take() {
             let outcome = Outcome::Panic(panic::unformattable());
             out.push(&Response::Reply(Reply { id, outcome }));
@@ -163,9 +170,9 @@ impl<'a> Executing<'a> {
         // (see `impl Sync for Executing`).
         let calls = unsafe { &mut *self.calls.get() };
         let mut leak = LeakCheck::from_env();
-        // Progress reports of long chunks go out on this thread's own clone
-        // of the channel.
-        progress::set_channel(writer_stream(&self.stream));
+        // Progress reports of long chunks go out through the same outbox,
+        // after the replies held back.
+        progress::set_channel(self.outbox.clone());
         // The panic hook ends the worker on a runtime panic; this guard
         // covers a hook that a task replaced.
         let _ = catch_unwind(AssertUnwindSafe(|| {
@@ -190,12 +197,22 @@ impl<'a> Executing<'a> {
         *lock(&self.running) = None;
         // Unused descriptors close before the reply says the call is done.
         drop(attachments);
-        if let Some(reason) = leak.after_call(Instant::now(), os::resident_bytes) {
+        let retiring = leak.after_call(Instant::now(), os::resident_bytes);
+        if let Some(reason) = retiring {
             out.push(&Response::Retiring(reason));
+            out.flush();
+        } else if calls.has_next() {
+            // Held back while the next call runs (for a short while at
+            // most), so that a burst's replies go out together; in the
+            // journal, which the executor reads should that call crash the
+            // worker.
+            out.hold_or_flush();
+        } else {
+            // Every other reply goes out before the next task starts:
+            // should that task crash the worker, the results already
+            // computed are safe.
+            out.flush();
         }
-        // Every reply goes out before the next task starts: should that
-        // task crash the worker, the results already computed are safe.
-        out.flush();
         calls.release();
     }
 }

@@ -14,6 +14,7 @@
 use std::io::Write;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
 use loky_proto::shm::LocalFrames;
 use loky_proto::{CallError, FrameError, Outcome, Request, Task, decode_body};
@@ -22,6 +23,7 @@ use serde_bytes::ByteBuf;
 use crate::Registry;
 use crate::channel::ResponseWriter;
 use crate::diagnostics::AnyValue;
+use crate::outbox::Outbox;
 
 /// Tasks over the argument types that exercise the decoder most: integers,
 /// strings, bytes, sequences, options, tuples, maps and any value.
@@ -56,7 +58,8 @@ pub fn read_requests(
     executor.write_all(stream).map_err(FrameError::Io)?;
     executor.shutdown(Shutdown::Write).map_err(FrameError::Io)?;
     let mut frames = LocalFrames::new(max_frame);
-    let mut out = ResponseWriter::new(executor, None, max_frame);
+    let outbox = Arc::new(Outbox::new(executor, None));
+    let mut out = ResponseWriter::new(outbox, None, max_frame);
     loop {
         while !frames.has_frame() {
             match frames.fill_from(&worker) {

@@ -83,6 +83,7 @@ mod executing;
 pub mod fuzzing;
 mod memory;
 mod os;
+mod outbox;
 mod panic;
 mod progress;
 mod registry;

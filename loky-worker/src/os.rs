@@ -51,11 +51,17 @@ pub(crate) enum Woken {
     HangUp,
     /// The executing thread was lost and parked: it needs a replacement.
     Rescue,
+    /// The timer fired.
+    Timer,
 }
 
-/// Blocks until the peer of `stream` hangs up or `rescue` is signalled.
-/// Does not consume data from `stream`.
-pub(crate) fn wait_for_hangup_or(stream: &UnixStream, rescue: &RescuePipe) -> Woken {
+/// Blocks until the peer of `stream` hangs up, `rescue` is signalled or
+/// `timer` fires. Does not consume data from `stream`.
+pub(crate) fn wait_for_hangup_or(
+    stream: &UnixStream,
+    rescue: &RescuePipe,
+    timer: Option<&Timer>,
+) -> Woken {
     #[cfg(target_os = "linux")]
     let events = libc::POLLRDHUP;
     #[cfg(not(target_os = "linux"))]
@@ -71,10 +77,16 @@ pub(crate) fn wait_for_hangup_or(stream: &UnixStream, rescue: &RescuePipe) -> Wo
             events: libc::POLLIN,
             revents: 0,
         },
+        libc::pollfd {
+            // Ignored by poll while negative.
+            fd: timer.map_or(-1, |timer| timer.fd.as_raw_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     loop {
-        // SAFETY: fds is an array of two valid pollfd for the whole call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        // SAFETY: fds is an array of three valid pollfd for the whole call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
         if n <= 0 {
             continue;
         }
@@ -89,6 +101,76 @@ pub(crate) fn wait_for_hangup_or(stream: &UnixStream, rescue: &RescuePipe) -> Wo
                 return Woken::Rescue;
             }
         }
+        if fds[2].revents != 0 && timer.is_some_and(Timer::fired) {
+            return Woken::Timer;
+        }
+    }
+}
+
+/// A one-shot timer for the watcher's poll (a `timerfd`, Linux only).
+#[derive(Debug)]
+pub(crate) struct Timer {
+    fd: OwnedFd,
+}
+
+impl Timer {
+    /// A disarmed timer.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn new() -> io::Result<Timer> {
+        // SAFETY: timerfd_create takes no pointers; a non-negative result is
+        // a fresh descriptor that nothing else owns.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Timer { fd })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn new() -> io::Result<Timer> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Fires once `after` from now (`ZERO`: never, the timer is disarmed);
+    /// either way, a firing not yet seen is forgotten.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn set(&self, after: std::time::Duration) {
+        let value = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: after.subsec_nanos() as _,
+            },
+        };
+        // SAFETY: `value` is a valid itimerspec for the call; the old value
+        // is not asked for. It cannot fail on a timerfd we own.
+        unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &value, ptr::null_mut()) };
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn set(&self, _after: std::time::Duration) {}
+
+    #[cfg(test)]
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Whether the timer fired since it was last set (and forgets it).
+    fn fired(&self) -> bool {
+        let mut count = 0u64;
+        // SAFETY: count is a valid 8-byte buffer for the call.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), (&raw mut count).cast(), 8) };
+        n == 8
     }
 }
 
@@ -317,6 +399,15 @@ pub(crate) fn take_channel(fd: RawFd) -> io::Result<UnixStream> {
     stream.local_addr()?;
     stream.set_nonblocking(false)?;
     Ok(stream)
+}
+
+/// Takes ownership of the inherited descriptor `fd`, marking it
+/// close-on-exec (processes that tasks spawn do not inherit it).
+pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    set_cloexec(fd)?;
+    // SAFETY: the fd is open (set_cloexec succeeded), and the executor
+    // passed it to this process alone; nothing else here owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn set_cloexec(fd: RawFd) -> io::Result<()> {

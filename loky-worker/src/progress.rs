@@ -9,11 +9,12 @@
 //! of slow items reports each item as it is done.
 
 use std::cell::RefCell;
-use std::io::Write;
-use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loky_proto::{Outcome, Progress, Response, encode_frame};
+
+use crate::outbox::Outbox;
 
 /// At most one report per period.
 const PERIOD: Duration = Duration::from_millis(1);
@@ -25,8 +26,8 @@ const PERIOD: Duration = Duration::from_millis(1);
 const MAX_REPORT: usize = 256 << 10;
 
 struct Reporter {
-    /// The channel to the executor (a clone of the writer's socket).
-    channel: UnixStream,
+    /// The channel to the executor (the replies' own).
+    outbox: Arc<Outbox>,
     /// The running chunk call, if one runs.
     call: Option<u64>,
     /// When the chunk started or last reported.
@@ -44,11 +45,11 @@ thread_local! {
     static REPORTER: RefCell<Option<Reporter>> = const { RefCell::new(None) };
 }
 
-/// Reports go through `channel` from now on.
-pub(crate) fn set_channel(channel: UnixStream) {
+/// Reports go through `outbox` from now on.
+pub(crate) fn set_channel(outbox: Arc<Outbox>) {
     REPORTER.with(|r| {
         *r.borrow_mut() = Some(Reporter {
-            channel,
+            outbox,
             call: None,
             since: Instant::now(),
             reported: 0,
@@ -121,7 +122,7 @@ impl Reporter {
         self.buf.clear();
         let report = Response::Progress(Progress { id, items });
         let sent = encode_frame(&report, &mut self.buf, MAX_REPORT).is_ok()
-            && (&self.channel).write_all(&self.buf).is_ok();
+            && self.outbox.send_bytes(&self.buf);
         if !sent {
             // Reports must follow each other without a gap: none more for
             // this chunk (a failed write is found again by the reply's).

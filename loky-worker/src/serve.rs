@@ -3,6 +3,7 @@
 use std::os::fd::RawFd;
 
 use loky_proto::program::{self, ProgramId};
+use loky_proto::shm::JournalWriter;
 use loky_proto::{DEFAULT_MAX_FRAME, Hello, PROTOCOL_VERSION, Response, env, exit_code};
 
 use crate::channel::{CallReader, fatal};
@@ -175,6 +176,8 @@ fn run(registry: &Registry, fd: RawFd, executor: u32) -> ! {
             &format!("cannot set the memory limit of {limit} bytes: {err}"),
         );
     }
+    // Before the descriptors inherited by mistake are closed: it is one.
+    let journal = journal(fd);
     os::close_inherited_fds(fd);
     panic::install_hook();
     panic::set_runtime_thread();
@@ -192,7 +195,7 @@ fn run(registry: &Registry, fd: RawFd, executor: u32) -> ! {
             &format!("cannot read the channel: {err}"),
         )
     });
-    let executing = Executing::new(registry, calls, stream, shm_threshold(), max_frame);
+    let executing = Executing::new(registry, calls, stream, journal, shm_threshold(), max_frame);
     executing.say_hello(&Response::Hello(hello(registry)));
     executing.serve()
 }
@@ -208,6 +211,27 @@ fn memory_limit() -> Option<u64> {
             &format!("malformed {}: {value:?}", env::MEMORY_LIMIT),
         ),
     }
+}
+
+/// The reply journal the executor passed, if any (a descriptor after the
+/// channel's, `channel`). A value that is not a number ends the worker (the
+/// executor speaks another protocol); a descriptor that is not a journal
+/// leaves the worker without one (it then sends every reply as soon as it
+/// is ready).
+fn journal(channel: RawFd) -> Option<JournalWriter> {
+    let value = std::env::var_os(env::JOURNAL)?;
+    let Some(fd) = value
+        .to_str()
+        .and_then(|v| v.parse().ok())
+        .filter(|&fd| fd > channel)
+    else {
+        fatal(
+            exit_code::PROTOCOL_ERROR,
+            &format!("malformed {}: {value:?}", env::JOURNAL),
+        )
+    };
+    let fd = os::take_inherited(fd).ok()?;
+    JournalWriter::open(fd).ok()
 }
 
 /// The body size past which replies travel in shared memory, if the

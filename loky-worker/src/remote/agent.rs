@@ -129,8 +129,10 @@ fn start_worker(ticket: &Ticket, channel: UnixStream) -> Result<WorkerProcess, S
         .map_err(|err| format!("cannot pass the channel to the worker: {err}"))?;
     let mut command = Command::new(&program);
     // The relay carries bytes only, never descriptors: no shared-memory
-    // frames, whatever this process inherited.
+    // frames, whatever this process inherited. Nor a journal: the agent
+    // reads none (every reply goes out as soon as it is ready).
     command.env_remove(env::SHM_THRESHOLD);
+    command.env_remove(env::JOURNAL);
     for key in &ticket.env_remove {
         command.env_remove(key);
     }

@@ -65,6 +65,10 @@ impl Supervisor {
         // pool): one write for a burst, not one per call.
         let mut batches: Vec<Vec<(WorkItem, usize)>> = Vec::new();
         let mut batched = 0;
+        // How long the workers' calls have run, as of the start of this
+        // round or of its last `BATCH` (a clock read per call and worker
+        // was a burst's main cost here).
+        let mut now = Instant::now();
         while let Some(front) = self.pending.front() {
             let key = TaskKey::of(front);
             let depth = match known {
@@ -72,7 +76,7 @@ impl Supervisor {
                 _ => depth(self.durations.typical(key)),
             };
             known = Some((key, depth));
-            let Some(idx) = self.pick(depth, &batches) else {
+            let Some(idx) = self.pick(depth, &batches, now) else {
                 break;
             };
             let item = self.pending.pop_front().expect("checked non-empty");
@@ -94,6 +98,7 @@ impl Supervisor {
             if batched == BATCH {
                 self.send_batches(&mut batches);
                 batched = 0;
+                now = Instant::now();
             }
         }
         self.send_batches(&mut batches);
@@ -124,7 +129,12 @@ impl Supervisor {
     /// call could queue behind a busy worker while another one is idle.
     /// Calls of this round not yet sent (`batches`, by worker) count as
     /// held.
-    fn pick(&self, depth: usize, batches: &[Vec<(WorkItem, usize)>]) -> Option<usize> {
+    fn pick(
+        &self,
+        depth: usize,
+        batches: &[Vec<(WorkItem, usize)>],
+        now: Instant,
+    ) -> Option<usize> {
         let max_calls = self.config.max_tasks_per_child;
         let starting = self.slots.iter().any(Slot::starting);
         let batch = |i: usize| batches.get(i).map_or(&[][..], Vec::as_slice);
@@ -137,12 +147,12 @@ impl Supervisor {
                 let front = || {
                     slot.link.front_depth().or_else(|| {
                         let (_, depth) = batch(i).first()?;
-                        Some((*depth, Instant::now()))
+                        Some((*depth, now))
                     })
                 };
                 slot.serving().is_some()
                     && max_calls.is_none_or(|max| slot.calls < max)
-                    && has_room(front, held, depth, starting)
+                    && has_room(front, now, held, depth, starting)
             })
             .min_by_key(|&(_, held)| held)
             .map(|(i, _)| i)
@@ -219,11 +229,12 @@ impl Supervisor {
     }
 }
 
-/// Whether a worker holding `held` calls may take one more of `depth`;
-/// `front` gives the depth of the call it runs first and when that was
-/// sent.
+/// Whether a worker holding `held` calls may take one more of `depth`, as
+/// of `now`; `front` gives the depth of the call it runs first and when
+/// that was sent.
 fn has_room(
     front: impl FnOnce() -> Option<(usize, Instant)>,
+    now: Instant,
     held: usize,
     depth: usize,
     pool_starting: bool,
@@ -237,6 +248,8 @@ fn has_room(
     }
     match front() {
         None => true, // Answered meanwhile.
-        Some((front_depth, since)) => front_depth > 1 && since.elapsed() <= LONG_CALL,
+        Some((front_depth, since)) => {
+            front_depth > 1 && now.saturating_duration_since(since) <= LONG_CALL
+        }
     }
 }

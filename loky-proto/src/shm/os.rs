@@ -66,26 +66,36 @@ pub(crate) fn seal(_fd: &OwnedFd, _len: usize) -> io::Result<()> {
 
 /// The size of `fd` if it is a sealed memory file (as [`seal`] leaves it);
 /// an error naming what is wrong otherwise.
-#[cfg(target_os = "linux")]
 pub(crate) fn sealed_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
-    let seals = match rustix::fs::fcntl_get_seals(fd) {
+    #[cfg(target_os = "linux")]
+    let len = len_if_sealed(fd, SEALS, "writes and resizing");
+    #[cfg(not(target_os = "linux"))]
+    let len = len_if_sealed(fd);
+    len
+}
+
+/// The size of `fd` if it is a memory file carrying `seals` (against
+/// `what`).
+#[cfg(target_os = "linux")]
+fn len_if_sealed(fd: BorrowedFd<'_>, seals: SealFlags, what: &str) -> io::Result<usize> {
+    let carried = match rustix::fs::fcntl_get_seals(fd) {
         Ok(seals) => seals,
         Err(Errno::INVAL) => {
             return Err(io::Error::other("the descriptor is not a memory file"));
         }
         Err(err) => return Err(err.into()),
     };
-    if !seals.contains(SEALS) {
-        return Err(io::Error::other(
-            "the memory file is not sealed against writes and resizing",
-        ));
+    if !carried.contains(seals) {
+        return Err(io::Error::other(format!(
+            "the memory file is not sealed against {what}"
+        )));
     }
     let size = rustix::fs::fstat(fd)?.st_size;
     usize::try_from(size).map_err(|_| io::Error::other("the memory file has an invalid size"))
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn sealed_len(_fd: BorrowedFd<'_>) -> io::Result<usize> {
+fn len_if_sealed(_fd: BorrowedFd<'_>) -> io::Result<usize> {
     Err(io::Error::other(
         "memory files are not supported on this platform",
     ))
@@ -112,29 +122,12 @@ pub(crate) fn seal_size(_fd: &OwnedFd) -> io::Result<()> {
 
 /// The size of `fd` if it is a memory file sealed against resizing (as
 /// [`seal_size`] leaves it).
-#[cfg(target_os = "linux")]
 pub(crate) fn size_sealed_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
-    let seals = match rustix::fs::fcntl_get_seals(fd) {
-        Ok(seals) => seals,
-        Err(Errno::INVAL) => {
-            return Err(io::Error::other("the descriptor is not a memory file"));
-        }
-        Err(err) => return Err(err.into()),
-    };
-    if !seals.contains(SIZE_SEALS) {
-        return Err(io::Error::other(
-            "the memory file is not sealed against resizing",
-        ));
-    }
-    let size = rustix::fs::fstat(fd)?.st_size;
-    usize::try_from(size).map_err(|_| io::Error::other("the memory file has an invalid size"))
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn size_sealed_len(_fd: BorrowedFd<'_>) -> io::Result<usize> {
-    Err(io::Error::other(
-        "memory files are not supported on this platform",
-    ))
+    #[cfg(target_os = "linux")]
+    let len = len_if_sealed(fd, SIZE_SEALS, "resizing");
+    #[cfg(not(target_os = "linux"))]
+    let len = len_if_sealed(fd);
+    len
 }
 
 /// Maps the first `len` (> 0) bytes of `fd`, shared, read-only or

@@ -13,7 +13,8 @@
 //! starts a new executing thread. That one answers the lost call with a
 //! placeholder panic and serves on with the same reader of calls (which may
 //! hold calls already received), a new writer on the same outbox (every
-//! earlier reply was sent or held back before the lost task started) and a new leak check.
+//! earlier reply was sent or held back before the lost task started) and a
+//! new leak check.
 
 use std::cell::UnsafeCell;
 use std::os::unix::net::UnixStream;

@@ -77,9 +77,10 @@ fn descriptors(pid: u32) -> BTreeMap<i32, String> {
 /// reader and writer hold clones), the worker's own pipe (both ends, a
 /// pipe this process does not hold), by which it replaces a lost executing
 /// thread, and its own timer (one), by which it sends the replies it held
-/// back. Its journal is mapped, its descriptor closed. Descriptors this process inherited without close-on-exec (from
-/// a shell, the test runner) are the parent's too: a worker must not hold
-/// them.
+/// back (its journal is mapped, its descriptor closed: any other is
+/// foreign). Descriptors this process inherited without close-on-exec
+/// (from a shell, the test runner) are the parent's too: a worker must not
+/// hold them.
 #[test]
 fn a_worker_holds_only_its_stdio_and_descriptors_of_its_own() {
     let _guard = EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner());

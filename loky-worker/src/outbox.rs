@@ -5,7 +5,7 @@
 //! may be held back, so that the replies of a burst of short calls go out
 //! in one write (one system call, one wake-up of the executor's reader)
 //! rather than one each. A reply is held back only in the worker's
-//! journal (see [`loky_proto::shm::JournalWriter`]), from which the
+//! journal (see [`JournalWriter`]), from which the
 //! executor takes it should the worker die before sending it, and for at
 //! most [`HOLD_AT_MOST`]: a timer, which the watcher thread polls, sends it
 //! if the executing thread has not by then (the next task runs long).

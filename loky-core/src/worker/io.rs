@@ -107,9 +107,8 @@ pub(crate) trait Transport: Send + Sync + 'static {
     }
 
     /// Once the worker is dead: what it held back past the first
-    /// `received` bytes it wrote (see
-    /// [`JournalReader::recover`](loky_proto::shm::JournalReader::recover)).
-    /// Nothing for a worker without a journal.
+    /// `received` bytes it wrote (see the protocol crate's
+    /// `JournalReader::recover`). Nothing for a worker without a journal.
     fn recover(&self, _received: u64) -> Vec<u8> {
         Vec::new()
     }

@@ -390,11 +390,7 @@ pub(crate) fn close_inherited_fds(channel: RawFd) {
 /// the worker dies), then checks that it is a Unix socket and makes it
 /// blocking.
 pub(crate) fn take_channel(fd: RawFd) -> io::Result<UnixStream> {
-    set_cloexec(fd)?;
-    // SAFETY: the fd is open (set_cloexec succeeded), and the executor
-    // handed it to this process for the worker's sole use: nothing else in
-    // this process owns or closes it, so the stream may close it on drop.
-    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    let stream = UnixStream::from(take_inherited(fd)?);
     // Fails for anything but a Unix socket.
     stream.local_addr()?;
     stream.set_nonblocking(false)?;
@@ -406,7 +402,8 @@ pub(crate) fn take_channel(fd: RawFd) -> io::Result<UnixStream> {
 pub(crate) fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     set_cloexec(fd)?;
     // SAFETY: the fd is open (set_cloexec succeeded), and the executor
-    // passed it to this process alone; nothing else here owns it.
+    // handed it to this process for the worker's sole use: nothing else in
+    // this process owns or closes it, so the owner may close it on drop.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 

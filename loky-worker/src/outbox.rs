@@ -12,7 +12,7 @@
 //! Without a journal (a worker started without one, such as a remote
 //! worker's), every reply goes out as soon as it is ready.
 
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -87,10 +87,7 @@ impl Outbox {
         let mut out = self.lock();
         let sent = out
             .send_held()
-            .and_then(|()| {
-                use std::io::Write;
-                (&out.stream).write_all(bytes)
-            })
+            .and_then(|()| (&out.stream).write_all(bytes))
             .map(|()| out.sent_directly(bytes.len()));
         self.disarm(&mut out);
         sent.is_ok()

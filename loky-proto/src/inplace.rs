@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::frame::{ABSOLUTE_MAX_FRAME, FrameError, FrameSink, HEADER_LEN, in_frame_context};
 use crate::function::FnRef;
-use crate::message::{Call, CallKind, FnCall, Outcome, Reply, Request, Response};
+use crate::hot;
+use crate::message::{CallKind, FnCall, Request};
 
 /// MessagePack's marker of a `bin 8` value, and of a `bin 32` one.
 const BIN8: u8 = 0xc4;
@@ -34,13 +35,8 @@ pub fn encode_call_frame<O: FrameSink, E>(
     max: usize,
     encode_args: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
-    let envelope = Request::Call(Call {
-        id,
-        task: Cow::Borrowed(task),
-        kind,
-        args: Cow::Borrowed(&[]),
-    });
-    encode_around(&envelope, out, max, encode_args)
+    let envelope = |out: &mut O| hot::call_envelope(id, task, kind, out);
+    encode_around(envelope, out, max, encode_args)
 }
 
 /// Appends a [`Request::CallFn`] frame to `out`, its arguments written by
@@ -61,10 +57,11 @@ pub fn encode_fn_call_frame<O: FrameSink, E>(
         kind,
         args: Cow::Borrowed(&[]),
     });
-    encode_around(&envelope, out, max, encode_args)
+    encode_around(serde_envelope(&envelope), out, max, encode_args)
 }
 
-/// Appends a [`Response::Reply`] frame with an [`Outcome::Value`] to `out`,
+/// Appends a [`Response::Reply`](crate::Response::Reply) frame with an
+/// [`Outcome::Value`](crate::Outcome::Value) to `out`,
 /// the value written by `encode_value` directly after the envelope.
 ///
 /// Errors as [`encode_call_frame`].
@@ -74,18 +71,18 @@ pub fn encode_value_reply_frame<O: FrameSink, E>(
     max: usize,
     encode_value: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
-    let envelope = Response::Reply(Reply {
-        id,
-        outcome: Outcome::Value(Cow::Borrowed(&[])),
-    });
-    encode_around(&envelope, out, max, encode_value)
+    let envelope = |out: &mut O| {
+        hot::value_reply_envelope(id, out);
+        Ok(())
+    };
+    encode_around(envelope, out, max, encode_value)
 }
 
-/// Writes `envelope` (whose encoding ends with its empty payload), then the
-/// payload from `encode`, and fixes up the lengths; on any error `out` is
-/// left as it was.
-fn encode_around<T: Serialize, O: FrameSink, E>(
-    envelope: &T,
+/// Writes the message's envelope, `envelope` (everything before its
+/// payload), then the payload from `encode`, and fixes up the lengths; on
+/// any error `out` is left as it was.
+fn encode_around<O: FrameSink, E>(
+    envelope: impl FnOnce(&mut O) -> Result<(), FrameError>,
     out: &mut O,
     max: usize,
     encode: impl FnOnce(&mut O) -> Result<(), E>,
@@ -105,21 +102,32 @@ fn encode_around<T: Serialize, O: FrameSink, E>(
     Ok(Ok(()))
 }
 
-fn write_around<T: Serialize, O: FrameSink, E>(
-    envelope: &T,
+/// Writes `message`'s envelope as serde encodes it: `message` with its
+/// payload empty, the `bin 8` of that payload left out.
+fn serde_envelope<T: Serialize, O: FrameSink>(
+    message: &T,
+) -> impl FnOnce(&mut O) -> Result<(), FrameError> {
+    move |out| {
+        rmp_serde::encode::write_named(out, message).map_err(FrameError::Encode)?;
+        // The envelope ends with its payload, empty: `bin 8` of length 0.
+        assert!(
+            out.bytes_at(out.len() - 2..out.len()) == [BIN8, 0],
+            "the payload is the last field"
+        );
+        out.truncate(out.len() - 2);
+        Ok(())
+    }
+}
+
+fn write_around<O: FrameSink, E>(
+    envelope: impl FnOnce(&mut O) -> Result<(), FrameError>,
     out: &mut O,
     start: usize,
     max: usize,
     encode: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
     out.append(&[0; HEADER_LEN]);
-    rmp_serde::encode::write_named(out, envelope).map_err(FrameError::Encode)?;
-    // The envelope ends with its payload, empty: `bin 8` of length 0.
-    assert!(
-        out.bytes_at(out.len() - 2..out.len()) == [BIN8, 0],
-        "the payload is the last field"
-    );
-    out.truncate(out.len() - 2);
+    envelope(out)?;
     out.append(&[BIN32]);
     let len_at = out.len();
     out.append(&[0; 4]);
@@ -140,6 +148,7 @@ fn write_around<T: Serialize, O: FrameSink, E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::{Call, Outcome, Reply, Response};
     use crate::{DEFAULT_MAX_FRAME, decode_body, encode_frame};
 
     fn encode_bytes(bytes: &[u8]) -> impl FnOnce(&mut Vec<u8>) -> Result<(), ()> + '_ {

@@ -38,6 +38,7 @@ pub mod env;
 pub mod exit_code;
 mod frame;
 mod function;
+mod hot;
 mod inplace;
 mod invoke;
 mod message;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use loky_proto::shm::{FrameBuf, LocalFrames};
 use loky_proto::{
-    Attachments, CallError, FrameError, Outcome, Reply, Request, Response, decode_body,
-    encode_frame, encode_value_reply_frame, exit_code,
+    Attachments, CallError, FrameError, Outcome, Reply, Request, Response, encode_frame,
+    encode_value_reply_frame, exit_code,
 };
 
 use crate::os;
@@ -59,7 +59,7 @@ impl CallReader {
             Ok(None) => unreachable!("a whole frame has arrived"),
             Err(err) => end_on(err),
         };
-        match decode_body::<Request<'_>>(frame.body) {
+        match Request::decode(frame.body) {
             Ok(request) => (request, frame.attachments),
             Err(err) => end_on(err),
         }

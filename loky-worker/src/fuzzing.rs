@@ -17,7 +17,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use loky_proto::shm::LocalFrames;
-use loky_proto::{CallError, FrameError, Outcome, Request, Task, decode_body};
+use loky_proto::{CallError, FrameError, Outcome, Request, Task};
 use serde_bytes::ByteBuf;
 
 use crate::Registry;
@@ -74,7 +74,7 @@ pub fn read_requests(
         let Some(frame) = frames.next_frame()? else {
             unreachable!("a whole frame has arrived");
         };
-        let request = decode_body::<Request<'_>>(frame.body)?;
+        let request = Request::decode(frame.body)?;
         let (id, name) = crate::call::describe(&request);
         let mut attachments = frame.attachments;
         attachments.decode(|| {

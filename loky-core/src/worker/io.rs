@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use loky_proto::shm::EncodedFrame;
-use loky_proto::{FrameError, Hello, PROTOCOL_VERSION, Response, decode_body};
+use loky_proto::{FrameError, Hello, PROTOCOL_VERSION, Response};
 
 use inbox::{Inbox, Incoming};
 
@@ -546,7 +546,7 @@ impl Reader {
         loop {
             let frame = frames.next_frame().map_err(StartFailure::NotAWorker)?;
             if let Some(frame) = frame {
-                return check_hello(decode_body::<Response<'_>>(frame.body));
+                return check_hello(Response::decode(frame.body));
             }
             let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
             if left.is_some_and(|left| left.is_zero()) {
@@ -655,7 +655,7 @@ impl Reader {
     /// Handles one frame; true if it was a reply the supervisor must hear
     /// of.
     fn handle_frame(&self, frame: Incoming<'_>) -> Result<bool, LinkError> {
-        let response = decode_body::<Response<'_>>(frame.body).map_err(LinkError::Frame)?;
+        let response = Response::decode(frame.body).map_err(LinkError::Frame)?;
         match response {
             Response::Reply(reply) => {
                 pool_thread::injected_panic_point(Role::Reader);

@@ -1,0 +1,413 @@
+//! The envelopes of the two frames every call makes, a [`Request::Call`]
+//! and a [`Response::Reply`] with an [`Outcome::Value`], written and read by
+//! hand.
+//!
+//! They are byte for byte what `rmp_serde`'s `write_named` writes, as every
+//! other frame is written (an enum as a one-entry map from its variant's
+//! name to its fields, a struct as a map from its field names to their
+//! values), so either side may use either way. By hand, a call's frames
+//! skip serde's variant names checked as UTF-8 and matched one by one, its
+//! field-by-field dispatch and, when reading, the second walk over the body
+//! that checks nothing trails the message: work that a burst of small calls
+//! pays in full on every thread it crosses.
+//!
+//! Reading falls back to serde for anything else, so the result is always
+//! what [`decode_body`] gives.
+
+use std::borrow::Cow;
+
+use crate::frame::sealed::Sink;
+use crate::frame::{FrameError, decode_body};
+use crate::message::{Call, CallKind, Outcome, Reply, Request, Response};
+
+/// `{"Call": {"id": ` : a map of one entry from the variant's name to a
+/// map of 4 fields, and the first field's name.
+const CALL: &[u8] = b"\x81\xa4Call\x84\xa2id";
+/// The names of the call's other fields.
+const TASK: &[u8] = b"\xa4task";
+const KIND: &[u8] = b"\xa4kind";
+const ARGS: &[u8] = b"\xa4args";
+/// `{"Reply": {"id": ` : the variant, a map of 2 fields, the first's name.
+const REPLY: &[u8] = b"\x81\xa5Reply\x82\xa2id";
+/// `"outcome": {"Value": ` : the second field and the outcome's variant.
+const VALUE: &[u8] = b"\xa7outcome\x81\xa5Value";
+/// The call kinds, unit variants written as their names.
+const SINGLE: &[u8] = b"\xa6Single";
+const CHUNK: &[u8] = b"\xa5Chunk";
+
+/// Appends the envelope of a [`Request::Call`] frame up to its arguments:
+/// everything serde writes before the `bin` value of `args`. Fails only
+/// for a task name longer than MessagePack can carry (4 GiB).
+pub(crate) fn call_envelope(
+    id: u64,
+    task: &str,
+    kind: CallKind,
+    out: &mut impl Sink,
+) -> Result<(), FrameError> {
+    let (header, header_len) = str_header(task.len()).ok_or(FrameError::TooLarge {
+        len: task.len(),
+        max: u32::MAX as usize,
+    })?;
+    out.append(CALL);
+    let (id, id_len) = uint(id);
+    out.append(&id[..id_len]);
+    out.append(TASK);
+    out.append(&header[..header_len]);
+    out.append(task.as_bytes());
+    out.append(KIND);
+    out.append(match kind {
+        CallKind::Single => SINGLE,
+        CallKind::Chunk => CHUNK,
+    });
+    out.append(ARGS);
+    Ok(())
+}
+
+/// Appends the envelope of a [`Response::Reply`] frame with an
+/// [`Outcome::Value`], up to its value.
+pub(crate) fn value_reply_envelope(id: u64, out: &mut impl Sink) {
+    out.append(REPLY);
+    let (id, id_len) = uint(id);
+    out.append(&id[..id_len]);
+    out.append(VALUE);
+}
+
+impl<'a> Request<'a> {
+    /// Decodes a frame body holding one request: the same as
+    /// [`decode_body::<Request>`](decode_body), faster for a
+    /// [`Request::Call`].
+    pub fn decode(body: &'a [u8]) -> Result<Self, FrameError> {
+        match read_call(body) {
+            Some(call) => Ok(Request::Call(call)),
+            None => decode_body(body),
+        }
+    }
+}
+
+impl<'a> Response<'a> {
+    /// Decodes a frame body holding one response: the same as
+    /// [`decode_body::<Response>`](decode_body), faster for a
+    /// [`Response::Reply`] with an [`Outcome::Value`].
+    pub fn decode(body: &'a [u8]) -> Result<Self, FrameError> {
+        match read_value_reply(body) {
+            Some(reply) => Ok(Response::Reply(reply)),
+            None => decode_body(body),
+        }
+    }
+}
+
+/// The call `body` holds if it is written as [`call_envelope`] writes it,
+/// its arguments a `bin` that ends the body.
+fn read_call(body: &[u8]) -> Option<Call<'_>> {
+    let mut rest = body.strip_prefix(CALL)?;
+    let id = take_uint(&mut rest)?;
+    rest = rest.strip_prefix(TASK)?;
+    let task = take_str(&mut rest)?;
+    rest = rest.strip_prefix(KIND)?;
+    let kind = if let Some(after) = rest.strip_prefix(SINGLE) {
+        rest = after;
+        CallKind::Single
+    } else {
+        rest = rest.strip_prefix(CHUNK)?;
+        CallKind::Chunk
+    };
+    let args = take_last_bin(rest.strip_prefix(ARGS)?)?;
+    Some(Call {
+        id,
+        task: Cow::Borrowed(task),
+        kind,
+        args: Cow::Borrowed(args),
+    })
+}
+
+/// The reply `body` holds if it is written as [`value_reply_envelope`]
+/// writes it, its value a `bin` that ends the body.
+fn read_value_reply(body: &[u8]) -> Option<Reply<'_>> {
+    let mut rest = body.strip_prefix(REPLY)?;
+    let id = take_uint(&mut rest)?;
+    let value = take_last_bin(rest.strip_prefix(VALUE)?)?;
+    Some(Reply {
+        id,
+        outcome: Outcome::Value(Cow::Borrowed(value)),
+    })
+}
+
+/// `n` as MessagePack writes an unsigned integer, in its shortest form:
+/// the bytes and how many of them are used.
+fn uint(n: u64) -> ([u8; 9], usize) {
+    let mut out = [0; 9];
+    let len = if n < 0x80 {
+        out[0] = n as u8;
+        1
+    } else if let Ok(n) = u8::try_from(n) {
+        out[..2].copy_from_slice(&[0xcc, n]);
+        2
+    } else if let Ok(n) = u16::try_from(n) {
+        out[0] = 0xcd;
+        out[1..3].copy_from_slice(&n.to_be_bytes());
+        3
+    } else if let Ok(n) = u32::try_from(n) {
+        out[0] = 0xce;
+        out[1..5].copy_from_slice(&n.to_be_bytes());
+        5
+    } else {
+        out[0] = 0xcf;
+        out[1..].copy_from_slice(&n.to_be_bytes());
+        9
+    };
+    (out, len)
+}
+
+/// The header of a string of `len` bytes, in its shortest form: the bytes
+/// and how many of them are used; `None` past 4 GiB.
+fn str_header(len: usize) -> Option<([u8; 5], usize)> {
+    let mut out = [0; 5];
+    let used = if len < 32 {
+        out[0] = 0xa0 | len as u8;
+        1
+    } else if let Ok(len) = u8::try_from(len) {
+        out[..2].copy_from_slice(&[0xd9, len]);
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        out[0] = 0xda;
+        out[1..3].copy_from_slice(&len.to_be_bytes());
+        3
+    } else {
+        let len = u32::try_from(len).ok()?;
+        out[0] = 0xdb;
+        out[1..].copy_from_slice(&len.to_be_bytes());
+        5
+    };
+    Some((out, used))
+}
+
+/// Takes `n` bytes off the front of `rest`.
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, tail) = rest.split_at_checked(n)?;
+    *rest = tail;
+    Some(head)
+}
+
+/// Takes a big-endian number of `N` bytes off the front of `rest`.
+fn take_be<const N: usize>(rest: &mut &[u8]) -> Option<u64> {
+    let bytes: [u8; N] = take(rest, N)?.try_into().ok()?;
+    Some(bytes.iter().fold(0, |n, b| (n << 8) | u64::from(*b)))
+}
+
+/// Takes an unsigned integer in any of MessagePack's unsigned forms.
+fn take_uint(rest: &mut &[u8]) -> Option<u64> {
+    let (&marker, tail) = rest.split_first()?;
+    *rest = tail;
+    match marker {
+        0x00..=0x7f => Some(u64::from(marker)),
+        0xcc => take_be::<1>(rest),
+        0xcd => take_be::<2>(rest),
+        0xce => take_be::<4>(rest),
+        0xcf => take_be::<8>(rest),
+        _ => None,
+    }
+}
+
+/// Takes a UTF-8 string in any of MessagePack's string forms.
+fn take_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+    let (&marker, tail) = rest.split_first()?;
+    *rest = tail;
+    let len = match marker {
+        0xa0..=0xbf => u64::from(marker & 0x1f),
+        0xd9 => take_be::<1>(rest)?,
+        0xda => take_be::<2>(rest)?,
+        0xdb => take_be::<4>(rest)?,
+        _ => return None,
+    };
+    std::str::from_utf8(take(rest, usize::try_from(len).ok()?)?).ok()
+}
+
+/// The bytes of a `bin` value that is all of `rest`, in any of
+/// MessagePack's `bin` forms.
+fn take_last_bin(mut rest: &[u8]) -> Option<&[u8]> {
+    let (&marker, tail) = rest.split_first()?;
+    rest = tail;
+    let len = match marker {
+        0xc4 => take_be::<1>(&mut rest)?,
+        0xc5 => take_be::<2>(&mut rest)?,
+        0xc6 => take_be::<4>(&mut rest)?,
+        _ => return None,
+    };
+    (usize::try_from(len).ok()? == rest.len()).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::message::PanicInfo;
+
+    /// What serde writes for `msg`, as frames are written.
+    fn serde_bytes_of<T: serde::Serialize>(msg: &T) -> Vec<u8> {
+        rmp_serde::encode::to_vec_named(msg).unwrap()
+    }
+
+    /// Serde's encoding of a message whose payload is `bin`-encoded empty
+    /// bytes, without that payload: the envelope.
+    fn serde_envelope<T: serde::Serialize>(msg: &T) -> Vec<u8> {
+        let mut bytes = serde_bytes_of(msg);
+        assert_eq!(bytes[bytes.len() - 2..], [0xc4, 0], "the payload is last");
+        bytes.truncate(bytes.len() - 2);
+        bytes
+    }
+
+    fn call(id: u64, task: &str, kind: CallKind, args: &[u8]) -> Request<'static> {
+        Request::Call(Call {
+            id,
+            task: Cow::Owned(task.to_owned()),
+            kind,
+            args: Cow::Owned(args.to_vec()),
+        })
+    }
+
+    fn value_reply(id: u64, value: &[u8]) -> Response<'static> {
+        Response::Reply(Reply {
+            id,
+            outcome: Outcome::Value(Cow::Owned(value.to_vec())),
+        })
+    }
+
+    fn kinds() -> impl Strategy<Value = CallKind> {
+        prop_oneof![Just(CallKind::Single), Just(CallKind::Chunk)]
+    }
+
+    /// Ids at the edges of every width, and anything.
+    fn ids() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            prop::sample::select(vec![
+                0,
+                0x7f,
+                0x80,
+                0xff,
+                0x100,
+                0xffff,
+                0x1_0000,
+                0xffff_ffff,
+                0x1_0000_0000,
+                u64::MAX
+            ]),
+            any::<u64>(),
+        ]
+    }
+
+    /// Task names around every string header width.
+    fn names() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z_:]{0,40}",
+            (0usize..300).prop_map(|n| "é".repeat(n / 2) + &"x".repeat(n % 2)),
+            Just("t".repeat(70_000)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_call_envelope_is_what_serde_writes(id in ids(), task in names(), kind in kinds()) {
+            let mut ours = Vec::new();
+            call_envelope(id, &task, kind, &mut ours).unwrap();
+            prop_assert_eq!(ours, serde_envelope(&call(id, &task, kind, &[])));
+        }
+
+        #[test]
+        fn a_value_reply_envelope_is_what_serde_writes(id in ids()) {
+            let mut ours = Vec::new();
+            value_reply_envelope(id, &mut ours);
+            prop_assert_eq!(ours, serde_envelope(&value_reply(id, &[])));
+        }
+
+        #[test]
+        fn a_call_reads_as_serde_reads_it(
+            id in ids(),
+            task in names(),
+            kind in kinds(),
+            args in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let msg = call(id, &task, kind, &args);
+            let body = serde_bytes_of(&msg);
+            prop_assert_eq!(read_call(&body), match &msg {
+                Request::Call(call) => Some(call.clone()),
+                Request::CallFn(_) => None,
+            });
+            prop_assert_eq!(Request::decode(&body).unwrap(), msg);
+        }
+
+        #[test]
+        fn a_value_reply_reads_as_serde_reads_it(
+            id in ids(),
+            value in prop::collection::vec(any::<u8>(), 0..70_000),
+        ) {
+            let msg = value_reply(id, &value);
+            let body = serde_bytes_of(&msg);
+            prop_assert!(read_value_reply(&body).is_some());
+            prop_assert_eq!(Response::decode(&body).unwrap(), msg);
+        }
+
+        /// Whatever a changed byte, a cut or an extra byte makes of a frame,
+        /// the fast readers give what serde gives, or leave it to serde.
+        #[test]
+        fn any_body_reads_as_serde_reads_it(
+            id in ids(),
+            task in "[a-z]{0,40}",
+            args in prop::collection::vec(any::<u8>(), 0..40),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            edit in 0..3u8,
+        ) {
+            let edited = |mut body: Vec<u8>| {
+                let i = at.index(body.len());
+                match edit {
+                    0 => body[i] = byte,
+                    1 => body.truncate(i),
+                    _ => body.insert(i, byte),
+                }
+                body
+            };
+            let body = edited(serde_bytes_of(&call(id, &task, CallKind::Single, &args)));
+            if let Some(call) = read_call(&body) {
+                prop_assert_eq!(Ok(Request::Call(call)), decode_body::<Request<'_>>(&body).map_err(|e| e.to_string()));
+            }
+            let body = edited(serde_bytes_of(&value_reply(id, &args)));
+            if let Some(reply) = read_value_reply(&body) {
+                prop_assert_eq!(Ok(Response::Reply(reply)), decode_body::<Response<'_>>(&body).map_err(|e| e.to_string()));
+            }
+        }
+    }
+
+    #[test]
+    fn other_messages_fall_back_to_serde() {
+        let panic = Response::Reply(Reply {
+            id: 3,
+            outcome: Outcome::Panic(PanicInfo {
+                message: "boom".into(),
+                location: None,
+                backtrace: String::new(),
+            }),
+        });
+        let body = serde_bytes_of(&panic);
+        assert!(read_value_reply(&body).is_none());
+        assert_eq!(Response::decode(&body).unwrap(), panic);
+    }
+
+    #[test]
+    fn errors_are_serde_errors() {
+        let mut body = serde_bytes_of(&call(1, "t", CallKind::Single, b"\x01"));
+        body.push(0);
+        assert!(matches!(
+            Request::decode(&body),
+            Err(FrameError::TrailingBytes(1))
+        ));
+        let mut bad_name = serde_bytes_of(&call(1, "xy", CallKind::Single, b""));
+        let at = bad_name.windows(2).position(|w| w == b"xy").unwrap();
+        bad_name[at] = 0xff;
+        assert!(read_call(&bad_name).is_none());
+        assert!(matches!(
+            Request::decode(&bad_name),
+            Err(FrameError::Decode(_))
+        ));
+    }
+}

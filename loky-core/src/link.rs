@@ -142,8 +142,8 @@ impl Link {
         calls.queue.push_back(call);
     }
 
-    /// Takes the call a reply is for: always the oldest one.
-    pub(crate) fn pop(&self, id: u64) -> Result<InFlight, UnexpectedReply> {
+    /// Takes the call a reply is for, read `now`: always the oldest one.
+    pub(crate) fn pop(&self, id: u64, now: Instant) -> Result<InFlight, UnexpectedReply> {
         let mut calls = lock(&self.calls);
         match calls.queue.front() {
             Some(front) if front.item.id == id => {}
@@ -155,7 +155,6 @@ impl Link {
             }
         }
         let call = calls.queue.pop_front().expect("front checked above");
-        let now = Instant::now();
         let started = match calls.last_reply {
             Some(last) if last > call.sent => last,
             _ => call.sent,
@@ -173,11 +172,12 @@ impl Link {
         Ok(call)
     }
 
-    /// The running call `id` (a chunk) reported items done: `report` gets
-    /// it, and the running item's deadline counts from now.
+    /// The running call `id` (a chunk) reported items done, read `now`:
+    /// `report` gets it, and the running item's deadline counts from then.
     pub(crate) fn progress(
         &self,
         id: u64,
+        now: Instant,
         report: impl FnOnce(&WorkItem),
     ) -> Result<(), UnexpectedReply> {
         let mut calls = lock(&self.calls);
@@ -190,7 +190,7 @@ impl Link {
                 });
             }
         }
-        calls.deadline_since = Instant::now();
+        calls.deadline_since = now;
         Ok(())
     }
 
@@ -385,8 +385,8 @@ mod tests {
         assert_eq!(pushed(&second, 2), Duration::ZERO, "2 busy workers");
         assert_eq!(pushed(&first, 3), Duration::ZERO, "still 2");
         // The first worker answers both calls: it is idle again.
-        first.pop(1).expect("front");
-        first.pop(3).expect("front");
+        first.pop(1, Instant::now()).expect("front");
+        first.pop(3, Instant::now()).expect("front");
         durations.set(key, Duration::from_micros(10));
         assert_eq!(pushed(&second, 4), spin, "1 busy worker again");
         // A worker that dies with calls, or goes away, is idle.

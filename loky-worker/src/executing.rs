@@ -189,7 +189,10 @@ impl<'a> Executing<'a> {
         let (request, mut attachments) = calls.next_request();
         let (id, name) = call::describe(&request);
         *lock(&self.running) = Some(id);
-        progress::begin(id);
+        // One reading of the clock a call: when it starts, for its progress
+        // reports and for the leak check that follows it.
+        let started = Instant::now();
+        progress::begin(id, started);
         // The call's shared buffers are reachable while its arguments
         // decode; those of the output attach to the reply.
         attachments
@@ -198,7 +201,7 @@ impl<'a> Executing<'a> {
         *lock(&self.running) = None;
         // Unused descriptors close before the reply says the call is done.
         drop(attachments);
-        let retiring = leak.after_call(Instant::now(), os::resident_bytes);
+        let retiring = leak.after_call(started, os::resident_bytes);
         if let Some(reason) = retiring {
             out.push(&Response::Retiring(reason));
             out.flush();

@@ -49,8 +49,11 @@ impl LeakCheck {
         }
     }
 
-    /// Called after each call, with the time and a way to measure resident
-    /// memory; returns the reason to retire the first time a leak shows.
+    /// Called after each call, with the time it started (the worker reads
+    /// the clock once a call) and a way to measure resident memory; returns
+    /// the reason to retire the first time a leak shows. Memory is measured
+    /// after a call that started at least one interval after the call of
+    /// the previous measurement.
     pub(crate) fn after_call(
         &mut self,
         now: Instant,

@@ -60,12 +60,12 @@ pub(crate) fn set_channel(outbox: Arc<Outbox>) {
     });
 }
 
-/// Call `id` starts (whatever its kind).
-pub(crate) fn begin(id: u64) {
+/// Call `id` starts (whatever its kind), `now`.
+pub(crate) fn begin(id: u64, now: Instant) {
     REPORTER.with(|r| {
         if let Some(reporter) = r.borrow_mut().as_mut() {
             reporter.call = Some(id);
-            reporter.since = Instant::now();
+            reporter.since = now;
             reporter.reported = 0;
             reporter.next_check = 1;
             reporter.gap = 1;

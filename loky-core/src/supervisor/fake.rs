@@ -367,7 +367,9 @@ impl Harness {
     pub(super) fn reply(&self, worker: WorkerId, value: u32) -> bool {
         let link = self.link(worker);
         let front = *link.ids().first().expect("the worker holds a call");
-        let call = link.pop(front).expect("the reply is for the front call");
+        let call = link
+            .pop(front, Instant::now())
+            .expect("the reply is for the front call");
         let tell = !link.replied();
         let bytes = loky_proto::encode_payload(&value).expect("encodes");
         call.item

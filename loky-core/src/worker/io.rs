@@ -633,9 +633,11 @@ impl Reader {
     fn take_frames(&mut self, frames: &mut Inbox) -> Option<End> {
         // Replies the supervisor must hear of.
         let mut replies = 0;
+        // The frames of one read came in together.
+        let now = Instant::now();
         let result = loop {
             match frames.next_frame() {
-                Ok(Some(frame)) => match self.handle_frame(frame) {
+                Ok(Some(frame)) => match self.handle_frame(frame, now) {
                     Ok(tell) => replies += usize::from(tell),
                     Err(err) => break Some(End::Protocol(err)),
                 },
@@ -652,14 +654,14 @@ impl Reader {
         result
     }
 
-    /// Handles one frame; true if it was a reply the supervisor must hear
-    /// of.
-    fn handle_frame(&self, frame: Incoming<'_>) -> Result<bool, LinkError> {
+    /// Handles one frame, read `now`; true if it was a reply the supervisor
+    /// must hear of.
+    fn handle_frame(&self, frame: Incoming<'_>, now: Instant) -> Result<bool, LinkError> {
         let response = Response::decode(frame.body).map_err(LinkError::Frame)?;
         match response {
             Response::Reply(reply) => {
                 pool_thread::injected_panic_point(Role::Reader);
-                let call = self.link.pop(reply.id).map_err(LinkError::Reply)?;
+                let call = self.link.pop(reply.id, now).map_err(LinkError::Reply)?;
                 // Before the future is settled: its caller's next call
                 // finds the worker free.
                 let tell = !self.link.replied();
@@ -676,7 +678,7 @@ impl Reader {
                 let info = self.info.as_ref().expect("the hello came first");
                 let came_in = ReplyFrame::new(frame.mapped, frame.attachments.share());
                 self.link
-                    .progress(progress.id, |item| {
+                    .progress(progress.id, now, |item| {
                         let items = call::item_results(item, progress.items, info, &came_in);
                         item.future.add_partial(items);
                     })

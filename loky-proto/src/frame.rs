@@ -107,6 +107,8 @@ pub(crate) mod sealed {
     /// a growable byte buffer, and the start and end of each frame.
     pub trait Sink: std::io::Write {
         fn len(&self) -> usize;
+        /// Makes room for `additional` more bytes at once.
+        fn reserve(&mut self, additional: usize);
         fn append(&mut self, bytes: &[u8]);
         fn truncate(&mut self, len: usize);
         fn patch(&mut self, at: usize, bytes: &[u8]);
@@ -124,6 +126,9 @@ pub(crate) mod sealed {
     impl Sink for Vec<u8> {
         fn len(&self) -> usize {
             Vec::len(self)
+        }
+        fn reserve(&mut self, additional: usize) {
+            Vec::reserve(self, additional);
         }
         fn append(&mut self, bytes: &[u8]) {
             self.extend_from_slice(bytes);

@@ -63,6 +63,28 @@ pub(crate) fn call_envelope(
     Ok(())
 }
 
+/// How many bytes [`call_envelope`] appends.
+pub(crate) fn call_envelope_len(id: u64, task: &str, kind: CallKind) -> usize {
+    let header = str_header(task.len()).map_or(0, |(_, len)| len);
+    let kind = match kind {
+        CallKind::Single => SINGLE,
+        CallKind::Chunk => CHUNK,
+    };
+    CALL.len()
+        + uint(id).1
+        + TASK.len()
+        + header
+        + task.len()
+        + KIND.len()
+        + kind.len()
+        + ARGS.len()
+}
+
+/// How many bytes [`value_reply_envelope`] appends.
+pub(crate) fn value_reply_envelope_len(id: u64) -> usize {
+    REPLY.len() + uint(id).1 + VALUE.len()
+}
+
 /// Appends the envelope of a [`Response::Reply`] frame with an
 /// [`Outcome::Value`], up to its value.
 pub(crate) fn value_reply_envelope(id: u64, out: &mut impl Sink) {
@@ -310,6 +332,7 @@ mod tests {
         fn a_call_envelope_is_what_serde_writes(id in ids(), task in names(), kind in kinds()) {
             let mut ours = Vec::new();
             call_envelope(id, &task, kind, &mut ours).unwrap();
+            prop_assert_eq!(ours.len(), call_envelope_len(id, &task, kind));
             prop_assert_eq!(ours, serde_envelope(&call(id, &task, kind, &[])));
         }
 
@@ -317,6 +340,7 @@ mod tests {
         fn a_value_reply_envelope_is_what_serde_writes(id in ids()) {
             let mut ours = Vec::new();
             value_reply_envelope(id, &mut ours);
+            prop_assert_eq!(ours.len(), value_reply_envelope_len(id));
             prop_assert_eq!(ours, serde_envelope(&value_reply(id, &[])));
         }
 

@@ -36,7 +36,8 @@ pub fn encode_call_frame<O: FrameSink, E>(
     encode_args: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
     let envelope = |out: &mut O| hot::call_envelope(id, task, kind, out);
-    encode_around(envelope, out, max, encode_args)
+    let room = frame_room(hot::call_envelope_len(id, task, kind));
+    encode_around(envelope, room, out, max, encode_args)
 }
 
 /// Appends a [`Request::CallFn`] frame to `out`, its arguments written by
@@ -57,7 +58,7 @@ pub fn encode_fn_call_frame<O: FrameSink, E>(
         kind,
         args: Cow::Borrowed(&[]),
     });
-    encode_around(serde_envelope(&envelope), out, max, encode_args)
+    encode_around(serde_envelope(&envelope), 0, out, max, encode_args)
 }
 
 /// Appends a [`Response::Reply`](crate::Response::Reply) frame with an
@@ -75,22 +76,35 @@ pub fn encode_value_reply_frame<O: FrameSink, E>(
         hot::value_reply_envelope(id, out);
         Ok(())
     };
-    encode_around(envelope, out, max, encode_value)
+    let room = frame_room(hot::value_reply_envelope_len(id));
+    encode_around(envelope, room, out, max, encode_value)
+}
+
+/// A payload this long or shorter fits in the room a frame is first given.
+const SMALL_PAYLOAD: usize = 8;
+
+/// The room to make at once for a frame whose envelope is `envelope` bytes
+/// long: the whole frame if its payload is small. A call's frame starts in
+/// a buffer of its own, which would otherwise grow several times over.
+fn frame_room(envelope: usize) -> usize {
+    HEADER_LEN + envelope + 1 + 4 + SMALL_PAYLOAD
 }
 
 /// Writes the message's envelope, `envelope` (everything before its
 /// payload), then the payload from `encode`, and fixes up the lengths; on
-/// any error `out` is left as it was.
+/// any error `out` is left as it was. `room` bytes are reserved first.
 fn encode_around<O: FrameSink, E>(
     envelope: impl FnOnce(&mut O) -> Result<(), FrameError>,
+    room: usize,
     out: &mut O,
     max: usize,
     encode: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
     let start = out.begin();
     let local = out.is_local();
-    let (written, attached) =
-        in_frame_context(local, || write_around(envelope, out, start, max, encode));
+    let (written, attached) = in_frame_context(local, || {
+        write_around(envelope, room, out, start, max, encode)
+    });
     match written {
         Ok(Ok(())) => {}
         failed => {
@@ -121,11 +135,13 @@ fn serde_envelope<T: Serialize, O: FrameSink>(
 
 fn write_around<O: FrameSink, E>(
     envelope: impl FnOnce(&mut O) -> Result<(), FrameError>,
+    room: usize,
     out: &mut O,
     start: usize,
     max: usize,
     encode: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
+    out.reserve(room);
     out.append(&[0; HEADER_LEN]);
     envelope(out)?;
     out.append(&[BIN32]);
@@ -187,6 +203,30 @@ mod tests {
                 args: args.as_slice().into(),
             });
             assert_eq!(call, expected);
+        }
+    }
+
+    #[test]
+    fn a_small_call_frame_is_allocated_once() {
+        for payload in [0, 1, SMALL_PAYLOAD] {
+            let mut out = Vec::new();
+            encode_call_frame(
+                70_000,
+                "a_task_name",
+                CallKind::Single,
+                &mut out,
+                DEFAULT_MAX_FRAME,
+                encode_bytes(&vec![1; payload]),
+            )
+            .unwrap()
+            .unwrap();
+            let room = frame_room(hot::call_envelope_len(
+                70_000,
+                "a_task_name",
+                CallKind::Single,
+            ));
+            assert_eq!(out.capacity(), room, "reserved once, never grown");
+            assert_eq!(out.len(), room - SMALL_PAYLOAD + payload);
         }
     }
 

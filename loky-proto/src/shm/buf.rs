@@ -366,6 +366,9 @@ impl crate::frame::sealed::Sink for FrameBuf {
     fn len(&self) -> usize {
         FrameBuf::len(self)
     }
+    fn reserve(&mut self, additional: usize) {
+        self.bytes.reserve(additional);
+    }
     #[inline]
     fn append(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);

@@ -19,9 +19,32 @@ pub(crate) struct OutputBytes {
 
 #[derive(Clone)]
 enum Held {
+    /// A small output, kept in place: most outputs of small calls fit.
+    Inline(Inline),
     Heap(Vec<u8>),
     /// A part of a reply's body, in the memory file it came in.
     Mapped(MappedBody, Range<usize>),
+}
+
+/// Up to [`Inline::MAX`] bytes, without an allocation of their own: as
+/// large as a `Held` is anyway.
+#[derive(Clone, Copy)]
+struct Inline {
+    len: u8,
+    bytes: [u8; Inline::MAX],
+}
+
+impl Inline {
+    const MAX: usize = 23;
+
+    fn new(part: &[u8]) -> Option<Inline> {
+        let mut bytes = [0; Inline::MAX];
+        bytes.get_mut(..part.len())?.copy_from_slice(part);
+        Some(Inline {
+            len: part.len() as u8,
+            bytes,
+        })
+    }
 }
 
 impl OutputBytes {
@@ -37,6 +60,7 @@ impl Deref for OutputBytes {
 
     fn deref(&self) -> &[u8] {
         match &self.bytes {
+            Held::Inline(inline) => &inline.bytes[..usize::from(inline.len)],
             Held::Heap(bytes) => bytes,
             Held::Mapped(body, range) => &body[range.clone()],
         }
@@ -76,14 +100,18 @@ impl ReplyFrame {
     }
 
     /// An output of this reply: a part of a mapped body stays where it is;
-    /// anything else is copied out of the reader's buffer.
+    /// anything else is copied out of the reader's buffer, in place if it
+    /// is small.
     pub(crate) fn output(&self, bytes: Cow<'_, [u8]>) -> OutputBytes {
+        let copied =
+            |part: &[u8]| Inline::new(part).map_or_else(|| Held::Heap(part.to_vec()), Held::Inline);
         let held = match (&self.mapped, bytes) {
             (Some(body), Cow::Borrowed(part)) => match range_within(body, part) {
                 Some(range) => Held::Mapped(body.clone(), range),
-                None => Held::Heap(part.to_vec()),
+                None => copied(part),
             },
-            (_, bytes) => Held::Heap(bytes.into_owned()),
+            (_, Cow::Borrowed(part)) => copied(part),
+            (_, Cow::Owned(bytes)) => Held::Heap(bytes),
         };
         OutputBytes {
             bytes: held,
@@ -110,6 +138,18 @@ mod tests {
         assert_eq!(range_within(&whole, &whole[5..]), Some(5..5));
         let other = vec![1u8, 2];
         assert_eq!(range_within(&whole, &other), None);
+    }
+
+    #[test]
+    fn small_outputs_are_kept_in_place_and_make_it_no_larger() {
+        let frame = ReplyFrame::new(None, SharedAttachments::default());
+        for len in [0, 1, Inline::MAX, Inline::MAX + 1, 1000] {
+            let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let out = frame.output(Cow::Borrowed(&bytes));
+            assert_eq!(&*out, &bytes[..]);
+            assert_eq!(matches!(out.bytes, Held::Inline(_)), len <= Inline::MAX);
+        }
+        assert_eq!(size_of::<Held>(), size_of::<(Vec<u8>, usize)>());
     }
 
     #[test]

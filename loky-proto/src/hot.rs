@@ -35,63 +35,74 @@ const VALUE: &[u8] = b"\xa7outcome\x81\xa5Value";
 const SINGLE: &[u8] = b"\xa6Single";
 const CHUNK: &[u8] = b"\xa5Chunk";
 
-/// Appends the envelope of a [`Request::Call`] frame up to its arguments:
-/// everything serde writes before the `bin` value of `args`. Fails only
-/// for a task name longer than MessagePack can carry (4 GiB).
-pub(crate) fn call_envelope(
-    id: u64,
-    task: &str,
-    kind: CallKind,
-    out: &mut impl Sink,
-) -> Result<(), FrameError> {
-    let (header, header_len) = str_header(task.len()).ok_or(FrameError::TooLarge {
-        len: task.len(),
-        max: u32::MAX as usize,
-    })?;
-    out.append(CALL);
-    let (id, id_len) = uint(id);
-    out.append(&id[..id_len]);
-    out.append(TASK);
-    out.append(&header[..header_len]);
-    out.append(task.as_bytes());
-    out.append(KIND);
-    out.append(match kind {
-        CallKind::Single => SINGLE,
-        CallKind::Chunk => CHUNK,
-    });
-    out.append(ARGS);
-    Ok(())
+/// The envelope of a [`Request::Call`] frame up to its arguments:
+/// everything serde writes before the `bin` value of `args`.
+pub(crate) struct CallEnvelope<'t> {
+    id: Small<9>,
+    header: Small<5>,
+    task: &'t str,
+    kind: &'static [u8],
 }
 
-/// How many bytes [`call_envelope`] appends.
-pub(crate) fn call_envelope_len(id: u64, task: &str, kind: CallKind) -> usize {
-    let header = str_header(task.len()).map_or(0, |(_, len)| len);
-    let kind = match kind {
-        CallKind::Single => SINGLE,
-        CallKind::Chunk => CHUNK,
-    };
-    CALL.len()
-        + uint(id).1
-        + TASK.len()
-        + header
-        + task.len()
-        + KIND.len()
-        + kind.len()
-        + ARGS.len()
+impl<'t> CallEnvelope<'t> {
+    /// Fails only for a task name longer than MessagePack can carry
+    /// (4 GiB).
+    pub(crate) fn new(id: u64, task: &'t str, kind: CallKind) -> Result<Self, FrameError> {
+        let header = str_header(task.len()).ok_or(FrameError::TooLarge {
+            len: task.len(),
+            max: u32::MAX as usize,
+        })?;
+        let kind = match kind {
+            CallKind::Single => SINGLE,
+            CallKind::Chunk => CHUNK,
+        };
+        Ok(CallEnvelope {
+            id: uint(id),
+            header,
+            task,
+            kind,
+        })
+    }
+
+    /// How many bytes [`write`](Self::write) appends.
+    pub(crate) fn len(&self) -> usize {
+        let fixed = CALL.len() + TASK.len() + KIND.len() + ARGS.len();
+        fixed + self.id.len + self.header.len + self.task.len() + self.kind.len()
+    }
+
+    pub(crate) fn write(&self, out: &mut impl Sink) {
+        out.append(CALL);
+        out.append(self.id.as_slice());
+        out.append(TASK);
+        out.append(self.header.as_slice());
+        out.append(self.task.as_bytes());
+        out.append(KIND);
+        out.append(self.kind);
+        out.append(ARGS);
+    }
 }
 
-/// How many bytes [`value_reply_envelope`] appends.
-pub(crate) fn value_reply_envelope_len(id: u64) -> usize {
-    REPLY.len() + uint(id).1 + VALUE.len()
+/// The envelope of a [`Response::Reply`] frame with an [`Outcome::Value`],
+/// up to its value.
+pub(crate) struct ValueReplyEnvelope {
+    id: Small<9>,
 }
 
-/// Appends the envelope of a [`Response::Reply`] frame with an
-/// [`Outcome::Value`], up to its value.
-pub(crate) fn value_reply_envelope(id: u64, out: &mut impl Sink) {
-    out.append(REPLY);
-    let (id, id_len) = uint(id);
-    out.append(&id[..id_len]);
-    out.append(VALUE);
+impl ValueReplyEnvelope {
+    pub(crate) fn new(id: u64) -> Self {
+        ValueReplyEnvelope { id: uint(id) }
+    }
+
+    /// How many bytes [`write`](Self::write) appends.
+    pub(crate) fn len(&self) -> usize {
+        REPLY.len() + self.id.len + VALUE.len()
+    }
+
+    pub(crate) fn write(&self, out: &mut impl Sink) {
+        out.append(REPLY);
+        out.append(self.id.as_slice());
+        out.append(VALUE);
+    }
 }
 
 impl<'a> Request<'a> {
@@ -118,7 +129,7 @@ impl<'a> Response<'a> {
     }
 }
 
-/// The call `body` holds if it is written as [`call_envelope`] writes it,
+/// The call `body` holds if it is written as [`CallEnvelope`] writes it,
 /// its arguments a `bin` that ends the body.
 fn read_call(body: &[u8]) -> Option<Call<'_>> {
     let mut rest = body.strip_prefix(CALL)?;
@@ -142,7 +153,7 @@ fn read_call(body: &[u8]) -> Option<Call<'_>> {
     })
 }
 
-/// The reply `body` holds if it is written as [`value_reply_envelope`]
+/// The reply `body` holds if it is written as [`ValueReplyEnvelope`]
 /// writes it, its value a `bin` that ends the body.
 fn read_value_reply(body: &[u8]) -> Option<Reply<'_>> {
     let mut rest = body.strip_prefix(REPLY)?;
@@ -154,53 +165,49 @@ fn read_value_reply(body: &[u8]) -> Option<Reply<'_>> {
     })
 }
 
-/// `n` as MessagePack writes an unsigned integer, in its shortest form:
-/// the bytes and how many of them are used.
-fn uint(n: u64) -> ([u8; 9], usize) {
-    let mut out = [0; 9];
-    let len = if n < 0x80 {
-        out[0] = n as u8;
-        1
-    } else if let Ok(n) = u8::try_from(n) {
-        out[..2].copy_from_slice(&[0xcc, n]);
-        2
-    } else if let Ok(n) = u16::try_from(n) {
-        out[0] = 0xcd;
-        out[1..3].copy_from_slice(&n.to_be_bytes());
-        3
-    } else if let Ok(n) = u32::try_from(n) {
-        out[0] = 0xce;
-        out[1..5].copy_from_slice(&n.to_be_bytes());
-        5
-    } else {
-        out[0] = 0xcf;
-        out[1..].copy_from_slice(&n.to_be_bytes());
-        9
-    };
-    (out, len)
+/// A few bytes of MessagePack made on the stack: a number, a header.
+#[derive(Clone, Copy)]
+struct Small<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
 }
 
-/// The header of a string of `len` bytes, in its shortest form: the bytes
-/// and how many of them are used; `None` past 4 GiB.
-fn str_header(len: usize) -> Option<([u8; 5], usize)> {
-    let mut out = [0; 5];
-    let used = if len < 32 {
-        out[0] = 0xa0 | len as u8;
-        1
-    } else if let Ok(len) = u8::try_from(len) {
-        out[..2].copy_from_slice(&[0xd9, len]);
-        2
-    } else if let Ok(len) = u16::try_from(len) {
-        out[0] = 0xda;
-        out[1..3].copy_from_slice(&len.to_be_bytes());
-        3
-    } else {
-        let len = u32::try_from(len).ok()?;
-        out[0] = 0xdb;
-        out[1..].copy_from_slice(&len.to_be_bytes());
-        5
-    };
-    Some((out, used))
+impl<const N: usize> Small<N> {
+    /// `marker`, then the last `len - 1` bytes of `be`.
+    fn new(marker: u8, be: &[u8], len: usize) -> Self {
+        let mut bytes = [0; N];
+        bytes[0] = marker;
+        bytes[1..len].copy_from_slice(&be[be.len() + 1 - len..]);
+        Small { bytes, len }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// `n` as MessagePack writes an unsigned integer, in its shortest form.
+fn uint(n: u64) -> Small<9> {
+    let be = n.to_be_bytes();
+    match n {
+        0..0x80 => Small::new(n as u8, &be, 1),
+        0x80..=0xff => Small::new(0xcc, &be, 2),
+        0x100..=0xffff => Small::new(0xcd, &be, 3),
+        0x1_0000..=0xffff_ffff => Small::new(0xce, &be, 5),
+        _ => Small::new(0xcf, &be, 9),
+    }
+}
+
+/// The header of a string of `len` bytes, in its shortest form; `None`
+/// past 4 GiB.
+fn str_header(len: usize) -> Option<Small<5>> {
+    let be = u32::try_from(len).ok()?.to_be_bytes();
+    Some(match len {
+        0..32 => Small::new(0xa0 | len as u8, &be, 1),
+        32..=0xff => Small::new(0xd9, &be, 2),
+        0x100..=0xffff => Small::new(0xda, &be, 3),
+        _ => Small::new(0xdb, &be, 5),
+    })
 }
 
 /// Takes `n` bytes off the front of `rest`.
@@ -331,16 +338,18 @@ mod tests {
         #[test]
         fn a_call_envelope_is_what_serde_writes(id in ids(), task in names(), kind in kinds()) {
             let mut ours = Vec::new();
-            call_envelope(id, &task, kind, &mut ours).unwrap();
-            prop_assert_eq!(ours.len(), call_envelope_len(id, &task, kind));
+            let envelope = CallEnvelope::new(id, &task, kind).unwrap();
+            envelope.write(&mut ours);
+            prop_assert_eq!(ours.len(), envelope.len());
             prop_assert_eq!(ours, serde_envelope(&call(id, &task, kind, &[])));
         }
 
         #[test]
         fn a_value_reply_envelope_is_what_serde_writes(id in ids()) {
             let mut ours = Vec::new();
-            value_reply_envelope(id, &mut ours);
-            prop_assert_eq!(ours.len(), value_reply_envelope_len(id));
+            let envelope = ValueReplyEnvelope::new(id);
+            envelope.write(&mut ours);
+            prop_assert_eq!(ours.len(), envelope.len());
             prop_assert_eq!(ours, serde_envelope(&value_reply(id, &[])));
         }
 

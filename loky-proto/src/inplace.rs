@@ -35,9 +35,12 @@ pub fn encode_call_frame<O: FrameSink, E>(
     max: usize,
     encode_args: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
-    let envelope = |out: &mut O| hot::call_envelope(id, task, kind, out);
-    let room = frame_room(hot::call_envelope_len(id, task, kind));
-    encode_around(envelope, room, out, max, encode_args)
+    let envelope = hot::CallEnvelope::new(id, task, kind)?;
+    let write = |out: &mut O| {
+        envelope.write(out);
+        Ok(())
+    };
+    encode_around(write, frame_room(envelope.len()), out, max, encode_args)
 }
 
 /// Appends a [`Request::CallFn`] frame to `out`, its arguments written by
@@ -72,12 +75,12 @@ pub fn encode_value_reply_frame<O: FrameSink, E>(
     max: usize,
     encode_value: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
-    let envelope = |out: &mut O| {
-        hot::value_reply_envelope(id, out);
+    let envelope = hot::ValueReplyEnvelope::new(id);
+    let write = |out: &mut O| {
+        envelope.write(out);
         Ok(())
     };
-    let room = frame_room(hot::value_reply_envelope_len(id));
-    encode_around(envelope, room, out, max, encode_value)
+    encode_around(write, frame_room(envelope.len()), out, max, encode_value)
 }
 
 /// A payload this long or shorter fits in the room a frame is first given.
@@ -220,11 +223,8 @@ mod tests {
             )
             .unwrap()
             .unwrap();
-            let room = frame_room(hot::call_envelope_len(
-                70_000,
-                "a_task_name",
-                CallKind::Single,
-            ));
+            let envelope = hot::CallEnvelope::new(70_000, "a_task_name", CallKind::Single);
+            let room = frame_room(envelope.unwrap().len());
             assert_eq!(out.capacity(), room, "reserved once, never grown");
             assert_eq!(out.len(), room - SMALL_PAYLOAD + payload);
         }

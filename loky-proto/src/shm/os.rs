@@ -67,17 +67,25 @@ pub(crate) fn seal(_fd: &OwnedFd, _len: usize) -> io::Result<()> {
 /// The size of `fd` if it is a sealed memory file (as [`seal`] leaves it);
 /// an error naming what is wrong otherwise.
 pub(crate) fn sealed_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
-    #[cfg(target_os = "linux")]
-    let len = len_if_sealed(fd, SEALS, "writes and resizing");
-    #[cfg(not(target_os = "linux"))]
-    let len = len_if_sealed(fd);
-    len
+    len_if_sealed(fd, Against::WritesAndSize)
 }
 
-/// The size of `fd` if it is a memory file carrying `seals` (against
-/// `what`).
+/// What a memory file must be sealed against.
+#[derive(Clone, Copy)]
+enum Against {
+    /// Its bytes and its size cannot change ([`seal`]).
+    WritesAndSize,
+    /// Its size cannot change ([`seal_size`]).
+    Size,
+}
+
+/// The size of `fd` if it is a memory file sealed `against` what is given.
 #[cfg(target_os = "linux")]
-fn len_if_sealed(fd: BorrowedFd<'_>, seals: SealFlags, what: &str) -> io::Result<usize> {
+fn len_if_sealed(fd: BorrowedFd<'_>, against: Against) -> io::Result<usize> {
+    let (seals, what) = match against {
+        Against::WritesAndSize => (SEALS, "writes and resizing"),
+        Against::Size => (SIZE_SEALS, "resizing"),
+    };
     let carried = match rustix::fs::fcntl_get_seals(fd) {
         Ok(seals) => seals,
         Err(Errno::INVAL) => {
@@ -95,7 +103,7 @@ fn len_if_sealed(fd: BorrowedFd<'_>, seals: SealFlags, what: &str) -> io::Result
 }
 
 #[cfg(not(target_os = "linux"))]
-fn len_if_sealed(_fd: BorrowedFd<'_>) -> io::Result<usize> {
+fn len_if_sealed(_fd: BorrowedFd<'_>, _against: Against) -> io::Result<usize> {
     Err(io::Error::other(
         "memory files are not supported on this platform",
     ))
@@ -123,11 +131,7 @@ pub(crate) fn seal_size(_fd: &OwnedFd) -> io::Result<()> {
 /// The size of `fd` if it is a memory file sealed against resizing (as
 /// [`seal_size`] leaves it).
 pub(crate) fn size_sealed_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
-    #[cfg(target_os = "linux")]
-    let len = len_if_sealed(fd, SIZE_SEALS, "resizing");
-    #[cfg(not(target_os = "linux"))]
-    let len = len_if_sealed(fd);
-    len
+    len_if_sealed(fd, Against::Size)
 }
 
 /// Maps the first `len` (> 0) bytes of `fd`, shared, read-only or

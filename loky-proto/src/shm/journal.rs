@@ -21,6 +21,7 @@
 //! |---|---|
 //! | 0..8 | `u64` *sent*: every byte before this position is on the channel |
 //! | 8..16 | `u64` *committed*: the end of the bytes written to the ring |
+//! | 16..24 | `u64` *death*: the signal the worker is dying of, 0 while it lives |
 //! | 64.. | the ring: the byte at position `p` is at `64 + p % RING` |
 //!
 //! At every moment (the worker may die between any two instructions), the
@@ -31,6 +32,19 @@
 //! writes at once, never go through the ring: before writing one, the
 //! worker sends everything held back, and after, it moves `sent`, then
 //! `committed`, past it.
+//!
+//! # The death note
+//!
+//! A worker that is certain to die of a signal (a fault, an abort) says
+//! so before it dies ([`DeathNote`]): it writes the signal to *death*,
+//! then shuts the writing side of its channel. The executor then sees the
+//! channel's end at once, not only once the kernel has stopped the
+//! worker's other threads and freed its memory (a third of a millisecond
+//! or more), and reads how the worker ended from the note
+//! ([`JournalReader::death_note`]). From the shutdown on, no write of the
+//! worker reaches the channel, so *sent* no longer moves and the part of
+//! the ring not received stays as it is: the journal can be recovered at
+//! once, as after the death.
 //!
 //! The executor creates the file, seals it against resizing (so the worker
 //! cannot make the executor's mapping fault) and passes it to the worker
@@ -43,6 +57,7 @@ use std::io::{self, IoSlice, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes of a journal file.
@@ -57,6 +72,11 @@ const RING: usize = JOURNAL_LEN - HEADER;
 /// Where the header's fields are.
 const SENT: usize = 0;
 const COMMITTED: usize = 8;
+const DEATH: usize = 16;
+
+/// The largest signal number a death note may hold: a wait status keeps a
+/// signal in 7 bits.
+const MAX_SIGNAL: u64 = 0x7f;
 
 /// A shared mapping of a whole journal file.
 #[derive(Debug)]
@@ -84,7 +104,7 @@ impl Map {
     }
 
     fn field(&self, at: usize) -> &AtomicU64 {
-        // SAFETY: `at` is 0 or 8: an 8-aligned offset (the mapping is
+        // SAFETY: `at` is 0, 8 or 16: an 8-aligned offset (the mapping is
         // page-aligned) inside the mapping, which lives as long as `self`.
         // Both processes access the header's fields only atomically.
         unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(at).cast()) }
@@ -127,10 +147,10 @@ impl JournalReader {
     /// bytes past `received` (a worker that broke the journal's rules
     /// loses what it held back; nothing else).
     ///
-    /// Call it only once the worker is dead (its channel at its end, or
-    /// its exit seen), with `received` the number of bytes read from the
-    /// channel: while the worker runs, the journal may change as it is
-    /// read.
+    /// Call it only once the worker is dead or dying (its channel at its
+    /// end, or its exit seen), with `received` the number of bytes read
+    /// from the channel: while the worker runs, the journal may change as
+    /// it is read.
     pub fn recover(&self, received: u64) -> Vec<u8> {
         let sent = self.map.field(SENT).load(Ordering::Acquire);
         let committed = self.map.field(COMMITTED).load(Ordering::Acquire);
@@ -146,7 +166,8 @@ impl JournalReader {
         for (at, len) in [(start, first), (0, len - first)] {
             let from = self.map.ring(at, len);
             // SAFETY: `from` is valid for `len` bytes (inside the ring), and
-            // `bytes` has the room; the worker is dead, so nothing writes
+            // `bytes` has the room; the worker is dead or can no longer
+            // send (see "The death note"), so nothing writes this part of
             // the ring any more (a live worker would only make the bytes
             // wrong, and they are validated as frames).
             unsafe {
@@ -155,6 +176,36 @@ impl JournalReader {
             }
         }
         bytes
+    }
+
+    /// The signal the worker said it is dying of ([`DeathNote`]), if it
+    /// said so: once its channel is at its end, the worker is dead or
+    /// about to be, of this signal (or of one sent to it meanwhile). `None`
+    /// while the note holds nothing, or nothing a signal number can be.
+    pub fn death_note(&self) -> Option<i32> {
+        let signal = self.map.field(DEATH).load(Ordering::Acquire);
+        if (1..=MAX_SIGNAL).contains(&signal) {
+            i32::try_from(signal).ok()
+        } else {
+            None
+        }
+    }
+}
+
+/// Where a worker writes the signal it is certain to die of, from inside
+/// the signal handler, before it shuts the writing side of its channel
+/// (see the module's "The death note"). It keeps the journal's mapping
+/// alive, so a worker may keep it for as long as it runs.
+#[derive(Debug, Clone)]
+pub struct DeathNote {
+    map: Arc<Map>,
+}
+
+impl DeathNote {
+    /// Writes `signal` to the note. Async-signal-safe: one atomic store.
+    pub fn write(&self, signal: i32) {
+        let signal = u64::try_from(signal).unwrap_or(0);
+        self.map.field(DEATH).store(signal, Ordering::Release);
     }
 }
 
@@ -168,7 +219,7 @@ impl JournalReader {
 /// [`sent_directly`]: JournalWriter::sent_directly
 #[derive(Debug)]
 pub struct JournalWriter {
-    map: Map,
+    map: Arc<Map>,
     /// This side's copies of the header's fields (it is their only writer).
     sent: u64,
     committed: u64,
@@ -179,7 +230,7 @@ impl JournalWriter {
     /// [`JOURNAL_LEN`] bytes sealed against resizing. The descriptor is
     /// closed once mapped.
     pub fn open(fd: OwnedFd) -> io::Result<JournalWriter> {
-        let map = Map::new(&fd, true)?;
+        let map = Arc::new(Map::new(&fd, true)?);
         let writer = JournalWriter {
             map,
             sent: 0,
@@ -187,6 +238,13 @@ impl JournalWriter {
         };
         writer.publish();
         Ok(writer)
+    }
+
+    /// Where the worker says what it dies of (see [`DeathNote`]).
+    pub fn death_note(&self) -> DeathNote {
+        DeathNote {
+            map: self.map.clone(),
+        }
     }
 
     /// Bytes held back, not yet sent.
@@ -363,6 +421,29 @@ mod tests {
                 assert!(got.is_empty(), "{sent} {committed} {received}");
             }
         }
+    }
+
+    #[test]
+    fn a_death_note_says_the_signal_and_nothing_else() {
+        let (writer, reader) = pair();
+        assert_eq!(reader.death_note(), None, "a live worker");
+        let note = writer.death_note();
+        drop(writer);
+        // The note keeps the mapping: written after the writer is gone.
+        note.write(libc::SIGSEGV);
+        assert_eq!(reader.death_note(), Some(libc::SIGSEGV));
+        note.write(libc::SIGABRT);
+        assert_eq!(reader.death_note(), Some(libc::SIGABRT));
+        // What cannot be a signal in a wait status says nothing.
+        for bad in [0, 128, -1, i32::MAX] {
+            note.write(bad);
+            assert_eq!(reader.death_note(), None, "{bad}");
+        }
+        let map = &note.map;
+        map.field(DEATH).store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(reader.death_note(), None);
+        map.field(DEATH).store(1 << 32 | 11, Ordering::Relaxed);
+        assert_eq!(reader.death_note(), None);
     }
 
     #[test]

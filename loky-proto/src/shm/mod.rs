@@ -45,7 +45,7 @@ mod reader;
 mod tests;
 
 pub use buf::{DescriptorFrame, EncodedFrame, FrameBuf};
-pub use journal::{JOURNAL_LEN, JournalReader, JournalWriter};
+pub use journal::{DeathNote, JOURNAL_LEN, JournalReader, JournalWriter};
 pub use os::send_with_fds_blocking as send_with_fds;
 pub use reader::{Frame, LocalFrames, MappedBody};
 

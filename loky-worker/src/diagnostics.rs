@@ -65,7 +65,8 @@ pub const EXIT: Task<i32, ()> = Task::new("exit");
 /// Aborts the worker process (`std::process::abort`: it dies of SIGABRT).
 pub const ABORT: Task<(), ()> = Task::new("abort");
 
-/// Kills the worker process with SIGSEGV, as a crash in native code would.
+/// Writes to memory it may not touch: the worker dies of SIGSEGV, as with a
+/// crash in native code.
 pub const SEGFAULT: Task<(), ()> = Task::new("segfault");
 
 /// Recurses without end: the stack overflows (a real fault, which Rust's

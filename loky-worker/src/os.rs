@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
 use loky_proto::exit_code;
+use loky_proto::shm::DeathNote;
 
 /// The pid of this process's parent.
 pub(crate) fn parent_pid() -> u32 {
@@ -249,6 +250,11 @@ extern "C" fn on_abort(
     }
     if !call_previous(&PREVIOUS_ABORT_ACTION, signal, info, context) {
         die_of_on_return(signal);
+    } else if dies_of_it_on_return(signal) {
+        // The handler before ours set the default action back (and raised
+        // the signal again, as abort does): raised once more, it is
+        // certain to end the process.
+        die_of_on_return(signal);
     }
 }
 
@@ -316,6 +322,7 @@ pub(crate) fn is_channel_from(fd: RawFd, pid: u32) -> bool {
 /// Ends the process at once with `code`, running no destructors, flushing
 /// nothing and running no `atexit` handlers. Async-signal-safe.
 pub(crate) fn exit_now(code: i32) -> ! {
+    await_announced_death();
     // SAFETY: _exit has no preconditions and is async-signal-safe.
     unsafe { libc::_exit(code) }
 }
@@ -329,6 +336,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// it would hit processes it does not own (in tests, the test runner
 /// itself). Neither does a worker signal the group a task moved it to.
 pub(crate) fn terminate(code: i32) -> ! {
+    await_announced_death();
     if let Some(group) = own_group() {
         // SAFETY: kill has no memory-safety preconditions and is
         // async-signal-safe; the group is the one this process created.
@@ -343,6 +351,7 @@ pub(crate) fn terminate(code: i32) -> ! {
 /// then `_exit(code)`. The executor kills what is left of the group when it
 /// reaps the worker.
 pub(crate) fn exit_with_code(code: i32) -> ! {
+    await_announced_death();
     if let Some(group) = own_group() {
         // SAFETY: signal and kill have no memory-safety preconditions;
         // SIG_IGN is a valid disposition and the group is the one this
@@ -441,20 +450,23 @@ pub(crate) fn install_parent_death_handler() -> io::Result<()> {
     Ok(())
 }
 
-/// The SIGSEGV and SIGBUS handlers in place before ours (std's, which
-/// report stack overflows), for real faults.
-static PREVIOUS_FAULT_ACTIONS: [AtomicPtr<libc::sigaction>; 2] = [
+/// The fault handlers in place before ours (std's for SIGSEGV and SIGBUS,
+/// which report stack overflows), for real faults.
+static PREVIOUS_FAULT_ACTIONS: [AtomicPtr<libc::sigaction>; 4] = [
+    AtomicPtr::new(ptr::null_mut()),
+    AtomicPtr::new(ptr::null_mut()),
     AtomicPtr::new(ptr::null_mut()),
     AtomicPtr::new(ptr::null_mut()),
 ];
 
-const FAULT_SIGNALS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
+const FAULT_SIGNALS: [libc::c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
 
 /// Makes a SIGSEGV or SIGBUS sent by another process kill the worker, as it
 /// kills any C program. Rust's std handles both signals to report stack
 /// overflows, and after a signal that is no fault of the process its
 /// handler returns and the process runs on. Real faults still go to std's
-/// handler.
+/// handler. Every fault (SIGILL and SIGFPE too) that kills the worker is
+/// announced first (see [`announce_deaths`]).
 pub(crate) fn install_sent_fault_handlers() -> io::Result<()> {
     for (signal, previous) in FAULT_SIGNALS.into_iter().zip(&PREVIOUS_FAULT_ACTIONS) {
         install_chained(signal, on_fault_signal, previous)?;
@@ -521,13 +533,88 @@ fn call_previous(
 }
 
 /// Dies of `signal` with its default action once the current handler
-/// returns (the signal is blocked until then). Async-signal-safe.
+/// returns (the signal is blocked until then), and says so first.
+/// Async-signal-safe.
 fn die_of_on_return(signal: libc::c_int) {
     // SAFETY: signal and raise are async-signal-safe and the default
     // disposition is valid for every signal handled here.
     unsafe {
         libc::signal(signal, libc::SIG_DFL);
         libc::raise(signal);
+    }
+    announce_death(signal);
+}
+
+/// Whether `signal`'s action is the default one, which for every signal
+/// handled here ends the process: a fault that runs again, or a signal
+/// raised again, once the handler returns kills it. Async-signal-safe.
+fn dies_of_it_on_return(signal: libc::c_int) -> bool {
+    // SAFETY: sigaction with no new action only reads the current one into
+    // a valid local.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_DFL
+    }
+}
+
+/// Where a worker that is certain to die of a signal says so before it
+/// dies: its journal's death note, and its channel, whose writing side it
+/// then shuts.
+struct Dying {
+    note: DeathNote,
+    channel: RawFd,
+}
+
+static DYING: OnceLock<Dying> = OnceLock::new();
+
+/// Set once the worker announced its death (see [`announce_deaths`]).
+static ANNOUNCED: AtomicBool = AtomicBool::new(false);
+
+/// From now on, a worker certain to die of a signal (a fault or an abort
+/// its handlers let through) writes the signal to `note`, then shuts the
+/// writing side of `channel`, a descriptor kept open for as long as the
+/// worker runs. Its executor sees the channel's end at once, instead of
+/// once the kernel has stopped the worker's other threads and freed its
+/// memory, and takes how it ended from the note.
+///
+/// Not while the worker may leave a core dump (its core-file size limit is
+/// not 0): its executor would kill it in the middle of the dump.
+pub(crate) fn announce_deaths(note: DeathNote, channel: RawFd) {
+    let _ = DYING.set(Dying { note, channel });
+}
+
+/// Says that the worker is about to die of `signal` (see
+/// [`announce_deaths`]). Async-signal-safe: an atomic load, getrlimit, an
+/// atomic store and shutdown.
+fn announce_death(signal: libc::c_int) {
+    let Some(dying) = DYING.get() else {
+        return;
+    };
+    // SAFETY: getrlimit fills a valid local; shutdown takes any descriptor
+    // (the channel's stays open for the worker's whole life).
+    unsafe {
+        let mut core: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_CORE, &mut core) != 0 || core.rlim_cur != 0 {
+            return;
+        }
+        ANNOUNCED.store(true, Ordering::Release);
+        dying.note.write(signal);
+        libc::shutdown(dying.channel, libc::SHUT_WR);
+    }
+}
+
+/// Once the worker announced its death, a thread that would end it (its
+/// writes now fail, and a failed write ends the worker) waits for that
+/// death instead: ending the worker itself would change how it ended, and
+/// its executor, which takes the announced signal, kills it anyway once
+/// the channel ended. Async-signal-safe.
+fn await_announced_death() {
+    if ANNOUNCED.load(Ordering::Acquire) {
+        loop {
+            // SAFETY: pause has no preconditions and is async-signal-safe.
+            unsafe { libc::pause() };
+        }
     }
 }
 
@@ -547,6 +634,11 @@ extern "C" fn on_fault_signal(
                 // The faulting instruction runs again and kills the process.
                 // SAFETY: the default disposition is valid for this signal.
                 unsafe { libc::signal(signal, libc::SIG_DFL) };
+            }
+            // std's handler, had it found a stack overflow, would have
+            // aborted; else it set the default action back.
+            if dies_of_it_on_return(signal) {
+                announce_death(signal);
             }
         }
         _ => die_of_on_return(signal),
@@ -662,12 +754,26 @@ unsafe impl GlobalAlloc for ExitOnMemoryLimit {
     }
 }
 
-/// Dies of SIGSEGV. Rust's std handles SIGSEGV itself (to report stack
-/// overflows), so the default disposition is restored first.
+/// Dies of SIGSEGV as native code that writes where it may not: a write
+/// to a page mapped without access.
 pub(crate) fn raise_segfault() -> ! {
-    // SAFETY: restoring the default disposition and raising a signal have no
-    // memory-safety preconditions.
+    // SAFETY: the page is this function's own, mapped without access: the
+    // volatile write to it (memory outside any Rust allocation, as with a
+    // device's registers) faults before it happens, and the handlers in
+    // place let a real fault take its default action.
     unsafe {
+        let page = libc::mmap(
+            ptr::null_mut(),
+            1,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if page != libc::MAP_FAILED {
+            ptr::write_volatile(page.cast::<u8>(), 1);
+        }
+        // Without the page, die of the same signal.
         libc::signal(libc::SIGSEGV, libc::SIG_DFL);
         libc::raise(libc::SIGSEGV);
     }

@@ -1,6 +1,6 @@
 //! The entry points of a worker program and the worker loop.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use loky_proto::program::{self, ProgramId};
 use loky_proto::shm::JournalWriter;
@@ -187,6 +187,9 @@ fn run(registry: &Registry, fd: RawFd, executor: u32) -> ! {
             &format!("cannot use fd {fd} as the channel to the executor: {err}"),
         )
     });
+    if let Some(journal) = &journal {
+        os::announce_deaths(journal.death_note(), stream.as_raw_fd());
+    }
     install_signal_handlers();
     let max_frame = max_frame();
     let calls = CallReader::new(&stream, max_frame).unwrap_or_else(|err| {
@@ -267,7 +270,7 @@ fn install_signal_handlers() {
     if let Err(err) = os::install_sent_fault_handlers() {
         fatal(
             exit_code::INTERNAL_ERROR,
-            &format!("cannot handle SIGSEGV and SIGBUS: {err}"),
+            &format!("cannot handle the fault signals: {err}"),
         );
     }
     if let Err(err) = os::install_parent_death_handler() {

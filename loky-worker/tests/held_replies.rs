@@ -6,47 +6,16 @@
 mod common;
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use common::{DEADLINE, Worker, value};
-use loky_proto::shm::JournalReader;
 use loky_proto::{
     CallKind, DEFAULT_MAX_FRAME, FrameBuffer, Request, Response, Task, decode_body, encode_frame,
-    encode_payload, env,
+    encode_payload,
 };
 use loky_worker::diagnostics::{ECHO_I64, SEGFAULT, SLEEP};
 use serde::Serialize;
-
-/// The stock worker with a journal, as an executor starts a local worker,
-/// and the executor's view of the journal.
-fn with_journal() -> (Worker, JournalReader) {
-    let (fd, journal) = JournalReader::create().unwrap();
-    // Above fd 4, so that neither dup2 in the child overwrites it first.
-    // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor we own; the result is
-    // a fresh one that nothing else owns.
-    let fd =
-        unsafe { OwnedFd::from_raw_fd(libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10)) };
-    let raw = fd.as_raw_fd();
-    let worker = Worker::start_with(|command| {
-        command.env(env::JOURNAL, env::JOURNAL_FD_NUMBER.to_string());
-        // SAFETY: the closure runs in the forked child before exec and calls
-        // only dup2 and fcntl, which are async-signal-safe; `raw` is open in
-        // the child until exec.
-        unsafe {
-            command.pre_exec(move || {
-                let target = env::JOURNAL_FD_NUMBER;
-                if libc::dup2(raw, target) < 0 || libc::fcntl(target, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
-    drop(fd);
-    (worker, journal)
-}
 
 /// The frame of call `id` of `task` on `arg`.
 fn call<I: Serialize, O>(id: u64, task: Task<I, O>, arg: &I) -> Vec<u8> {
@@ -63,7 +32,7 @@ fn call<I: Serialize, O>(id: u64, task: Task<I, O>, arg: &I) -> Vec<u8> {
 
 #[test]
 fn a_held_reply_goes_out_while_the_next_call_runs_long() {
-    let (mut worker, _journal) = with_journal();
+    let (mut worker, _journal) = Worker::with_journal(|_| {});
     worker.hello();
     // One write: the worker reads both calls at once, so the second has
     // arrived when the first is done, and the first's reply is held.
@@ -80,7 +49,7 @@ fn a_held_reply_goes_out_while_the_next_call_runs_long() {
 #[test]
 fn replies_held_when_the_worker_dies_are_in_its_journal_once() {
     for _ in 0..20 {
-        let (mut worker, journal) = with_journal();
+        let (mut worker, journal) = Worker::with_journal(|_| {});
         let calls = [
             call(1, ECHO_I64, &10),
             call(2, ECHO_I64, &20),

@@ -3,12 +3,13 @@
 #![allow(dead_code, reason = "each test file uses its own part of the helpers")]
 
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use loky_proto::shm::JournalReader;
 use loky_proto::{
     CallKind, DEFAULT_MAX_FRAME, FrameError, Hello, Outcome, Progress, Reply, Request, Response,
     Task, decode_body, decode_payload, encode_frame, encode_payload, read_frame,
@@ -79,6 +80,40 @@ impl Worker {
             channel: Some(parent),
             body: Vec::new(),
         }
+    }
+
+    /// Starts the stock worker with a reply journal, as an executor starts
+    /// a local worker, after `configure` adjusted its command; and the
+    /// executor's view of the journal.
+    pub(crate) fn with_journal(configure: impl FnOnce(&mut Command)) -> (Worker, JournalReader) {
+        let (fd, journal) = JournalReader::create().unwrap();
+        // Above fd 4, so that neither dup2 in the child overwrites it first.
+        // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor we own; the result
+        // is a fresh one that nothing else owns.
+        let fd =
+            unsafe { OwnedFd::from_raw_fd(libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10)) };
+        let raw = fd.as_raw_fd();
+        let worker = Worker::start_with(|command| {
+            command.env(
+                loky_proto::env::JOURNAL,
+                loky_proto::env::JOURNAL_FD_NUMBER.to_string(),
+            );
+            // SAFETY: the closure runs in the forked child before exec and
+            // calls only dup2 and fcntl, which are async-signal-safe; `raw`
+            // is open in the child until exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let target = loky_proto::env::JOURNAL_FD_NUMBER;
+                    if libc::dup2(raw, target) < 0 || libc::fcntl(target, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            configure(command);
+        });
+        drop(fd);
+        (worker, journal)
     }
 
     /// A worker started some other way, with the parent's end of its

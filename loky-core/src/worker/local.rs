@@ -194,9 +194,14 @@ impl Transport for LocalTransport {
 
     /// Kills the worker and what is left of its group, and waits for its
     /// exit, leaving it unreaped: its status is known as soon as it exited,
-    /// before its reap.
+    /// before its reap. A worker that said in its journal which signal it
+    /// is dying of, before its channel ended, is taken at its word without
+    /// waiting: the kernel may still be freeing its memory.
     fn exited(&self) -> io::Result<WorkerExit> {
         self.process.signal(os::SIGKILL);
+        if let Some(signal) = self.journal.as_ref().and_then(JournalReader::death_note) {
+            return Ok(WorkerExit::Signal(signal));
+        }
         let status = self.process.wait_exited()?;
         Ok(WorkerExit::from_status(status))
     }
@@ -205,5 +210,56 @@ impl Transport for LocalTransport {
     fn finish(&self) -> io::Result<()> {
         self.process.signal(os::SIGKILL);
         self.process.reap().map(drop)
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use loky_proto::shm::JournalWriter;
+
+    use super::*;
+
+    /// A process that never speaks, started as a local worker with a
+    /// journal, and the worker's side of that journal.
+    fn silent_worker() -> (LocalTransport, JournalWriter) {
+        let (fd, journal) = JournalReader::create().unwrap();
+        let writer = JournalWriter::open(fd.try_clone().unwrap()).unwrap();
+        let mut command = Command::new("sleep");
+        command.arg("60");
+        let spawned = os::spawn_worker(&command, Some(&fd)).unwrap();
+        let transport = LocalTransport {
+            stream: spawned.channel,
+            process: spawned.process,
+            pidfd: spawned.pidfd,
+            journal: Some(journal),
+        };
+        (transport, writer)
+    }
+
+    #[test]
+    fn a_worker_that_said_what_it_dies_of_is_taken_at_its_word() {
+        let (transport, writer) = silent_worker();
+        writer.death_note().write(libc::SIGSEGV);
+        // The process was alive, and is killed: the note, not its exit,
+        // says how it ended.
+        assert_eq!(
+            transport.exited().unwrap(),
+            WorkerExit::Signal(libc::SIGSEGV)
+        );
+        transport.finish().unwrap();
+        // Reaped: no such process any more (not even a zombie).
+        // SAFETY: signal 0 only checks that the pid exists.
+        let exists = unsafe { libc::kill(transport.pid() as libc::pid_t, 0) } == 0;
+        assert!(!exists, "the worker is reaped");
+    }
+
+    #[test]
+    fn without_a_death_note_the_exit_says_how_it_ended() {
+        let (transport, _writer) = silent_worker();
+        assert_eq!(
+            transport.exited().unwrap(),
+            WorkerExit::Signal(libc::SIGKILL)
+        );
+        transport.finish().unwrap();
     }
 }

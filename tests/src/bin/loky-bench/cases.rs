@@ -325,7 +325,7 @@ impl Bench {
     }
 
     /// Case 6: From submitting a segfaulting task on a warm pool of 2 to its
-    /// future's error (the worker's own death included).
+    /// future's error.
     fn crash_error(&self) -> Samples {
         stats::repeat(self.runs, || -> Run {
             let ex = self.warm_pool(POOL)?;

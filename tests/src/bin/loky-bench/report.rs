@@ -154,7 +154,7 @@ pub(crate) const ROWS: [Row; 23] = [
     },
     Row {
         id: "6",
-        label: "crash → error seen (worker's death included)",
+        label: "crash → error seen (from the crashing call's submit)",
         key: key::CRASH_ERROR,
         unit: Unit::Millis,
         target: Target::AtMost(0.5),

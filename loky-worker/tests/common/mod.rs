@@ -3,7 +3,7 @@
 #![allow(dead_code, reason = "each test file uses its own part of the helpers")]
 
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -32,20 +32,28 @@ pub(crate) fn worker_command(program: &str, channel: &UnixStream) -> Command {
         .env(loky_proto::env::CHANNEL, channel_value())
         .stdin(Stdio::null())
         .process_group(0);
-    let fd = channel.as_raw_fd();
+    inherit_as(
+        &mut command,
+        channel.as_raw_fd(),
+        loky_proto::env::CHANNEL_FD_NUMBER,
+    );
+    command
+}
+
+/// Makes `fd`, open in this process until the command is spawned, the
+/// child's descriptor `target`, without close-on-exec.
+fn inherit_as(command: &mut Command, fd: RawFd, target: RawFd) {
     // SAFETY: the closure runs in the forked child before exec and calls
     // only dup2 and fcntl, which are async-signal-safe; `fd` is open in the
     // child (close-on-exec only closes it at exec).
     unsafe {
         command.pre_exec(move || {
-            let target = loky_proto::env::CHANNEL_FD_NUMBER;
             if libc::dup2(fd, target) < 0 || libc::fcntl(target, libc::F_SETFD, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    command
 }
 
 /// The channel value naming fd 3 and this process.
@@ -98,18 +106,7 @@ impl Worker {
                 loky_proto::env::JOURNAL,
                 loky_proto::env::JOURNAL_FD_NUMBER.to_string(),
             );
-            // SAFETY: the closure runs in the forked child before exec and
-            // calls only dup2 and fcntl, which are async-signal-safe; `raw`
-            // is open in the child until exec.
-            unsafe {
-                command.pre_exec(move || {
-                    let target = loky_proto::env::JOURNAL_FD_NUMBER;
-                    if libc::dup2(raw, target) < 0 || libc::fcntl(target, libc::F_SETFD, 0) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            inherit_as(command, raw, loky_proto::env::JOURNAL_FD_NUMBER);
             configure(command);
         });
         drop(fd);

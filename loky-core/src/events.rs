@@ -73,12 +73,18 @@ pub(crate) enum Event {
         worker: WorkerId,
         reason: RetireReason,
     },
-    /// A worker is dead and reaped.
+    /// A worker is dead, or said which signal it is dying of: how it
+    /// ended is known. Its reader reaps it next, then sends [`Reaped`].
+    ///
+    /// [`Reaped`]: Event::Reaped
     Died {
         worker: WorkerId,
         exit: WorkerExit,
         end: End,
     },
+    /// The reader of a dead worker reaped it and is ending: the worker's
+    /// handle can be released without waiting.
+    Reaped { worker: WorkerId },
     /// A runtime thread of a worker panicked (a bug); the reader's own
     /// panics arrive as [`End::Internal`] instead.
     ThreadPanicked {

@@ -31,7 +31,7 @@ use crate::future::FutureState;
 use crate::link::Watch;
 use crate::pool_thread::{self, Role};
 use crate::worker::local::LocalLauncher;
-use crate::worker::{Launcher, Stop};
+use crate::worker::{Launcher, Stop, WorkerHandle};
 
 mod death;
 mod direct;
@@ -97,6 +97,11 @@ pub(crate) struct Supervisor {
     watch: Arc<Watch>,
     /// When to start the replacement of a dead worker, if it waits.
     replace_at: Option<Instant>,
+    /// Handles of dead workers whose readers are reaping them, released as
+    /// each is reaped (`Event::Reaped`), or at the pool's end: a worker
+    /// that said what it dies of may take a while to be gone (the kernel
+    /// freeing its memory), and the supervisor does not wait for that.
+    reaping: Vec<(WorkerId, Box<dyn WorkerHandle>)>,
     /// Calls received, ever (for callers: see `direct.rs`).
     received: u64,
 }
@@ -129,6 +134,7 @@ impl Supervisor {
             durations: Arc::default(),
             watch,
             replace_at: None,
+            reaping: Vec::new(),
             received: 0,
         };
         (supervisor, pool)
@@ -236,6 +242,9 @@ impl Supervisor {
         self.pool.direct.withdraw_all();
         // What is left of the dead workers is freed before anyone hears
         // that the pool is done: no descriptor of it outlives a `shutdown`.
+        for (_, handle) in self.reaping.drain(..) {
+            handle.release();
+        }
         self.launcher.finish();
         self.pool.mark_finished();
         let err = self.broken.clone().unwrap_or_else(Error::shutdown);
@@ -261,6 +270,7 @@ impl Supervisor {
             Event::Completed { worker, replies } => self.on_completed(worker, replies),
             Event::Retiring { worker, reason } => self.on_retiring(worker, reason),
             Event::Died { worker, exit, end } => self.on_died(worker, exit, end),
+            Event::Reaped { worker } => self.on_reaped(worker),
             Event::ThreadPanicked {
                 worker,
                 role,

@@ -95,8 +95,15 @@ impl Supervisor {
             whereabouts: slot.handle.whereabouts(),
         };
         self.settle_death(death);
-        // Futures first, then what is left of the worker.
-        slot.handle.release();
+        // Futures first, then what is left of the worker, once its reader
+        // has reaped it.
+        self.reaping.push((id, slot.handle));
+    }
+
+    pub(super) fn on_reaped(&mut self, id: WorkerId) {
+        if let Some(at) = self.reaping.iter().position(|(dead, _)| *dead == id) {
+            self.reaping.swap_remove(at).1.release();
+        }
     }
 
     /// Settles the calls a dead worker held, as the reason of its death and

@@ -291,6 +291,11 @@ impl Harness {
         self.turn_at(Instant::now());
     }
 
+    /// What the supervisor does as its loop ends.
+    pub(super) fn end(&mut self) {
+        self.sup.finish();
+    }
+
     pub(super) fn launched(&self) -> Vec<WorkerId> {
         lock(&self.world).launched.clone()
     }
@@ -382,8 +387,10 @@ impl Harness {
     }
 
     /// Worker `worker` dies (its reader saw it and reaped it).
+    /// Worker `worker` dies; its reader reaps it, as a real reader does.
     pub(super) fn die(&self, worker: WorkerId, exit: WorkerExit, end: End) {
         self.event(worker, Event::Died { worker, exit, end });
+        self.event(worker, Event::Reaped { worker });
     }
 
     pub(super) fn fail_start(&self, worker: WorkerId, failure: StartFailure, exit: WorkerExit) {

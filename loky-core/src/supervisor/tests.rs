@@ -415,6 +415,49 @@ fn a_death_while_busy_under_respawn_fails_the_running_call_and_resends_the_rest(
     assert!(!h.pool.is_broken());
 }
 
+#[test]
+fn a_dead_worker_is_released_once_its_reader_reaped_it_or_at_the_pools_end() {
+    let mut h = serving(2, |c| c.crash_policy = CrashPolicy::Respawn);
+    let crashed = h.submit(1);
+    h.turn();
+    let worker = if h.held(1) == 1 { 1 } else { 2 };
+    // A worker that said what it dies of: its reader reports the death
+    // before the reap.
+    h.event(
+        worker,
+        Event::Died {
+            worker,
+            exit: WorkerExit::Signal(11),
+            end: End::Closed,
+        },
+    );
+    h.turn();
+    assert!(matches!(error_of(&crashed), Error::TerminatedWorker(_)));
+    assert!(
+        !h.actions(worker).contains(&Action::Released),
+        "the supervisor did not wait for the reap"
+    );
+    h.event(worker, Event::Reaped { worker });
+    h.turn();
+    assert_eq!(h.actions(worker).last(), Some(&Action::Released));
+
+    // A death whose reap has not come when the pool ends is released
+    // then: nothing of it outlives the pool.
+    let other = 3 - worker;
+    h.event(
+        other,
+        Event::Died {
+            worker: other,
+            exit: KILLED,
+            end: End::Closed,
+        },
+    );
+    h.turn();
+    assert!(!h.actions(other).contains(&Action::Released));
+    h.end();
+    assert_eq!(h.actions(other).last(), Some(&Action::Released));
+}
+
 /// Two serving workers under `Respawn`, one of which crashed running a
 /// call; and which one.
 fn one_of_two_crashed() -> (Harness, u64) {

@@ -504,9 +504,9 @@ impl Reader {
                     orphans: call::take_orphans(),
                 }
             });
-        // Its status is known once it exited: the supervisor hears of the
-        // death before the reap, and joins this thread (so waits for the
-        // reap) only once it has settled the worker's calls.
+        // Its status is known once it exited (or said what it dies of):
+        // the supervisor hears of the death before the reap, and has this
+        // thread joined once the reap is done (`Reaped`).
         let exit = self.exit_status(|t| t.exited());
         let _ = self.events.send(Event::Died {
             worker: self.id,
@@ -517,6 +517,7 @@ impl Reader {
         // first; the rest of the reap and this thread's exit come after.
         std::thread::yield_now();
         let _ = pool_thread::guarded(|| self.transport.finish());
+        let _ = self.events.send(Event::Reaped { worker: self.id });
     }
 
     fn internal(&self, message: &str) -> String {

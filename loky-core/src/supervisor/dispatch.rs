@@ -17,15 +17,20 @@ use crate::durations::TaskKey;
 use crate::error::Error;
 use crate::link::Link;
 
-/// Calls of a task whose calls typically take less than this are sent up
-/// to [`SHORT_DEPTH`] ahead: the round trip (some 20-70 µs) would
-/// otherwise dominate them.
-const SHORT: Duration = Duration::from_micros(200);
-const SHORT_DEPTH: usize = 64;
-/// Calls of a task typically taking less than this (and more than
-/// [`SHORT`]) are sent up to [`MEDIUM_DEPTH`] ahead.
+/// Calls of a task typically taking less than this are sent ahead, as many
+/// as [`AHEAD`] of its work: the round trip (some 20-70 µs) would otherwise
+/// dominate them.
 const MEDIUM: Duration = Duration::from_millis(2);
-const MEDIUM_DEPTH: usize = 4;
+/// How much measured work a worker may hold ahead of the call it runs.
+/// Enough calls of a short task that a worker never runs dry while its
+/// replies travel and the next calls come; little enough that a call sent
+/// ahead (which can no longer be cancelled) starts within a few
+/// milliseconds, and that a worker does not hold much more than its share
+/// when a burst ends.
+const AHEAD: Duration = Duration::from_millis(8);
+/// At most this many calls are sent ahead to one worker, however short
+/// their task (a burst's frames and replies stay within a socket's buffer).
+const MAX_DEPTH: usize = 1024;
 /// A call running longer than this gets no other call queued behind it,
 /// whatever its task usually takes.
 const LONG_CALL: Duration = Duration::from_millis(2);
@@ -37,11 +42,14 @@ const BATCH: usize = 256;
 const REPLACEMENT_DELAY: Duration = Duration::from_millis(5);
 
 /// How many calls of a task a worker may hold, by the task's typical
-/// duration: one (nothing sent ahead) while it is unknown or long.
+/// duration: one (nothing sent ahead) while it is unknown or long, else
+/// as many as take [`AHEAD`] in all, from 1 to [`MAX_DEPTH`].
 fn depth(typical: Option<Duration>) -> usize {
     match typical {
-        Some(t) if t < SHORT => SHORT_DEPTH,
-        Some(t) if t < MEDIUM => MEDIUM_DEPTH,
+        Some(t) if t < MEDIUM => {
+            let calls = AHEAD.as_nanos() / t.as_nanos().max(1);
+            usize::try_from(calls).map_or(MAX_DEPTH, |n| n.clamp(1, MAX_DEPTH))
+        }
         _ => 1,
     }
 }
@@ -251,5 +259,23 @@ fn has_room(
         Some((front_depth, since)) => {
             front_depth > 1 && now.saturating_duration_since(since) <= LONG_CALL
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_holds_about_eight_milliseconds_of_a_short_task_ahead() {
+        let us = Duration::from_micros;
+        assert_eq!(depth(None), 1, "unknown");
+        assert_eq!(depth(Some(MEDIUM)), 1, "long");
+        assert_eq!(depth(Some(us(1_900))), 4);
+        assert_eq!(depth(Some(us(1_000))), 8);
+        assert_eq!(depth(Some(us(200))), 40);
+        assert_eq!(depth(Some(us(10))), 800);
+        assert_eq!(depth(Some(us(1))), MAX_DEPTH);
+        assert_eq!(depth(Some(Duration::ZERO)), MAX_DEPTH);
     }
 }

@@ -302,9 +302,15 @@ impl Supervisor {
         let first = !self.greeted();
         self.greet(id, hello);
         // The first worker of a pool started here starts alone (see
-        // `top_up`); the others start once it said hello. A replacement
-        // that waits (`replace_soon`) still waits.
-        if first && self.greeted() && self.launcher.starts_here() && self.replace_at.is_none() {
+        // `top_up`); the others start once it said hello: after the calls
+        // that wait are sent to it (`dispatch`), or now if none waits. A
+        // replacement that waits (`replace_soon`) still waits.
+        if first
+            && self.greeted()
+            && self.launcher.starts_here()
+            && self.replace_at.is_none()
+            && self.pending.is_empty()
+        {
             self.top_up();
         }
     }
@@ -527,6 +533,12 @@ impl Supervisor {
     /// being started has none yet, nor has a worker started by a launcher
     /// before its hello.
     fn publish_pids(&self) {
+        self.publish_pids_launching(0);
+    }
+
+    /// Publishes the workers' pids, `launching` more workers about to
+    /// start here (`worker_pids` waits for their pids).
+    fn publish_pids_launching(&self, launching: usize) {
         let pids: Vec<u32> = self
             .slots
             .iter()
@@ -540,7 +552,12 @@ impl Supervisor {
             .iter()
             .filter(|s| s.pid == 0 && s.handle.whereabouts().is_none())
             .count();
-        self.pool.publish_pids(pids, spawning);
+        let launching = if self.launcher.starts_here() {
+            launching
+        } else {
+            0
+        };
+        self.pool.publish_pids(pids, spawning + launching);
     }
 }
 

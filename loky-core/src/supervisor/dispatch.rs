@@ -62,8 +62,16 @@ impl Supervisor {
         // A replacement that waits (see `replace_soon`) starts only if a
         // call finds no worker.
         let deferred = self.replace_at.is_some();
-        if !self.pending.is_empty() && !deferred {
-            self.top_up();
+        // Missing workers start once this round's calls are sent: on a
+        // fresh pool, the first call then does not wait behind the start
+        // of the others. `worker_pids` waits for them from now.
+        let launching = if self.pending.is_empty() || deferred {
+            0
+        } else {
+            self.missing()
+        };
+        if launching > 0 {
+            self.publish_pids_launching(launching);
         }
         // Durations change only as replies arrive: one look-up per task
         // and dispatch is enough (a burst is usually of one task).
@@ -84,7 +92,7 @@ impl Supervisor {
                 _ => depth(self.durations.typical(key)),
             };
             known = Some((key, depth));
-            let Some(idx) = self.pick(depth, &batches, now) else {
+            let Some(idx) = self.pick(depth, &batches, now, launching > 0) else {
                 break;
             };
             let item = self.pending.pop_front().expect("checked non-empty");
@@ -110,7 +118,7 @@ impl Supervisor {
             }
         }
         self.send_batches(&mut batches);
-        if deferred && !self.pending.is_empty() {
+        if launching > 0 || (deferred && !self.pending.is_empty()) {
             self.top_up();
         }
         if self.shutdown.is_some() && self.pending.is_empty() {
@@ -136,15 +144,17 @@ impl Supervisor {
     /// the supervisor would lag behind replies on their way to it, and a
     /// call could queue behind a busy worker while another one is idle.
     /// Calls of this round not yet sent (`batches`, by worker) count as
-    /// held.
+    /// held. `launching`: workers start once the round is sent (no call
+    /// is sent ahead meanwhile, as while a worker starts).
     fn pick(
         &self,
         depth: usize,
         batches: &[Vec<(WorkItem, usize)>],
         now: Instant,
+        launching: bool,
     ) -> Option<usize> {
         let max_calls = self.config.max_tasks_per_child;
-        let starting = self.slots.iter().any(Slot::starting);
+        let starting = launching || self.slots.iter().any(Slot::starting);
         let batch = |i: usize| batches.get(i).map_or(&[][..], Vec::as_slice);
         (0..self.slots.len())
             .map(|i| (i, self.slots[i].link.held() + batch(i).len()))
@@ -172,12 +182,21 @@ impl Supervisor {
     /// another).
     pub(super) fn top_up(&mut self) {
         self.replace_at = None;
+        for _ in 0..self.missing() {
+            if let Err(err) = self.launch() {
+                return self.break_pool(err);
+            }
+        }
+    }
+
+    /// How many workers [`top_up`](Self::top_up) would start now.
+    fn missing(&self) -> usize {
         let shutting_down = matches!(
             self.shutdown,
             Some(how) if how.kill_workers || self.pending.is_empty()
         );
         if self.broken.is_some() || shutting_down {
-            return;
+            return 0;
         }
         let live = self.slots.iter().filter(|s| s.live()).count();
         // A pool of workers started on this machine, none of which said
@@ -189,11 +208,7 @@ impl Supervisor {
         } else {
             self.max_workers
         };
-        for _ in live..target {
-            if let Err(err) = self.launch() {
-                return self.break_pool(err);
-            }
-        }
+        target.saturating_sub(live)
     }
 
     /// Whether a live worker of the pool has said hello.

@@ -31,10 +31,28 @@ pub(super) enum Action {
     Released,
 }
 
+/// A launch, or calls the supervisor sent together, in the order of all
+/// the pool's workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Step {
+    Launched(WorkerId),
+    /// `calls` sent to `worker` while `worker_pids` would wait for
+    /// `awaited` workers to start.
+    Sent {
+        worker: WorkerId,
+        calls: usize,
+        awaited: usize,
+    },
+}
+
 #[derive(Default)]
 struct World {
     /// The pool's record of the workers callers may take.
     direct: Option<Arc<Direct>>,
+    /// The pool, as callers share it.
+    pool: Option<Arc<Pool>>,
+    /// Every launch and send, in order.
+    steps: Vec<Step>,
     workers: HashMap<WorkerId, FakeWorker>,
     /// Launched workers, in order.
     launched: Vec<WorkerId>,
@@ -75,6 +93,7 @@ impl Launcher for FakeLauncher {
             return Err(Error::broken(reason));
         }
         world.launched.push(worker);
+        world.steps.push(Step::Launched(worker));
         world.workers.insert(
             worker,
             FakeWorker {
@@ -112,6 +131,18 @@ impl FakeHandle {
         }
     }
 
+    /// Records `calls` the supervisor sent together (never under the
+    /// pool's lock, which this takes).
+    fn step_sent(&self, calls: usize) {
+        let mut world = lock(&self.world);
+        let awaited = world.pool.as_ref().map_or(0, |pool| pool.spawning());
+        world.steps.push(Step::Sent {
+            worker: self.id,
+            calls,
+            awaited,
+        });
+    }
+
     fn record(&self, action: Action) {
         let mut world = lock(&self.world);
         let worker = world.workers.get_mut(&self.id).expect("a launched worker");
@@ -137,6 +168,7 @@ impl WorkerHandle for FakeHandle {
                 .id_of_frame(&frame)
                 .expect("a frame is sent for a call recorded in the link");
             self.record(Action::Sent(id));
+            self.step_sent(1);
         }
     }
 
@@ -185,6 +217,7 @@ impl Port for FakeHandle {
         for call in calls {
             self.send(link, call, &mut || {});
         }
+        self.step_sent(size);
         let mut world = lock(&self.world);
         let worker = world.workers.get_mut(&self.id).expect("a launched worker");
         worker.batches.push(size);
@@ -209,6 +242,7 @@ impl Harness {
         let launcher = Box::new(FakeLauncher(world.clone()));
         let (sup, pool) = Supervisor::new(Arc::new(config), launcher);
         lock(&world).direct = Some(pool.direct.clone());
+        lock(&world).pool = Some(pool.clone());
         Harness { sup, pool, world }
     }
 
@@ -294,6 +328,11 @@ impl Harness {
     /// What the supervisor does as its loop ends.
     pub(super) fn end(&mut self) {
         self.sup.finish();
+    }
+
+    /// Every launch and send so far, in order.
+    pub(super) fn steps(&self) -> Vec<Step> {
+        lock(&self.world).steps.clone()
     }
 
     pub(super) fn launched(&self) -> Vec<WorkerId> {

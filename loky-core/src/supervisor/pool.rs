@@ -214,6 +214,12 @@ impl Pool {
     }
 
     /// The pids of the workers, and how many are being started.
+    /// How many workers `worker_pids` waits for (for tests).
+    #[cfg(test)]
+    pub(super) fn spawning(&self) -> usize {
+        self.lock().spawning
+    }
+
     pub(super) fn publish_pids(&self, pids: Vec<u32>, spawning: usize) {
         let mut status = self.lock();
         status.pids = pids;

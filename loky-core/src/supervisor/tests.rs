@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use loky_proto::shm::FrameBuf;
 
-use super::fake::{Action, Harness, OTHER, TASK};
+use super::fake::{Action, Harness, OTHER, Step, TASK};
 use crate::call::Target;
 use crate::config::{Config, CrashPolicy, Initializer, Shutdown};
 use crate::error::Error;
@@ -102,6 +102,33 @@ fn a_pool_of_workers_started_here_starts_its_first_worker_alone_then_the_others(
     h.reply(2, 20);
     h.turn();
     assert_eq!((value_of(&first), value_of(&second)), (10, 20));
+}
+
+#[test]
+fn the_first_hello_sends_the_waiting_call_before_the_others_start_and_worker_pids_waits_for_them() {
+    let mut h = harness(2, |_| {});
+    h.start_here();
+    let future = h.submit(1);
+    h.turn();
+    h.hello(1);
+    h.turn();
+    // The call does not wait behind the start of the second worker, and
+    // `worker_pids` called once it is answered waits for that worker.
+    assert_eq!(
+        h.steps(),
+        [
+            Step::Launched(1),
+            Step::Sent {
+                worker: 1,
+                calls: 1,
+                awaited: 1
+            },
+            Step::Launched(2),
+        ]
+    );
+    h.reply(1, 10);
+    h.turn();
+    assert_eq!(value_of(&future), 10);
 }
 
 #[test]

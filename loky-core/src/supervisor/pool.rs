@@ -213,13 +213,13 @@ impl Pool {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// The pids of the workers, and how many are being started.
     /// How many workers `worker_pids` waits for (for tests).
     #[cfg(test)]
     pub(super) fn spawning(&self) -> usize {
         self.lock().spawning
     }
 
+    /// The pids of the workers, and how many are being started.
     pub(super) fn publish_pids(&self, pids: Vec<u32>, spawning: usize) {
         let mut status = self.lock();
         status.pids = pids;

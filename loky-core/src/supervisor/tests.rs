@@ -1060,8 +1060,9 @@ fn a_round_larger_than_a_batch_sends_what_it_gathered_as_it_goes() {
     let before: Vec<usize> = (1..=8).map(|w| h.batches(w).len()).collect();
     (0..400).for_each(|x| drop(h.submit(x)));
     h.turn();
-    // 8 workers with room for 800 each (a 10 µs task) take 400 calls: the first 256 go in
-    // one batch per worker (32 each), the other 144 in a second (18 each).
+    // 8 workers with room for 800 each (a 10 µs task) take 400 calls: the
+    // first 256 go in one batch per worker (32 each), the other 144 in a
+    // second (18 each).
     for (w, before) in (1..=8).zip(before) {
         assert_eq!(h.batches(w)[before..], [32, 18], "worker {w}");
         assert_eq!(h.held(w), 50);

@@ -184,6 +184,9 @@ impl Supervisor {
         self.replace_at = None;
         for _ in 0..self.missing() {
             if let Err(err) = self.launch() {
+                // `worker_pids` may have been told of more starts (see
+                // `dispatch`): it waits for none now.
+                self.publish_pids();
                 return self.break_pool(err);
             }
         }

@@ -132,6 +132,22 @@ fn the_first_hello_sends_the_waiting_call_before_the_others_start_and_worker_pid
 }
 
 #[test]
+fn a_start_that_fails_after_the_first_hello_leaves_worker_pids_waiting_for_none() {
+    let mut h = harness(2, |_| {});
+    h.start_here();
+    let future = h.submit(1);
+    h.turn();
+    h.refuse_launches(Some("no more workers"));
+    h.hello(1);
+    h.turn();
+    assert!(h.pool.is_broken());
+    assert_eq!(h.pool.spawning(), 0);
+    // Sent before the failed start; it fails with the first worker, which
+    // the broken pool kills.
+    assert!(future.is_running());
+}
+
+#[test]
 fn a_pool_of_workers_started_here_whose_first_start_crashed_starts_one_again_alone() {
     let mut h = harness(2, |c| c.crash_policy = CrashPolicy::Respawn);
     h.start_here();

@@ -199,6 +199,10 @@ impl Supervisor {
                 }
                 fail_all(calls.collect(), &err);
                 if newly {
+                    // A caller woken on this core runs before the kills
+                    // below, and before the deaths they bring (each a
+                    // fraction of a millisecond of the kernel's time).
+                    std::thread::yield_now();
                     self.stop_broken_pool();
                 }
             }

@@ -87,8 +87,8 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// Once the worker's end was seen: stops what is left of it and waits
     /// for its exit, which it says (or takes the worker's word for it and
     /// leaves the stopping to `finish`); [`finish`](Self::finish) then
-    /// reaps it. By default (a transport that learns the end only as it reaps),
-    /// this reaps it.
+    /// reaps it. By default (a transport that learns the end only as it
+    /// reaps), this reaps it.
     fn exited(&self) -> io::Result<WorkerExit> {
         self.reap()
     }

@@ -369,6 +369,11 @@ impl Harness {
         self.link(worker).held()
     }
 
+    /// Of a pool of two that was handed one call: the worker holding it.
+    pub(super) fn holder_of_one_call(&self) -> WorkerId {
+        if self.held(1) == 1 { 1 } else { 2 }
+    }
+
     pub(super) fn link(&self, worker: WorkerId) -> Arc<Link> {
         lock(&self.world).workers[&worker].link.clone()
     }

@@ -414,7 +414,7 @@ fn a_crash_that_breaks_the_pool_settles_its_call_before_the_other_workers_are_st
     let mut h = serving(2, |_| {});
     let running = h.submit(1);
     h.turn();
-    let crashed = if h.held(1) == 1 { 1 } else { 2 };
+    let crashed = h.holder_of_one_call();
     let other = 3 - crashed;
     let probe = h.actions_probe(other);
     let seen = Arc::new(std::sync::Mutex::new(None));
@@ -463,7 +463,7 @@ fn a_dead_worker_is_released_once_its_reader_reaped_it_or_at_the_pools_end() {
     let mut h = serving(2, |c| c.crash_policy = CrashPolicy::Respawn);
     let crashed = h.submit(1);
     h.turn();
-    let worker = if h.held(1) == 1 { 1 } else { 2 };
+    let worker = h.holder_of_one_call();
     // A worker that said what it dies of: its reader reports the death
     // before the reap.
     h.event(
@@ -507,7 +507,7 @@ fn one_of_two_crashed() -> (Harness, u64) {
     let mut h = serving(2, |c| c.crash_policy = CrashPolicy::Respawn);
     let crashing = h.submit(1);
     h.turn();
-    let worker = if h.held(1) == 1 { 1 } else { 2 };
+    let worker = h.holder_of_one_call();
     h.die(worker, KILLED, End::Closed);
     h.turn();
     assert!(matches!(error_of(&crashing), Error::TerminatedWorker(_)));
@@ -598,7 +598,7 @@ fn a_panic_in_a_reader_breaks_the_pool_and_fails_its_calls_with_an_internal_erro
     let mut h = serving(2, |c| c.crash_policy = CrashPolicy::Respawn);
     let future = h.submit(1);
     h.turn();
-    let busy = if h.held(1) == 1 { 1 } else { 2 };
+    let busy = h.holder_of_one_call();
     h.die(
         busy,
         KILLED,
@@ -752,7 +752,7 @@ fn shrinking_the_pool_retires_the_idlest_workers() {
     let mut h = serving(2, |_| {});
     h.submit(1);
     h.turn();
-    let busy = if h.held(1) == 1 { 1 } else { 2 };
+    let busy = h.holder_of_one_call();
     h.sup.handle(Event::Resize(1));
     h.turn();
     assert!(h.actions(3 - busy).contains(&Action::Closed));
@@ -902,7 +902,7 @@ fn a_breaking_pool_turns_a_polite_kill_into_a_sigkill() {
     let mut h = serving(2, |c| c.task_timeout = Some(Duration::from_secs(1)));
     h.submit(1);
     h.turn();
-    let busy = if h.held(1) == 1 { 1 } else { 2 };
+    let busy = h.holder_of_one_call();
     h.turn_at(at(&h, 1.5));
     assert!(h.actions(busy).contains(&Action::Stopped(Stop::Term)));
     h.die(3 - busy, KILLED, End::Closed);
@@ -924,7 +924,7 @@ fn shutdown_waits_for_the_calls_then_closes_every_worker() {
         ..Shutdown::default()
     });
     h.turn();
-    let busy = if h.held(1) == 1 { 1 } else { 2 };
+    let busy = h.holder_of_one_call();
     assert!(h.actions(3 - busy).contains(&Action::Closed));
     assert!(!h.actions(busy).contains(&Action::Closed));
     h.reply(busy, 5);
@@ -1128,7 +1128,7 @@ fn an_idle_worker_gets_a_call_before_a_busy_one() {
     let mut h = serving(2, |_| {});
     let first = h.submit(1);
     h.turn();
-    let busy = if h.held(1) == 1 { 1 } else { 2 };
+    let busy = h.holder_of_one_call();
     h.submit(2);
     h.turn();
     assert_eq!((h.held(busy), h.held(3 - busy)), (1, 1));

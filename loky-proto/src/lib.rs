@@ -46,6 +46,7 @@ mod os;
 pub mod program;
 #[cfg(feature = "remote")]
 pub mod remote;
+mod scalar;
 mod shared;
 #[cfg(unix)]
 pub mod shm;
@@ -81,7 +82,7 @@ pub fn encode_payload_into<T: serde::Serialize + ?Sized, W: std::io::Write + ?Si
     value: &T,
     out: &mut W,
 ) -> Result<(), rmp_serde::encode::Error> {
-    rmp_serde::encode::write_named(out, value)
+    scalar::encode(value, out)
 }
 
 /// Appends a MessagePack array header for `len` elements: followed by `len`
@@ -104,5 +105,8 @@ pub fn encode_array_header<O: FrameSink + ?Sized>(len: usize, out: &mut O) {
 pub fn decode_payload<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, rmp_serde::decode::Error> {
-    rmp_serde::from_slice(bytes)
+    match scalar::decode(bytes) {
+        Some(value) => Ok(value),
+        None => rmp_serde::from_slice(bytes),
+    }
 }

@@ -11,8 +11,8 @@
 //!   numbers itself and gives everything else (strings, structs,
 //!   sequences...) to `rmp_serde`'s serializer, method for method: the
 //!   bytes are those of [`rmp_serde::encode::write_named`] for every value.
-//! - [`decode`] reads booleans, numbers and sequences or tuples of them
-//!   from a slice, and gives up on anything else (a map, a string, a value
+//! - [`decode`] reads booleans, numbers, sequences or tuples of them,
+//!   options of them, newtypes of them and `()` from a slice, and gives up on anything else (a map, a string, a value
 //!   whose type asks for `deserialize_any`, bytes that `rmp_serde` would
 //!   refuse): the caller then decodes the whole value with `rmp_serde`,
 //!   whose value or error is the one that counts. A value is decoded by
@@ -40,9 +40,9 @@ where
     value.serialize(Scalars(&mut rmp))
 }
 
-/// Decodes a value of `bytes` if it is a boolean, a number, a sequence or
-/// tuple of them (nested as deep as [`MAX_DEPTH`]); `None` for anything
-/// else, to be decoded by `rmp_serde`. Bytes after the value are ignored,
+/// Decodes a value of `bytes` if it is a boolean, a number, a sequence,
+/// tuple, option or newtype of them (nested as deep as [`MAX_DEPTH`]) or
+/// `()`; `None` for anything else, to be decoded by `rmp_serde`. Bytes after the value are ignored,
 /// as `rmp_serde::from_slice` ignores them.
 #[inline]
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
@@ -464,9 +464,42 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         self.array(visitor)
     }
 
+    /// `nil` is `None`; anything else is the value of a `Some`, read from
+    /// the same marker (as `rmp_serde` reads it).
+    #[inline]
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GiveUp> {
+        match self.bytes.split_first() {
+            Some((0xc0, rest)) => {
+                self.bytes = rest;
+                visitor.visit_none()
+            }
+            Some(_) => visitor.visit_some(self),
+            None => Err(GiveUp),
+        }
+    }
+    #[inline]
+    fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GiveUp> {
+        match self.take()? {
+            [0xc0] => visitor.visit_unit(),
+            _ => Err(GiveUp),
+        }
+    }
+    /// A newtype is its field, but for `rmp_serde`'s extension type.
+    #[inline]
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, GiveUp> {
+        if name == rmp_serde::MSGPACK_EXT_STRUCT_NAME {
+            return Err(GiveUp);
+        }
+        visitor.visit_newtype_struct(self)
+    }
+
     serde::forward_to_deserialize_any! {
-        i128 u128 char str string bytes byte_buf option unit unit_struct
-        newtype_struct tuple_struct map struct enum identifier ignored_any
+        i128 u128 char str string bytes byte_buf unit_struct
+        tuple_struct map struct enum identifier ignored_any
     }
 }
 
@@ -523,6 +556,11 @@ mod tests {
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Meters(f32);
+
+    /// A MessagePack extension value, as `rmp_serde` writes one.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename = "_ExtStruct")]
+    struct Ext((i8, serde_bytes::ByteBuf));
 
     fn shapes() -> impl Strategy<Value = Shape> {
         prop_oneof![
@@ -655,9 +693,39 @@ mod tests {
             decodes_alike::<(u8, i64, bool)>(&bytes);
             decodes_alike::<[i16; 3]>(&bytes);
             decodes_alike::<Option<i64>>(&bytes);
+            decodes_alike::<Option<Vec<Option<i8>>>>(&bytes);
+            decodes_alike::<()>(&bytes);
+            decodes_alike::<Meters>(&bytes);
             decodes_alike::<String>(&bytes);
             decodes_alike::<Point>(&bytes);
         }
+    }
+
+    #[test]
+    fn options_units_and_newtypes_of_numbers_decode_by_hand() {
+        assert!(decodes_alike::<Option<i64>>(&rmp_bytes(&Some(-7i64))));
+        assert!(decodes_alike::<Option<i64>>(&rmp_bytes(&None::<i64>)));
+        assert!(decodes_alike::<Option<Option<u8>>>(&rmp_bytes(&Some(
+            Some(3u8)
+        ))));
+        assert!(decodes_alike::<Vec<Option<f64>>>(&rmp_bytes(&[
+            Some(1.5),
+            None
+        ])));
+        assert!(decodes_alike::<()>(&rmp_bytes(&())));
+        assert!(decodes_alike::<Meters>(&rmp_bytes(&Meters(2.0))));
+        assert!(decodes_alike::<(Meters, ())>(&rmp_bytes(&(
+            Meters(2.0),
+            ()
+        ))));
+        assert!(!decodes_alike::<()>(&rmp_bytes(&1u8)));
+        // `rmp_serde`'s extension type is its own.
+        assert_eq!(rmp_serde::MSGPACK_EXT_STRUCT_NAME, "_ExtStruct");
+        let ext = Ext((5, serde_bytes::ByteBuf::from(vec![1, 2, 3, 4])));
+        let bytes = rmp_bytes(&ext);
+        assert_eq!(bytes[0], 0xd6, "a fixext 4");
+        assert!(!decodes_alike::<Ext>(&bytes));
+        assert_eq!(rmp_serde::from_slice::<Ext>(&bytes).unwrap(), ext);
     }
 
     #[test]
@@ -679,9 +747,7 @@ mod tests {
         };
         assert!(!decodes_alike::<Point>(&rmp_bytes(&point)));
         assert!(!decodes_alike::<String>(&rmp_bytes("text")));
-        assert!(!decodes_alike::<Option<i64>>(&rmp_bytes(&Some(1i64))));
         assert!(!decodes_alike::<Shape>(&rmp_bytes(&Shape::Circle(3))));
-        assert!(!decodes_alike::<Meters>(&rmp_bytes(&Meters(2.0))));
         assert!(!decodes_alike::<BTreeMap<i64, i64>>(&rmp_bytes(
             &BTreeMap::from([(1, 2)])
         )));

@@ -73,7 +73,9 @@ pub use typename::{same_type_name, short_type_name, without_crate_names};
 pub fn encode_payload<T: serde::Serialize + ?Sized>(
     value: &T,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    rmp_serde::to_vec_named(value)
+    let mut out = Vec::new();
+    encode_payload_into(value, &mut out)?;
+    Ok(out)
 }
 
 /// Appends the encoding of `value` (as [`encode_payload`] makes it) to `out`.

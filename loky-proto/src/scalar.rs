@@ -1,5 +1,5 @@
-//! Numbers, and sequences of them, encoded and decoded by hand: the values
-//! a `map` carries by the million.
+//! Numbers (and strings, and sequences of them) encoded and decoded by
+//! hand: the values a `map` carries by the million.
 //!
 //! `rmp_serde` spends about 70 instructions to encode an `i64` and about 65
 //! to decode one from an array (its markers matched one by one, its
@@ -11,12 +11,16 @@
 //!   numbers itself and gives everything else (strings, structs,
 //!   sequences...) to `rmp_serde`'s serializer, method for method: the
 //!   bytes are those of [`rmp_serde::encode::write_named`] for every value.
-//! - [`decode`] reads booleans, numbers, sequences or tuples of them,
-//!   options of them, newtypes of them and `()` from a slice, and gives up on anything else (a map, a string, a value
+//! - [`decode`] reads booleans, numbers, strings, `()`, and sequences,
+//!   tuples, options and newtypes of them from a slice, and gives up on
+//!   anything else (a map, which is how structs and enums travel, a value
 //!   whose type asks for `deserialize_any`, bytes that `rmp_serde` would
 //!   refuse): the caller then decodes the whole value with `rmp_serde`,
 //!   whose value or error is the one that counts. A value is decoded by
-//!   hand only when `rmp_serde` would decode it to the same value.
+//!   hand only when `rmp_serde` would decode it to the same value. What
+//!   was read before giving up is read again: a value gives up at its
+//!   first map (a struct's first field), so only a value holding numbers
+//!   or strings *before* a struct pays for them twice.
 
 use std::fmt;
 use std::io::Write;
@@ -40,10 +44,11 @@ where
     value.serialize(Scalars(&mut rmp))
 }
 
-/// Decodes a value of `bytes` if it is a boolean, a number, a sequence,
-/// tuple, option or newtype of them (nested as deep as [`MAX_DEPTH`]) or
-/// `()`; `None` for anything else, to be decoded by `rmp_serde`. Bytes after the value are ignored,
-/// as `rmp_serde::from_slice` ignores them.
+/// Decodes a value of `bytes` if it is a boolean, a number, a string,
+/// `()`, or a sequence, tuple, option or newtype of them (nested as deep
+/// as [`MAX_DEPTH`]); `None` for anything else, to be decoded by
+/// `rmp_serde`. Bytes after the value are ignored, as
+/// `rmp_serde::from_slice` ignores them.
 #[inline]
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     T::deserialize(&mut Reader { bytes, depth: 0 }).ok()
@@ -304,7 +309,7 @@ impl de::Error for GiveUp {
     }
 }
 
-/// Reads booleans, numbers and sequences of them from the front of a slice.
+/// Reads the values [`decode`] takes from the front of a slice.
 struct Reader<'de> {
     bytes: &'de [u8],
     depth: u32,
@@ -340,6 +345,25 @@ impl<'de> Reader<'de> {
             0xc3 => visitor.visit_bool(true),
             _ => Err(GiveUp),
         }
+    }
+
+    /// A string of valid UTF-8, visited as borrowed (as `rmp_serde` visits a
+    /// string read from a slice); anything else, invalid UTF-8 included, is
+    /// `rmp_serde`'s.
+    #[inline]
+    fn text<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, GiveUp> {
+        let [marker] = self.take()?;
+        let len = match marker {
+            0xa0..=0xbf => usize::from(marker & 0x1f),
+            0xd9 => usize::from(u8::from_be_bytes(self.take()?)),
+            0xda => usize::from(u16::from_be_bytes(self.take()?)),
+            0xdb => usize::try_from(u32::from_be_bytes(self.take()?)).map_err(|_| GiveUp)?,
+            _ => return Err(GiveUp),
+        };
+        let (text, rest) = self.bytes.split_at_checked(len).ok_or(GiveUp)?;
+        let text = std::str::from_utf8(text).map_err(|_| GiveUp)?;
+        self.bytes = rest;
+        visitor.visit_borrowed_str(text)
     }
 
     /// An array, visited as a sequence of its elements; every element must
@@ -497,8 +521,21 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         visitor.visit_newtype_struct(self)
     }
 
+    #[inline]
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GiveUp> {
+        self.text(visitor)
+    }
+    #[inline]
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GiveUp> {
+        self.text(visitor)
+    }
+    #[inline]
+    fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, GiveUp> {
+        self.text(visitor)
+    }
+
     serde::forward_to_deserialize_any! {
-        i128 u128 char str string bytes byte_buf unit_struct
+        i128 u128 bytes byte_buf unit_struct
         tuple_struct map struct enum identifier ignored_any
     }
 }
@@ -661,6 +698,8 @@ mod tests {
             f in any::<f64>().prop_filter("NaN is not equal to itself", |f| !f.is_nan()),
             list in proptest::collection::vec(edgy_i64(), 0..300),
             pairs in proptest::collection::vec((any::<u8>(), any::<bool>()), 0..20),
+            text in ".{0,300}",
+            c in any::<char>(),
         ) {
             let bytes = rmp_bytes(&i);
             prop_assert!(decodes_alike::<i64>(&bytes));
@@ -678,6 +717,10 @@ mod tests {
             prop_assert!(decodes_alike::<Vec<(u8, bool)>>(&rmp_bytes(&pairs)));
             prop_assert!(decodes_alike::<(i64, f64)>(&rmp_bytes(&(i, f))));
             prop_assert!(decodes_alike::<Vec<Vec<i64>>>(&rmp_bytes(&vec![list.clone(), vec![i]])));
+            prop_assert!(decodes_alike::<String>(&rmp_bytes(&text)));
+            prop_assert!(decodes_alike::<char>(&rmp_bytes(&c)));
+            prop_assert!(decodes_alike::<(Vec<i64>, String)>(&rmp_bytes(&(list.clone(), text.clone()))));
+            prop_assert!(decodes_alike::<Vec<Option<String>>>(&rmp_bytes(&[Some(text.clone()), None])));
         }
 
         #[test]
@@ -697,6 +740,8 @@ mod tests {
             decodes_alike::<()>(&bytes);
             decodes_alike::<Meters>(&bytes);
             decodes_alike::<String>(&bytes);
+            decodes_alike::<char>(&bytes);
+            decodes_alike::<(String, u8)>(&bytes);
             decodes_alike::<Point>(&bytes);
         }
     }
@@ -729,6 +774,16 @@ mod tests {
     }
 
     #[test]
+    fn strings_of_every_length_encoding_decode_by_hand() {
+        // A fixstr, a `str 8`, a `str 16` and a `str 32`.
+        for len in [0, 31, 32, 255, 256, 65535, 65536] {
+            let text: String = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            assert_eq!(text.len(), len);
+            assert!(decodes_alike::<String>(&rmp_bytes(&text)), "{len} bytes");
+        }
+    }
+
+    #[test]
     fn arrays_of_every_length_encoding_decode_by_hand() {
         // A fixarray, an `array 16` and an `array 32`.
         for len in [15, 16, 65535, 65536] {
@@ -746,14 +801,16 @@ mod tests {
             tags: vec!["a".into()],
         };
         assert!(!decodes_alike::<Point>(&rmp_bytes(&point)));
-        assert!(!decodes_alike::<String>(&rmp_bytes("text")));
         assert!(!decodes_alike::<Shape>(&rmp_bytes(&Shape::Circle(3))));
         assert!(!decodes_alike::<BTreeMap<i64, i64>>(&rmp_bytes(
             &BTreeMap::from([(1, 2)])
         )));
-        assert!(!decodes_alike::<Vec<String>>(&rmp_bytes(&vec![
-            "a".to_owned()
-        ])));
+        // A string of invalid UTF-8, which `rmp_serde` refuses too.
+        let invalid = [0xa2, 0xff, 0xfe];
+        assert!(!decodes_alike::<String>(&invalid));
+        assert!(rmp_serde::from_slice::<String>(&invalid).is_err());
+        // Two characters are no `char`.
+        assert!(!decodes_alike::<char>(&rmp_bytes("ab")));
         // An array with fewer elements than the tuple reads, or more.
         assert!(!decodes_alike::<(i64, i64)>(&rmp_bytes(&[1i64])));
         assert!(!decodes_alike::<(i64, i64)>(&rmp_bytes(&[1i64, 2, 3])));

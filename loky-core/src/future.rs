@@ -16,7 +16,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,9 @@ struct Inner {
     /// Threads blocked in [`FutureState::wait`]: the condvar is notified
     /// only if there are any (a notify is a system call).
     sleepers: u32,
+    /// Where a waiter may read the reply itself, if its call was sent by
+    /// its caller to a worker that allows it.
+    replies: Option<Weak<dyn ReadReplies>>,
 }
 
 /// The wakers of those awaiting a future, each under a key so that a
@@ -158,6 +161,17 @@ impl Drop for Watcher {
     }
 }
 
+/// Reads the replies of the worker a call was sent to, on the thread that
+/// waits for the call's result, for the time that thread would otherwise
+/// watch its future (see `worker::io::Desk`): no thread hand-off between
+/// the reply and its caller.
+pub(crate) trait ReadReplies: Send + Sync {
+    /// Reads and handles the worker's replies until `settled` is set or
+    /// `until` passes; false, at once, if it cannot now (another thread
+    /// reads them, or the worker is not serving).
+    fn read_until(&self, settled: &AtomicBool, until: Instant) -> bool;
+}
+
 /// Asks the pool to stop the task of a running future.
 pub(crate) trait Killer: Send + Sync {
     fn kill(&self, state: &Arc<FutureState>);
@@ -198,6 +212,7 @@ impl FutureState {
                 wakers: Wakers::default(),
                 partial: Vec::new(),
                 sleepers: 0,
+                replies: None,
             }),
             cond: Condvar::new(),
             settled: AtomicBool::new(false),
@@ -254,6 +269,12 @@ impl FutureState {
     pub(crate) fn expect_soon(&self, spin: Duration) {
         let us = u32::try_from(spin.as_micros()).unwrap_or(u32::MAX);
         self.spin_us.store(us, Ordering::Relaxed);
+    }
+
+    /// Its call was sent to a worker whose replies a waiter may read
+    /// itself, through `replies`.
+    pub(crate) fn replies_from(&self, replies: Weak<dyn ReadReplies>) {
+        self.lock().replies = Some(replies);
     }
 
     /// Settles the future once; later calls do nothing. Wakes its waiters
@@ -345,8 +366,9 @@ impl FutureState {
                     && matches!(inner.stage, Stage::Running)
                     && let Some(_watching) = Watcher::enter(&WATCHING, max_watchers())
                 {
+                    let replies = inner.replies.as_ref().and_then(Weak::upgrade);
                     drop(inner);
-                    self.spin(Duration::from_micros(spin.into()), deadline);
+                    self.spin(Duration::from_micros(spin.into()), deadline, replies);
                     inner = self.lock();
                     continue;
                 }
@@ -375,12 +397,22 @@ impl FutureState {
     }
 
     /// Watches for the future to settle for up to `spin` (and not past
-    /// `deadline`), without the lock and without sleeping.
-    fn spin(&self, spin: Duration, deadline: Option<Instant>) {
+    /// `deadline`), without the lock and without sleeping: reading the
+    /// worker's replies itself through `replies` if it can, else watching
+    /// the flag.
+    fn spin(
+        &self,
+        spin: Duration,
+        deadline: Option<Instant>,
+        replies: Option<Arc<dyn ReadReplies>>,
+    ) {
         let start = Instant::now();
         let until = deadline.map_or(start + spin, |at| at.min(start + spin));
         #[cfg(test)]
         self.spins.fetch_add(1, Ordering::Relaxed);
+        if replies.is_some_and(|replies| replies.read_until(&self.settled, until)) {
+            return;
+        }
         loop {
             // A clock read costs some 20 ns: look at the flag more often.
             for _ in 0..64 {

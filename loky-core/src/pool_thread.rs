@@ -53,6 +53,20 @@ pub(crate) fn spawn(
     })
 }
 
+/// Runs `body` as a runtime thread of `role` would: for a caller that
+/// does, for a moment, a runtime thread's work (a panic there is that
+/// thread's bug, the callbacks it runs go to the pool's runner threads).
+pub(crate) fn acting_as<T>(role: Role, body: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Role>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ROLE.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Restore(ROLE.with(|r| r.replace(Some(role))));
+    body()
+}
+
 /// Whether the current thread is one of a pool's own: there, waiting for a
 /// pool to finish could wait for this very thread.
 pub(crate) fn is_pool_thread() -> bool {

@@ -453,9 +453,146 @@ fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
     None
 }
 
+/// What a worker's reader waits on: its channel and its process's pidfd,
+/// in an epoll set. A thread that reads the channel itself for a moment
+/// (a caller waiting for its reply) [pauses](Self::pause) the channel's
+/// readiness there, so that the data it takes does not also wake the
+/// reader; the end of the channel (a hang-up) still does.
+#[cfg(target_os = "linux")]
+pub(crate) struct ChannelWatch {
+    epoll: OwnedFd,
+    channel: RawFd,
+    /// Watched; closed with the watch.
+    _pidfd: Option<OwnedFd>,
+}
+
+#[cfg(target_os = "linux")]
+impl ChannelWatch {
+    /// Watches `channel`, which must outlive the watch, and `pidfd` if
+    /// given.
+    pub(crate) fn new(channel: &UnixStream, pidfd: Option<OwnedFd>) -> io::Result<ChannelWatch> {
+        // SAFETY: epoll_create1 takes flags and returns a new descriptor
+        // (or -1).
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let watch = ChannelWatch {
+            epoll,
+            channel: channel.as_raw_fd(),
+            _pidfd: pidfd,
+        };
+        watch.control(libc::EPOLL_CTL_ADD, watch.channel, libc::EPOLLIN as u32, 0)?;
+        if let Some(pidfd) = &watch._pidfd {
+            watch.control(
+                libc::EPOLL_CTL_ADD,
+                pidfd.as_raw_fd(),
+                libc::EPOLLIN as u32,
+                1,
+            )?;
+        }
+        Ok(watch)
+    }
+
+    fn control(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: token };
+        // SAFETY: both descriptors are open; event is a valid epoll_event
+        // for the duration of the call.
+        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits until the channel is readable (data, unless paused, or its
+    /// end), the process exits, or `timeout` passes (`None`: no limit);
+    /// says which of the first two happened: `(channel, exited)`.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<(bool, bool)> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        let timeout_ms = poll_timeout_ms(timeout);
+        let n = loop {
+            // SAFETY: events is a valid array of two epoll_event for the
+            // whole call.
+            let n = unsafe {
+                libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 2, timeout_ms)
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        };
+        let (mut channel, mut exited) = (false, false);
+        for event in &events[..n] {
+            match event.u64 {
+                0 => channel = true,
+                _ => exited = true,
+            }
+        }
+        Ok((channel, exited))
+    }
+
+    /// Stops data on the channel from waking [`wait`](Self::wait) (its
+    /// end still does), until [`resume`](Self::resume).
+    pub(crate) fn pause(&self) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_MOD, self.channel, 0, 0)
+    }
+
+    /// Data on the channel wakes [`wait`](Self::wait) again, at once if
+    /// some is there.
+    pub(crate) fn resume(&self) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_MOD, self.channel, libc::EPOLLIN as u32, 0)
+    }
+}
+
+/// What a worker's reader waits on, where epoll is not: `poll` on the
+/// channel and the pidfd, which cannot be paused.
+#[cfg(not(target_os = "linux"))]
+pub(crate) struct ChannelWatch {
+    channel: UnixStream,
+    pidfd: Option<OwnedFd>,
+}
+
+#[cfg(not(target_os = "linux"))]
+impl ChannelWatch {
+    pub(crate) fn new(channel: &UnixStream, pidfd: Option<OwnedFd>) -> io::Result<ChannelWatch> {
+        Ok(ChannelWatch {
+            channel: channel.try_clone()?,
+            pidfd,
+        })
+    }
+
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<(bool, bool)> {
+        poll_channel(&self.channel, self.pidfd.as_ref(), timeout)
+    }
+
+    pub(crate) fn pause(&self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    pub(crate) fn resume(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A timeout for `poll` or `epoll_wait`, in milliseconds, rounded up so
+/// that a short timeout does not become a busy loop; -1 for none.
+fn poll_timeout_ms(timeout: Option<Duration>) -> libc::c_int {
+    timeout.map_or(-1, |t| {
+        let ms = t.as_nanos().div_ceil(1_000_000);
+        ms.min(i32::MAX as u128) as i32
+    })
+}
+
 /// Waits until the channel is readable (data, or its end), the process
 /// exits, or `timeout` passes (`None`: no limit); says which of the first
 /// two happened: `(channel, exited)`.
+#[cfg(any(feature = "remote", not(target_os = "linux")))]
 pub(crate) fn poll_channel(
     channel: &UnixStream,
     pidfd: Option<&OwnedFd>,
@@ -473,11 +610,7 @@ pub(crate) fn poll_channel(
             revents: 0,
         },
     ];
-    let timeout_ms = timeout.map_or(-1, |t| {
-        // Round up so that a short timeout does not become a busy loop.
-        let ms = t.as_nanos().div_ceil(1_000_000);
-        ms.min(i32::MAX as u128) as i32
-    });
+    let timeout_ms = poll_timeout_ms(timeout);
     loop {
         // SAFETY: fds is a valid array of two pollfd for the whole call; a
         // negative fd is ignored by poll.

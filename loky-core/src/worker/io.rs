@@ -5,6 +5,10 @@
 //! [`Link`]'s FIFO), notices the worker's death at once (end of the channel,
 //! or the process's exit), reaps it, and reports to the supervisor. A panic
 //! in it (a bug) still reaps the worker and reports an internal error.
+//! On a local worker's socket, a caller that waits for the reply to a call
+//! it sent itself reads the channel in its stead for the time it would
+//! otherwise watch its future (see [`Desk`]): its reply then reaches it
+//! with no thread in between.
 //!
 //! The *writer* thread sends the frames that did not fit the socket at
 //! once, several per write when they queue up, and ends the worker's input
@@ -16,8 +20,8 @@
 
 use std::io::{self, BufWriter, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,6 +37,7 @@ use crate::config::LinkSettings;
 use crate::deadline;
 use crate::events::{End, Event, LinkError, StartFailure, WorkerId};
 use crate::exit::WorkerExit;
+use crate::future::ReadReplies;
 use crate::link::Link;
 use crate::output::ReplyFrame;
 use crate::pool_thread::{self, Role};
@@ -62,6 +67,20 @@ pub(crate) trait Transport: Send + Sync + 'static {
     /// Waits until a read would not block, the worker's process ended, or
     /// `timeout` passed (`None`: no limit).
     fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness>;
+
+    /// Stops data on the channel from ending [`wait`](Self::wait) (the
+    /// channel's end still does) while another thread reads it, until
+    /// [`resume_wait`](Self::resume_wait); false if the transport cannot,
+    /// and then only its reader reads it (the default).
+    fn pause_wait(&self) -> bool {
+        false
+    }
+
+    /// Data on the channel ends [`wait`](Self::wait) again, at once if some
+    /// is there.
+    fn resume_wait(&self) -> io::Result<()> {
+        Ok(())
+    }
 
     /// Writes what fits of `bytes` without blocking; how much it took (0
     /// when nothing fits or the channel failed: the writer then finds out).
@@ -169,6 +188,9 @@ struct ChannelPort {
     frames: Mutex<Option<Sender<Queued>>>,
     /// Frames queued for the writer and not yet on the socket.
     backlog: Arc<AtomicUsize>,
+    /// Where a caller waiting for the reply to a call it sent reads it
+    /// (see [`Desk`]); `None` where only the reader thread reads.
+    replies: Option<Weak<dyn ReadReplies>>,
 }
 
 impl ChannelPort {
@@ -258,6 +280,9 @@ impl Port for ChannelPort {
     fn send(&self, link: &Link, call: InFlight, recorded: &mut dyn FnMut()) {
         let frames = self.frames();
         let frame = call.item.frame.clone();
+        if let Some(replies) = &self.replies {
+            call.item.future.replies_from(replies.clone());
+        }
         // Recorded first: its reply may come before the write returns.
         link.push(call);
         recorded();
@@ -283,6 +308,9 @@ struct Connection {
     transport: Arc<dyn Transport>,
     port: Arc<ChannelPort>,
     threads: Vec<JoinHandle<()>>,
+    /// What its reader shares with callers (for tests).
+    #[cfg(test)]
+    desk: Arc<Desk>,
 }
 
 /// Starts the reader and writer threads of worker `id`, reached through
@@ -294,6 +322,17 @@ pub(crate) fn start(
     settings: &LinkSettings,
     events: Sender<Event>,
 ) -> io::Result<Box<dyn WorkerHandle>> {
+    Ok(Box::new(connect(id, transport, link, settings, events)?))
+}
+
+/// As [`start`], the handle unboxed.
+fn connect(
+    id: WorkerId,
+    transport: Arc<dyn Transport>,
+    link: Arc<Link>,
+    settings: &LinkSettings,
+    events: Sender<Event>,
+) -> io::Result<Connection> {
     let pid = transport.pid();
     let backlog = Arc::new(AtomicUsize::new(0));
     let (frames_tx, frames_rx) = crossbeam_channel::unbounded();
@@ -304,14 +343,30 @@ pub(crate) fn start(
         backlog: backlog.clone(),
         events: events.clone(),
     };
-    let reader = Reader {
+    let desk = Arc::new(Desk {
         id,
         transport: transport.clone(),
         link,
         events,
+        inflow: Mutex::new(Inflow {
+            frames: Inbox::new(&*transport, settings.max_frame),
+            info: None,
+            ended: None,
+        }),
+        #[cfg(test)]
+        caller_reads: AtomicUsize::new(0),
+    });
+    // Callers read replies themselves only where the reader's wait can be
+    // paused.
+    let replies = transport.local_socket().map(|_| {
+        let desk: Arc<dyn ReadReplies> = desk.clone();
+        Arc::downgrade(&desk)
+    });
+    let reader = Reader {
+        desk: desk.clone(),
         settings: settings.clone(),
-        info: None,
     };
+
     let writer = pool_thread::spawn(Role::Writer, format!("loky-writer-{pid}"), move || {
         writer.run()
     })?;
@@ -331,12 +386,15 @@ pub(crate) fn start(
         transport: transport.clone(),
         frames: Mutex::new(Some(frames_tx)),
         backlog,
+        replies,
     });
-    Ok(Box::new(Connection {
+    Ok(Connection {
         transport,
         port,
         threads: vec![reader, writer],
-    }))
+        #[cfg(test)]
+        desk,
+    })
 }
 
 impl WorkerHandle for Connection {
@@ -465,181 +523,112 @@ impl Write for WriteHalf<'_> {
     }
 }
 
-struct Reader {
+/// A worker's incoming side, as its reader thread and a caller waiting for
+/// a reply share it. The reader thread waits on the channel and handles
+/// what comes; a caller that waits for the reply to a call it sent itself
+/// may, for the time it would otherwise spin, read the channel itself
+/// ([`ReadReplies`]): it pauses the reader's wait on the channel's data,
+/// takes the frames as the reader would (its own reply among them), and
+/// gives the channel back. Whoever reads holds `inflow`; a caller never
+/// blocks for it, and never handles the worker's end: it leaves that (or
+/// an error it met) to the reader thread, which reports every end.
+pub(crate) struct Desk {
     id: WorkerId,
     transport: Arc<dyn Transport>,
     link: Arc<Link>,
     events: Sender<Event>,
-    settings: LinkSettings,
-    info: Option<WorkerInfo>,
+    inflow: Mutex<Inflow>,
+    /// How often a caller began to read (for tests).
+    #[cfg(test)]
+    caller_reads: AtomicUsize,
 }
 
-impl Reader {
-    fn run(mut self) {
-        let mut frames = Inbox::new(&*self.transport, self.settings.max_frame);
-        let hello = pool_thread::guarded(|| self.read_hello(&mut frames))
-            .unwrap_or_else(|message| Err(StartFailure::Internal(self.internal(&message))));
-        match hello {
-            Ok(hello) => {
-                self.transport.introduced(&hello);
-                self.info = Some(WorkerInfo::new(self.transport.pid(), &hello));
-                let _ = self.events.send(Event::Ready {
-                    worker: self.id,
-                    hello,
-                });
-            }
-            Err(failure) => {
-                let exit = self.reap();
-                let _ = self.events.send(Event::StartFailed {
-                    worker: self.id,
-                    failure,
-                    exit,
-                });
-                return;
-            }
-        }
-        let end =
-            pool_thread::guarded(|| self.read_replies(&mut frames)).unwrap_or_else(|message| {
-                End::Internal {
-                    reason: self.internal(&message),
-                    orphans: call::take_orphans(),
-                }
-            });
-        // Its status is known once it exited (or said what it dies of):
-        // the supervisor hears of the death before the reap, and has this
-        // thread joined once the reap is done (`Reaped`).
-        let exit = self.exit_status(|t| t.exited());
-        let _ = self.events.send(Event::Died {
-            worker: self.id,
-            exit,
-            end,
-        });
-        // The supervisor, likely woken on this core, settles the calls
-        // first; the rest of the reap and this thread's exit come after.
-        std::thread::yield_now();
-        let _ = pool_thread::guarded(|| self.transport.finish());
-        let _ = self.events.send(Event::Reaped { worker: self.id });
+/// What the reading thread of the moment works with.
+struct Inflow {
+    frames: Inbox,
+    /// From the worker's hello on; `None` before it, and again after its
+    /// end: callers read only in between.
+    info: Option<WorkerInfo>,
+    /// An end a caller met, for the reader thread to report.
+    ended: Option<End>,
+}
+
+impl Desk {
+    fn lock(&self) -> MutexGuard<'_, Inflow> {
+        // A poisoned lock only means a panic while it was held, which the
+        // reader thread turns into an internal error.
+        self.inflow.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn internal(&self, message: &str) -> String {
         pool_thread::internal_error(Some(Role::Reader), Some(self.transport.pid()), message)
     }
 
-    /// Stops what is left of the worker and reaps it.
-    fn reap(&self) -> WorkerExit {
-        self.exit_status(|t| t.reap())
-    }
-
-    /// How the worker ended, as `wait` says.
-    fn exit_status(
-        &self,
-        wait: impl FnOnce(&dyn Transport) -> io::Result<WorkerExit>,
-    ) -> WorkerExit {
-        match pool_thread::guarded(|| wait(&*self.transport)) {
-            Ok(Ok(exit)) => exit,
-            // Not reaped here: the transport reaps it as it drops.
-            Ok(Err(_)) | Err(_) => WorkerExit::Code(-1),
-        }
-    }
-
-    fn read_hello(&mut self, frames: &mut Inbox) -> Result<Hello, StartFailure> {
-        let timeout = self.settings.start_timeout;
-        let deadline = deadline::from_now(timeout);
-        loop {
-            let frame = frames.next_frame().map_err(StartFailure::NotAWorker)?;
-            if let Some(frame) = frame {
-                return check_hello(Response::decode(frame.body));
-            }
-            let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|left| left.is_zero()) {
-                return Err(StartFailure::NoHello(timeout));
-            }
-            let ready = self.transport.wait(left).map_err(StartFailure::Channel)?;
-            if ready.channel || ready.exited {
-                match frames.fill(&*self.transport) {
-                    Ok(0) => return Err(StartFailure::Died),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                        return Err(StartFailure::Died);
-                    }
-                    Err(e) => return Err(StartFailure::Channel(e)),
-                }
-            }
-        }
-    }
-
-    fn read_replies(&mut self, frames: &mut Inbox) -> End {
-        loop {
-            let ready = match self.transport.wait(None) {
-                Ok(ready) => ready,
-                Err(e) => return End::Protocol(LinkError::Watch(e)),
-            };
-            if ready.channel {
-                if let Some(end) = self.read_once(frames) {
-                    return end;
-                }
-            } else if ready.exited {
-                return self.drain(frames);
-            }
-        }
-    }
-
     /// Takes what the worker wrote before it died, then reports its end.
-    fn drain(&mut self, frames: &mut Inbox) -> End {
+    fn drain(&self, inflow: &mut Inflow) -> End {
         for _ in 0..DRAIN_READS {
             match self.transport.wait(Some(Duration::ZERO)) {
                 Ok(ready) if ready.channel => {}
                 _ => break,
             }
-            if let Some(end) = self.read_once(frames) {
+            if let Some(end) = self.read_once(inflow) {
                 return end;
             }
         }
-        self.recover(frames, End::Exited)
+        self.recover(inflow, End::Exited)
     }
 
     /// Takes the replies the dead worker held back (its journal's), as if
     /// they had come on the channel, then reports `end`. A journal that
     /// does not hold whole, valid frames loses its replies (their calls
     /// fail with the worker's death), nothing else.
-    fn recover(&mut self, frames: &mut Inbox, end: End) -> End {
-        let held = self.transport.recover(frames.received());
+    fn recover(&self, inflow: &mut Inflow, end: End) -> End {
+        let held = self.transport.recover(inflow.frames.received());
         if !held.is_empty() {
-            frames.extend(&held);
-            let _ = self.take_frames(frames);
+            inflow.frames.extend(&held);
+            let _ = self.take_frames(inflow);
         }
         end
     }
 
-    /// One read, then every whole frame it completed.
-    fn read_once(&mut self, frames: &mut Inbox) -> Option<End> {
-        match frames.fill(&*self.transport) {
+    /// One read (which does not block on a local socket: a caller may have
+    /// taken what woke the reader), then every whole frame it completed.
+    fn read_once(&self, inflow: &mut Inflow) -> Option<End> {
+        match inflow.frames.fill(&*self.transport) {
             // The end of the channel, even inside a frame: a worker that
             // dies while writing a reply died; it broke no protocol.
-            Ok(0) => return Some(self.recover(frames, End::Closed)),
+            Ok(0) => return Some(self.recover(inflow, End::Closed)),
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return None;
+            }
             // A worker that dies with unread input resets the connection:
             // that is its death, not a protocol failure.
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                return Some(self.recover(frames, End::Closed));
+                return Some(self.recover(inflow, End::Closed));
             }
             Err(e) => return Some(End::Protocol(LinkError::Channel(e))),
         }
-        self.take_frames(frames)
+        self.take_frames(inflow)
     }
 
     /// Handles every whole frame received, and tells the supervisor of the
     /// replies among them.
-    fn take_frames(&mut self, frames: &mut Inbox) -> Option<End> {
+    fn take_frames(&self, inflow: &mut Inflow) -> Option<End> {
+        let Inflow { frames, info, .. } = inflow;
+        let info = info.as_ref().expect("the hello came first");
         // Replies the supervisor must hear of.
         let mut replies = 0;
         // The frames of one read came in together.
         let now = Instant::now();
         let result = loop {
             match frames.next_frame() {
-                Ok(Some(frame)) => match self.handle_frame(frame, now) {
+                Ok(Some(frame)) => match self.handle_frame(info, frame, now) {
                     Ok(tell) => replies += usize::from(tell),
                     Err(err) => break Some(End::Protocol(err)),
                 },
@@ -658,7 +647,12 @@ impl Reader {
 
     /// Handles one frame, read `now`; true if it was a reply the supervisor
     /// must hear of.
-    fn handle_frame(&self, frame: Incoming<'_>, now: Instant) -> Result<bool, LinkError> {
+    fn handle_frame(
+        &self,
+        info: &WorkerInfo,
+        frame: Incoming<'_>,
+        now: Instant,
+    ) -> Result<bool, LinkError> {
         let response = Response::decode(frame.body).map_err(LinkError::Frame)?;
         match response {
             Response::Reply(reply) => {
@@ -667,7 +661,6 @@ impl Reader {
                 // Before the future is settled: its caller's next call
                 // finds the worker free.
                 let tell = !self.link.replied();
-                let info = self.info.as_ref().expect("the hello came first");
                 let came_in = ReplyFrame::new(frame.mapped, frame.attachments.share());
                 let settled = settle_outcome(&call.item, reply.outcome, info, &came_in);
                 if let Some(note) = &info.stale_note {
@@ -677,7 +670,6 @@ impl Reader {
                 Ok(tell)
             }
             Response::Progress(progress) => {
-                let info = self.info.as_ref().expect("the hello came first");
                 let came_in = ReplyFrame::new(frame.mapped, frame.attachments.share());
                 self.link
                     .progress(progress.id, now, |item| {
@@ -696,6 +688,190 @@ impl Reader {
             }
             Response::Hello(_) => Err(LinkError::SecondHello),
         }
+    }
+
+    /// A caller's reads, until `settled` is set or `until`: what the
+    /// reader thread would do with what comes meanwhile; the end met, if
+    /// any.
+    fn read_while(&self, inflow: &mut Inflow, settled: &AtomicBool, until: Instant) -> Option<End> {
+        loop {
+            if settled.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(end) = self.read_once(inflow) {
+                return Some(end);
+            }
+            if settled.load(Ordering::Acquire) || Instant::now() >= until {
+                return None;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl ReadReplies for Desk {
+    fn read_until(&self, settled: &AtomicBool, until: Instant) -> bool {
+        // The reader thread is at work, or the worker is not serving: the
+        // caller watches its future instead.
+        let Ok(mut inflow) = self.inflow.try_lock() else {
+            return false;
+        };
+        if inflow.info.is_none() || inflow.ended.is_some() || !self.transport.pause_wait() {
+            return false;
+        }
+        #[cfg(test)]
+        self.caller_reads.fetch_add(1, Ordering::SeqCst);
+        // As the reader thread: the callbacks of the futures it settles go
+        // to the pool's runner threads, and a panic here (a bug) is the
+        // reader's internal error.
+        let mut end = pool_thread::acting_as(Role::Reader, || {
+            pool_thread::guarded(|| self.read_while(&mut inflow, settled, until)).unwrap_or_else(
+                |message| {
+                    Some(End::Internal {
+                        reason: self.internal(&message),
+                        orphans: call::take_orphans(),
+                    })
+                },
+            )
+        });
+        if let Err(e) = self.transport.resume_wait() {
+            end = end.or(Some(End::Protocol(LinkError::Watch(e))));
+        }
+        if let Some(end) = end {
+            inflow.ended = Some(end);
+            // The reader thread wakes at the channel's end, and reports it.
+            self.transport.disconnect();
+        }
+        true
+    }
+}
+
+struct Reader {
+    desk: Arc<Desk>,
+    settings: LinkSettings,
+}
+
+impl Reader {
+    fn run(self) {
+        let desk = &*self.desk;
+        let hello = pool_thread::guarded(|| self.read_hello())
+            .unwrap_or_else(|message| Err(StartFailure::Internal(desk.internal(&message))));
+        match hello {
+            Ok(hello) => {
+                desk.transport.introduced(&hello);
+                desk.lock().info = Some(WorkerInfo::new(desk.transport.pid(), &hello));
+                let _ = desk.events.send(Event::Ready {
+                    worker: desk.id,
+                    hello,
+                });
+            }
+            Err(failure) => {
+                let exit = self.reap();
+                let _ = desk.events.send(Event::StartFailed {
+                    worker: desk.id,
+                    failure,
+                    exit,
+                });
+                return;
+            }
+        }
+        let end =
+            pool_thread::guarded(|| self.read_replies()).unwrap_or_else(|message| End::Internal {
+                reason: desk.internal(&message),
+                orphans: call::take_orphans(),
+            });
+        // Its status is known once it exited (or said what it dies of):
+        // the supervisor hears of the death before the reap, and has this
+        // thread joined once the reap is done (`Reaped`).
+        let exit = self.exit_status(|t| t.exited());
+        let _ = desk.events.send(Event::Died {
+            worker: desk.id,
+            exit,
+            end,
+        });
+        // The supervisor, likely woken on this core, settles the calls
+        // first; the rest of the reap and this thread's exit come after.
+        std::thread::yield_now();
+        let _ = pool_thread::guarded(|| desk.transport.finish());
+        let _ = desk.events.send(Event::Reaped { worker: desk.id });
+    }
+
+    /// Stops what is left of the worker and reaps it.
+    fn reap(&self) -> WorkerExit {
+        self.exit_status(|t| t.reap())
+    }
+
+    /// How the worker ended, as `wait` says.
+    fn exit_status(
+        &self,
+        wait: impl FnOnce(&dyn Transport) -> io::Result<WorkerExit>,
+    ) -> WorkerExit {
+        match pool_thread::guarded(|| wait(&*self.desk.transport)) {
+            Ok(Ok(exit)) => exit,
+            // Not reaped here: the transport reaps it as it drops.
+            Ok(Err(_)) | Err(_) => WorkerExit::Code(-1),
+        }
+    }
+
+    fn read_hello(&self) -> Result<Hello, StartFailure> {
+        let transport = &*self.desk.transport;
+        let timeout = self.settings.start_timeout;
+        let deadline = deadline::from_now(timeout);
+        let mut inflow = self.desk.lock();
+        loop {
+            let frame = inflow
+                .frames
+                .next_frame()
+                .map_err(StartFailure::NotAWorker)?;
+            if let Some(frame) = frame {
+                return check_hello(Response::decode(frame.body));
+            }
+            let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|left| left.is_zero()) {
+                return Err(StartFailure::NoHello(timeout));
+            }
+            let ready = transport.wait(left).map_err(StartFailure::Channel)?;
+            if ready.channel || ready.exited {
+                match inflow.frames.fill(transport) {
+                    Ok(0) => return Err(StartFailure::Died),
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                        ) => {}
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                        return Err(StartFailure::Died);
+                    }
+                    Err(e) => return Err(StartFailure::Channel(e)),
+                }
+            }
+        }
+    }
+
+    /// Handles the worker's frames until its end, which it returns; after
+    /// it, no caller reads the channel.
+    fn read_replies(&self) -> End {
+        let desk = &*self.desk;
+        let end = loop {
+            let ready = match desk.transport.wait(None) {
+                Ok(ready) => ready,
+                Err(e) => break End::Protocol(LinkError::Watch(e)),
+            };
+            let mut inflow = desk.lock();
+            if let Some(end) = inflow.ended.take() {
+                break end;
+            }
+            if ready.channel {
+                if let Some(end) = desk.read_once(&mut inflow) {
+                    break end;
+                }
+            } else if ready.exited {
+                break desk.drain(&mut inflow);
+            }
+        };
+        desk.lock().info = None;
+        end
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::sync::Arc;
@@ -110,10 +109,12 @@ impl Start for LocalStart {
                 SpawnError::new(&self.config.program, e),
             )
         })?;
+        let watch = os::ChannelWatch::new(&spawned.channel, spawned.pidfd)
+            .map_err(|e| Error::broken_by("could not watch a worker's channel", e))?;
         let transport = Arc::new(LocalTransport {
             stream: spawned.channel,
             process: spawned.process,
-            pidfd: spawned.pidfd,
+            watch,
             journal,
         });
         let settings = self.settings.clone();
@@ -131,7 +132,8 @@ impl Start for LocalStart {
 struct LocalTransport {
     stream: UnixStream,
     process: os::Process,
-    pidfd: Option<OwnedFd>,
+    /// What its reader waits on: the channel and the process's pidfd.
+    watch: os::ChannelWatch,
     /// The replies the worker holds back, for after its death.
     journal: Option<JournalReader>,
 }
@@ -150,8 +152,16 @@ impl Transport for LocalTransport {
     }
 
     fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness> {
-        let (channel, exited) = os::poll_channel(&self.stream, self.pidfd.as_ref(), timeout)?;
+        let (channel, exited) = self.watch.wait(timeout)?;
         Ok(Readiness { channel, exited })
+    }
+
+    fn pause_wait(&self) -> bool {
+        self.watch.pause().is_ok()
+    }
+
+    fn resume_wait(&self) -> io::Result<()> {
+        self.watch.resume()
     }
 
     fn try_write(&self, bytes: &[u8]) -> usize {
@@ -231,10 +241,11 @@ mod tests {
         let mut command = Command::new("sleep");
         command.arg("60");
         let spawned = os::spawn_worker(&command, Some(&fd)).unwrap();
+        let watch = os::ChannelWatch::new(&spawned.channel, spawned.pidfd).unwrap();
         let transport = LocalTransport {
             stream: spawned.channel,
             process: spawned.process,
-            pidfd: spawned.pidfd,
+            watch,
             journal: Some(journal),
         };
         (transport, writer)

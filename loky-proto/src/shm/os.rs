@@ -492,18 +492,25 @@ pub(crate) fn send_bytes(
 }
 
 /// Receives into `buf`, appending the descriptors that came with the bytes
-/// to `fds`. Descriptors the control buffer could not hold are closed by the
-/// kernel; that is an error here (the frame that needed them is lost).
+/// to `fds`; without blocking if `nonblocking` (nothing there: an error of
+/// kind [`io::ErrorKind::WouldBlock`]). Descriptors the control buffer
+/// could not hold are closed by the kernel; that is an error here (the
+/// frame that needed them is lost).
 pub(crate) fn recv_with_fds(
     stream: &UnixStream,
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
+    nonblocking: bool,
 ) -> io::Result<usize> {
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let received = loop {
         let mut iov = [io::IoSliceMut::new(buf)];
-        match rustix::net::recvmsg(stream, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+        match rustix::net::recvmsg(stream, &mut iov, &mut control, flags) {
             Err(Errno::INTR) => {}
             result => break result?,
         }

@@ -76,11 +76,21 @@ impl LocalFrames {
     /// Receives once from `stream` (bytes and descriptors); `Ok(0)` means
     /// end of stream.
     pub fn fill_from(&mut self, stream: &UnixStream) -> io::Result<usize> {
+        self.receive(stream, false)
+    }
+
+    /// As [`fill_from`](Self::fill_from), without blocking: when nothing
+    /// has arrived, an error of kind [`io::ErrorKind::WouldBlock`].
+    pub fn try_fill_from(&mut self, stream: &UnixStream) -> io::Result<usize> {
+        self.receive(stream, true)
+    }
+
+    fn receive(&mut self, stream: &UnixStream, nonblocking: bool) -> io::Result<usize> {
         let want = self.wanted();
         let fds = &mut self.fds;
-        let n = self
-            .buf
-            .fill_with(want, |space| os::recv_with_fds(stream, space, fds))?;
+        let n = self.buf.fill_with(want, |space| {
+            os::recv_with_fds(stream, space, fds, nonblocking)
+        })?;
         if self.fds.len() > MAX_QUEUED_FDS {
             self.fds.clear();
             return Err(io::Error::other(format!(

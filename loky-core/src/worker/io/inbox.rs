@@ -45,11 +45,13 @@ impl Inbox {
     }
 
     /// One read from `transport` (the one it was made for); `Ok(0)` at the
-    /// end of the channel.
+    /// end of the channel. From a local socket, which callers may read too,
+    /// it does not block: nothing there is an error of kind
+    /// [`io::ErrorKind::WouldBlock`].
     pub(super) fn fill(&mut self, transport: &dyn Transport) -> io::Result<usize> {
         let n = match &mut self.frames {
             Frames::Bytes(buffer) => buffer.fill_from(&mut ReadHalf(transport)),
-            Frames::Local(frames) => frames.fill_from(
+            Frames::Local(frames) => frames.try_fill_from(
                 transport
                     .local_socket()
                     .expect("a local inbox is made for a local socket"),

@@ -2,21 +2,25 @@
 //! reads, settings at their extremes, a reader that panics.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use loky_proto::shm::EncodedFrame;
-use loky_proto::{Hello, PROTOCOL_VERSION, Response};
+use loky_proto::{CallKind, Hello, Outcome, PROTOCOL_VERSION, Reply, Response, Task};
 
 use super::{ChannelPort, GATHER, Readiness, Transport, start};
+use crate::call::{Encoding, InFlight, Target, WorkItem};
 use crate::config::LinkSettings;
 use crate::events::{End, Event, StartFailure};
 use crate::exit::WorkerExit;
+use crate::future::FutureState;
 use crate::link::Link;
 use crate::worker::Stop;
+use crate::worker::{Port, WorkerHandle};
 
 /// A worker's end of a transport, in memory.
 #[derive(Default)]
@@ -276,6 +280,7 @@ fn port(transport: Arc<FakeTransport>) -> (ChannelPort, Receiver<super::Queued>)
         transport,
         frames: Mutex::new(Some(frames)),
         backlog: Arc::new(AtomicUsize::new(0)),
+        replies: None,
     };
     (port, queued)
 }
@@ -352,4 +357,210 @@ fn a_closed_port_writes_nothing() {
     port.write_all(&frames, vec![frame(1, 10)]);
     assert!(transport.direct_writes.lock().unwrap().is_empty());
     assert!(queued(&writer).is_empty());
+}
+
+/// A worker's channel as a real socket pair, the reader's end watched as
+/// a local worker's is, with no process behind it: the test is the worker.
+struct SocketTransport {
+    stream: UnixStream,
+    watch: crate::os::ChannelWatch,
+}
+
+impl SocketTransport {
+    /// The transport, and the worker's end of its channel.
+    fn pair() -> (Arc<SocketTransport>, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let watch = crate::os::ChannelWatch::new(&ours, None).unwrap();
+        let transport = SocketTransport {
+            stream: ours,
+            watch,
+        };
+        (Arc::new(transport), theirs)
+    }
+}
+
+impl Transport for SocketTransport {
+    fn pid(&self) -> u32 {
+        4242
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&self.stream).read(buf)
+    }
+
+    fn local_socket(&self) -> Option<&UnixStream> {
+        Some(&self.stream)
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness> {
+        let (channel, exited) = self.watch.wait(timeout)?;
+        Ok(Readiness { channel, exited })
+    }
+
+    fn pause_wait(&self) -> bool {
+        self.watch.pause().is_ok()
+    }
+
+    fn resume_wait(&self) -> io::Result<()> {
+        self.watch.resume()
+    }
+
+    fn try_write(&self, bytes: &[u8]) -> usize {
+        crate::os::send_nonblocking(&self.stream, bytes)
+    }
+
+    fn write(&self, bytes: &[u8]) -> io::Result<usize> {
+        (&self.stream).write(bytes)
+    }
+
+    fn close_input(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+
+    fn disconnect(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn stop(&self, _how: Stop) {}
+
+    fn reap(&self) -> io::Result<WorkerExit> {
+        Ok(WorkerExit::Code(0))
+    }
+}
+
+/// The worker writes `response` as one frame.
+fn worker_writes(worker: &mut UnixStream, response: &Response<'_>) {
+    let mut frame = Vec::new();
+    loky_proto::encode_frame(response, &mut frame, 1 << 20).expect("encodes");
+    worker.write_all(&frame).unwrap();
+}
+
+/// The worker reads one frame (a call) and returns its body.
+fn worker_reads_a_call(worker: &mut UnixStream) -> Vec<u8> {
+    let mut len = [0; 4];
+    worker.read_exact(&mut len).unwrap();
+    let mut body = vec![0; u32::from_le_bytes(len) as usize];
+    worker.read_exact(&mut body).unwrap();
+    body
+}
+
+/// A connection to the worker end `worker` after its hello, and a call
+/// `id` sent through its port as a caller sends its own, whose waiter may
+/// watch for 10 s.
+fn serving_with_a_call(
+    worker: &mut UnixStream,
+    transport: Arc<SocketTransport>,
+    id: u64,
+) -> (super::Connection, Receiver<Event>, Arc<FutureState>) {
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let link = Arc::new(Link::new(Arc::default()));
+    let connection = super::connect(
+        1,
+        transport,
+        link.clone(),
+        &settings(Duration::from_secs(5)),
+        events_tx,
+    )
+    .expect("threads start");
+    worker_writes(worker, &hello());
+    assert!(matches!(next_event(&events), Event::Ready { .. }));
+    let task: Task<(), ()> = Task::new("t");
+    let future = FutureState::new("t", None);
+    let item = WorkItem::new(
+        future.clone(),
+        &Target::Task(task.signature()),
+        CallKind::Single,
+        id,
+        (Encoding::Plain, loky_proto::DEFAULT_MAX_FRAME),
+        |out| loky_proto::encode_payload_into(&(), out),
+    )
+    .expect("encodes");
+    assert!(future.set_running());
+    future.expect_soon(Duration::from_secs(10));
+    let call = InFlight {
+        item,
+        sent: Instant::now(),
+        depth: 1,
+    };
+    connection.port.send(&link, call, &mut || {});
+    worker_reads_a_call(worker);
+    (connection, events, future)
+}
+
+/// Waits, on another thread, for `future`; returns that thread.
+fn waiter(future: &Arc<FutureState>) -> std::thread::JoinHandle<crate::future::Settled> {
+    let future = future.clone();
+    std::thread::spawn(move || future.wait(None))
+}
+
+/// Blocks until a caller began to read `desk`'s channel.
+fn until_a_caller_reads(desk: &super::Desk) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while desk.caller_reads.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no caller read within 10 s");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_caller_waiting_for_the_reply_to_its_call_reads_it_itself() {
+    let (transport, mut worker) = SocketTransport::pair();
+    let (connection, _events, future) = serving_with_a_call(&mut worker, transport, 7);
+    let waiting = waiter(&future);
+    until_a_caller_reads(&connection.desk);
+    // The channel's data no longer wakes the reader thread: only the
+    // caller can take this reply.
+    let output = loky_proto::encode_payload(&()).unwrap();
+    worker_writes(
+        &mut worker,
+        &Response::Reply(Reply {
+            id: 7,
+            outcome: Outcome::Value(output.into()),
+        }),
+    );
+    let settled = waiting.join().expect("the waiter returns");
+    assert!(settled.is_ok(), "{settled:?}");
+    assert_eq!(connection.desk.caller_reads.load(Ordering::SeqCst), 1);
+    Box::new(connection).release();
+}
+
+#[test]
+fn a_worker_whose_channel_ends_while_a_caller_reads_is_reported_by_the_reader() {
+    let (transport, mut worker) = SocketTransport::pair();
+    let (connection, events, future) = serving_with_a_call(&mut worker, transport, 7);
+    let waiting = waiter(&future);
+    until_a_caller_reads(&connection.desk);
+    drop(worker);
+    assert!(matches!(
+        next_event(&events),
+        Event::Died {
+            end: End::Closed,
+            ..
+        }
+    ));
+    // The supervisor settles the calls of a dead worker; the waiter, which
+    // stopped reading at the end, is then woken.
+    future.settle(Err(crate::error::Error::Cancelled));
+    assert!(waiting.join().expect("the waiter returns").is_err());
+    Box::new(connection).release();
+}
+
+#[test]
+fn a_malformed_frame_a_caller_reads_is_reported_by_the_reader_as_a_protocol_error() {
+    let (transport, mut worker) = SocketTransport::pair();
+    let (connection, events, future) = serving_with_a_call(&mut worker, transport, 7);
+    let waiting = waiter(&future);
+    until_a_caller_reads(&connection.desk);
+    // A frame whose body is no response.
+    worker.write_all(&[3, 0, 0, 0, 0xc1, 0xc1, 0xc1]).unwrap();
+    assert!(matches!(
+        next_event(&events),
+        Event::Died {
+            end: End::Protocol(_),
+            ..
+        }
+    ));
+    future.settle(Err(crate::error::Error::Cancelled));
+    assert!(waiting.join().expect("the waiter returns").is_err());
+    Box::new(connection).release();
 }

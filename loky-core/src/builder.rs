@@ -294,7 +294,10 @@ impl ExecutorBuilder {
     /// to some 30 µs on a virtual machine, as long as a whole short call
     /// takes; a thread that keeps checking has the result as soon as the
     /// worker's reply is read, which brings a round trip of a short call
-    /// down to about that of a bare socket. The price is CPU time: up to
+    /// down to about that of a bare socket. For a call its own thread sent
+    /// straight to an idle worker on this machine, the checking thread
+    /// reads the worker's reply from the channel itself, with no other
+    /// thread in between. The price is CPU time: up to
     /// this long per wait, for short calls only. Across the process, at
     /// most one thread fewer than [`cpu_count`](crate::cpu_count) checks at
     /// a time (none on a single CPU: the worker needs it), the others

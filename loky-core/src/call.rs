@@ -193,6 +193,29 @@ pub(crate) struct InFlight {
     pub(crate) depth: usize,
 }
 
+#[cfg(test)]
+impl InFlight {
+    /// A call `id` of a task `t` taking and giving `()`, sent now, its
+    /// worker able to hold `depth` calls.
+    pub(crate) fn of_unit_task(id: u64, depth: usize) -> InFlight {
+        let task: loky_proto::Task<(), ()> = loky_proto::Task::new("t");
+        let item = WorkItem::new(
+            FutureState::new("t", None),
+            &Target::Task(task.signature()),
+            CallKind::Single,
+            id,
+            (Encoding::Plain, loky_proto::DEFAULT_MAX_FRAME),
+            |out| loky_proto::encode_payload_into(&(), out),
+        )
+        .expect("encodes");
+        InFlight {
+            item,
+            sent: Instant::now(),
+            depth,
+        }
+    }
+}
+
 /// What the reader knows of the worker, to word errors.
 pub(crate) struct WorkerInfo {
     pub(crate) pid: u32,

@@ -317,28 +317,11 @@ impl Link {
 
 #[cfg(test)]
 mod tests {
-    use loky_proto::{CallKind, Task};
-
     use super::*;
-    use crate::call::{Encoding, Target};
 
     /// A call of task `t`, as sent now.
     fn call(id: u64) -> InFlight {
-        let task: Task<(), ()> = Task::new("t");
-        let item = WorkItem::new(
-            FutureState::new("t", None),
-            &Target::Task(task.signature()),
-            CallKind::Single,
-            id,
-            (Encoding::Plain, loky_proto::DEFAULT_MAX_FRAME),
-            |out| loky_proto::encode_payload_into(&(), out),
-        )
-        .expect("encodes");
-        InFlight {
-            item,
-            sent: Instant::now(),
-            depth: 4,
-        }
+        InFlight::of_unit_task(id, 4)
     }
 
     /// Pushes call `id` on `link`; how long a waiter would watch for it.

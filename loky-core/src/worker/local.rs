@@ -129,7 +129,7 @@ impl Start for LocalStart {
 }
 
 /// A local worker: its process and the parent's end of its socketpair.
-struct LocalTransport {
+pub(super) struct LocalTransport {
     stream: UnixStream,
     process: os::Process,
     /// What its reader waits on: the channel and the process's pidfd.
@@ -227,6 +227,31 @@ impl Transport for LocalTransport {
     }
 }
 
+/// A process that never speaks.
+#[cfg(test)]
+fn sleeper() -> Command {
+    let mut command = Command::new("sleep");
+    command.arg("60");
+    command
+}
+
+#[cfg(test)]
+impl LocalTransport {
+    /// A local worker's transport over `channel`, whose process is one that
+    /// never speaks (and is stopped and reaped as a worker is): whoever
+    /// holds the channel's other end plays the worker.
+    pub(super) fn over(channel: UnixStream) -> LocalTransport {
+        let spawned = os::spawn_worker(&sleeper(), None).unwrap();
+        let watch = os::ChannelWatch::new(&channel, spawned.pidfd).unwrap();
+        LocalTransport {
+            stream: channel,
+            process: spawned.process,
+            watch,
+            journal: None,
+        }
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use loky_proto::shm::JournalWriter;
@@ -238,9 +263,7 @@ mod tests {
     fn silent_worker() -> (LocalTransport, JournalWriter) {
         let (fd, journal) = JournalReader::create().unwrap();
         let writer = JournalWriter::open(fd.try_clone().unwrap()).unwrap();
-        let mut command = Command::new("sleep");
-        command.arg("60");
-        let spawned = os::spawn_worker(&command, Some(&fd)).unwrap();
+        let spawned = os::spawn_worker(&sleeper(), Some(&fd)).unwrap();
         let watch = os::ChannelWatch::new(&spawned.channel, spawned.pidfd).unwrap();
         let transport = LocalTransport {
             stream: spawned.channel,

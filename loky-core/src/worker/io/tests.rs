@@ -10,16 +10,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use loky_proto::shm::EncodedFrame;
-use loky_proto::{CallKind, Hello, Outcome, PROTOCOL_VERSION, Reply, Response, Task};
+use loky_proto::{Hello, Outcome, PROTOCOL_VERSION, Reply, Response};
 
 use super::{ChannelPort, GATHER, Readiness, Transport, start};
-use crate::call::{Encoding, InFlight, Target, WorkItem};
+use crate::call::InFlight;
 use crate::config::LinkSettings;
 use crate::events::{End, Event, StartFailure};
 use crate::exit::WorkerExit;
 use crate::future::FutureState;
 use crate::link::Link;
 use crate::worker::Stop;
+use crate::worker::local::LocalTransport;
 use crate::worker::{Port, WorkerHandle};
 
 /// A worker's end of a transport, in memory.
@@ -359,75 +360,6 @@ fn a_closed_port_writes_nothing() {
     assert!(queued(&writer).is_empty());
 }
 
-/// A worker's channel as a real socket pair, the reader's end watched as
-/// a local worker's is, with no process behind it: the test is the worker.
-struct SocketTransport {
-    stream: UnixStream,
-    watch: crate::os::ChannelWatch,
-}
-
-impl SocketTransport {
-    /// The transport, and the worker's end of its channel.
-    fn pair() -> (Arc<SocketTransport>, UnixStream) {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let watch = crate::os::ChannelWatch::new(&ours, None).unwrap();
-        let transport = SocketTransport {
-            stream: ours,
-            watch,
-        };
-        (Arc::new(transport), theirs)
-    }
-}
-
-impl Transport for SocketTransport {
-    fn pid(&self) -> u32 {
-        4242
-    }
-
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.stream).read(buf)
-    }
-
-    fn local_socket(&self) -> Option<&UnixStream> {
-        Some(&self.stream)
-    }
-
-    fn wait(&self, timeout: Option<Duration>) -> io::Result<Readiness> {
-        let (channel, exited) = self.watch.wait(timeout)?;
-        Ok(Readiness { channel, exited })
-    }
-
-    fn pause_wait(&self) -> bool {
-        self.watch.pause().is_ok()
-    }
-
-    fn resume_wait(&self) -> io::Result<()> {
-        self.watch.resume()
-    }
-
-    fn try_write(&self, bytes: &[u8]) -> usize {
-        crate::os::send_nonblocking(&self.stream, bytes)
-    }
-
-    fn write(&self, bytes: &[u8]) -> io::Result<usize> {
-        (&self.stream).write(bytes)
-    }
-
-    fn close_input(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
-    }
-
-    fn disconnect(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
-    }
-
-    fn stop(&self, _how: Stop) {}
-
-    fn reap(&self) -> io::Result<WorkerExit> {
-        Ok(WorkerExit::Code(0))
-    }
-}
-
 /// The worker writes `response` as one frame.
 fn worker_writes(worker: &mut UnixStream, response: &Response<'_>) {
     let mut frame = Vec::new();
@@ -449,7 +381,7 @@ fn worker_reads_a_call(worker: &mut UnixStream) -> Vec<u8> {
 /// watch for 10 s.
 fn serving_with_a_call(
     worker: &mut UnixStream,
-    transport: Arc<SocketTransport>,
+    transport: Arc<LocalTransport>,
     id: u64,
 ) -> (super::Connection, Receiver<Event>, Arc<FutureState>) {
     let (events_tx, events) = crossbeam_channel::unbounded();
@@ -464,24 +396,10 @@ fn serving_with_a_call(
     .expect("threads start");
     worker_writes(worker, &hello());
     assert!(matches!(next_event(&events), Event::Ready { .. }));
-    let task: Task<(), ()> = Task::new("t");
-    let future = FutureState::new("t", None);
-    let item = WorkItem::new(
-        future.clone(),
-        &Target::Task(task.signature()),
-        CallKind::Single,
-        id,
-        (Encoding::Plain, loky_proto::DEFAULT_MAX_FRAME),
-        |out| loky_proto::encode_payload_into(&(), out),
-    )
-    .expect("encodes");
+    let call = InFlight::of_unit_task(id, 1);
+    let future = call.item.future.clone();
     assert!(future.set_running());
     future.expect_soon(Duration::from_secs(10));
-    let call = InFlight {
-        item,
-        sent: Instant::now(),
-        depth: 1,
-    };
     connection.port.send(&link, call, &mut || {});
     worker_reads_a_call(worker);
     (connection, events, future)
@@ -504,7 +422,8 @@ fn until_a_caller_reads(desk: &super::Desk) {
 
 #[test]
 fn a_caller_waiting_for_the_reply_to_its_call_reads_it_itself() {
-    let (transport, mut worker) = SocketTransport::pair();
+    let (ours, mut worker) = UnixStream::pair().unwrap();
+    let transport = Arc::new(LocalTransport::over(ours));
     let (connection, _events, future) = serving_with_a_call(&mut worker, transport, 7);
     let waiting = waiter(&future);
     until_a_caller_reads(&connection.desk);
@@ -526,7 +445,8 @@ fn a_caller_waiting_for_the_reply_to_its_call_reads_it_itself() {
 
 #[test]
 fn a_worker_whose_channel_ends_while_a_caller_reads_is_reported_by_the_reader() {
-    let (transport, mut worker) = SocketTransport::pair();
+    let (ours, mut worker) = UnixStream::pair().unwrap();
+    let transport = Arc::new(LocalTransport::over(ours));
     let (connection, events, future) = serving_with_a_call(&mut worker, transport, 7);
     let waiting = waiter(&future);
     until_a_caller_reads(&connection.desk);
@@ -547,7 +467,8 @@ fn a_worker_whose_channel_ends_while_a_caller_reads_is_reported_by_the_reader() 
 
 #[test]
 fn a_malformed_frame_a_caller_reads_is_reported_by_the_reader_as_a_protocol_error() {
-    let (transport, mut worker) = SocketTransport::pair();
+    let (ours, mut worker) = UnixStream::pair().unwrap();
+    let transport = Arc::new(LocalTransport::over(ours));
     let (connection, events, future) = serving_with_a_call(&mut worker, transport, 7);
     let waiting = waiter(&future);
     until_a_caller_reads(&connection.desk);

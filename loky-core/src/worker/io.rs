@@ -366,7 +366,6 @@ fn connect(
         desk: desk.clone(),
         settings: settings.clone(),
     };
-
     let writer = pool_thread::spawn(Role::Writer, format!("loky-writer-{pid}"), move || {
         writer.run()
     })?;
@@ -780,6 +779,8 @@ impl Reader {
                 reason: desk.internal(&message),
                 orphans: call::take_orphans(),
             });
+        // Whatever ended it, a panic too: no caller reads any more.
+        desk.lock().info = None;
         // Its status is known once it exited (or said what it dies of):
         // the supervisor hears of the death before the reap, and has this
         // thread joined once the reap is done (`Reaped`).
@@ -835,6 +836,12 @@ impl Reader {
                 match inflow.frames.fill(transport) {
                     Ok(0) => return Err(StartFailure::Died),
                     Ok(_) => {}
+                    // The process exited and left nothing more to read: a
+                    // process it started may hold its end of the channel,
+                    // which would never end.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && ready.exited => {
+                        return Err(StartFailure::Died);
+                    }
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -849,29 +856,26 @@ impl Reader {
         }
     }
 
-    /// Handles the worker's frames until its end, which it returns; after
-    /// it, no caller reads the channel.
+    /// Handles the worker's frames until its end, which it returns.
     fn read_replies(&self) -> End {
         let desk = &*self.desk;
-        let end = loop {
+        loop {
             let ready = match desk.transport.wait(None) {
                 Ok(ready) => ready,
-                Err(e) => break End::Protocol(LinkError::Watch(e)),
+                Err(e) => return End::Protocol(LinkError::Watch(e)),
             };
             let mut inflow = desk.lock();
             if let Some(end) = inflow.ended.take() {
-                break end;
+                return end;
             }
             if ready.channel {
                 if let Some(end) = desk.read_once(&mut inflow) {
-                    break end;
+                    return end;
                 }
             } else if ready.exited {
-                break desk.drain(&mut inflow);
+                return desk.drain(&mut inflow);
             }
-        };
-        desk.lock().info = None;
-        end
+        }
     }
 }
 

@@ -485,3 +485,30 @@ fn a_malformed_frame_a_caller_reads_is_reported_by_the_reader_as_a_protocol_erro
     assert!(waiting.join().expect("the waiter returns").is_err());
     Box::new(connection).release();
 }
+
+#[test]
+fn a_worker_that_exits_before_its_hello_while_its_channel_stays_open_did_not_start() {
+    let (ours, worker_end) = UnixStream::pair().unwrap();
+    let transport = Arc::new(LocalTransport::over(ours));
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let connection = super::connect(
+        1,
+        transport.clone(),
+        Arc::new(Link::new(Arc::default())),
+        &settings(Duration::from_secs(3600)),
+        events_tx,
+    )
+    .expect("threads start");
+    // The process dies; its channel stays open (held here, as by a
+    // process it started), so only its exit says it is gone.
+    transport.stop(Stop::Kill);
+    assert!(matches!(
+        next_event(&events),
+        Event::StartFailed {
+            failure: StartFailure::Died,
+            ..
+        }
+    ));
+    drop(worker_end);
+    Box::new(connection).release();
+}

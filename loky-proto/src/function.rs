@@ -99,6 +99,21 @@ impl FnRef {
         &self.program
     }
 
+    /// The reference's offsets, trampoline then function, as they travel.
+    pub(crate) fn offsets(&self) -> (i64, i64) {
+        (self.trampoline, self.function)
+    }
+
+    /// A reference as it arrived: nothing is checked until
+    /// [`run`](Self::run).
+    pub(crate) fn from_wire(trampoline: i64, function: i64, program: ProgramId) -> FnRef {
+        FnRef {
+            trampoline,
+            function,
+            program,
+        }
+    }
+
     /// What tells this function from the other functions of its program
     /// (its offset in the program's code).
     pub fn function_id(&self) -> i64 {

@@ -1,6 +1,6 @@
 //! The envelopes of the two frames every call makes, a [`Request::Call`]
-//! and a [`Response::Reply`] with an [`Outcome::Value`], written and read by
-//! hand.
+//! (or a [`Request::CallFn`]) and a [`Response::Reply`] with an
+//! [`Outcome::Value`], written and read by hand.
 //!
 //! They are byte for byte what `rmp_serde`'s `write_named` writes, as every
 //! other frame is written (an enum as a one-entry map from its variant's
@@ -18,7 +18,9 @@ use std::borrow::Cow;
 
 use crate::frame::sealed::Sink;
 use crate::frame::{FrameError, decode_body};
-use crate::message::{Call, CallKind, Outcome, Reply, Request, Response};
+use crate::function::FnRef;
+use crate::message::{Call, CallKind, FnCall, Outcome, Reply, Request, Response};
+use crate::program::{IdKind, ProgramId};
 
 /// `{"Call": {"id": ` : a map of one entry from the variant's name to a
 /// map of 4 fields, and the first field's name.
@@ -27,6 +29,23 @@ const CALL: &[u8] = b"\x81\xa4Call\x84\xa2id";
 const TASK: &[u8] = b"\xa4task";
 const KIND: &[u8] = b"\xa4kind";
 const ARGS: &[u8] = b"\xa4args";
+/// `{"CallFn": {"id": ` : the variant, a map of 4 fields, the first's
+/// name.
+const CALL_FN: &[u8] = b"\x81\xa6CallFn\x84\xa2id";
+/// `"function": {"trampoline": ` : the call's second field, a map of 3
+/// fields, and its first field's name.
+const FUNCTION: &[u8] = b"\xa8function\x83\xaatrampoline";
+/// The name of the reference's second field.
+const OFFSET: &[u8] = b"\xa8function";
+/// `"program": {"kind": ` : the reference's third field, a map of 2
+/// fields, and its first field's name.
+const PROGRAM: &[u8] = b"\xa7program\x82\xa4kind";
+/// The name of the program identity's second field.
+const BYTES: &[u8] = b"\xa5bytes";
+/// The kinds of program identity, unit variants written as their names.
+const BUILD_ID: &[u8] = b"\xa7BuildId";
+const FILE_ID: &[u8] = b"\xa6FileId";
+const UNKNOWN: &[u8] = b"\xa7Unknown";
 /// `{"Reply": {"id": ` : the variant, a map of 2 fields, the first's name.
 const REPLY: &[u8] = b"\x81\xa5Reply\x82\xa2id";
 /// `"outcome": {"Value": ` : the second field and the outcome's variant.
@@ -52,15 +71,11 @@ impl<'t> CallEnvelope<'t> {
             len: task.len(),
             max: u32::MAX as usize,
         })?;
-        let kind = match kind {
-            CallKind::Single => SINGLE,
-            CallKind::Chunk => CHUNK,
-        };
         Ok(CallEnvelope {
             id: uint(id),
             header,
             task,
-            kind,
+            kind: call_kind(kind),
         })
     }
 
@@ -79,6 +94,89 @@ impl<'t> CallEnvelope<'t> {
         out.append(KIND);
         out.append(self.kind);
         out.append(ARGS);
+    }
+}
+
+/// The envelope of a [`Request::CallFn`] frame up to its arguments:
+/// everything serde writes before the `bin` value of `args`.
+pub(crate) struct FnCallEnvelope<'f> {
+    id: Small<9>,
+    trampoline: Small<9>,
+    function: Small<9>,
+    id_kind: &'static [u8],
+    bytes_header: Small<5>,
+    bytes: &'f [u8],
+    kind: &'static [u8],
+}
+
+impl<'f> FnCallEnvelope<'f> {
+    /// Fails only for a program identity longer than MessagePack can carry
+    /// (4 GiB).
+    pub(crate) fn new(id: u64, function: &'f FnRef, kind: CallKind) -> Result<Self, FrameError> {
+        let program = function.program();
+        let bytes = program.bytes.as_slice();
+        let bytes_header = bin_header(bytes.len()).ok_or(FrameError::TooLarge {
+            len: bytes.len(),
+            max: u32::MAX as usize,
+        })?;
+        let (trampoline, offset) = function.offsets();
+        Ok(FnCallEnvelope {
+            id: uint(id),
+            trampoline: sint(trampoline),
+            function: sint(offset),
+            id_kind: match program.kind {
+                IdKind::BuildId => BUILD_ID,
+                IdKind::FileId => FILE_ID,
+                IdKind::Unknown => UNKNOWN,
+            },
+            bytes_header,
+            bytes,
+            kind: call_kind(kind),
+        })
+    }
+
+    /// How many bytes [`write`](Self::write) appends.
+    pub(crate) fn len(&self) -> usize {
+        let fixed = CALL_FN.len()
+            + FUNCTION.len()
+            + OFFSET.len()
+            + PROGRAM.len()
+            + BYTES.len()
+            + KIND.len()
+            + ARGS.len();
+        fixed
+            + self.id.len
+            + self.trampoline.len
+            + self.function.len
+            + self.id_kind.len()
+            + self.bytes_header.len
+            + self.bytes.len()
+            + self.kind.len()
+    }
+
+    pub(crate) fn write(&self, out: &mut impl Sink) {
+        out.append(CALL_FN);
+        out.append(self.id.as_slice());
+        out.append(FUNCTION);
+        out.append(self.trampoline.as_slice());
+        out.append(OFFSET);
+        out.append(self.function.as_slice());
+        out.append(PROGRAM);
+        out.append(self.id_kind);
+        out.append(BYTES);
+        out.append(self.bytes_header.as_slice());
+        out.append(self.bytes);
+        out.append(KIND);
+        out.append(self.kind);
+        out.append(ARGS);
+    }
+}
+
+/// A call kind as serde writes it: its name.
+fn call_kind(kind: CallKind) -> &'static [u8] {
+    match kind {
+        CallKind::Single => SINGLE,
+        CallKind::Chunk => CHUNK,
     }
 }
 
@@ -108,10 +206,13 @@ impl ValueReplyEnvelope {
 impl<'a> Request<'a> {
     /// Decodes a frame body holding one request: the same as
     /// [`decode_body::<Request>`](decode_body), faster for a
-    /// [`Request::Call`].
+    /// [`Request::Call`] and a [`Request::CallFn`].
     pub fn decode(body: &'a [u8]) -> Result<Self, FrameError> {
-        match read_call(body) {
-            Some(call) => Ok(Request::Call(call)),
+        if let Some(call) = read_call(body) {
+            return Ok(Request::Call(call));
+        }
+        match read_fn_call(body) {
+            Some(call) => Ok(Request::CallFn(call)),
             None => decode_body(body),
         }
     }
@@ -137,19 +238,70 @@ fn read_call(body: &[u8]) -> Option<Call<'_>> {
     rest = rest.strip_prefix(TASK)?;
     let task = take_str(&mut rest)?;
     rest = rest.strip_prefix(KIND)?;
-    let kind = if let Some(after) = rest.strip_prefix(SINGLE) {
-        rest = after;
-        CallKind::Single
-    } else {
-        rest = rest.strip_prefix(CHUNK)?;
-        CallKind::Chunk
-    };
+    let kind = take_call_kind(&mut rest)?;
     let args = take_last_bin(rest.strip_prefix(ARGS)?)?;
     Some(Call {
         id,
         task: Cow::Borrowed(task),
         kind,
         args: Cow::Borrowed(args),
+    })
+}
+
+/// The function call `body` holds if it is written as [`FnCallEnvelope`]
+/// writes it, its arguments a `bin` that ends the body.
+fn read_fn_call(body: &[u8]) -> Option<FnCall<'_>> {
+    let mut rest = body.strip_prefix(CALL_FN)?;
+    let id = take_uint(&mut rest)?;
+    rest = rest.strip_prefix(FUNCTION)?;
+    let trampoline = take_sint(&mut rest)?;
+    rest = rest.strip_prefix(OFFSET)?;
+    let function = take_sint(&mut rest)?;
+    rest = rest.strip_prefix(PROGRAM)?;
+    let id_kind = take_id_kind(&mut rest)?;
+    rest = rest.strip_prefix(BYTES)?;
+    let bytes = take_bin(&mut rest)?;
+    rest = rest.strip_prefix(KIND)?;
+    let kind = take_call_kind(&mut rest)?;
+    let args = take_last_bin(rest.strip_prefix(ARGS)?)?;
+    let program = ProgramId {
+        kind: id_kind,
+        bytes: bytes.to_vec(),
+    };
+    Some(FnCall {
+        id,
+        function: FnRef::from_wire(trampoline, function, program),
+        kind,
+        args: Cow::Borrowed(args),
+    })
+}
+
+/// Takes a call kind written as its name.
+fn take_call_kind(rest: &mut &[u8]) -> Option<CallKind> {
+    take_name(
+        rest,
+        &[(SINGLE, CallKind::Single), (CHUNK, CallKind::Chunk)],
+    )
+}
+
+/// Takes a kind of program identity written as its name.
+fn take_id_kind(rest: &mut &[u8]) -> Option<IdKind> {
+    take_name(
+        rest,
+        &[
+            (BUILD_ID, IdKind::BuildId),
+            (FILE_ID, IdKind::FileId),
+            (UNKNOWN, IdKind::Unknown),
+        ],
+    )
+}
+
+/// Takes the first of `names` that `rest` starts with, as its value.
+fn take_name<T: Copy>(rest: &mut &[u8], names: &[(&[u8], T)]) -> Option<T> {
+    names.iter().find_map(|&(name, value)| {
+        let after = rest.strip_prefix(name)?;
+        *rest = after;
+        Some(value)
     })
 }
 
@@ -198,6 +350,31 @@ fn uint(n: u64) -> Small<9> {
     }
 }
 
+/// `n` as MessagePack writes a signed integer: in the shortest unsigned
+/// form if it is not negative, else in the shortest signed one.
+fn sint(n: i64) -> Small<9> {
+    let be = n.to_be_bytes();
+    match n {
+        0.. => uint(n as u64),
+        -32..0 => Small::new(n as u8, &be, 1),
+        -0x80..-32 => Small::new(0xd0, &be, 2),
+        -0x8000..-0x80 => Small::new(0xd1, &be, 3),
+        -0x8000_0000..-0x8000 => Small::new(0xd2, &be, 5),
+        _ => Small::new(0xd3, &be, 9),
+    }
+}
+
+/// The header of a `bin` of `len` bytes, in its shortest form; `None` past
+/// 4 GiB.
+fn bin_header(len: usize) -> Option<Small<5>> {
+    let be = u32::try_from(len).ok()?.to_be_bytes();
+    Some(match len {
+        0..=0xff => Small::new(0xc4, &be, 2),
+        0x100..=0xffff => Small::new(0xc5, &be, 3),
+        _ => Small::new(0xc6, &be, 5),
+    })
+}
+
 /// The header of a string of `len` bytes, in its shortest form; `None`
 /// past 4 GiB.
 fn str_header(len: usize) -> Option<Small<5>> {
@@ -237,6 +414,32 @@ fn take_uint(rest: &mut &[u8]) -> Option<u64> {
     }
 }
 
+/// Takes a signed integer in any of MessagePack's integer forms, if it
+/// fits an `i64`.
+fn take_sint(rest: &mut &[u8]) -> Option<i64> {
+    let (&marker, tail) = rest.split_first()?;
+    let len = match marker {
+        0xe0..=0xff => {
+            *rest = tail;
+            return Some(i64::from(marker as i8));
+        }
+        0xd0 => 1,
+        0xd1 => 2,
+        0xd2 => 4,
+        0xd3 => 8,
+        _ => return i64::try_from(take_uint(rest)?).ok(),
+    };
+    *rest = tail;
+    let bytes = take(rest, len)?;
+    // Sign-extended from its first byte, the others shifted in.
+    let first = i64::from(bytes[0] as i8);
+    Some(
+        bytes[1..]
+            .iter()
+            .fold(first, |n, b| (n << 8) | i64::from(*b)),
+    )
+}
+
 /// Takes a UTF-8 string in any of MessagePack's string forms.
 fn take_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
     let (&marker, tail) = rest.split_first()?;
@@ -251,18 +454,24 @@ fn take_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
     std::str::from_utf8(take(rest, usize::try_from(len).ok()?)?).ok()
 }
 
+/// Takes a `bin` value in any of MessagePack's `bin` forms.
+fn take_bin<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (&marker, tail) = rest.split_first()?;
+    *rest = tail;
+    let len = match marker {
+        0xc4 => take_be::<1>(rest)?,
+        0xc5 => take_be::<2>(rest)?,
+        0xc6 => take_be::<4>(rest)?,
+        _ => return None,
+    };
+    take(rest, usize::try_from(len).ok()?)
+}
+
 /// The bytes of a `bin` value that is all of `rest`, in any of
 /// MessagePack's `bin` forms.
 fn take_last_bin(mut rest: &[u8]) -> Option<&[u8]> {
-    let (&marker, tail) = rest.split_first()?;
-    rest = tail;
-    let len = match marker {
-        0xc4 => take_be::<1>(&mut rest)?,
-        0xc5 => take_be::<2>(&mut rest)?,
-        0xc6 => take_be::<4>(&mut rest)?,
-        _ => return None,
-    };
-    (usize::try_from(len).ok()? == rest.len()).then_some(rest)
+    let bin = take_bin(&mut rest)?;
+    rest.is_empty().then_some(bin)
 }
 
 #[cfg(test)]
@@ -290,6 +499,15 @@ mod tests {
         Request::Call(Call {
             id,
             task: Cow::Owned(task.to_owned()),
+            kind,
+            args: Cow::Owned(args.to_vec()),
+        })
+    }
+
+    fn fn_call(id: u64, function: FnRef, kind: CallKind, args: &[u8]) -> Request<'static> {
+        Request::CallFn(FnCall {
+            id,
+            function,
             kind,
             args: Cow::Owned(args.to_vec()),
         })
@@ -325,6 +543,28 @@ mod tests {
         ]
     }
 
+    /// Offsets at the edges of every signed and unsigned width, and
+    /// anything.
+    fn offsets() -> impl Strategy<Value = i64> {
+        let edges = [0i64, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x1_0000, 0xffff_ffff];
+        let mut picks: Vec<i64> = edges.iter().flat_map(|&n| [n, n + 1]).collect();
+        picks.extend([-1, -32, -33, -0x80, -0x81, -0x8000, -0x8001]);
+        picks.extend([-0x8000_0000, -0x8000_0001, i64::MIN, i64::MAX]);
+        prop_oneof![prop::sample::select(picks), any::<i64>()]
+    }
+
+    /// References of any offsets, from programs of every kind of identity,
+    /// their bytes around the `bin` header widths.
+    fn functions() -> impl Strategy<Value = FnRef> {
+        let kinds = prop::sample::select(vec![IdKind::BuildId, IdKind::FileId, IdKind::Unknown]);
+        let bytes = prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..40),
+            prop::collection::vec(any::<u8>(), 250..300),
+        ];
+        (offsets(), offsets(), kinds, bytes)
+            .prop_map(|(t, f, kind, bytes)| FnRef::from_wire(t, f, ProgramId { kind, bytes }))
+    }
+
     /// Task names around every string header width.
     fn names() -> impl Strategy<Value = String> {
         prop_oneof![
@@ -342,6 +582,32 @@ mod tests {
             envelope.write(&mut ours);
             prop_assert_eq!(ours.len(), envelope.len());
             prop_assert_eq!(ours, serde_envelope(&call(id, &task, kind, &[])));
+        }
+
+        #[test]
+        fn a_function_call_envelope_is_what_serde_writes(
+            id in ids(),
+            function in functions(),
+            kind in kinds(),
+        ) {
+            let mut ours = Vec::new();
+            let envelope = FnCallEnvelope::new(id, &function, kind).unwrap();
+            envelope.write(&mut ours);
+            prop_assert_eq!(ours.len(), envelope.len());
+            prop_assert_eq!(ours, serde_envelope(&fn_call(id, function, kind, &[])));
+        }
+
+        #[test]
+        fn a_function_call_reads_as_serde_reads_it(
+            id in ids(),
+            function in functions(),
+            kind in kinds(),
+            args in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let msg = fn_call(id, function, kind, &args);
+            let body = serde_bytes_of(&msg);
+            prop_assert_eq!(read_fn_call(&body).map(Request::CallFn), Some(msg.clone()));
+            prop_assert_eq!(Request::decode(&body).unwrap(), msg);
         }
 
         #[test]
@@ -386,6 +652,7 @@ mod tests {
         fn any_body_reads_as_serde_reads_it(
             id in ids(),
             task in "[a-z]{0,40}",
+            function in functions(),
             args in prop::collection::vec(any::<u8>(), 0..40),
             at in any::<prop::sample::Index>(),
             byte in any::<u8>(),
@@ -403,6 +670,10 @@ mod tests {
             let body = edited(serde_bytes_of(&call(id, &task, CallKind::Single, &args)));
             if let Some(call) = read_call(&body) {
                 prop_assert_eq!(Ok(Request::Call(call)), decode_body::<Request<'_>>(&body).map_err(|e| e.to_string()));
+            }
+            let body = edited(serde_bytes_of(&fn_call(id, function, CallKind::Chunk, &args)));
+            if let Some(call) = read_fn_call(&body) {
+                prop_assert_eq!(Ok(Request::CallFn(call)), decode_body::<Request<'_>>(&body).map_err(|e| e.to_string()));
             }
             let body = edited(serde_bytes_of(&value_reply(id, &args)));
             if let Some(reply) = read_value_reply(&body) {

@@ -8,17 +8,12 @@
 //! the socket itself. Decoders read these frames as any other, since
 //! MessagePack lets a `bin 32` header carry any length.
 
-use std::borrow::Cow;
-
-use serde::Serialize;
-
 use crate::frame::{ABSOLUTE_MAX_FRAME, FrameError, FrameSink, HEADER_LEN, in_frame_context};
 use crate::function::FnRef;
 use crate::hot;
-use crate::message::{CallKind, FnCall, Request};
+use crate::message::CallKind;
 
-/// MessagePack's marker of a `bin 8` value, and of a `bin 32` one.
-const BIN8: u8 = 0xc4;
+/// MessagePack's marker of a `bin 32` value.
 const BIN32: u8 = 0xc6;
 
 /// Appends a [`Request::Call`] frame to `out`, its arguments written by
@@ -55,13 +50,12 @@ pub fn encode_fn_call_frame<O: FrameSink, E>(
     max: usize,
     encode_args: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
-    let envelope = Request::CallFn(FnCall {
-        id,
-        function: function.clone(),
-        kind,
-        args: Cow::Borrowed(&[]),
-    });
-    encode_around(serde_envelope(&envelope), 0, out, max, encode_args)
+    let envelope = hot::FnCallEnvelope::new(id, function, kind)?;
+    let write = |out: &mut O| {
+        envelope.write(out);
+        Ok(())
+    };
+    encode_around(write, frame_room(envelope.len()), out, max, encode_args)
 }
 
 /// Appends a [`Response::Reply`](crate::Response::Reply) frame with an
@@ -119,23 +113,6 @@ fn encode_around<O: FrameSink, E>(
     Ok(Ok(()))
 }
 
-/// Writes `message`'s envelope as serde encodes it: `message` with its
-/// payload empty, the `bin 8` of that payload left out.
-fn serde_envelope<T: Serialize, O: FrameSink>(
-    message: &T,
-) -> impl FnOnce(&mut O) -> Result<(), FrameError> {
-    move |out| {
-        rmp_serde::encode::write_named(out, message).map_err(FrameError::Encode)?;
-        // The envelope ends with its payload, empty: `bin 8` of length 0.
-        assert!(
-            out.bytes_at(out.len() - 2..out.len()) == [BIN8, 0],
-            "the payload is the last field"
-        );
-        out.truncate(out.len() - 2);
-        Ok(())
-    }
-}
-
 fn write_around<O: FrameSink, E>(
     envelope: impl FnOnce(&mut O) -> Result<(), FrameError>,
     room: usize,
@@ -167,7 +144,7 @@ fn write_around<O: FrameSink, E>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Call, Outcome, Reply, Response};
+    use crate::message::{Call, FnCall, Outcome, Reply, Request, Response};
     use crate::{DEFAULT_MAX_FRAME, decode_body, encode_frame};
 
     fn encode_bytes(bytes: &[u8]) -> impl FnOnce(&mut Vec<u8>) -> Result<(), ()> + '_ {
@@ -245,6 +222,12 @@ mod tests {
         )
         .unwrap()
         .unwrap();
+        let envelope = hot::FnCallEnvelope::new(3, &function, CallKind::Single).unwrap();
+        assert_eq!(
+            out.capacity(),
+            frame_room(envelope.len()),
+            "a small call's frame is reserved once, never grown"
+        );
         let call: Request<'_> = decode_body(&out[HEADER_LEN..]).unwrap();
         let expected = Request::CallFn(FnCall {
             id: 3,

@@ -237,9 +237,7 @@ fn read_call(body: &[u8]) -> Option<Call<'_>> {
     let id = take_uint(&mut rest)?;
     rest = rest.strip_prefix(TASK)?;
     let task = take_str(&mut rest)?;
-    rest = rest.strip_prefix(KIND)?;
-    let kind = take_call_kind(&mut rest)?;
-    let args = take_last_bin(rest.strip_prefix(ARGS)?)?;
+    let (kind, args) = take_kind_and_args(rest)?;
     Some(Call {
         id,
         task: Cow::Borrowed(task),
@@ -261,9 +259,7 @@ fn read_fn_call(body: &[u8]) -> Option<FnCall<'_>> {
     let id_kind = take_id_kind(&mut rest)?;
     rest = rest.strip_prefix(BYTES)?;
     let bytes = take_bin(&mut rest)?;
-    rest = rest.strip_prefix(KIND)?;
-    let kind = take_call_kind(&mut rest)?;
-    let args = take_last_bin(rest.strip_prefix(ARGS)?)?;
+    let (kind, args) = take_kind_and_args(rest)?;
     let program = ProgramId {
         kind: id_kind,
         bytes: bytes.to_vec(),
@@ -274,6 +270,14 @@ fn read_fn_call(body: &[u8]) -> Option<FnCall<'_>> {
         kind,
         args: Cow::Borrowed(args),
     })
+}
+
+/// The last two fields of a call, its kind and its arguments, which end
+/// the body.
+fn take_kind_and_args(rest: &[u8]) -> Option<(CallKind, &[u8])> {
+    let mut rest = rest.strip_prefix(KIND)?;
+    let kind = take_call_kind(&mut rest)?;
+    Some((kind, take_last_bin(rest.strip_prefix(ARGS)?)?))
 }
 
 /// Takes a call kind written as its name.

@@ -16,7 +16,7 @@ use crate::message::CallKind;
 /// MessagePack's marker of a `bin 32` value.
 const BIN32: u8 = 0xc6;
 
-/// Appends a [`Request::Call`] frame to `out`, its arguments written by
+/// Appends a [`Request::Call`](crate::Request::Call) frame to `out`, its arguments written by
 /// `encode_args` directly after the envelope.
 ///
 /// Gives back `encode_args`'s error (leaving `out` as it was) as
@@ -38,7 +38,7 @@ pub fn encode_call_frame<O: FrameSink, E>(
     encode_around(write, frame_room(envelope.len()), out, max, encode_args)
 }
 
-/// Appends a [`Request::CallFn`] frame to `out`, its arguments written by
+/// Appends a [`Request::CallFn`](crate::Request::CallFn) frame to `out`, its arguments written by
 /// `encode_args` directly after the envelope.
 ///
 /// Errors as [`encode_call_frame`].

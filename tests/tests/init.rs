@@ -73,15 +73,19 @@ fn kill_all(program: &Path) {
 /// Runs `loky-no-init` with `args`, sampling how many of its processes run
 /// at once; gives its stdout, the most processes seen, and how long it
 /// took. Fails the test past 20 s, or as soon as more than `bound` of its
-/// processes run at once.
+/// processes run at once. The program is held before it starts until the
+/// sampling has seen it, so that the sampling is shown to see its
+/// processes however fast they end.
 fn run_sampled(args: &[&str], bound: usize) -> (String, usize, Duration) {
     let started = Instant::now();
     let mut child = Command::new(NO_INIT)
         .args(args)
-        .stdin(Stdio::null())
+        .arg("hold")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut hold = child.stdin.take();
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
@@ -91,6 +95,10 @@ fn run_sampled(args: &[&str], bound: usize) -> (String, usize, Duration) {
     let mut most = 0;
     loop {
         most = most.max(processes_of(Path::new(NO_INIT)).len());
+        if most >= 1 {
+            // Seen: let it start.
+            drop(hold.take());
+        }
         if child.try_wait().unwrap().is_some() {
             break;
         }

@@ -3,14 +3,20 @@
 //! `main` would build an executor of its own, whose workers would do the
 //! same: the executor must stop that at the first level.
 //!
-//! `loky-no-init N [respawn]`: builds a pool of N workers running this
-//! program (with `CrashPolicy::Respawn` if asked), submits a function and
-//! prints `result: R` or `error: E` and `kind: K`.
+//! `loky-no-init N [respawn] [hold]`: builds a pool of N workers running
+//! this program (with `CrashPolicy::Respawn` if asked), submits a function
+//! and prints `result: R` or `error: E` and `kind: K`. With `hold`, it
+//! first waits for the end of its stdin: until then a test sees it run.
+
+use std::io::Read;
 
 use loky::{CrashPolicy, Error, ProcessPoolExecutor, WorkerProgram};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "hold") {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    }
     let workers = args.first().and_then(|n| n.parse().ok()).unwrap_or(2);
     let policy = if args.iter().any(|a| a == "respawn") {
         CrashPolicy::Respawn

@@ -354,18 +354,17 @@ fn uint(n: u64) -> Small<9> {
     }
 }
 
-/// `n` as MessagePack writes a signed integer: in the shortest unsigned
-/// form if it is not negative, else in the shortest signed one.
+/// `n` as MessagePack writes a signed integer (`rmp::encode::write_sint`):
+/// in the shortest unsigned form if it is not negative, else in the
+/// shortest signed one.
 fn sint(n: i64) -> Small<9> {
-    let be = n.to_be_bytes();
-    match n {
-        0.. => uint(n as u64),
-        -32..0 => Small::new(n as u8, &be, 1),
-        -0x80..-32 => Small::new(0xd0, &be, 2),
-        -0x8000..-0x80 => Small::new(0xd1, &be, 3),
-        -0x8000_0000..-0x8000 => Small::new(0xd2, &be, 5),
-        _ => Small::new(0xd3, &be, 9),
-    }
+    let mut bytes = [0; 9];
+    let len = {
+        let mut free = &mut bytes[..];
+        rmp::encode::write_sint(&mut free, n).expect("9 bytes hold any integer");
+        9 - free.len()
+    };
+    Small { bytes, len }
 }
 
 /// The header of a `bin` of `len` bytes, in its shortest form; `None` past
@@ -421,27 +420,7 @@ fn take_uint(rest: &mut &[u8]) -> Option<u64> {
 /// Takes a signed integer in any of MessagePack's integer forms, if it
 /// fits an `i64`.
 fn take_sint(rest: &mut &[u8]) -> Option<i64> {
-    let (&marker, tail) = rest.split_first()?;
-    let len = match marker {
-        0xe0..=0xff => {
-            *rest = tail;
-            return Some(i64::from(marker as i8));
-        }
-        0xd0 => 1,
-        0xd1 => 2,
-        0xd2 => 4,
-        0xd3 => 8,
-        _ => return i64::try_from(take_uint(rest)?).ok(),
-    };
-    *rest = tail;
-    let bytes = take(rest, len)?;
-    // Sign-extended from its first byte, the others shifted in.
-    let first = i64::from(bytes[0] as i8);
-    Some(
-        bytes[1..]
-            .iter()
-            .fold(first, |n, b| (n << 8) | i64::from(*b)),
-    )
+    rmp::decode::read_int(rest).ok()
 }
 
 /// Takes a UTF-8 string in any of MessagePack's string forms.

@@ -44,8 +44,20 @@ pub(crate) type Settled = Result<Arc<RawOutput>>;
 enum Stage {
     Pending,
     Running,
-    Finished(Settled),
+    /// The error boxed: an [`Error`] is several times the size of the rest
+    /// of the stage, and every pending future would carry its room.
+    Finished(Result<Arc<RawOutput>, Box<Error>>),
     Cancelled,
+}
+
+impl Stage {
+    /// A settled call's result, as its waiters get it.
+    fn finished(result: &Result<Arc<RawOutput>, Box<Error>>) -> Settled {
+        match result {
+            Ok(output) => Ok(Arc::clone(output)),
+            Err(err) => Err(Error::clone(err)),
+        }
+    }
 }
 
 struct Inner {
@@ -286,7 +298,7 @@ impl FutureState {
                 Stage::Pending | Stage::Running => {}
                 Stage::Finished(_) | Stage::Cancelled => return false,
             }
-            inner.stage = Stage::Finished(result);
+            inner.stage = Stage::Finished(result.map_err(Box::new));
             self.settled.store(true, Ordering::Release);
             inner.partial = Vec::new();
             Done::take(&mut inner)
@@ -348,7 +360,7 @@ impl FutureState {
         let mut spun = false;
         loop {
             match &inner.stage {
-                Stage::Finished(result) => return result.clone(),
+                Stage::Finished(result) => return Stage::finished(result),
                 Stage::Cancelled => return Err(Error::Cancelled),
                 Stage::Pending | Stage::Running => {}
             }
@@ -461,7 +473,7 @@ impl FutureState {
     ) -> Poll<Settled> {
         let mut inner = self.lock();
         match &inner.stage {
-            Stage::Finished(result) => Poll::Ready(result.clone()),
+            Stage::Finished(result) => Poll::Ready(Stage::finished(result)),
             Stage::Cancelled => Poll::Ready(Err(Error::Cancelled)),
             Stage::Pending | Stage::Running => {
                 inner.wakers.set(key, cx.waker());
@@ -795,6 +807,35 @@ mod tests {
         Ok(Arc::new(RawOutput::Value(
             loky_proto::encode_payload(&n).unwrap().into(),
         )))
+    }
+
+    #[test]
+    fn a_pending_future_holds_no_room_for_an_error() {
+        // What row 8 of the benchmarks counts: an error is kept boxed, so a
+        // future's state is not sized by the largest error.
+        assert!(size_of::<Error>() > 4 * size_of::<usize>());
+        assert_eq!(size_of::<Stage>(), 2 * size_of::<usize>());
+    }
+
+    #[test]
+    fn a_failed_future_gives_its_error_to_every_waiter() {
+        let state = FutureState::new("t", None);
+        let fut = Future::<u64>::from_state(state.clone());
+        assert!(state.settle(Err(Error::InvalidArgument("no".into()))));
+        assert!(state.is_failed());
+        for _ in 0..2 {
+            match state.wait(None) {
+                Err(Error::InvalidArgument(why)) => assert_eq!(why, "no"),
+                other => panic!("expected the error, got {other:?}"),
+            }
+        }
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut waiting = pin!(fut.wait_async());
+        match waiting.as_mut().poll(&mut cx) {
+            Poll::Ready(Err(Error::InvalidArgument(why))) => assert_eq!(why, "no"),
+            other => panic!("expected the error, got {other:?}"),
+        }
     }
 
     #[test]

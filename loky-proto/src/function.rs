@@ -15,6 +15,7 @@
 //! line of defence.
 
 use std::any::type_name;
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ use crate::frame::FrameSink;
 use crate::invoke::{Runtime, invoke};
 use crate::message::{CallError, CallKind, Outcome};
 use crate::os;
-use crate::program::{self, ProgramId};
+use crate::program::{self, IdKind, ProgramId};
 use crate::task::Payload;
 
 /// A function of this program, as it travels to a worker: offsets from the
@@ -35,8 +36,11 @@ pub struct FnRef {
     trampoline: i64,
     /// Offset of the function from the anchor.
     function: i64,
-    /// The program whose code these offsets are into.
-    program: ProgramId,
+    /// The program whose code these offsets are into: this program's own
+    /// identity, borrowed, when it is this program (as it is for every
+    /// reference made here, and for those a worker receives from its
+    /// executor), not a copy for each call.
+    program: Cow<'static, ProgramId>,
 }
 
 /// Why a function cannot be sent, or cannot be run where it arrived.
@@ -90,7 +94,7 @@ impl FnRef {
         Ok(FnRef {
             trampoline: offset("trampoline", trampoline)?,
             function: offset("function", function)?,
-            program: this.clone(),
+            program: Cow::Borrowed(this),
         })
     }
 
@@ -104,9 +108,18 @@ impl FnRef {
         (self.trampoline, self.function)
     }
 
-    /// A reference as it arrived: nothing is checked until
-    /// [`run`](Self::run).
-    pub(crate) fn from_wire(trampoline: i64, function: i64, program: ProgramId) -> FnRef {
+    /// A reference as it arrived, made by the program of identity `kind`
+    /// and `bytes`: nothing is checked until [`run`](Self::run).
+    pub(crate) fn from_wire(trampoline: i64, function: i64, kind: IdKind, bytes: &[u8]) -> FnRef {
+        let this = ProgramId::current();
+        let program = if this.kind == kind && this.bytes == bytes {
+            Cow::Borrowed(this)
+        } else {
+            Cow::Owned(ProgramId {
+                kind,
+                bytes: bytes.to_vec(),
+            })
+        };
         FnRef {
             trampoline,
             function,
@@ -140,7 +153,7 @@ impl FnRef {
         let this = ProgramId::current();
         if !self.program.same_program(this) {
             return Err(refused(FnRefError::OtherProgram {
-                sender: self.program.clone(),
+                sender: self.program.clone().into_owned(),
                 this: this.clone(),
             }));
         }
@@ -260,9 +273,25 @@ mod tests {
     }
 
     #[test]
+    fn a_reference_of_this_program_shares_its_identity_instead_of_copying_it() {
+        let this = ProgramId::current();
+        let made = FnRef::new(concat).unwrap();
+        assert!(std::ptr::eq(made.program(), this));
+        let (trampoline, function) = made.offsets();
+        let arrived = FnRef::from_wire(trampoline, function, this.kind, &this.bytes);
+        assert!(std::ptr::eq(arrived.program(), this));
+        assert_eq!(arrived, made);
+        let mut other = this.bytes.clone();
+        other[0] ^= 1;
+        let foreign = FnRef::from_wire(trampoline, function, this.kind, &other);
+        assert_eq!(foreign.program().bytes, other);
+        assert!(!foreign.program().same_program(this));
+    }
+
+    #[test]
     fn a_reference_from_another_program_is_refused() {
         let mut f = FnRef::new(concat).unwrap();
-        f.program.bytes[0] ^= 1;
+        f.program.to_mut().bytes[0] ^= 1;
         let outcome = run(&f, &("x", 2));
         assert!(
             matches!(&outcome, Outcome::Failed(CallError::Function { message })

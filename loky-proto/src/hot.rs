@@ -20,7 +20,7 @@ use crate::frame::sealed::Sink;
 use crate::frame::{FrameError, decode_body};
 use crate::function::FnRef;
 use crate::message::{Call, CallKind, FnCall, Outcome, Reply, Request, Response};
-use crate::program::{IdKind, ProgramId};
+use crate::program::IdKind;
 
 /// `{"Call": {"id": ` : a map of one entry from the variant's name to a
 /// map of 4 fields, and the first field's name.
@@ -260,13 +260,9 @@ fn read_fn_call(body: &[u8]) -> Option<FnCall<'_>> {
     rest = rest.strip_prefix(BYTES)?;
     let bytes = take_bin(&mut rest)?;
     let (kind, args) = take_kind_and_args(rest)?;
-    let program = ProgramId {
-        kind: id_kind,
-        bytes: bytes.to_vec(),
-    };
     Some(FnCall {
         id,
-        function: FnRef::from_wire(trampoline, function, program),
+        function: FnRef::from_wire(trampoline, function, id_kind, bytes),
         kind,
         args: Cow::Borrowed(args),
     })
@@ -545,7 +541,7 @@ mod tests {
             prop::collection::vec(any::<u8>(), 250..300),
         ];
         (offsets(), offsets(), kinds, bytes)
-            .prop_map(|(t, f, kind, bytes)| FnRef::from_wire(t, f, ProgramId { kind, bytes }))
+            .prop_map(|(t, f, kind, bytes)| FnRef::from_wire(t, f, kind, &bytes))
     }
 
     /// Task names around every string header width.

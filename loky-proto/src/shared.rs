@@ -269,15 +269,59 @@ thread_local! {
     /// The buffers attached to the frame this thread is encoding, if it is
     /// encoding a frame that can carry them.
     static ENCODING: RefCell<Option<Vec<SharedBytes>>> = const { RefCell::new(None) };
-    /// The attachments of the frame whose payload this thread is decoding.
+    /// The attachments of the frame whose payload this thread is decoding,
+    /// while [`DECODING_FRAME`] is [`Decoding::Attached`].
     static DECODING: RefCell<Option<Attachments>> = const { RefCell::new(None) };
     /// Whether [`ENCODING`] is hidden: set by [`outside_frames`], cleared
     /// while a frame inside it is encoded. A flag rather than a swap of the
     /// table: a worker runs each item of a chunk outside the frames, and
     /// swapping both tables out and back cost more than squaring an integer.
     static ENCODING_HIDDEN: Cell<bool> = const { Cell::new(false) };
-    /// Whether [`DECODING`] is hidden, as [`ENCODING_HIDDEN`].
-    static DECODING_HIDDEN: Cell<bool> = const { Cell::new(false) };
+    /// Which frame's payload this thread is decoding, if any.
+    static DECODING_FRAME: Cell<Decoding> = const { Cell::new(Decoding::Outside) };
+}
+
+/// What the payload a thread decodes may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decoding {
+    /// No frame's payload, or code run [`outside_frames`]: an attachment
+    /// is an error, and shared buffers are read as bytes.
+    Outside,
+    /// The payload of a frame that came without attachments, as nearly
+    /// every frame does: nothing to install, and an attachment it names is
+    /// not attached. A mark, not a table, since a table in a thread-local
+    /// slot (put, taken back, the previous one restored, each through the
+    /// slot's lazily registered destructor) cost ten times the decoding of
+    /// a small payload.
+    Bare,
+    /// The payload of a frame whose attachments are in [`DECODING`].
+    Attached,
+}
+
+/// Sets a thread-local cell until dropped (also when the code in between
+/// panicked), then restores what it held.
+struct SetCell<T: Copy + 'static> {
+    key: &'static LocalKey<Cell<T>>,
+    previous: T,
+}
+
+impl<T: Copy + 'static> SetCell<T> {
+    // Inline (here and in `drop`): a worker hides the frames around every
+    // item of a chunk, and a call across crates costs more than the cells.
+    #[inline]
+    fn set(key: &'static LocalKey<Cell<T>>, now: T) -> SetCell<T> {
+        SetCell {
+            key,
+            previous: key.replace(now),
+        }
+    }
+}
+
+impl<T: Copy + 'static> Drop for SetCell<T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.key.set(self.previous);
+    }
 }
 
 /// Registers `shm` with the frame being encoded; its index there, or
@@ -304,96 +348,90 @@ fn attach(shm: &Arc<Shm>) -> Option<u32> {
 }
 
 fn decoding_frame() -> bool {
-    !DECODING_HIDDEN.get() && DECODING.with(|d| d.borrow().is_some())
+    DECODING_FRAME.get() != Decoding::Outside
 }
 
 /// The shared buffer at `index` of the frame being decoded.
 fn attached(index: u32) -> Result<SharedBytes, String> {
     let outside = || "an attached shared buffer outside the decoding of its frame".to_owned();
-    if DECODING_HIDDEN.get() {
-        return Err(outside());
+    match DECODING_FRAME.get() {
+        Decoding::Outside => Err(outside()),
+        Decoding::Bare => Err(not_attached(index as usize)),
+        Decoding::Attached => DECODING.with(|d| match d.borrow_mut().as_mut() {
+            Some(attachments) => attachments.get(index as usize),
+            None => Err(outside()),
+        }),
     }
-    DECODING.with(|d| match d.borrow_mut().as_mut() {
-        Some(attachments) => attachments.get(index as usize),
-        None => Err(outside()),
-    })
 }
 
-/// Restores a thread-local slot's previous value, and whether it was
-/// hidden, when dropped (also when the code that ran in between panicked).
+/// Why the shared buffer at `index` cannot be had from a frame's
+/// attachments.
+fn not_attached(index: usize) -> String {
+    format!("shared buffer {index} is not attached to its frame")
+}
+
+/// Restores a thread-local table's previous value when dropped (also when
+/// the code that ran in between panicked).
 struct Restore<T: 'static> {
     key: &'static LocalKey<RefCell<Option<T>>>,
-    hidden: &'static LocalKey<Cell<bool>>,
     previous: Option<Option<T>>,
-    was_hidden: bool,
+}
+
+impl<T: 'static> Restore<T> {
+    /// Restores the previous value now; the value it replaces.
+    fn put_back(mut self) -> Option<T> {
+        let previous = self.previous.take().flatten();
+        self.key.with(|slot| slot.replace(previous))
+    }
 }
 
 impl<T: 'static> Drop for Restore<T> {
     fn drop(&mut self) {
-        let previous = self.previous.take().flatten();
-        self.key.with(|slot| *slot.borrow_mut() = previous);
-        self.hidden.set(self.was_hidden);
-    }
-}
-
-/// Puts `value` in the slot `key` (visible, whatever hid the previous one)
-/// until the guard drops.
-fn install<T: 'static>(
-    key: &'static LocalKey<RefCell<Option<T>>>,
-    hidden: &'static LocalKey<Cell<bool>>,
-    value: Option<T>,
-) -> Restore<T> {
-    let previous = key.with(|slot| slot.replace(value));
-    Restore {
-        key,
-        hidden,
-        previous: Some(previous),
-        was_hidden: hidden.replace(false),
-    }
-}
-
-/// Hides both slots until dropped (also when the code in between
-/// panicked), then shows them as they were.
-struct Hide {
-    encoding: bool,
-    decoding: bool,
-}
-
-impl Hide {
-    // Inline (here and in `drop`): a worker hides the frames around every
-    // item of a chunk, and a call across crates costs more than the flags.
-    #[inline]
-    fn both() -> Hide {
-        Hide {
-            encoding: ENCODING_HIDDEN.replace(true),
-            decoding: DECODING_HIDDEN.replace(true),
+        if let Some(previous) = self.previous.take() {
+            self.key.with(|slot| *slot.borrow_mut() = previous);
         }
     }
 }
 
-impl Drop for Hide {
+/// Puts `value` in the table `key` until the guard drops.
+fn install<T: 'static>(key: &'static LocalKey<RefCell<Option<T>>>, value: Option<T>) -> Restore<T> {
+    Restore {
+        key,
+        previous: Some(key.with(|slot| slot.replace(value))),
+    }
+}
+
+/// Hides the frames being encoded and decoded until dropped (also when the
+/// code in between panicked), then shows them as they were.
+struct Hide {
+    _encoding: SetCell<bool>,
+    _decoding: SetCell<Decoding>,
+}
+
+impl Hide {
     #[inline]
-    fn drop(&mut self) {
-        ENCODING_HIDDEN.set(self.encoding);
-        DECODING_HIDDEN.set(self.decoding);
+    fn both() -> Hide {
+        Hide {
+            _encoding: SetCell::set(&ENCODING_HIDDEN, true),
+            _decoding: SetCell::set(&DECODING_FRAME, Decoding::Outside),
+        }
     }
 }
 
 /// Runs `encode` with a side table for the shared buffers it serializes;
 /// returns them, in index order, to be attached to the frame.
 pub(crate) fn encoding_attached<R>(encode: impl FnOnce() -> R) -> (R, Vec<SharedBytes>) {
-    let guard = install(&ENCODING, &ENCODING_HIDDEN, Some(Vec::new()));
+    let table = install(&ENCODING, Some(Vec::new()));
+    let shown = SetCell::set(&ENCODING_HIDDEN, false);
     let result = encode();
-    let table = ENCODING
-        .with(|slot| slot.borrow_mut().take())
-        .unwrap_or_default();
-    drop(guard);
-    (result, table)
+    drop(shown);
+    (result, table.put_back().unwrap_or_default())
 }
 
 /// Runs `encode` where shared buffers serialize as bytes.
 pub(crate) fn encoding_plain<R>(encode: impl FnOnce() -> R) -> R {
-    let _encoding = install(&ENCODING, &ENCODING_HIDDEN, None);
+    let _table = install(&ENCODING, None);
+    let _shown = SetCell::set(&ENCODING_HIDDEN, false);
     encode()
 }
 
@@ -441,12 +479,15 @@ impl Attachments {
     /// Runs `decode` (the decoding of the frame's payload) where
     /// `SharedBytes` values find these attachments.
     pub fn decode<R>(&mut self, decode: impl FnOnce() -> R) -> R {
-        let guard = install(&DECODING, &DECODING_HIDDEN, Some(std::mem::take(self)));
+        if self.is_empty() {
+            let _frame = SetCell::set(&DECODING_FRAME, Decoding::Bare);
+            return decode();
+        }
+        let table = install(&DECODING, Some(std::mem::take(self)));
+        let frame = SetCell::set(&DECODING_FRAME, Decoding::Attached);
         let result = decode();
-        *self = DECODING
-            .with(|slot| slot.borrow_mut().take())
-            .unwrap_or_default();
-        drop(guard);
+        drop(frame);
+        *self = table.put_back().unwrap_or_default();
         result
     }
 
@@ -475,7 +516,7 @@ impl Attachments {
         let slot = self
             .slots
             .get_mut(index)
-            .ok_or_else(|| format!("shared buffer {index} is not attached to its frame"))?;
+            .ok_or_else(|| not_attached(index))?;
         if let Slot::Fd(..) = slot {
             let Slot::Fd(fd, len) = std::mem::replace(slot, Slot::Failed(String::new())) else {
                 unreachable!("matched above")
@@ -494,9 +535,7 @@ impl Attachments {
 
     #[cfg(not(unix))]
     fn get(&mut self, index: usize) -> Result<SharedBytes, String> {
-        Err(format!(
-            "shared buffer {index} is not attached to its frame"
-        ))
+        Err(not_attached(index))
     }
 }
 
@@ -536,7 +575,8 @@ impl SharedAttachments {
         }
         // No attachment, but a frame's payload all the same: an attached
         // buffer it names is an error, not bytes.
-        Attachments::default().decode(decode)
+        let _frame = SetCell::set(&DECODING_FRAME, Decoding::Bare);
+        decode()
     }
 }
 
@@ -578,6 +618,32 @@ mod tests {
         });
         assert_eq!(reply.len(), 2);
         assert_eq!(attach(&a), None, "no frame is being encoded");
+    }
+
+    /// A frame that came without attachments, decoded while those of
+    /// another are installed, cannot reach them (an implementation that
+    /// marks the frame but leaves the table visible would hand them out);
+    /// they are back once it is decoded, also after a panic.
+    #[test]
+    fn a_frame_without_attachments_cannot_reach_those_of_the_frame_around_it() {
+        let (bytes, _) = shared();
+        let mut outer = Attachments {
+            slots: vec![Slot::Mapped(bytes)],
+        };
+        outer.decode(|| {
+            assert!(attached(0).is_ok());
+            Attachments::default().decode(|| {
+                assert!(decoding_frame());
+                assert_eq!(attached(0).unwrap_err(), not_attached(0));
+            });
+            let panicked = std::panic::catch_unwind(|| {
+                SharedAttachments::default().decode(|| panic!("a decoder"))
+            });
+            assert!(panicked.is_err());
+            assert!(attached(0).is_ok(), "the outer frame's again");
+        });
+        assert!(!decoding_frame());
+        assert_eq!(outer.len(), 1, "the attachments are given back");
     }
 
     /// The same for the attachments of the frame being decoded.

@@ -266,19 +266,33 @@ impl<'de> Visitor<'de> for BytesVisitor {
 }
 
 thread_local! {
-    /// The buffers attached to the frame this thread is encoding, if it is
-    /// encoding a frame that can carry them.
-    static ENCODING: RefCell<Option<Vec<SharedBytes>>> = const { RefCell::new(None) };
+    /// The buffers attached to the frames this thread is encoding that
+    /// attached some, innermost last: see [`Encoding::Attaching`].
+    static ENCODING: RefCell<Vec<Vec<SharedBytes>>> = const { RefCell::new(Vec::new()) };
     /// The attachments of the frame whose payload this thread is decoding,
     /// while [`DECODING_FRAME`] is [`Decoding::Attached`].
     static DECODING: RefCell<Option<Attachments>> = const { RefCell::new(None) };
-    /// Whether [`ENCODING`] is hidden: set by [`outside_frames`], cleared
-    /// while a frame inside it is encoded. A flag rather than a swap of the
-    /// table: a worker runs each item of a chunk outside the frames, and
-    /// swapping both tables out and back cost more than squaring an integer.
-    static ENCODING_HIDDEN: Cell<bool> = const { Cell::new(false) };
+    /// What the frame this thread encodes, if any, does with shared
+    /// buffers.
+    static ENCODING_FRAME: Cell<Encoding> = const { Cell::new(Encoding::Bytes) };
     /// Which frame's payload this thread is decoding, if any.
     static DECODING_FRAME: Cell<Decoding> = const { Cell::new(Decoding::Outside) };
+}
+
+/// What the frame a thread encodes does with the shared buffers it meets.
+///
+/// A mark, not a table: a frame's table is made only when it attaches a
+/// buffer, which few frames do, so that the others cost two writes of the
+/// mark (a worker runs each item of a chunk outside the frames, and even
+/// swapping tables out and back cost more than squaring an integer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    /// They are written as bytes: no frame is encoded, or one that carries
+    /// bytes only, or code runs [`outside_frames`].
+    Bytes,
+    /// They are attached to the frame, as descriptors; `table` once it has
+    /// attached one: its table is then the last of [`ENCODING`].
+    Attaching { table: bool },
 }
 
 /// What the payload a thread decodes may name.
@@ -329,12 +343,16 @@ impl<T: Copy + 'static> Drop for SetCell<T> {
 /// is full).
 #[cfg(unix)]
 fn attach(shm: &Arc<Shm>) -> Option<u32> {
-    if ENCODING_HIDDEN.get() {
+    let Encoding::Attaching { table } = ENCODING_FRAME.get() else {
         return None;
-    }
-    ENCODING.with(|table| {
-        let mut table = table.borrow_mut();
-        let table = table.as_mut()?;
+    };
+    ENCODING.with(|tables| {
+        let mut tables = tables.borrow_mut();
+        if !table {
+            tables.push(Vec::new());
+            ENCODING_FRAME.set(Encoding::Attaching { table: true });
+        }
+        let table = tables.last_mut().expect("the frame's table, pushed above");
         let same = |b: &SharedBytes| matches!(&b.0, Repr::Shared(s) if Arc::ptr_eq(s, shm));
         if let Some(index) = table.iter().position(same) {
             return u32::try_from(index).ok();
@@ -404,7 +422,7 @@ fn install<T: 'static>(key: &'static LocalKey<RefCell<Option<T>>>, value: Option
 /// Hides the frames being encoded and decoded until dropped (also when the
 /// code in between panicked), then shows them as they were.
 struct Hide {
-    _encoding: SetCell<bool>,
+    _encoding: SetCell<Encoding>,
     _decoding: SetCell<Decoding>,
 }
 
@@ -412,7 +430,7 @@ impl Hide {
     #[inline]
     fn both() -> Hide {
         Hide {
-            _encoding: SetCell::set(&ENCODING_HIDDEN, true),
+            _encoding: SetCell::set(&ENCODING_FRAME, Encoding::Bytes),
             _decoding: SetCell::set(&DECODING_FRAME, Decoding::Outside),
         }
     }
@@ -421,17 +439,51 @@ impl Hide {
 /// Runs `encode` with a side table for the shared buffers it serializes;
 /// returns them, in index order, to be attached to the frame.
 pub(crate) fn encoding_attached<R>(encode: impl FnOnce() -> R) -> (R, Vec<SharedBytes>) {
-    let table = install(&ENCODING, Some(Vec::new()));
-    let shown = SetCell::set(&ENCODING_HIDDEN, false);
+    let frame = AttachingFrame::begin();
     let result = encode();
-    drop(shown);
-    (result, table.put_back().unwrap_or_default())
+    (result, frame.end())
+}
+
+/// The encoding of a frame that attaches shared buffers, from
+/// [`begin`](Self::begin) to [`end`](Self::end), or to the drop after a
+/// panic: then the frame's table, if it made one, leaves [`ENCODING`], and
+/// the mark of the frame around it (whose table is last again) is back.
+struct AttachingFrame {
+    around: Encoding,
+    ended: bool,
+}
+
+impl AttachingFrame {
+    fn begin() -> AttachingFrame {
+        AttachingFrame {
+            around: ENCODING_FRAME.replace(Encoding::Attaching { table: false }),
+            ended: false,
+        }
+    }
+
+    /// The buffers the frame attached, in index order.
+    fn end(mut self) -> Vec<SharedBytes> {
+        self.ended = true;
+        self.take_table().unwrap_or_default()
+    }
+
+    fn take_table(&self) -> Option<Vec<SharedBytes>> {
+        let made = ENCODING_FRAME.replace(self.around) == (Encoding::Attaching { table: true });
+        made.then(|| ENCODING.with(|tables| tables.borrow_mut().pop()))?
+    }
+}
+
+impl Drop for AttachingFrame {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.take_table();
+        }
+    }
 }
 
 /// Runs `encode` where shared buffers serialize as bytes.
 pub(crate) fn encoding_plain<R>(encode: impl FnOnce() -> R) -> R {
-    let _table = install(&ENCODING, None);
-    let _shown = SetCell::set(&ENCODING_HIDDEN, false);
+    let _frame = SetCell::set(&ENCODING_FRAME, Encoding::Bytes);
     encode()
 }
 
@@ -617,6 +669,34 @@ mod tests {
             assert_eq!(attach(&b), Some(1), "the reply again, after a panic");
         });
         assert_eq!(reply.len(), 2);
+        assert_eq!(attach(&a), None, "no frame is being encoded");
+    }
+
+    /// A frame's table is made when it first attaches a buffer: a frame
+    /// encoded inside another that has attached nothing yet gets its own
+    /// (an implementation that made the outer one's at its first attach
+    /// would mix them), and a frame whose encoding panicked leaves no
+    /// table behind (the frame around it attaches to its own again).
+    #[test]
+    fn each_frame_attaches_to_its_own_table_even_after_a_panic() {
+        let (_a, a) = shared();
+        let (_b, b) = shared();
+        let ((), outer) = encoding_attached(|| {
+            let ((), inner) = encoding_attached(|| assert_eq!(attach(&b), Some(0)));
+            assert_eq!(inner.len(), 1);
+            assert_eq!(attach(&a), Some(0), "the outer frame's first");
+            let panicked = std::panic::catch_unwind(|| {
+                encoding_attached(|| {
+                    assert_eq!(attach(&a), Some(0), "a table of its own");
+                    panic!("a serializer")
+                })
+            });
+            assert!(panicked.is_err());
+            assert_eq!(attach(&b), Some(1), "the outer frame's again");
+            assert_eq!(encoding_plain(|| attach(&b)), None);
+        });
+        assert_eq!(outer.len(), 2);
+        assert!(ENCODING.with(|tables| tables.borrow().is_empty()));
         assert_eq!(attach(&a), None, "no frame is being encoded");
     }
 

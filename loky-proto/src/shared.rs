@@ -305,7 +305,7 @@ enum Decoding {
     /// every frame does: nothing to install, and an attachment it names is
     /// not attached. A mark, not a table, since a table in a thread-local
     /// slot (put, taken back, the previous one restored, each through the
-    /// slot's lazily registered destructor) cost ten times the decoding of
+    /// slot's lazily registered destructor) cost seven times the decoding of
     /// a small payload.
     Bare,
     /// The payload of a frame whose attachments are in [`DECODING`].

@@ -17,7 +17,7 @@ const BENCH_BIN: &str = "loky-bench";
 /// The cargo profile of every program the bench runs: the workspace's
 /// `release` with link-time optimization and one codegen unit, as README's
 /// "Performance" advises applications whose calls are many and small.
-const PROFILE: &str = "release-lto";
+pub(crate) const PROFILE: &str = "release-lto";
 
 /// Tells the bench the command that ran it, for `BENCHMARKS.md`.
 const COMMAND_ENV: &str = "LOKY_BENCH_COMMAND";

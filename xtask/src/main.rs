@@ -8,6 +8,9 @@
 //!   (see [`bench`](mod@bench)).
 //! - `cargo xtask fuzz [--seconds N] [--seed] [--merge] [TARGET]`: the fuzz
 //!   targets of the decoders under libFuzzer (see [`fuzz`](mod@fuzz)).
+//! - `cargo xtask link-order`: profiles the stock worker under callgrind and
+//!   writes the linker script that lays out the code it runs first (see
+//!   [`link_order`](mod@link_order)).
 //! - `cargo xtask doc-examples`: fails if an example on `loky`'s rendered
 //!   pages names an inner crate (see [`doc_examples`](mod@doc_examples)).
 //! - `cargo xtask package`: the published packages build and pass `loky`'s
@@ -26,6 +29,7 @@ mod doc_examples;
 mod examples;
 mod fuzz;
 mod libtest;
+mod link_order;
 mod os;
 mod package;
 mod runner;
@@ -68,6 +72,10 @@ commands:
       parent_reads_responses) for N seconds (default 600) on its committed
       corpus; prints the inputs run. --seed rewrites the seed inputs first;
       --merge folds new coverage into the committed corpus.
+  link-order
+      profile the stock worker under callgrind (needs valgrind) and write
+      loky-worker/link/hot-text.ld, which lays out the functions it runs
+      (start-up, calls, the wait for the next) first in its text.
   doc-examples
       fail if a code example on loky's rendered docs (target/doc/loky, from
       `cargo doc`) names loky_core, loky_proto or loky_worker.
@@ -104,6 +112,7 @@ fn main() -> ExitCode {
             Err(message) => usage_error(&message),
         },
         "doc-examples" => doc_examples::run(&Workspace::locate()),
+        "link-order" => link_order::run(&Workspace::locate()),
         "package" => package::run(&Workspace::locate()),
         "slurm" => slurm::run(&Workspace::locate(), rest),
         "ssh" => ssh::run(&Workspace::locate(), rest),

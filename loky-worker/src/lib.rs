@@ -53,6 +53,17 @@
 //!   [`loky_proto::env::MAX_MEMORY_LEAK_SIZE`] since its first call asks to
 //!   retire.
 //!
+//! # The stock program's layout (feature `link-order`, default)
+//!
+//! The stock `loky-worker` program is linked with `link/hot-text.ld`, which
+//! gathers the functions a worker runs (start-up, serving calls, waiting
+//! for the next) in front of the rest of its code, so that an idle worker
+//! keeps less of it resident (the kernel maps code 64 KiB around each page
+//! first run). Only the layout changes. The script is given to lld and GNU
+//! ld; with another linker chosen by hand the build warns and leaves the
+//! layout alone. Programs of your own that call [`serve`](fn@serve) are
+//! not affected.
+//!
 //! # Workers on other machines (feature `remote`)
 //!
 //! Started by an executor's launcher (`srun`, `ssh`, any command) with the

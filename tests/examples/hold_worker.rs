@@ -13,8 +13,8 @@
 use std::io::BufRead;
 use std::process::ExitCode;
 
+use loky::diagnostics;
 use loky::{ProcessPoolExecutor, WorkerProgram};
-use loky_worker::diagnostics;
 
 fn main() -> ExitCode {
     let Some(program) = std::env::args_os().nth(1) else {

@@ -57,7 +57,10 @@ fn linker_chosen(configured: bool, encoded_flags: &str) -> Option<String> {
     encoded_flags
         .split('\x1f')
         .find(|flag| {
-            let fuse = flag.split_once("fuse-ld=").map(|(_, linker)| linker);
+            // `-fuse-ld=NAME`, maybe among other words of `link-args=`.
+            let fuse = flag
+                .split_once("fuse-ld=")
+                .and_then(|(_, rest)| rest.split([' ', ',']).next());
             flag.starts_with("-Clinker=")
                 || flag.starts_with("linker=")
                 || fuse.is_some_and(|linker| !matches!(linker, "lld" | "bfd"))

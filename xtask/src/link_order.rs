@@ -129,9 +129,15 @@ fn profile_worker(holder: &Path, worker: &Path, out: &Path) -> Result<PathBuf, S
             out.display()
         )),
     };
-    // End of file on its stdin ends the hold.
+    // End of file on its stdin ends the hold, and the example shuts its
+    // pool down; it is stopped only if it does not end by itself.
     drop(child.stdin.take());
-    system::stop(HOLDER, &mut child);
+    let ended = system::wait_until(system::STOP_GRACE, &format!("{HOLDER} to end"), || {
+        !matches!(child.try_wait(), Ok(None))
+    });
+    if ended.is_err() {
+        system::stop(HOLDER, &mut child);
+    }
     dumped
 }
 

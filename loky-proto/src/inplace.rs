@@ -97,11 +97,13 @@ fn encode_around<O: FrameSink, E>(
     max: usize,
     encode: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
+    // Before the frame begins, so that a fresh buffer takes `room` in one
+    // allocation, not a first frame's usual room and then `room`.
+    out.reserve(room);
     let start = out.begin();
     let local = out.is_local();
-    let (written, attached) = in_frame_context(local, || {
-        write_around(envelope, room, out, start, max, encode)
-    });
+    let (written, attached) =
+        in_frame_context(local, || write_around(envelope, out, start, max, encode));
     match written {
         Ok(Ok(())) => {}
         failed => {
@@ -115,13 +117,11 @@ fn encode_around<O: FrameSink, E>(
 
 fn write_around<O: FrameSink, E>(
     envelope: impl FnOnce(&mut O) -> Result<(), FrameError>,
-    room: usize,
     out: &mut O,
     start: usize,
     max: usize,
     encode: impl FnOnce(&mut O) -> Result<(), E>,
 ) -> Result<Result<(), E>, FrameError> {
-    out.reserve(room);
     out.append(&[0; HEADER_LEN]);
     envelope(out)?;
     out.append(&[BIN32]);

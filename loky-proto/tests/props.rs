@@ -21,16 +21,18 @@ use proptest::prelude::*;
 // Allocation tracking
 
 /// The system allocator, recording the largest single allocation each
-/// thread makes.
+/// thread makes, and how many allocations (reallocations included).
 struct Tracking;
 
 thread_local! {
     // Const-initialised and without a destructor: using it never allocates.
     static LARGEST: Cell<usize> = const { Cell::new(0) };
+    static COUNT: Cell<usize> = const { Cell::new(0) };
 }
 
 fn record(size: usize) {
     let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+    let _ = COUNT.try_with(|count| count.set(count.get() + 1));
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments
@@ -70,6 +72,14 @@ fn largest_allocation<R>(f: impl FnOnce() -> R) -> (R, usize) {
     LARGEST.set(0);
     let result = f();
     (result, LARGEST.get())
+}
+
+/// Runs `f` and returns how many allocations and reallocations it made on
+/// this thread.
+fn allocations<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    COUNT.set(0);
+    let result = f();
+    (result, COUNT.get())
 }
 
 /// What `read_frame` may allocate beyond the bytes it received: its body
@@ -550,4 +560,46 @@ proptest! {
 fn split_array_reads_an_array32_header() {
     let items: Vec<(i64, String)> = (0..70_000).map(|i| (i, format!("{i}"))).collect();
     assert_split_yields_each_item(&items);
+}
+
+#[test]
+fn a_call_frame_is_allocated_once_in_a_fresh_frame_buffer() {
+    use loky_proto::shm::FrameBuf;
+    let function = FnRef::new(|x: i64| x + 1).unwrap();
+    let args = |out: &mut FrameBuf| loky_proto::encode_payload_into(&41i64, out);
+    // A task's call, whose envelope fits a first frame's room, and a
+    // function's, whose envelope (with the program's identity) does not.
+    let (task, task_allocations) = allocations(|| {
+        let mut out = FrameBuf::local(usize::MAX);
+        let sent = loky_proto::encode_call_frame(
+            1,
+            "a_task",
+            CallKind::Single,
+            &mut out,
+            DEFAULT_MAX_FRAME,
+            args,
+        );
+        (sent, out)
+    });
+    task.0.unwrap().unwrap();
+    assert_eq!(task_allocations, 1, "a task's call frame");
+    let (call, call_allocations) = allocations(|| {
+        let mut out = FrameBuf::local(usize::MAX);
+        let sent = loky_proto::encode_fn_call_frame(
+            2,
+            &function,
+            CallKind::Single,
+            &mut out,
+            DEFAULT_MAX_FRAME,
+            args,
+        );
+        (sent, out)
+    });
+    call.0.unwrap().unwrap();
+    assert!(
+        call.1.len() > 64,
+        "the function's frame is {} bytes",
+        call.1.len()
+    );
+    assert_eq!(call_allocations, 1, "a function's call frame");
 }

@@ -367,7 +367,12 @@ impl crate::frame::sealed::Sink for FrameBuf {
         FrameBuf::len(self)
     }
     fn reserve(&mut self, additional: usize) {
-        self.bytes.reserve(additional);
+        if self.bytes.capacity() == 0 {
+            // What `begin_frame` would take, or more if the frame needs it.
+            self.bytes.reserve_exact(additional.max(FIRST_FRAME));
+        } else {
+            self.bytes.reserve(additional);
+        }
     }
     #[inline]
     fn append(&mut self, bytes: &[u8]) {

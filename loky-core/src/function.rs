@@ -9,6 +9,7 @@
 //! module: it only adds methods to [`ProcessPoolExecutor`].
 
 use std::any::{TypeId, type_name};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -21,13 +22,30 @@ use crate::future::Future;
 use crate::map::{Map, MapUnordered};
 use crate::options::CallOptions;
 
-/// The target of `f`, or why `f` cannot be sent.
+/// The target of `f`, or why `f` cannot be sent. The last one a thread
+/// made is kept: a loop of `submit_fn` calls of one function makes its
+/// target once, not a reference and a name lookup per call.
 fn target<I: Payload, O: Payload>(f: fn(I) -> O) -> Result<Target> {
+    thread_local! {
+        /// The last target made here, with its function's address and type.
+        static LAST: RefCell<Option<(usize, TypeId, Target)>> = const { RefCell::new(None) };
+    }
+    // Functions of different types may share their code, so their address.
+    let key = (f as usize, TypeId::of::<fn(I) -> O>());
+    let cached = LAST.with_borrow(|last| match last {
+        Some((address, id, target)) if (*address, *id) == key => Some(target.clone()),
+        _ => None,
+    });
+    if let Some(target) = cached {
+        return Ok(target);
+    }
     let function = FnRef::new(f).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    Ok(Target::Function {
+    let target = Target::Function {
         sig: fn_signature::<I, O>(),
         function: Arc::new(function),
-    })
+    };
+    LAST.set(Some((key.0, key.1, target.clone())));
+    Ok(target)
 }
 
 /// The signature of a function: named by its type, `fn(I) -> O`.
@@ -195,4 +213,42 @@ impl ProcessPoolExecutor {
 /// What names a map of a function that cannot be sent (nothing is sent).
 fn unsent<I: 'static, O: 'static>() -> Target {
     Target::Task(fn_signature::<I, O>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn function_of(target: &Target) -> &Arc<FnRef> {
+        match target {
+            Target::Function { function, .. } => function,
+            Target::Task(_) => panic!("a function's target names a task"),
+        }
+    }
+
+    fn double(x: i64) -> i64 {
+        2 * x
+    }
+
+    fn name(x: u8) -> String {
+        x.to_string()
+    }
+
+    #[test]
+    fn a_thread_makes_the_target_of_the_function_it_sends_again_once() {
+        let first = target(double).unwrap();
+        let again = target(double).unwrap();
+        assert!(Arc::ptr_eq(function_of(&first), function_of(&again)));
+        assert_eq!(again.signature().name, "fn(i64) -> i64");
+
+        let other = target(name).unwrap();
+        assert_eq!(other.signature().name, "fn(u8) -> String");
+        assert_ne!(function_of(&other), function_of(&first));
+
+        // Made anew once another function came between, and the same.
+        let back = target(double).unwrap();
+        assert!(!Arc::ptr_eq(function_of(&first), function_of(&back)));
+        assert_eq!(function_of(&first), function_of(&back));
+        assert_eq!(back.signature(), first.signature());
+    }
 }

@@ -2,7 +2,7 @@
 //! [`InFlight`] on a worker until its reply settles the future. A call runs
 //! a [`Target`]: a task named in the worker, or a function of this program.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,13 +70,25 @@ pub(crate) enum Encoding {
 }
 
 impl Encoding {
-    fn buffer(self) -> FrameBuf {
+    /// A buffer for one call's frame, in `spare`'s memory.
+    fn buffer(self, spare: Vec<u8>) -> FrameBuf {
         match self {
-            Encoding::Plain => FrameBuf::plain(),
-            Encoding::Local { threshold } => FrameBuf::local(threshold),
+            Encoding::Plain => FrameBuf::plain_in(spare),
+            Encoding::Local { threshold } => FrameBuf::local_in(threshold, spare),
         }
     }
 }
+
+thread_local! {
+    /// The memory this thread encodes its calls' frames in: a small frame
+    /// is copied out of it, in place in its shared handle, so one
+    /// allocation per call holds the frame. (Taken while in use: a call
+    /// made while encoding another, by a `Serialize` impl, makes its own.)
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Spare memory kept for the next frame: more is given back.
+const KEEP_SPARE: usize = 4 << 10;
 
 /// A submitted call waiting for a worker.
 pub(crate) struct WorkItem {
@@ -112,7 +124,7 @@ impl WorkItem {
         encode_args: impl FnOnce(&mut FrameBuf) -> Result<(), E>,
     ) -> Result<WorkItem, Error> {
         let sig = target.signature();
-        let mut frame = encoding.buffer();
+        let mut frame = encoding.buffer(SPARE.take());
         let encoded = target.encode_frame(id, kind, &mut frame, max_frame, encode_args);
         let failed = match encoded {
             Ok(Ok(())) => None,
@@ -122,6 +134,11 @@ impl WorkItem {
         if let Some(err) = failed {
             return Err(Error::Serialization(err));
         }
+        let encoded = Arc::new(frame.take_frame());
+        let spare = frame.into_spare();
+        if spare.capacity() <= KEEP_SPARE {
+            SPARE.set(spare);
+        }
         Ok(WorkItem {
             future,
             sig,
@@ -130,7 +147,7 @@ impl WorkItem {
                 Target::Function { function, .. } => Some(function.clone()),
             },
             id,
-            frame: Arc::new(frame.take_frame()),
+            frame: encoded,
             kind,
             timeout: None,
             initializer: false,

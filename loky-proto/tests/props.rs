@@ -603,3 +603,44 @@ fn a_call_frame_is_allocated_once_in_a_fresh_frame_buffer() {
     );
     assert_eq!(call_allocations, 1, "a function's call frame");
 }
+
+#[test]
+fn a_small_frame_is_taken_in_place_and_its_buffer_serves_again() {
+    use loky_proto::shm::{EncodedFrame, FrameBuf};
+    let expected = |args: &[u8]| {
+        let mut plain = Vec::new();
+        encode_call(&mut plain, args);
+        plain
+    };
+    let mut spare = Vec::new();
+    for round in 0..3 {
+        let ((frame, back), made) = allocations(|| {
+            let mut out = FrameBuf::local_in(usize::MAX, spare);
+            encode_call(&mut out, &[round; 4]);
+            let frame = out.take_frame();
+            (frame, out.into_spare())
+        });
+        let EncodedFrame::Bytes(bytes) = &frame else {
+            panic!("a plain frame");
+        };
+        assert_eq!(&bytes[..], &expected(&[round; 4])[..]);
+        // The first round allocates the buffer; the others reuse it.
+        assert_eq!(made, usize::from(round == 0), "round {round}");
+        assert!(back.capacity() > 0 && back.is_empty());
+        spare = back;
+    }
+    // A large frame moves out whole, with the buffer's memory.
+    let mut out = FrameBuf::local_in(usize::MAX, spare);
+    encode_call(&mut out, &[9; 1000]);
+    let frame = out.take_frame();
+    assert_eq!(frame.len(), expected(&[9; 1000]).len());
+    assert_eq!(out.into_spare().capacity(), 0);
+}
+
+/// Appends a call frame of `a_task` whose arguments are the bytes `args`.
+fn encode_call<O: loky_proto::FrameSink>(out: &mut O, args: &[u8]) {
+    let args = |o: &mut O| loky_proto::encode_payload_into(&serde_bytes::Bytes::new(args), o);
+    loky_proto::encode_call_frame(7, "a_task", CallKind::Single, out, DEFAULT_MAX_FRAME, args)
+        .unwrap()
+        .unwrap();
+}

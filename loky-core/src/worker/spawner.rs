@@ -407,17 +407,17 @@ mod tests {
         let link = Arc::new(Link::new(Arc::default()));
         let mut handle = spawner.launch(1, link, events_tx).unwrap();
         assert_eq!(handle.pid(), 0, "no pid before the process starts");
-        handle.send(Arc::new(EncodedFrame::Bytes(vec![0; 3])));
+        handle.send(Arc::new(EncodedFrame::Bytes(vec![0; 3].into())));
         handle.stop(Stop::Term);
         handle.close();
         assert!(handle.is_closed());
-        handle.send(Arc::new(EncodedFrame::Bytes(vec![0; 9]))); // Dropped.
+        handle.send(Arc::new(EncodedFrame::Bytes(vec![0; 9].into()))); // Dropped.
         gate.send(()).unwrap();
         assert!(matches!(next(&events), Event::Spawned { worker: 1 }));
         assert_eq!(handle.pid(), 7);
         // After the close, whether the start is finished or not (the
         // spawned event comes before the real handle is in place): dropped.
-        handle.send(Arc::new(EncodedFrame::Bytes(vec![0; 5])));
+        handle.send(Arc::new(EncodedFrame::Bytes(vec![0; 5].into())));
         handle.release();
         drop(spawner); // Waits until the spawner has done all it was asked.
         assert_eq!(

@@ -92,6 +92,26 @@ impl FrameBuf {
         }
     }
 
+    /// [`local`](Self::local), in the memory of `spare` (its bytes are
+    /// dropped): a buffer given back by [`into_spare`](Self::into_spare).
+    pub fn local_in(threshold: usize, mut spare: Vec<u8>) -> FrameBuf {
+        spare.clear();
+        FrameBuf {
+            bytes: spare,
+            ..FrameBuf::local(threshold)
+        }
+    }
+
+    /// [`plain`](Self::plain), in the memory of `spare` (its bytes are
+    /// dropped).
+    pub fn plain_in(mut spare: Vec<u8>) -> FrameBuf {
+        spare.clear();
+        FrameBuf {
+            bytes: spare,
+            ..FrameBuf::plain()
+        }
+    }
+
     /// The length the bytes would have in one vector.
     #[inline]
     pub fn len(&self) -> usize {
@@ -319,16 +339,35 @@ impl FrameBuf {
     /// or as bytes: a frame that carries no descriptor is plain bytes, for
     /// any channel. Leaves this buffer empty. Holds exactly the frames
     /// encoded since it was made (or last emptied); call it after one.
+    ///
+    /// A small frame without descriptors is copied out, in place in the
+    /// [`EncodedFrame`], and this buffer keeps its memory for the next
+    /// frame (see [`into_spare`](Self::into_spare)).
     pub fn take_frame(&mut self) -> EncodedFrame {
         debug_assert!(self.frame.is_none() && self.sent == 0);
+        if self.attached.is_empty()
+            && let Some(small) = FrameBytes::inline(&self.bytes)
+        {
+            self.bytes.clear();
+            return EncodedFrame::Bytes(small);
+        }
         let bytes = std::mem::take(&mut self.bytes);
         match std::mem::take(&mut self.attached).pop() {
-            None => EncodedFrame::Bytes(bytes),
+            None => EncodedFrame::Bytes(bytes.into()),
             Some((at, fds)) => {
                 debug_assert_eq!(at, 0, "one frame, its descriptors with its first byte");
                 EncodedFrame::Descriptors(DescriptorFrame { bytes, fds })
             }
         }
+    }
+
+    /// This buffer's memory, emptied, to make the next one with
+    /// [`local_in`](Self::local_in) or [`plain_in`](Self::plain_in): its
+    /// frames were taken (or sent) whole.
+    pub fn into_spare(mut self) -> Vec<u8> {
+        debug_assert!(self.frame.is_none());
+        self.bytes.clear();
+        self.bytes
     }
 
     /// Gives back the memory of an exceptionally large frame.
@@ -407,7 +446,7 @@ impl crate::frame::sealed::Sink for FrameBuf {
 #[derive(Debug)]
 pub enum EncodedFrame {
     /// A plain frame, for any channel.
-    Bytes(Vec<u8>),
+    Bytes(FrameBytes),
     /// A frame with descriptors attached (its body in a memory file, or
     /// shared buffers): only a local channel carries it.
     Descriptors(DescriptorFrame),
@@ -426,6 +465,66 @@ impl EncodedFrame {
     /// Whether the frame has no byte (never, for a frame encoded whole).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The bytes of a plain frame: a small one (a call of small arguments) in
+/// place, so that an [`EncodedFrame`] in its shared handle is one
+/// allocation; a larger one in a vector of its own.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FrameBytes(Held);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Held {
+    Inline { len: u8, bytes: [u8; INLINE_FRAME] },
+    Heap(Vec<u8>),
+}
+
+/// The largest frame kept in place: a task call with a name and arguments
+/// of a few dozen bytes each (a `noop` call's frame is 52 bytes). No
+/// larger, so that an `Arc<EncodedFrame>` takes at most 120 bytes: blocks
+/// up to 128 bytes, header included, are what glibc's allocator frees on
+/// its fast path (a frame is freed by another thread than its maker).
+const INLINE_FRAME: usize = 96;
+
+// An `Arc` adds its two counts.
+const _: () = assert!(2 * size_of::<usize>() + size_of::<EncodedFrame>() <= 120);
+
+impl FrameBytes {
+    /// `bytes` in place, if they fit.
+    fn inline(bytes: &[u8]) -> Option<FrameBytes> {
+        let mut held = [0; INLINE_FRAME];
+        held.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(FrameBytes(Held::Inline {
+            len: bytes.len() as u8,
+            bytes: held,
+        }))
+    }
+}
+
+impl From<Vec<u8>> for FrameBytes {
+    fn from(bytes: Vec<u8>) -> FrameBytes {
+        FrameBytes(Held::Heap(bytes))
+    }
+}
+
+impl std::ops::Deref for FrameBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Held::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Held::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl std::fmt::Debug for FrameBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameBytes")
+            .field("len", &self.len())
+            .field("inline", &matches!(self.0, Held::Inline { .. }))
+            .finish()
     }
 }
 

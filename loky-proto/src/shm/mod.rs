@@ -44,7 +44,7 @@ mod reader;
 #[cfg(test)]
 mod tests;
 
-pub use buf::{DescriptorFrame, EncodedFrame, FrameBuf};
+pub use buf::{DescriptorFrame, EncodedFrame, FrameBuf, FrameBytes};
 pub use journal::{DeathNote, JOURNAL_LEN, JournalReader, JournalWriter};
 pub use os::send_with_fds_blocking as send_with_fds;
 pub use reader::{Frame, LocalFrames, MappedBody};

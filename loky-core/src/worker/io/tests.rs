@@ -187,7 +187,7 @@ fn release_returns_while_a_peer_holding_the_channel_never_reads() {
     )
     .expect("threads start");
     // Nothing fits: the frame goes to the writer, which blocks in `write`.
-    handle.send(Arc::new(EncodedFrame::Bytes(vec![0; 1 << 16])));
+    handle.send(Arc::new(EncodedFrame::Bytes(vec![0; 1 << 16].into())));
     transport.worker_closes();
     assert!(matches!(
         next_event(&events),
@@ -287,7 +287,7 @@ fn port(transport: Arc<FakeTransport>) -> (ChannelPort, Receiver<super::Queued>)
 }
 
 fn frame(byte: u8, len: usize) -> Arc<EncodedFrame> {
-    Arc::new(EncodedFrame::Bytes(vec![byte; len]))
+    Arc::new(EncodedFrame::Bytes(vec![byte; len].into()))
 }
 
 /// What went to the writer: each frame's first byte and its offset.

@@ -585,9 +585,11 @@ pub(crate) fn announce_deaths(note: DeathNote, channel: RawFd) {
 }
 
 /// Says that the worker is about to die of `signal` (see
-/// [`announce_deaths`]). Async-signal-safe: an atomic load, getrlimit, an
-/// atomic store and shutdown.
+/// [`announce_deaths`]), and lowers its priority (see [`step_aside`]).
+/// Async-signal-safe: an atomic load, getrlimit, an atomic store,
+/// shutdown, and what `step_aside` calls.
 fn announce_death(signal: libc::c_int) {
+    step_aside();
     let Some(dying) = DYING.get() else {
         return;
     };
@@ -603,6 +605,29 @@ fn announce_death(signal: libc::c_int) {
         libc::shutdown(dying.channel, libc::SHUT_WR);
     }
 }
+
+/// Gives a worker certain to die the lowest priority (nice 19), every
+/// thread of it if it leads its process group (as its executor starts
+/// it), else the calling thread: the kernel's freeing of its memory, done
+/// by its last thread on its way out, then yields to the executor and
+/// its other workers instead of holding a core while they have work.
+/// Async-signal-safe: getpgrp, getpid and setpriority.
+fn step_aside() {
+    // SAFETY: getpgrp, getpid and setpriority have no memory-safety
+    // preconditions. Niceness only lowers this process's claim to CPU time.
+    unsafe {
+        if libc::getpgrp() == libc::getpid() {
+            // Every thread of every process in the group: this worker's
+            // and what its tasks started, which die with it.
+            libc::setpriority(libc::PRIO_PGRP, 0, LOWEST_PRIORITY);
+        } else {
+            libc::setpriority(libc::PRIO_PROCESS, 0, LOWEST_PRIORITY);
+        }
+    }
+}
+
+/// The highest niceness: the lowest priority a process can give itself.
+const LOWEST_PRIORITY: libc::c_int = 19;
 
 /// Once the worker announced its death, a thread that would end it (its
 /// writes now fail, and a failed write ends the worker) waits for that

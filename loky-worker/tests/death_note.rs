@@ -106,3 +106,61 @@ fn a_worker_allowed_core_files_does_not_announce_its_crash() {
     worker.send_one(1, SEGFAULT, &());
     assert_eq!(death(worker, &journal), (None, Some(libc::SIGSEGV)));
 }
+
+/// The niceness of process `pid` (field 19 of `/proc/PID/stat`), which a
+/// zombie keeps until it is reaped.
+fn niceness(pid: u32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: state is field 3, niceness field 19.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(19 - 3).unwrap().parse().unwrap()
+}
+
+/// Waits until `pid`, our child, has exited, leaving it a zombie.
+fn wait_exited_unreaped(pid: u32) {
+    // SAFETY: info is a valid siginfo_t for waitid to fill; WNOWAIT leaves
+    // the child to be reaped by its `Child`.
+    let ret = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    assert_eq!(ret, 0, "waitid: {}", std::io::Error::last_os_error());
+}
+
+/// A worker certain to die gives itself the lowest priority, so that the
+/// kernel's freeing of its memory yields to the processes still working;
+/// all of it when it leads its process group (as its executor starts it),
+/// else only the dying thread, never the rest of a group it shares (here
+/// this test's own).
+#[test]
+fn a_dying_worker_gives_itself_the_lowest_priority() {
+    let ours = niceness(std::process::id());
+    assert!(ours < 19, "this test runs at niceness {ours}");
+    for leads_its_group in [true, false] {
+        let (mut worker, journal) = Worker::with_journal(|command| {
+            if leads_its_group {
+                command.process_group(0);
+            }
+        });
+        worker.hello();
+        assert_eq!(niceness(worker.pid()), ours, "a serving worker");
+        worker.send_one(1, SEGFAULT, &());
+        wait_exited_unreaped(worker.pid());
+        assert_eq!(
+            niceness(worker.pid()),
+            19,
+            "leads its group: {leads_its_group}"
+        );
+        assert_eq!(niceness(std::process::id()), ours, "this test's process");
+        assert_eq!(
+            death(worker, &journal),
+            (Some(libc::SIGSEGV), Some(libc::SIGSEGV))
+        );
+    }
+}

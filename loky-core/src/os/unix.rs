@@ -169,12 +169,22 @@ fn wait_status(code: libc::c_int, status: libc::c_int) -> ExitStatus {
     })
 }
 
+/// The highest niceness: the lowest priority a process can be given.
+const LOWEST_PRIORITY: libc::c_int = 19;
+
 /// Sends `signal` to `pid` and to the process group `pid` (errors ignored).
+/// Before a `SIGKILL`, gives every thread of the group the lowest priority
+/// (nice 19): the kernel frees a killed process's memory on its way out,
+/// which then yields to this process and the pool's other workers instead
+/// of holding a core while they have work.
 fn kill_process_and_group(pid: u32, signal: i32) {
-    // SAFETY: kill has no memory-safety preconditions. The caller holds the
-    // process unreaped, so neither the pid nor the group id it made (its
-    // own pid) can have been reused.
+    // SAFETY: kill and setpriority have no memory-safety preconditions.
+    // The caller holds the process unreaped, so neither the pid nor the
+    // group id it made (its own pid) can have been reused.
     unsafe {
+        if signal == libc::SIGKILL {
+            libc::setpriority(libc::PRIO_PGRP, pid as libc::id_t, LOWEST_PRIORITY);
+        }
         libc::kill(-(pid as libc::pid_t), signal);
         libc::kill(pid as libc::pid_t, signal);
     }
@@ -705,6 +715,33 @@ mod tests {
             assert_eq!(seen, reaped, "{script}");
             assert_eq!((seen.code(), seen.signal()), (code, signal), "{script}");
         }
+    }
+
+    /// The niceness of process `pid` (field 19 of `/proc/PID/stat`),
+    /// which a zombie keeps until it is reaped.
+    fn niceness(pid: u32) -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The fields after the command name (in parentheses): state is
+        // field 3.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(19 - 3).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_killed_worker_dies_at_the_lowest_priority_and_a_stopped_one_does_not() {
+        let ours = niceness(std::process::id());
+        assert!(ours < 19, "this test runs at niceness {ours}");
+        for (signal, expected) in [(libc::SIGKILL, LOWEST_PRIORITY), (libc::SIGTERM, ours)] {
+            let process = sh("sleep 60");
+            process.signal(signal);
+            assert_eq!(
+                process.wait_exited().expect("waitid").signal(),
+                Some(signal)
+            );
+            assert_eq!(niceness(process.pid), expected, "signal {signal}");
+            process.reap().expect("waitpid");
+        }
+        assert_eq!(niceness(std::process::id()), ours, "this process");
     }
 
     #[test]

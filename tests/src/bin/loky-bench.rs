@@ -78,11 +78,16 @@ fn main() -> ExitCode {
     // diagnostic tasks, for the warm-up).
     loky::serve_if_worker(&loky::diagnostics::registry());
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(raw::ECHO_SUBCOMMAND) {
-        return match raw::serve_echo() {
+    let child: Option<fn() -> std::io::Result<()>> = match args.first().map(String::as_str) {
+        Some(raw::ECHO_SUBCOMMAND) => Some(raw::serve_echo),
+        Some(raw::SEALED_ECHO_SUBCOMMAND) => Some(raw::serve_sealed_echo),
+        _ => None,
+    };
+    if let Some(serve) = child {
+        return match serve() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("loky-bench raw-echo: {e}");
+                eprintln!("loky-bench {}: {e}", args[0]);
                 ExitCode::FAILURE
             }
         };

@@ -14,12 +14,18 @@ use std::time::Instant;
 use crate::cases::{PAYLOAD, Results, SUBMITS};
 use crate::stats::{self, Samples};
 
+#[path = "sealed.rs"]
+mod sealed;
+pub(crate) use sealed::{SUBCOMMAND as SEALED_ECHO_SUBCOMMAND, serve as serve_sealed_echo};
+
 /// The raw figures' keys.
 pub(crate) mod key {
     pub(crate) const SPAWN_ECHO: &str = "raw_spawn_echo_ms";
     pub(crate) const PIPELINED: &str = "raw_pipelined_per_sec";
     pub(crate) const LATENCY: &str = "raw_latency_us";
     pub(crate) const ECHO: &str = "raw_echo_mib_per_sec";
+    /// The same echo through a fresh sealed memory file each way.
+    pub(crate) const SEALED_ECHO: &str = "raw_sealed_echo_mib_per_sec";
     pub(crate) const CRASH: &str = "raw_crash_ms";
     pub(crate) const IDLE_RSS: &str = "raw_idle_rss_mib";
     pub(crate) const IDLE_PSS: &str = "raw_idle_pss_mib";
@@ -44,7 +50,7 @@ type Measure<'a> = Box<dyn Fn() -> Samples + 'a>;
 /// Measures every raw figure, `runs` times each; `round_trips` small echoes
 /// per latency run.
 pub(crate) fn measure(runs: usize, round_trips: usize, wants: &dyn Fn(&str) -> bool) -> Results {
-    let figures: [(&str, Measure<'_>); 7] = [
+    let figures: [(&str, Measure<'_>); 8] = [
         (key::SPAWN_ECHO, Box::new(|| spawn_and_echo(runs))),
         (
             key::PIPELINED,
@@ -65,6 +71,7 @@ pub(crate) fn measure(runs: usize, round_trips: usize, wants: &dyn Fn(&str) -> b
             key::ECHO,
             Box::new(|| with_child(|child| echo_payload(child, runs))),
         ),
+        (key::SEALED_ECHO, Box::new(|| sealed::echo_payload(runs))),
         (key::CRASH, Box::new(|| stats::repeat(runs, crash))),
         (
             key::IDLE_RSS,
@@ -154,11 +161,16 @@ struct EchoChild {
 
 impl EchoChild {
     fn spawn() -> io::Result<EchoChild> {
+        EchoChild::spawn_as(ECHO_SUBCOMMAND)
+    }
+
+    /// This binary run as the child of `subcommand`.
+    fn spawn_as(subcommand: &str) -> io::Result<EchoChild> {
         let (ours, theirs) = UnixStream::pair()?;
         // The child's end becomes its stdin; everything else of ours is
         // close-on-exec, so its end of file comes when the child dies.
         let process = Command::new(std::env::current_exe()?)
-            .arg(ECHO_SUBCOMMAND)
+            .arg(subcommand)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .spawn()?;
         Ok(EchoChild {

@@ -43,7 +43,7 @@ pub(crate) struct Row {
 }
 
 /// The rows, in DESIGN.md's order.
-pub(crate) const ROWS: [Row; 23] = [
+pub(crate) const ROWS: [Row; 24] = [
     Row {
         id: "1",
         label: "cold: create pool of 2 → first result",
@@ -142,6 +142,15 @@ pub(crate) const ROWS: [Row; 23] = [
         target: Target::AtLeastTimesRaw(1.0),
         raw: Some(raw::key::ECHO),
         headline: true,
+    },
+    Row {
+        id: "5f",
+        label: "the bare echo of 5 through fresh sealed memory files (not loky-rs: its floor)",
+        key: raw::key::SEALED_ECHO,
+        unit: Unit::MibPerSec,
+        target: Target::Info,
+        raw: Some(raw::key::ECHO),
+        headline: false,
     },
     Row {
         id: "5b",
@@ -332,15 +341,26 @@ impl Report {
         }
     }
 
+    /// Where `key`'s figure is: loky-rs's, or a raw figure shown on a row
+    /// of its own (row 5f).
+    fn results_of(&self, key: &str) -> &Results {
+        if self.raw.contains_key(key) && !self.loky.contains_key(key) {
+            &self.raw
+        } else {
+            &self.loky
+        }
+    }
+
     fn cells(&self, row: &Row) -> Cells {
         let unit = row.unit;
-        let ours = Self::summary(&self.loky, row.key);
+        let results = self.results_of(row.key);
+        let ours = Self::summary(results, row.key);
         let (median, range) = match &ours {
             Ok(s) => (
                 unit.format(s.median),
                 format!("{} – {}", unit.format_bare(s.min), unit.format_bare(s.max)),
             ),
-            Err(e) => (failure(&self.loky, row.key, e), String::new()),
+            Err(e) => (failure(results, row.key, e), String::new()),
         };
         let target = match (row.target, self.bound(row)) {
             (Target::AtMost(x), _) => format!("≤ {}", unit.format(x)),
@@ -662,6 +682,29 @@ mod tests {
             "Targets met: 0 of 3. Not met: 3 (1.8× off), 5 (1.2× off), 9 (unknown)."
         );
         assert!(report.text_table().contains("—"));
+    }
+
+    #[test]
+    fn the_floor_of_row_5_shows_its_raw_figure_without_a_verdict() {
+        let report = Report {
+            loky: results(&[(key::ECHO, Ok(vec![400.0]))]),
+            raw: results(&[
+                (raw::key::ECHO, Ok(vec![1600.0])),
+                (raw::key::SEALED_ECHO, Ok(vec![420.0, 430.0, 440.0])),
+            ]),
+            peers: Vec::new(),
+        };
+        let floor = ROWS.iter().find(|r| r.id == "5f").unwrap();
+        assert_eq!(report.verdict(floor), Verdict::NoTarget);
+        let cells = report.cells(floor);
+        assert_eq!(
+            (cells.median.as_str(), cells.raw.as_str()),
+            ("430 MiB/s", "1600 MiB/s")
+        );
+        assert_eq!(
+            report.verdicts(),
+            "Targets met: 0 of 1. Not met: 5 (4.0× off)."
+        );
     }
 
     #[test]

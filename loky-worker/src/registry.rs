@@ -1,10 +1,10 @@
 //! The table of tasks a worker program can run.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use loky_proto::shm::FrameBuf;
 use loky_proto::{CallError, CallKind, Outcome, Payload, Signature, Task, TaskInfo};
+use rustc_hash::FxHashMap;
 
 use crate::call::WorkerRuntime;
 
@@ -27,7 +27,8 @@ use crate::call::WorkerRuntime;
 pub struct Registry {
     /// In registration order, which is the order of the task table.
     entries: Vec<Entry>,
-    by_name: HashMap<&'static str, usize>,
+    /// Looked up on every call.
+    by_name: FxHashMap<&'static str, usize>,
 }
 
 struct Entry {

@@ -3,12 +3,12 @@
 //! [`Link`], the one record of them), and the checks a call passes before
 //! it is sent.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loky_proto::program::ProgramId;
 use loky_proto::{Hello, Signature, TaskInfo};
+use rustc_hash::FxHashMap;
 
 use crate::call::{InFlight, WorkItem};
 use crate::error::{Error, TaskMismatch, UnknownTask};
@@ -78,7 +78,8 @@ pub(super) enum KillReason {
 pub(super) struct TaskTable {
     program: String,
     identity: ProgramId,
-    tasks: HashMap<String, TaskInfo>,
+    /// Looked up on every call the supervisor sends.
+    tasks: FxHashMap<String, TaskInfo>,
 }
 
 impl TaskTable {

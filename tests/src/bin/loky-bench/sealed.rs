@@ -44,7 +44,7 @@ pub(crate) fn echo_payload(runs: usize) -> Samples {
         EchoChild::spawn_as(SUBCOMMAND).map_err(|e| format!("cannot start the echo child: {e}"))?;
     let payload = vec![0xa5u8; PAYLOAD];
     let mut reply = Vec::new();
-    let mut echo = || -> io::Result<f64> {
+    let echo = || -> io::Result<f64> {
         let start = Instant::now();
         send(&child.stream, &payload)?;
         let Some(file) = receive(&child.stream, &mut reply)? else {
@@ -57,10 +57,16 @@ pub(crate) fn echo_payload(runs: usize) -> Samples {
         }
         Ok(stats::mib_per_sec(PAYLOAD, took))
     };
-    echo().map_err(|e| e.to_string())?;
-    let samples = stats::repeat(runs, echo);
+    let samples = measure_echo(runs, echo);
+    // Reaped whether or not the echoes went well.
     child.close().map_err(|e| e.to_string())?;
     samples
+}
+
+/// `runs` timed echoes after an untimed first.
+fn measure_echo(runs: usize, mut echo: impl FnMut() -> io::Result<f64>) -> Samples {
+    echo().map_err(|e| e.to_string())?;
+    stats::repeat(runs, echo)
 }
 
 /// The child: answers every file on stdin (a socket) with a file of the
@@ -90,7 +96,9 @@ fn send(stream: &UnixStream, body: &[u8]) -> io::Result<()> {
     let fds = [file.as_fd()];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    control.push(SendAncillaryMessage::ScmRights(&fds));
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("no room to attach the file"));
+    }
     let sent = loop {
         match rustix::net::sendmsg(
             stream,
